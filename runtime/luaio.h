@@ -1,0 +1,81 @@
+/*
+ * luaio.h: what every C file of the runtime shares.
+ *
+ * Conventions (see docs/internals.md):
+ *   - misuse of an API raises a Lua error naming the argument (luaL_argerror and friends);
+ *   - an operating-system or I/O failure returns nil, {code, name, message} (luaio_pusherror);
+ *   - a call that waits must run inside a task: luaio_checktask() before, luaio_yield() to wait,
+ *     and a libuv callback later calls luaio_resume().
+ */
+#ifndef LUAIO_H
+#define LUAIO_H
+
+#include <stddef.h>
+
+#include "lauxlib.h"
+#include "lua.h"
+#include "lualib.h"
+#include "uv.h"
+
+#define LUAIO_VERSION "0.1.0"
+
+/* LuaJIT speaks Lua 5.1 plus luaL_setfuncs, but has no luaL_newlib. */
+#define luaio_newlib(L, reg) \
+  (lua_createtable((L), 0, (int)(sizeof(reg) / sizeof((reg)[0]) - 1)), luaL_setfuncs((L), (reg), 0))
+
+/* --- errors (error.c) ------------------------------------------------------------------ */
+
+/* Pushes nil and an error table {code, name, message} for a libuv error code; returns 2. */
+int luaio_pusherror(lua_State *L, int uverr);
+/* Pushes just the error table, for errors that are not libuv codes (code is 0 then). */
+void luaio_newerror(lua_State *L, int code, const char *name, const char *message);
+
+/* --- scheduler (sched.c) --------------------------------------------------------------- */
+
+uv_loop_t *luaio_loop(void);
+lua_State *luaio_mainstate(void);
+void luaio_sched_init(lua_State *L);
+/* Raises unless L is the task the scheduler is running now; `what` names the caller. */
+void luaio_checktask(lua_State *L, const char *what);
+/* Keeps the waiting coroutine L alive; returns a registry reference for luaio_unanchor. */
+int luaio_anchor(lua_State *L);
+void luaio_unanchor(int ref);
+/* Suspends the running task; a libuv callback resumes it with luaio_resume. */
+int luaio_yield(lua_State *L);
+/* Resumes task co with the nargs values on its stack; reports errors. */
+void luaio_resume(lua_State *co, int nargs);
+/* Runs fn (at the top of L's stack, popped) as the main task; its failure exits with 1. */
+void luaio_start_main(lua_State *L, int nargs);
+/* Runs the loop until no work is left; returns the process exit status. */
+int luaio_run(void);
+
+/* --- the app store: the bundle inside the executable, or the app folder (bundle.c) ------ */
+
+typedef enum { LUAIO_NO_PAYLOAD = 0, LUAIO_PAYLOAD = 1 } luaio_payload;
+
+/* Looks for a payload at the end of our own executable. On a corrupt or foreign payload
+ * writes a one-line message to stderr and exits with 1. */
+luaio_payload luaio_bundle_mount_self(void);
+/* Serves the app from a folder instead (luaio run). */
+void luaio_bundle_use_folder(const char *dir);
+/* Loads the app's entry chunk (path relative to the app, e.g. "main.lua") onto L's stack, or raises. */
+void luaio_bundle_load_main(lua_State *L, const char *path);
+/* Installs the app searcher in package.searchers (replacing the disk ones). */
+void luaio_bundle_install(lua_State *L);
+
+/* --- modules ---------------------------------------------------------------------------- */
+
+int luaopen_bundle(lua_State *L);
+int luaopen_luaio_archive(lua_State *L);
+int luaopen_system(lua_State *L);
+int luaopen_luaio_sched(lua_State *L);
+
+/* Bytecode of the Lua half of the standard library, generated at build time. */
+typedef struct {
+  const char *name; /* module name, e.g. "task" */
+  const unsigned char *code;
+  size_t size;
+} luaio_embedded;
+extern const luaio_embedded luaio_stdlib[];
+
+#endif

@@ -1,0 +1,295 @@
+/*
+ * sched.c: the coroutine scheduler.
+ *
+ * Every piece of Lua code that may wait runs in a task: a coroutine that only this file
+ * resumes. A waiting call checks that it runs in the current task, starts its libuv work,
+ * anchors the coroutine (so the GC keeps it while libuv holds a pointer to it) and yields.
+ * The libuv callback pushes the results and calls luaio_resume. Lua code reads as if it
+ * blocks; the loop never does.
+ *
+ * The ready queue holds tasks to resume on the next loop iteration (new tasks, tasks woken
+ * by another task). I/O callbacks resume their task directly, without the queue.
+ *
+ * The Lua module "luaio.sched" gives stdlib/task.lua its primitives: spawn, suspend (with an
+ * optional timeout), wake, yield, current and now.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "luaio.h"
+
+static uv_loop_t *loop;
+static lua_State *mainL;      /* the main state, used by callbacks */
+static lua_State *current;    /* the task being resumed now, or NULL */
+static lua_State *main_task;  /* the app's main chunk: its failure ends the process */
+static int wait_yield;        /* set by luaio_yield: tells a wait from a stray coroutine.yield */
+static int exit_status;
+
+uv_loop_t *luaio_loop(void) { return loop; }
+lua_State *luaio_mainstate(void) { return mainL; }
+
+/* --- running tasks ---------------------------------------------------------------------- */
+
+void luaio_checktask(lua_State *L, const char *what) {
+  if (L != current)
+    luaL_error(L, "%s: cannot wait here: waiting calls must run in a luaio task (the main chunk, "
+                  "a handler or task.spawn), not the main thread or a plain coroutine",
+               what);
+}
+
+int luaio_anchor(lua_State *L) {
+  lua_pushthread(L);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+void luaio_unanchor(int ref) { luaL_unref(mainL, LUA_REGISTRYINDEX, ref); }
+
+int luaio_yield(lua_State *L) {
+  wait_yield = 1;
+  return lua_yield(L, 0);
+}
+
+/* Prints "luaio: <what>: <message>" and a traceback of the failed coroutine. */
+static void report(lua_State *co, const char *what) {
+  const char *msg = lua_tostring(co, -1);
+  if (msg == NULL) {
+    if (luaL_callmeta(co, -1, "__tostring") && lua_isstring(co, -1))
+      msg = lua_tostring(co, -1);
+    else
+      msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
+  }
+  luaL_traceback(mainL, co, msg, 0);
+  fprintf(stderr, "luaio: %s: %s\n", what, lua_tostring(mainL, -1));
+  fflush(stderr);
+  lua_pop(mainL, 1);
+}
+
+void luaio_resume(lua_State *co, int nargs) {
+  lua_State *prev = current;
+  current = co;
+  wait_yield = 0;
+  int status = lua_resume(co, nargs);
+  current = prev;
+  if (status == LUA_YIELD) {
+    if (!wait_yield) {
+      /* coroutine.yield() straight out of a task: nothing would ever resume it. */
+      lua_pushstring(co, "coroutine.yield() called directly in a task; use task.yield() or a "
+                         "plain coroutine");
+      report(co, "task abandoned");
+      if (co == main_task) exit(1);
+    }
+    return;
+  }
+  if (status != 0) {
+    report(co, co == main_task ? "error" : "uncaught error in task");
+    if (co == main_task) exit(1);
+  }
+  lua_settop(co, 0);
+}
+
+void luaio_start_main(lua_State *L, int nargs) {
+  lua_State *co = lua_newthread(L);
+  luaL_ref(L, LUA_REGISTRYINDEX); /* the main task lives as long as the process */
+  lua_xmove(L, co, nargs + 1);
+  main_task = co;
+  luaio_resume(co, nargs);
+}
+
+int luaio_run(void) {
+  uv_run(loop, UV_RUN_DEFAULT);
+  return exit_status;
+}
+
+/* --- the ready queue -------------------------------------------------------------------- */
+
+/* A registry table used as a FIFO of {co, n, values...} records. */
+static int queue_ref = LUA_NOREF;
+static int queue_head = 1, queue_tail = 1;
+static uv_idle_t queue_idle;
+
+static void queue_run(uv_idle_t *handle);
+
+/* Queues co with the n values on top of L's stack (popped). */
+static void queue_push(lua_State *L, lua_State *co, int n) {
+  lua_createtable(L, n + 1, 1);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_rawseti(L, -2, 1);
+  for (int i = n; i >= 1; i--) {
+    lua_pushvalue(L, -1 - (n - i) - 1); /* value i */
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_pushinteger(L, n);
+  lua_setfield(L, -2, "n");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, queue_ref);
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, queue_tail++);
+  lua_pop(L, 1 + n);
+  if (!uv_is_active((uv_handle_t *)&queue_idle)) uv_idle_start(&queue_idle, queue_run);
+}
+
+/* Resumes what was queued before this round began; what those tasks queue runs next round,
+ * so two tasks that keep yielding to each other cannot starve the I/O callbacks. */
+static void queue_run(uv_idle_t *handle) {
+  (void)handle;
+  lua_State *L = mainL;
+  int end = queue_tail;
+  while (queue_head < end) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, queue_ref);
+    lua_rawgeti(L, -1, queue_head);
+    lua_pushnil(L);
+    lua_rawseti(L, -3, queue_head++);
+    lua_rawgeti(L, -1, 1);
+    lua_State *co = lua_tothread(L, -1);
+    lua_getfield(L, -2, "n");
+    int n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 2);
+    for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i + 1);
+    lua_xmove(L, co, n);
+    lua_pop(L, 2);
+    luaio_resume(co, n); /* a new task has its function below the values */
+  }
+  if (queue_head == queue_tail) {
+    queue_head = queue_tail = 1;
+    uv_idle_stop(&queue_idle);
+  }
+}
+
+/* --- suspend and wake ------------------------------------------------------------------- */
+
+/* One waiting task: the optional timeout timer and the anchor. Freed in the close callback. */
+typedef struct {
+  uv_timer_t timer;
+  lua_State *co;
+  int ref;
+} wait_t;
+
+static int waiting_ref = LUA_NOREF; /* registry table: coroutine -> wait_t (light userdata) */
+
+static void wait_free(uv_handle_t *handle) { free(handle->data); }
+
+/* Removes co's wait record; returns it, or NULL when co is not suspended. */
+static wait_t *wait_take(lua_State *L, lua_State *co) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, waiting_ref);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_pushvalue(L, -1);
+  lua_rawget(L, -3);
+  wait_t *w = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (w != NULL) {
+    lua_pushnil(L);
+    lua_rawset(L, -3);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (w != NULL) {
+    luaio_unanchor(w->ref);
+    uv_close((uv_handle_t *)&w->timer, wait_free);
+  }
+  return w;
+}
+
+static void wait_timeout(uv_timer_t *timer) {
+  wait_t *w = timer->data;
+  lua_State *co = w->co;
+  wait_take(mainL, co);
+  luaio_resume(co, 0); /* suspend() returns nothing: the caller reads that as a timeout */
+}
+
+/* sched.suspend([timeout_ms]): waits until sched.wake(co, ...) or the timeout. */
+static int sched_suspend(lua_State *L) {
+  double ms = luaL_optnumber(L, 1, -1);
+  luaio_checktask(L, "suspend");
+  wait_t *w = malloc(sizeof *w);
+  if (w == NULL) return luaL_error(L, "suspend: out of memory");
+  uv_timer_init(loop, &w->timer);
+  w->timer.data = w;
+  w->co = L;
+  w->ref = luaio_anchor(L);
+  if (ms >= 0) {
+    uv_update_time(loop); /* the cached loop time may be stale after long Lua work */
+    uv_timer_start(&w->timer, wait_timeout, (uint64_t)ms, 0);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, waiting_ref);
+  lua_pushthread(L);
+  lua_pushlightuserdata(L, w);
+  lua_rawset(L, -3);
+  lua_pop(L, 1);
+  return luaio_yield(L);
+}
+
+/* sched.wake(co, ...): resumes a suspended task on the next iteration with the values.
+ * Returns false when co is not suspended (already woken, or timed out). */
+static int sched_wake(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  luaL_argcheck(L, co != NULL, 1, "coroutine expected");
+  if (wait_take(L, co) == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  queue_push(L, co, lua_gettop(L) - 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* sched.sleep(ms) */
+static int sched_sleep(lua_State *L) {
+  double ms = luaL_checknumber(L, 1);
+  luaL_argcheck(L, ms >= 0, 1, "must not be negative");
+  luaio_checktask(L, "sleep");
+  lua_settop(L, 1);
+  return sched_suspend(L);
+}
+
+/* sched.spawn(fn): a new task, started on the next iteration. Returns its coroutine. */
+static int sched_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_State *co = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  queue_push(L, co, 0);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  return 1;
+}
+
+/* sched.yield(): lets every other ready task and pending callback run first. */
+static int sched_yield_task(lua_State *L) {
+  luaio_checktask(L, "yield");
+  queue_push(L, L, 0);
+  return luaio_yield(L);
+}
+
+static int sched_current(lua_State *L) {
+  if (current == NULL || current != L) return 0;
+  lua_pushthread(L);
+  return 1;
+}
+
+/* sched.now(): monotonic milliseconds, with sub-millisecond precision. */
+static int sched_now(lua_State *L) {
+  lua_pushnumber(L, (double)uv_hrtime() / 1e6);
+  return 1;
+}
+
+static const luaL_Reg sched_funcs[] = {
+  {"current", sched_current}, {"now", sched_now},     {"sleep", sched_sleep},
+  {"spawn", sched_spawn},     {"suspend", sched_suspend}, {"wake", sched_wake},
+  {"yield", sched_yield_task},     {NULL, NULL}};
+
+int luaopen_luaio_sched(lua_State *L) {
+  luaio_newlib(L, sched_funcs);
+  return 1;
+}
+
+void luaio_sched_init(lua_State *L) {
+  mainL = L;
+  loop = uv_default_loop();
+  uv_idle_init(loop, &queue_idle);
+  lua_newtable(L);
+  queue_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  waiting_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
