@@ -3,7 +3,8 @@
 -- Makes one executable from an app folder: every .lua file is compiled to LuaJIT bytecode
 -- (by this very runtime, so the bytecode matches it), every other file is packed as an
 -- asset, and the archive is zstd-compressed and appended to a copy of this executable
--- (runtime/bundle.c writes it). Files and folders whose names start with "." are left out.
+-- (runtime/bundle.c writes it). Files and folders whose names start with "." are left out
+-- (archive.walk skips them).
 local archive = require "luaio.archive"
 
 local build = {}
@@ -48,10 +49,6 @@ local function parse_args(args)
   return opts
 end
 
-local function is_hidden(path)
-  return path:find("^%.") or path:find("/%.")
-end
-
 local function read_file(path)
   local f, err = io.open(path, "rb")
   if not f then fail("cannot read %s", err) end
@@ -73,20 +70,18 @@ local function collect(opts)
   local entries, stats = {}, { modules = 0, assets = 0, source = 0 }
   local has_main = false
   for _, name in ipairs(names) do
-    if not is_hidden(name) then
-      local data = read_file(opts.appdir .. "/" .. name)
-      stats.source = stats.source + #data
-      if name:match("%.lua$") then
-        local chunk, syntax_err = loadstring(data, "@" .. name)
-        if not chunk then fail("%s", syntax_err) end
-        data = string.dump(chunk, opts.strip)
-        stats.modules = stats.modules + 1
-        has_main = has_main or name == "main.lua"
-      else
-        stats.assets = stats.assets + 1
-      end
-      entries[#entries + 1] = { name, data }
+    local data = read_file(opts.appdir .. "/" .. name)
+    stats.source = stats.source + #data
+    if name:match("%.lua$") then
+      local chunk, syntax_err = loadstring(data, "@" .. name)
+      if not chunk then fail("%s", syntax_err) end
+      data = string.dump(chunk, opts.strip)
+      stats.modules = stats.modules + 1
+      has_main = has_main or name == "main.lua"
+    else
+      stats.assets = stats.assets + 1
     end
+    entries[#entries + 1] = { name, data }
   end
   if not has_main then fail("no main.lua in '%s': it is the app's entry point", opts.appdir) end
   return entries, stats

@@ -15,6 +15,8 @@
  *
  * Archive (after decompression): u32 count, then per file u32 name_len, u32 data_len, name,
  * data. Little-endian, names sorted, .lua files hold LuaJIT bytecode.
+ *
+ * Files and folders whose names start with "." are not part of an app, in either place.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -240,6 +242,7 @@ static int store_get(const char *path, const char **data, size_t *size, int *own
     *size = e->size;
     return 0;
   }
+  if (path[0] == '.' || strstr(path, "/.") != NULL) return UV_ENOENT; /* hidden: as in a bundle */
   char full[MAX_NAME * 2];
   if (snprintf(full, sizeof full, "%s/%s", store.folder, path) >= (int)sizeof full) return UV_ENAMETOOLONG;
   FILE *f = fopen(full, "rb");
@@ -375,7 +378,7 @@ static int walk(lua_State *L, const char *root, const char *rel, int depth) {
   int err = 0;
   struct dirent *de;
   while (err == 0 && (de = readdir(d)) != NULL) {
-    if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0) continue;
+    if (de->d_name[0] == '.') continue; /* hidden files are not part of the app */
     char child[MAX_NAME];
     if (snprintf(child, sizeof child, "%s%s%s", rel, *rel ? "/" : "", de->d_name) >= (int)sizeof child) {
       err = UV_ENAMETOOLONG;

@@ -1,0 +1,65 @@
+-- The command line: run, version, help and their errors.
+local test = require "test"
+
+local luaio = test.quote(test.luaio)
+local q = test.quote
+
+test.case("version names luaio, LuaJIT, libuv, zstd and the build id", function()
+  local out, status = test.sh(luaio .. " version")
+  test.eq(status, 0)
+  test.match(out, "^luaio %d+%.%d+%.%d+ %(build %x+%)\n")
+  test.match(out, "LuaJIT 2%.1")
+  test.match(out, "libuv 1%.44%.2")
+  test.match(out, "zstd 1%.5%.4")
+end)
+
+test.case("help lists the commands; no arguments prints help", function()
+  local out, status = test.sh(luaio .. " help")
+  test.eq(status, 0)
+  for _, cmd in ipairs({ "run", "build", "test", "version" }) do test.match(out, "luaio " .. cmd) end
+  test.eq(test.sh(luaio), out)
+end)
+
+test.case("an unknown command exits 2 with a message", function()
+  local out, status = test.sh(luaio .. " frobnicate")
+  test.eq(status, 2)
+  test.match(out, "unknown command 'frobnicate'")
+end)
+
+test.case("run takes a folder or a .lua file; `luaio x.lua` is the same as run", function()
+  local dir = test.tmpdir()
+  test.write(dir .. "/app/main.lua", "print('folder', ...)\n")
+  test.write(dir .. "/one.lua", "print('file', ..., arg[0])\n")
+  test.eq((test.sh(luaio .. " run " .. q(dir .. "/app") .. " x")), "folder\tx\n")
+  test.eq((test.sh(luaio .. " run " .. q(dir .. "/one.lua") .. " y")), "file\ty\t" .. dir .. "/one.lua\n")
+  test.eq((test.sh(luaio .. " " .. q(dir .. "/one.lua") .. " y")), "file\ty\t" .. dir .. "/one.lua\n")
+end)
+
+test.case("a .lua file requires modules beside it", function()
+  local dir = test.tmpdir()
+  test.write(dir .. "/tool.lua", "print(require('helper'))\n")
+  test.write(dir .. "/helper.lua", "return 'helper loaded'\n")
+  test.eq((test.sh("cd / && " .. luaio .. " " .. q(dir .. "/tool.lua"))), "helper loaded\n")
+end)
+
+test.case("run errors: missing path, folder without main.lua, syntax error", function()
+  local dir = test.tmpdir()
+  local out, status = test.sh(luaio .. " run " .. q(dir .. "/nothing"))
+  test.eq(status, 1)
+  test.match(out, "cannot run .*nothing.*no such file")
+  out, status = test.sh(luaio .. " run " .. q(dir))
+  test.eq(status, 1)
+  test.match(out, "no main.lua in")
+  test.write(dir .. "/bad.lua", "x = = 1\n")
+  out, status = test.sh(luaio .. " run " .. q(dir .. "/bad.lua"))
+  test.eq(status, 1)
+  test.match(out, "bad.lua:1: unexpected symbol")
+  out, status = test.sh(luaio .. " run")
+  test.eq(status, 2)
+  test.match(out, "missing PATH")
+end)
+
+test.case("the runtime is a static executable", function()
+  local out = test.sh("file -L " .. luaio)
+  test.match(out, "statically linked")
+end)

@@ -1,0 +1,145 @@
+-- The scheduler: tasks, sleep, join, yield, errors, and what exits the process.
+local test = require "test"
+local task = require "task"
+
+local luaio = test.quote(test.luaio)
+
+-- Runs a Lua snippet as a script under `luaio run`; returns output, exit status.
+local function run_script(source, args)
+  local dir = test.tmpdir()
+  test.write(dir .. "/script.lua", source)
+  return test.sh(luaio .. " run " .. dir .. "/script.lua " .. (args or ""))
+end
+
+test.case("spawn runs the function with its arguments and join returns its results", function()
+  local t = task.spawn(function(a, b) return a + b, "x" end, 2, 3)
+  test.eq({ t:join() }, { true, 5, "x" })
+  test.eq({ t:join() }, { true, 5, "x" }, "a second join")
+end)
+
+test.case("spawned tasks start after the spawner waits, in spawn order", function()
+  local order = {}
+  local a = task.spawn(function() order[#order + 1] = "a" end)
+  local b = task.spawn(function() order[#order + 1] = "b" end)
+  order[#order + 1] = "main"
+  a:join()
+  b:join()
+  test.eq(order, { "main", "a", "b" })
+end)
+
+test.case("sleep waits at least the time asked, and sleepers wake in deadline order", function()
+  local woke = {}
+  local started = task.now()
+  local tasks = {}
+  for _, ms in ipairs({ 30, 10, 20 }) do
+    tasks[#tasks + 1] = task.spawn(function() task.sleep(ms); woke[#woke + 1] = ms end)
+  end
+  for _, t in ipairs(tasks) do t:join() end
+  test.eq(woke, { 10, 20, 30 })
+  test.ok(task.now() - started >= 29, "slept for at least 30 ms")
+end)
+
+test.case("many tasks sleep concurrently, not one after another", function()
+  local started = task.now()
+  local tasks = {}
+  for i = 1, 1000 do tasks[i] = task.spawn(task.sleep, 50) end
+  for i = 1, 1000 do test.eq(tasks[i]:join(), true) end
+  -- 1000 sequential sleeps would take 50 s; concurrent ones finish in well under 10 s
+  test.ok(task.now() - started < 10000, "1000 sleeps of 50 ms ran concurrently")
+end)
+
+test.case("join with a timeout gives nil, 'timeout' and the task goes on", function()
+  local done = false
+  local t = task.spawn(function() task.sleep(60); done = true; return "late" end)
+  test.eq({ t:join(5) }, { nil, "timeout" })
+  test.eq(done, false)
+  test.eq({ t:join() }, { true, "late" })
+end)
+
+test.case("an error in a task comes back from join as false, message", function()
+  local t = task.spawn(function() error("kaput") end)
+  local ok, err = t:join()
+  test.eq(ok, false)
+  test.match(err, "task_test.lua:%d+: kaput")
+end)
+
+test.case("yield lets other ready tasks run", function()
+  local steps = {}
+  local other = task.spawn(function() steps[#steps + 1] = "other" end)
+  task.yield()
+  steps[#steps + 1] = "main"
+  other:join()
+  test.eq(steps, { "other", "main" })
+end)
+
+test.case("now is monotonic milliseconds", function()
+  local a = task.now()
+  task.sleep(5)
+  local b = task.now()
+  test.ok(b > a and b - a < 5000, "now advances by the sleep")
+end)
+
+test.case("wrong argument types raise errors naming the argument", function()
+  test.raises(function() task.spawn(42) end, "bad argument #1 to 'spawn' %(function expected, got number%)")
+  test.raises(function() task.sleep("soon") end, "bad argument #1 to 'sleep'")
+  test.raises(function() task.sleep(-1) end, "bad argument #1 to 'sleep'")
+  local t = task.spawn(function() end)
+  test.raises(function() t:join("x") end, "bad argument #1 to 'join'")
+end)
+
+test.case("a wait outside a task raises a clear error", function()
+  local co = coroutine.wrap(function() task.sleep(1) end)
+  test.raises(co, "sleep: cannot wait here")
+end)
+
+test.case("an uncaught error in a spawned task is reported with file:line and the process goes on", function()
+  local out, status = run_script([[
+local task = require "task"
+task.spawn(function() local t = nil; return t.field end)
+task.sleep(10)
+print("still running")
+]])
+  test.eq(status, 0)
+  test.match(out, "uncaught error in task: [^\n]*script.lua:2: attempt to index")
+  test.match(out, "stack traceback:")
+  test.match(out, "still running")
+end)
+
+test.case("an uncaught error in the main chunk exits 1 with a traceback", function()
+  local out, status = run_script([[
+local task = require "task"
+local function deeper() task.sleep(1); error("main failed") end
+deeper()
+print("not reached")
+]])
+  test.eq(status, 1)
+  test.match(out, "script.lua:2: main failed")
+  test.match(out, "stack traceback:")
+  test.ok(not out:find("not reached"), "nothing runs after the error")
+end)
+
+test.case("the process exits when no work is left, after the spawned tasks end", function()
+  local out, status = run_script([[
+local task = require "task"
+task.spawn(function() task.sleep(30); print("late task done") end)
+print("main done")
+]])
+  test.eq(status, 0)
+  test.eq(out, "main done\nlate task done\n")
+end)
+
+test.case("coroutine.yield straight out of a task is reported, not a silent hang", function()
+  local out, status = run_script("coroutine.yield()\n")
+  test.eq(status, 1)
+  test.match(out, "coroutine.yield%(%) called directly in a task")
+end)
+
+test.case("plain coroutines still work inside a task", function()
+  local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end end)
+  test.eq({ gen(), gen(), gen() }, { 1, 2, 3 })
+end)
+
+test.case("os.exit sets the exit status", function()
+  local _, status = run_script("require('task').sleep(1) os.exit(7)\n")
+  test.eq(status, 7)
+end)
