@@ -66,6 +66,12 @@ function test.raises(fn, pattern)
   end
 end
 
+-- test.skip(reason): ends the case as skipped (for what this build or machine cannot do).
+local SKIP = {}
+function test.skip(reason)
+  error(setmetatable({ reason = reason }, SKIP), 0)
+end
+
 local function shell_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
@@ -82,6 +88,14 @@ end
 
 -- test.luaio: the path of the luaio executable running the tests.
 test.luaio = archive.exepath()
+
+-- test.static(): skips the case unless the runtime is statically linked (the sanitizer
+-- build links dynamically, so what needs a static binary cannot run there).
+function test.static()
+  if not test.sh("file -L " .. shell_quote(test.luaio)):find("statically linked") then
+    test.skip("the runtime under test is dynamically linked (sanitizer build)")
+  end
+end
 
 -- test.tmpdir() -> a new empty folder, removed when the run ends.
 local tmpdirs = {}
@@ -124,7 +138,10 @@ end
 
 local function run_case(case)
   local t = task.spawn(function()
-    return xpcall(case.fn, function(err) return debug.traceback(tostring(err), 2) end)
+    return xpcall(case.fn, function(err)
+      if getmetatable(err) == SKIP then return err end
+      return debug.traceback(tostring(err), 2)
+    end)
   end)
   local joined, ok, err = t:join(test.timeout)
   if joined == nil then return false, ("timed out after %d ms"):format(test.timeout) end
@@ -146,7 +163,7 @@ function test.main(...)
   end
   if #args == 0 then args = { "tests" } end
 
-  local passed, failed = 0, 0
+  local passed, failed, skipped = 0, 0, 0
   for _, file in ipairs(find_files(args)) do
     cases = {}
     local chunk, err = loadfile(file)
@@ -163,6 +180,9 @@ function test.main(...)
         if ok then
           passed = passed + 1
           print(("ok   %s: %s (%d ms)"):format(file, case.name, ms))
+        elseif getmetatable(case_err) == SKIP then
+          skipped = skipped + 1
+          print(("skip %s: %s: %s"):format(file, case.name, case_err.reason))
         else
           failed = failed + 1
           print(("FAIL %s: %s (%d ms)\n     %s"):format(file, case.name, ms,
@@ -173,7 +193,7 @@ function test.main(...)
     end
   end
   for _, dir in ipairs(tmpdirs) do test.sh("rm -rf " .. shell_quote(dir)) end
-  print(("%d passed, %d failed"):format(passed, failed))
+  print(("%d passed, %d failed%s"):format(passed, failed, skipped > 0 and (", %d skipped"):format(skipped) or ""))
   io.stdout:flush()
   os.exit(failed == 0 and 0 or 1)
 end

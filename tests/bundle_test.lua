@@ -83,6 +83,7 @@ test.case("tracebacks from a bundle name file.lua:line; --strip drops line info"
 end)
 
 test.case("the built executable runs alone in an empty root (what FROM scratch gives)", function()
+  test.static()
   local app = make_app()
   local root = test.tmpdir()
   local out, status = build(app, root .. "/app")

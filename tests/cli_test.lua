@@ -59,7 +59,9 @@ test.case("run errors: missing path, folder without main.lua, syntax error", fun
   test.match(out, "missing PATH")
 end)
 
-test.case("the runtime is a static executable", function()
-  local out = test.sh("file -L " .. luaio)
-  test.match(out, "statically linked")
+test.case("the runtime is a static, stripped executable of at most 1.3 MB", function()
+  test.static()
+  test.match(test.sh("file -L " .. luaio), "statically linked, stripped")
+  local size = tonumber((test.sh("stat -L -c %s " .. luaio)))
+  test.ok(size <= 1.3e6, "size " .. size .. " <= 1.3 MB")
 end)

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Runs every benchmark in bench/ (./build.sh bench). Figures only: nothing here passes or fails.
+set -euo pipefail
+cd "$(dirname "$0")"
+./startup.sh
