@@ -44,6 +44,10 @@ void luaio_unanchor(int ref);
 int luaio_yield(lua_State *L);
 /* Resumes task co with the nargs values on its stack; reports errors. */
 void luaio_resume(lua_State *co, int nargs);
+/* Runs fn(args) in a new task now: fn and its nargs arguments on top of L's stack (popped).
+ * For libuv callbacks that start work (an accepted connection, a signal); L is the main
+ * state. The task runs until its first wait; an uncaught error is reported, not raised. */
+void luaio_spawn(lua_State *L, int nargs);
 /* Runs fn (at the top of L's stack, popped) as the main task; its failure exits with 1. */
 void luaio_start_main(lua_State *L, int nargs);
 /* Runs the loop until no work is left; returns the process exit status. */

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include "buildinfo.h" /* generated: LUAIO_BUILD_ID, LUAIO_DEPS */
@@ -147,8 +148,19 @@ static int is_lua_file(const char *s) {
   return n > 4 && strcmp(s + n - 4, ".lua") == 0;
 }
 
+/* A server holds a descriptor per connection: use all the descriptors we are allowed, as
+ * nginx's worker_rlimit_nofile would. */
+static void raise_nofile_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN); /* a write to a closed socket is an error return, not death */
+  raise_nofile_limit();
   if (luaio_bundle_mount_self() == LUAIO_PAYLOAD) return run_entry(argv[0], "main.lua", argc - 1, argv + 1);
 
   const char *cmd = argc > 1 ? argv[1] : "help";

@@ -87,6 +87,14 @@ void luaio_resume(lua_State *co, int nargs) {
   lua_settop(co, 0);
 }
 
+void luaio_spawn(lua_State *L, int nargs) {
+  lua_State *co = lua_newthread(L); /* stays on L's stack while it runs: the GC sees it */
+  lua_insert(L, -(nargs + 2));
+  lua_xmove(L, co, nargs + 1);
+  luaio_resume(co, nargs);
+  lua_pop(L, 1);
+}
+
 void luaio_start_main(lua_State *L, int nargs) {
   lua_State *co = lua_newthread(L);
   luaL_ref(L, LUA_REGISTRYINDEX); /* the main task lives as long as the process */
