@@ -44,6 +44,9 @@ void luaio_unanchor(int ref);
 int luaio_yield(lua_State *L);
 /* Resumes task co with the nargs values on its stack; reports errors. */
 void luaio_resume(lua_State *co, int nargs);
+/* Resumes the suspended task co on the next loop iteration with the nargs values on top of
+ * L's stack (popped). For waking a task from inside another task without nesting resumes. */
+void luaio_ready(lua_State *L, lua_State *co, int nargs);
 /* Runs fn(args) in a new task now: fn and its nargs arguments on top of L's stack (popped).
  * For libuv callbacks that start work (an accepted connection, a signal); L is the main
  * state. The task runs until its first wait; an uncaught error is reported, not raised. */
@@ -73,6 +76,7 @@ int luaopen_bundle(lua_State *L);
 int luaopen_luaio_archive(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_sched(lua_State *L);
+int luaopen_luaio_tcp(lua_State *L);
 
 /* Bytecode of the Lua half of the standard library, generated at build time. */
 typedef struct {

@@ -21,6 +21,7 @@ static const luaL_Reg c_modules[] = {
   {"bundle", luaopen_bundle},
   {"luaio.archive", luaopen_luaio_archive},
   {"luaio.sched", luaopen_luaio_sched},
+  {"luaio.tcp", luaopen_luaio_tcp},
   {"system", luaopen_system},
   {NULL, NULL}};
 

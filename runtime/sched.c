@@ -163,6 +163,8 @@ static void queue_run(uv_idle_t *handle) {
   }
 }
 
+void luaio_ready(lua_State *L, lua_State *co, int nargs) { queue_push(L, co, nargs); }
+
 /* --- suspend and wake ------------------------------------------------------------------- */
 
 /* One waiting task: the optional timeout timer and the anchor. Freed in the close callback. */
