@@ -343,9 +343,9 @@ static int collect_bufs(lua_State *L, int arg, uv_buf_t *bufs, size_t *total) {
   luaL_argcheck(L, count <= MAX_WRITE_BUFS, arg, "more than 64 pieces in one write");
   for (int i = 0; i < count; i++) {
     lua_rawgeti(L, arg, i + 1);
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, arg, "array of strings expected");
     size_t n;
     const char *s = lua_tolstring(L, -1, &n);
-    if (s == NULL || lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, arg, "array of strings expected");
     lua_pop(L, 1); /* the table keeps it alive */
     bufs[i] = uv_buf_init((char *)s, (unsigned)n);
     *total += n;

@@ -12,6 +12,12 @@ local archive = require "luaio.archive"
 local test = { timeout = 60000 }
 
 local cases = {}
+local cleanups = {}
+
+-- test.cleanup(fn): runs fn after the current case ends, passed or failed (last in, first out).
+function test.cleanup(fn)
+  cleanups[#cleanups + 1] = fn
+end
 
 -- test.case(name, fn): registers a case of the file being loaded.
 function test.case(name, fn)
@@ -144,6 +150,11 @@ local function run_case(case)
     end)
   end)
   local joined, ok, err = t:join(test.timeout)
+  for i = #cleanups, 1, -1 do
+    local cleaned, cleanup_err = pcall(cleanups[i])
+    if not cleaned and ok then ok, err = false, "cleanup failed: " .. tostring(cleanup_err) end
+  end
+  cleanups = {}
   if joined == nil then return false, ("timed out after %d ms"):format(test.timeout) end
   return ok, err
 end
