@@ -64,6 +64,17 @@ static void report(lua_State *co, const char *what) {
   lua_pop(mainL, 1);
 }
 
+/* A task started by luaio_spawn_with has, below its function: the hook key, a pointer to
+ * its luaio_hook, and the value given to the hook. Nothing a Lua function returns can be the
+ * key, so a finished task is recognised by its first stack slot. */
+static char hook_key;
+
+static void run_hook(lua_State *co) {
+  if (lua_type(co, 1) != LUA_TLIGHTUSERDATA || lua_touserdata(co, 1) != &hook_key) return;
+  const luaio_hook *hook = lua_touserdata(co, 2);
+  hook->done(co, 3);
+}
+
 void luaio_resume(lua_State *co, int nargs) {
   lua_State *prev = current;
   current = co;
@@ -84,6 +95,7 @@ void luaio_resume(lua_State *co, int nargs) {
     report(co, co == main_task ? "error" : "uncaught error in task");
     if (co == main_task) exit(1);
   }
+  run_hook(co);
   lua_settop(co, 0);
 }
 
@@ -91,6 +103,18 @@ void luaio_spawn(lua_State *L, int nargs) {
   lua_State *co = lua_newthread(L); /* stays on L's stack while it runs: the GC sees it */
   lua_insert(L, -(nargs + 2));
   lua_xmove(L, co, nargs + 1);
+  luaio_resume(co, nargs);
+  lua_pop(L, 1);
+}
+
+void luaio_spawn_with(lua_State *L, int nargs, const luaio_hook *hook) {
+  lua_pushlightuserdata(L, &hook_key);
+  lua_insert(L, -(nargs + 3));
+  lua_pushlightuserdata(L, (void *)hook);
+  lua_insert(L, -(nargs + 3));
+  lua_State *co = lua_newthread(L);
+  lua_insert(L, -(nargs + 5));
+  lua_xmove(L, co, nargs + 4);
   luaio_resume(co, nargs);
   lua_pop(L, 1);
 }

@@ -17,6 +17,7 @@
  * it, since a peer that has not read for that long has stalled and the queued bytes cannot
  * be taken back.
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -56,12 +57,13 @@ static void free_handle(uv_handle_t *h) { free(h); }
 
 static void on_close(uv_handle_t *h) {
   sock_t *k = h->data;
-  free(k->buf);
+  free(k->in);
   free(k);
 }
 
 sock_t *luaio_sock_new(lua_State *L, int is_pipe, size_t max_buffer, unsigned timeout) {
-  sock_t *k = calloc(1, sizeof *k);
+  size_t size = offsetof(sock_t, h) + (is_pipe ? sizeof(uv_pipe_t) : sizeof(uv_tcp_t));
+  sock_t *k = calloc(1, size);
   if (k == NULL) luaL_error(L, "out of memory");
   if (is_pipe)
     uv_pipe_init(luaio_loop(), &k->h.pipe, 0);
@@ -69,7 +71,7 @@ sock_t *luaio_sock_new(lua_State *L, int is_pipe, size_t max_buffer, unsigned ti
     uv_tcp_init(luaio_loop(), &k->h.tcp);
   k->h.handle.data = k;
   k->is_pipe = (unsigned)is_pipe;
-  k->max_buffer = max_buffer;
+  k->max_buffer = max_buffer > UINT32_MAX ? UINT32_MAX : (uint32_t)max_buffer;
   k->timeout = timeout;
   k->reader_ref = LUA_NOREF;
   sock_t **box = lua_newuserdata(L, sizeof *box);
@@ -151,68 +153,80 @@ static void on_timeout(uv_timer_t *t) {
 /* --- the read buffer --------------------------------------------------------------------- */
 
 static int buf_append(sock_t *k, const char *data, size_t n) {
-  if (k->off > 0 && k->off + k->len + n > k->cap) { /* slide the unread bytes to the front */
-    memmove(k->buf, k->buf + k->off, k->len);
-    k->off = 0;
+  rbuf_t *in = k->in;
+  size_t len = in ? in->len : 0;
+  if (len + n > UINT32_MAX) return UV_ENOBUFS;
+  if (in != NULL && in->off > 0 && in->off + len + n > in->cap) { /* slide unread bytes down */
+    memmove(in->data, in->data + in->off, len);
+    in->off = 0;
   }
-  if (k->len + n > k->cap) {
-    size_t cap = k->cap ? k->cap : 4096;
-    while (cap < k->len + n) cap *= 2;
-    char *buf = realloc(k->buf, cap);
-    if (buf == NULL) return UV_ENOMEM;
-    k->buf = buf;
-    k->cap = cap;
+  if (in == NULL || in->off + len + n > in->cap) {
+    size_t cap = in ? in->cap : 4096 - sizeof(rbuf_t);
+    while (cap < len + n) cap *= 2;
+    if (cap > UINT32_MAX) cap = UINT32_MAX;
+    in = realloc(in, sizeof(rbuf_t) + cap);
+    if (in == NULL) return UV_ENOMEM;
+    if (k->in == NULL) in->off = in->len = 0;
+    in->cap = (uint32_t)cap;
+    k->in = in;
   }
-  memcpy(k->buf + k->off + k->len, data, n);
-  k->len += n;
+  memcpy(in->data + in->off + in->len, data, n);
+  in->len += (uint32_t)n;
   return 0;
 }
 
-/* Pushes n buffered bytes as a string and drops them; frees the buffer once empty. */
+/* Pushes n buffered bytes as a string and drops them and `skip` more; frees the buffer once
+ * empty. */
 static void buf_take(lua_State *L, sock_t *k, size_t n, size_t skip) {
-  lua_pushlstring(L, k->buf + k->off, n);
-  k->off += n + skip;
-  k->len -= n + skip;
-  k->scanned = 0;
-  if (k->len == 0) {
-    free(k->buf);
-    k->buf = NULL;
-    k->off = k->cap = 0;
+  rbuf_t *in = k->in;
+  lua_pushlstring(L, in->data + in->off, n);
+  in->off += (uint32_t)(n + skip);
+  in->len -= (uint32_t)(n + skip);
+  if (in->len == 0) {
+    free(in);
+    k->in = NULL;
   }
 }
 
 /* Pushes what a read in `mode` gets now and returns the number of values, or 0 when it
- * has to wait. At EOF or after an error, a read that cannot be satisfied gets
- * nil, err, partial (the bytes that did arrive, so nothing is lost). */
-static int buf_read(lua_State *L, sock_t *k, read_mode mode, size_t want) {
-  if (mode == READ_ANY && k->len > 0) {
-    buf_take(L, k, k->len, 0);
+ * has to wait (k->mark is updated for the wait). At EOF or after an error, a read that
+ * cannot be satisfied gets nil, err, partial (the bytes that did arrive: nothing is lost). */
+static int buf_read(lua_State *L, sock_t *k, read_mode mode, uint32_t want) {
+  size_t len = k->in ? k->in->len : 0;
+  if (mode == READ_ANY && len > 0) {
+    buf_take(L, k, len, 0);
     return 1;
   }
-  if (mode == READ_EXACT && k->len >= want) {
+  if (mode == READ_EXACT && len >= want) {
     buf_take(L, k, want, 0);
     return 1;
   }
-  if (mode == READ_LINE && k->len > k->scanned) {
-    char *start = k->buf + k->off;
-    char *nl = memchr(start + k->scanned, '\n', k->len - k->scanned);
-    if (nl != NULL) {
-      size_t n = (size_t)(nl - start);
-      size_t cr = n > 0 && start[n - 1] == '\r';
-      buf_take(L, k, n - cr, 1 + cr);
-      return 1;
+  if (mode == READ_LINE) {
+    uint32_t scanned = k->reader == L ? k->mark : 0;
+    if (len > scanned) {
+      char *start = k->in->data + k->in->off;
+      char *nl = memchr(start + scanned, '\n', len - scanned);
+      if (nl != NULL) {
+        size_t n = (size_t)(nl - start);
+        size_t cr = n > 0 && start[n - 1] == '\r';
+        buf_take(L, k, n - cr, 1 + cr);
+        return 1;
+      }
+      if (len >= k->max_buffer) {
+        lua_pushnil(L);
+        luaio_newerror(L, UV_ENOBUFS, "ENOBUFS", "line longer than read_buffer_size");
+        return 2;
+      }
     }
-    k->scanned = k->len;
-    if (k->len >= k->max_buffer) {
-      lua_pushnil(L);
-      luaio_newerror(L, UV_ENOBUFS, "ENOBUFS", "line longer than read_buffer_size");
-      return 2;
-    }
+    want = (uint32_t)len; /* searched so far: the next search starts there */
   }
-  if (k->read_status == 0) return 0;
+  if (k->read_status == 0) {
+    k->mark = want;
+    return 0;
+  }
   luaio_pusherror(L, k->read_status);
-  if (k->len == 0) return 2;
-  buf_take(L, k, k->len, 0);
+  if (len == 0) return 2;
+  buf_take(L, k, len, 0);
   return 3;
 }
 
@@ -225,7 +239,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
 
 static void wake_reader(sock_t *k) {
   lua_State *co = k->reader;
-  int n = buf_read(co, k, k->mode, k->want);
+  int n = buf_read(co, k, (read_mode)k->mode, k->mark);
   if (n == 0) return;
   k->reader = NULL;
   luaio_unanchor(k->reader_ref);
@@ -243,7 +257,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (k->reader != NULL) wake_reader(k);
     return;
   }
-  if (k->reader != NULL && k->mode == READ_ANY && k->len == 0) { /* the fast path: no copy */
+  if (k->reader != NULL && k->mode == READ_ANY && k->in == NULL) { /* the fast path: no copy */
     lua_State *co = k->reader;
     k->reader = NULL;
     luaio_unanchor(k->reader_ref);
@@ -259,7 +273,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
   if (k->reader != NULL)
     wake_reader(k);
-  else if (k->len >= k->max_buffer && k->reading) { /* nobody reads: let TCP push back */
+  else if (k->in != NULL && k->in->len >= k->max_buffer && k->reading) { /* nobody reads: TCP pushes back */
     uv_read_stop(s);
     k->reading = 0;
   }
@@ -273,7 +287,7 @@ int luaio_sock_start(sock_t *k) {
 }
 
 /* Shared by read and readline: answer now from the buffer, or wait. */
-static int read_generic(lua_State *L, sock_t *k, read_mode mode, size_t want, const char *what) {
+static int read_generic(lua_State *L, sock_t *k, read_mode mode, uint32_t want, const char *what) {
   if (k == NULL) return push_closed(L);
   if (k->reader != NULL) return push_busy(L, "another task is already reading this socket");
   int n = buf_read(L, k, mode, want);
@@ -283,8 +297,7 @@ static int read_generic(lua_State *L, sock_t *k, read_mode mode, size_t want, co
   if (err < 0) return luaio_pusherror(L, err);
   k->reader = L;
   k->reader_ref = luaio_anchor(L);
-  k->mode = mode;
-  k->want = want;
+  k->mode = (uint8_t)mode;
   timer_arm(k);
   return luaio_yield(L);
 }
@@ -295,11 +308,12 @@ static int sock_read(lua_State *L) {
   if (lua_isnoneornil(L, 2)) return read_generic(L, k, READ_ANY, 0, "read");
   lua_Integer n = luaL_checkinteger(L, 2);
   luaL_argcheck(L, n >= 0, 2, "must not be negative");
+  luaL_argcheck(L, n <= UINT32_MAX, 2, "larger than 4 GiB");
   if (n == 0) {
     lua_pushliteral(L, "");
     return 1;
   }
-  return read_generic(L, k, READ_EXACT, (size_t)n, "read");
+  return read_generic(L, k, READ_EXACT, (uint32_t)n, "read");
 }
 
 /* socket:readline() -> line without "\n" or "\r\n" | nil, err[, partial] */
@@ -382,6 +396,7 @@ static int sock_write(lua_State *L) {
     nbufs -= i;
   }
   luaio_checktask(L, "write");
+  if (k->writers == UINT16_MAX) return push_busy(L, "too many writes waiting on this socket");
   write_t *w = malloc(sizeof *w);
   if (w == NULL) return luaio_pusherror(L, UV_ENOMEM);
   int err = uv_write(&w->req, s, bufs, (unsigned)nbufs, on_write);

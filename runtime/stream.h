@@ -5,6 +5,8 @@
 #ifndef LUAIO_STREAM_H
 #define LUAIO_STREAM_H
 
+#include <stdint.h>
+
 #include "luaio.h"
 
 #define SOCKET_MT "luaio.socket"
@@ -13,32 +15,37 @@ typedef struct server_s server_t;
 
 typedef enum { READ_ANY, READ_EXACT, READ_LINE } read_mode;
 
-/* Allocated apart from its Lua userdata (which holds a pointer) because libuv owns the
- * memory until the close callback runs, after the userdata may have been collected. */
+/* Bytes received but not yet read by Lua. Allocated only while there are some: an idle
+ * connection holds no buffer. */
 typedef struct {
+  uint32_t off, len, cap;
+  char data[];
+} rbuf_t;
+
+/* Allocated apart from its Lua userdata (which holds a pointer) because libuv owns the
+ * memory until the close callback runs, after the userdata may have been collected.
+ * Kept small on purpose: an idle connection costs this plus its task. The handle comes
+ * last and only its own type's size is allocated (a TCP socket does not pay for a pipe). */
+typedef struct {
+  void *box;         /* the Lua userdata's slot pointing here, cleared when either goes */
+  server_t *server;  /* the server that accepted it, for its connection count; or NULL */
+  uv_timer_t *timer; /* the idle timeout, allocated on the first wait that needs one */
+  rbuf_t *in;        /* unread bytes, or NULL */
+  lua_State *reader; /* the task waiting in read/readline, or NULL */
+  int reader_ref;
+  int read_status;     /* 0, or UV_EOF or a read error: sticky, reported once the buffer drains */
+  uint32_t mark;       /* READ_EXACT: bytes wanted; READ_LINE: bytes already searched for \n */
+  uint32_t max_buffer; /* read_buffer_size: stop reading from the kernel above this */
+  uint32_t timeout;    /* ms of inactivity before a wait fails, 0 = never */
+  uint16_t writers;    /* writes waiting for completion */
+  uint8_t mode;        /* a read_mode */
+  uint8_t reading : 1, closing : 1, timed_out : 1, is_pipe : 1;
   union {
     uv_handle_t handle;
     uv_stream_t stream;
     uv_tcp_t tcp;
     uv_pipe_t pipe;
   } h;
-  void *box;         /* the Lua userdata's slot pointing here, cleared when either goes */
-  server_t *server;  /* the server that accepted it, for its connection count; or NULL */
-  uv_timer_t *timer; /* the idle timeout, allocated on the first wait that needs one */
-  /* Bytes received but not yet read by Lua. Allocated only while there are some: an idle
-   * connection holds no buffer. */
-  char *buf;
-  size_t off, len, cap;
-  size_t scanned;    /* readline: bytes after off already searched for '\n' */
-  size_t max_buffer; /* read_buffer_size: stop reading from the kernel above this */
-  lua_State *reader; /* the task waiting in read/readline, or NULL */
-  int reader_ref;
-  read_mode mode;
-  size_t want; /* READ_EXACT: bytes wanted */
-  int writers; /* writes waiting for completion */
-  int read_status; /* 0, or UV_EOF or a read error: sticky, reported once the buffer drains */
-  unsigned timeout; /* ms of inactivity before a wait fails, 0 = never */
-  unsigned reading : 1, closing : 1, timed_out : 1, is_pipe : 1;
 } sock_t;
 
 /* Makes a new socket userdata (pushed) around a fresh, initialised handle. */

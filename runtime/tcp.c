@@ -3,8 +3,10 @@
  * The Lua module "luaio.tcp" is the C half of stdlib/tcp.lua, which checks options and
  * resolves host names; here every host is a numeric address.
  *
- * A server accepts a connection, makes a socket and runs serve(onconnect, socket, server)
- * (from tcp.lua) in a new task straight from the libuv callback. Over maxconnections, the
+ * A server accepts a connection, makes a socket and runs onconnect(socket, server) in a new
+ * task straight from the libuv callback; a hook closes the socket when that task ends,
+ * however it ends. No Lua wrapper sits in between: its frames would push the task's stack
+ * past LuaJIT's initial size, and a grown stack costs 376 bytes per connection. Over maxconnections, the
  * connection is accepted and closed at once, so the backlog never fills with clients that
  * will not be served. TCP_NODELAY and SO_KEEPALIVE are set once on the listening socket:
  * Linux copies them to every accepted socket, which saves two system calls per connection.
@@ -27,7 +29,7 @@ struct server_s {
     uv_pipe_t pipe;
   } h;
   server_t **box; /* the Lua userdata's slot, or NULL once it was collected */
-  int serve_ref, onconnect_ref, self_ref;
+  int onconnect_ref, self_ref;
   int connections, max_connections;
   size_t read_buffer;
   unsigned timeout;
@@ -181,29 +183,36 @@ static void on_listener_close(uv_handle_t *h) {
 static void server_shut(lua_State *L, server_t *s) {
   if (s->closing) return;
   s->closing = 1;
-  luaL_unref(L, LUA_REGISTRYINDEX, s->serve_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->onconnect_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
   uv_close(&s->h.handle, on_listener_close);
 }
 
+/* When a connection's task ends, its socket closes (the handler may have closed it). */
+static void serve_done(lua_State *co, int value) {
+  sock_t **box = lua_touserdata(co, value);
+  if (*box != NULL) luaio_sock_close(luaio_mainstate(), *box);
+}
+
+static const luaio_hook serve_hook = {serve_done};
+
 static void on_connection(uv_stream_t *listener, int status) {
   server_t *s = listener->data;
   lua_State *L = luaio_mainstate();
   if (status < 0 || s->closing) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->serve_ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->onconnect_ref);
   sock_t *k = luaio_sock_new(L, s->is_pipe, s->read_buffer, s->timeout);
   if (uv_accept(listener, &k->h.stream) != 0 || s->connections >= s->max_connections) {
     luaio_sock_close(L, k);
-    lua_pop(L, 3);
+    lua_pop(L, 1);
     return;
   }
   s->connections++;
   k->server = s;
   luaio_sock_start(k);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->onconnect_ref);
+  lua_pushvalue(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
-  luaio_spawn(L, 3);
+  luaio_spawn_with(L, 2, &serve_hook); /* socket (for the hook), onconnect(socket, server) */
 }
 
 /* Binds a TCP listener; with reuseport the socket is made here, since libuv 1.44 has no
@@ -229,27 +238,26 @@ static int bind_tcp(lua_State *L, server_t *s, int port, int opts) {
   return 0;
 }
 
-/* C.listen(port | path, serve, onconnect, options) -> server | nil, err */
+/* C.listen(port | path, onconnect, options) -> server | nil, err */
 static int tcp_listen(lua_State *L) {
   int is_pipe = lua_type(L, 1) == LUA_TSTRING;
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  luaL_checktype(L, 3, LUA_TFUNCTION);
-  luaL_checktype(L, 4, LUA_TTABLE);
+  luaL_checktype(L, 3, LUA_TTABLE);
   server_t *s = calloc(1, sizeof *s);
   if (s == NULL) return luaio_pusherror(L, UV_ENOMEM);
   s->h.handle.data = s;
   s->is_pipe = is_pipe;
-  s->timeout = (unsigned)opt_number(L, 4, "timeout", 0);
-  s->read_buffer = (size_t)opt_number(L, 4, "read_buffer_size", 16) * 1024;
-  s->max_connections = (int)opt_number(L, 4, "maxconnections", 65535);
+  s->timeout = (unsigned)opt_number(L, 3, "timeout", 0);
+  s->read_buffer = (size_t)opt_number(L, 3, "read_buffer_size", 16) * 1024;
+  s->max_connections = (int)opt_number(L, 3, "maxconnections", 65535);
   int err;
   if (is_pipe) {
     uv_pipe_init(luaio_loop(), &s->h.pipe, 0);
     err = uv_pipe_bind(&s->h.pipe, lua_tostring(L, 1));
   } else {
-    err = bind_tcp(L, s, (int)luaL_checkinteger(L, 1), 4);
+    err = bind_tcp(L, s, (int)luaL_checkinteger(L, 1), 3);
   }
-  if (err == 0) err = uv_listen(&s->h.stream, (int)opt_number(L, 4, "tcp_backlog", 511), on_connection);
+  if (err == 0) err = uv_listen(&s->h.stream, (int)opt_number(L, 3, "tcp_backlog", 511), on_connection);
   if (err < 0) {
     if (uv_is_closing(&s->h.handle) == 0 && s->h.handle.loop != NULL)
       uv_close(&s->h.handle, (uv_close_cb)free);
@@ -265,8 +273,6 @@ static int tcp_listen(lua_State *L) {
   lua_pushvalue(L, -1);
   s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* listening keeps the server alive */
   lua_pushvalue(L, 2);
-  s->serve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 3);
   s->onconnect_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }

@@ -7,7 +7,8 @@
 --   end)
 --
 -- Every connection runs its handler in a task of its own; the socket is closed when the
--- handler returns or raises. A path instead of a port means a Unix domain socket.
+-- handler returns or raises (the error is reported with a traceback; the server goes on).
+-- A path instead of a port means a Unix domain socket.
 local C = require "luaio.tcp"
 
 local tcp = {}
@@ -65,17 +66,6 @@ local function check_port(port, fname)
   return port
 end
 
-local function on_error(err)
-  return debug.traceback(tostring(err), 2)
-end
-
--- Runs one connection: the handler, then the close, whatever happened.
-local function serve(onconnect, socket, server)
-  local ok, err = xpcall(onconnect, on_error, socket, server)
-  socket:close()
-  if not ok then io.stderr:write("luaio: error in connection handler: ", err, "\n") end
-end
-
 -- Resolves host to one numeric address of the family asked for (or either).
 local function resolve(host, family)
   if C.isIP(host) ~= 0 then return host end
@@ -103,7 +93,7 @@ function tcp.createServer(port, onconnect, options)
       opts.host = opts.family == 6 and "::" or "0.0.0.0"
     end
   end
-  return C.listen(port, serve, onconnect, opts)
+  return C.listen(port, onconnect, opts)
 end
 
 -- tcp.connect(port[, host][, options]) -> socket | nil, err. host defaults to 127.0.0.1.

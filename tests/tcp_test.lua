@@ -361,7 +361,7 @@ io.stdout:flush()
 ]])
   test.sh("printf 'boom\\n' | socat -t 1 - TCP4:127.0.0.1:" .. port)
   test.eq((test.sh("printf 'ok\\n' | socat -t 2 - TCP4:127.0.0.1:" .. port)), "fine\n")
-  local log = helpers.wait_output(peer, "(error in connection handler: [^\n]*handler exploded[^\n]*\nstack traceback:)")
+  local log = helpers.wait_output(peer, "(uncaught error in task: [^\n]*handler exploded[^\n]*\nstack traceback:)")
   test.match(log, "server.lua:4: handler exploded")
 end)
 
