@@ -3,3 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ./startup.sh
+./idle_tcp.sh 10000
+./tcp_echo.sh
