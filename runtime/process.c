@@ -478,8 +478,10 @@ static int process_exit(lua_State *L) {
 /* process.getenv(name) -> the value, or nil when it is not set */
 static int process_getenv(lua_State *L) {
   const char *v = getenv(luaL_checkstring(L, 1));
-  if (v == NULL) return 0;
-  lua_pushstring(L, v);
+  if (v == NULL)
+    lua_pushnil(L);
+  else
+    lua_pushstring(L, v);
   return 1;
 }
 

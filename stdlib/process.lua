@@ -157,7 +157,8 @@ function process.exec(command)
   elseif type(command) ~= "table" then
     argerror(1, "exec", "string or table expected, got " .. type(command), 2)
   end
-  return start(exec, argv)
+  local pid, err = start(exec, argv) -- not a tail call: start raises at our caller's level
+  return pid, err
 end
 
 -- --- fork ----------------------------------------------------------------------------------
@@ -192,7 +193,8 @@ function process.fork(options)
   end
   local path = app_file(file)
   if not path then return c.error("ENOENT") end
-  return start(fork, options, path)
+  local pid, err = start(fork, options, path)
+  return pid, err
 end
 
 return process
