@@ -105,7 +105,7 @@ static void child_end(lua_State *L, child_t *c) {
 
 /* Pins pid to one cpu. Done by the parent right after the spawn (libuv has no hook that
  * runs in the child before exec), so the child's first instructions may run elsewhere. */
-static int set_affinity(int pid, int cpu) {
+__attribute__((noinline)) static int set_affinity(int pid, int cpu) { /* array: see dns.c */
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
@@ -212,9 +212,8 @@ static int copy_array(lua_State *L, int arg, int t, int first, char **v, size_t 
   size_t n = lua_objlen(L, t);
   for (size_t k = (size_t)first; k <= n; k++, i++) {
     lua_rawgeti(L, t, (int)k);
-    size_t len = 0;
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
-    if (s == NULL || strlen(s) != len) {
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (s == NULL || strlen(s) != lua_objlen(L, -1)) {
       free_strings(v);
       return luaL_argerror(L, arg, lua_pushfstring(L, "%s[%d]: string without zero bytes expected, got %s",
                                                    what, (int)k, luaL_typename(L, -1)));
@@ -286,19 +285,26 @@ static char **fork_env(const char *file, const char *app, int parent) {
   size_t i = 0;
   for (char **e = environ; *e != NULL; e++)
     if (strncmp(*e, "LUAIO_FORK_", 11) != 0 && (env[i] = strdup(*e)) != NULL) i++;
-  char buf[64];
   size_t len = strlen(file) + sizeof "LUAIO_FORK_FILE=";
   if ((env[i] = malloc(len)) != NULL) snprintf(env[i++], len, "LUAIO_FORK_FILE=%s", file);
   if (app != NULL) {
     len = strlen(app) + sizeof "LUAIO_FORK_APP=";
     if ((env[i] = malloc(len)) != NULL) snprintf(env[i++], len, "LUAIO_FORK_APP=%s", app);
   }
-  if (parent != 0) {
-    snprintf(buf, sizeof buf, "LUAIO_FORK_PARENT=%d", parent);
-    env[i++] = strdup(buf);
-  }
+  if (parent != 0 && (env[i] = malloc(32)) != NULL) snprintf(env[i++], 32, "LUAIO_FORK_PARENT=%d", parent);
   env[i] = NULL;
   return env;
+}
+
+/* Sets *exe to a malloc'd copy of our executable's path; returns 0 or a libuv error. Not
+ * inlined: process_fork raises, so it must hold no array (see push_numeric in dns.c). */
+__attribute__((noinline)) static int exe_path(char **exe) {
+  char buf[4096];
+  size_t n = sizeof buf;
+  int err = uv_exepath(buf, &n);
+  if (err < 0) return err;
+  *exe = strdup(buf);
+  return *exe == NULL ? UV_ENOMEM : 0;
 }
 
 /* c.fork(options, path) -> pid, or nil, err. path is options.file resolved to a file of the
@@ -324,14 +330,12 @@ static int process_fork(lua_State *L) {
     nargs = lua_objlen(L, t);
   }
 
-  char exe[4096];
-  size_t exelen = sizeof exe;
-  int err = uv_exepath(exe, &exelen);
-  if (err < 0) return luaio_pusherror(L, err);
-  char **args = strings_new(nargs + 1);
-  if (args == NULL || (args[0] = strdup(exe)) == NULL) {
+  char **args = strings_new(nargs + 1); /* args[0]: our executable */
+  if (args == NULL) return luaL_error(L, "fork: out of memory");
+  int err = exe_path(args);
+  if (err < 0) {
     free(args);
-    return luaL_error(L, "fork: out of memory");
+    return luaio_pusherror(L, err);
   }
   copy_array(L, 1, t, 1, args, 1, "options.args"); /* frees args when it raises */
   /* under luaio run the child serves the same folder, from wherever it starts */
