@@ -47,6 +47,7 @@ typedef struct child {
   int pid;                   /* the running incarnation's pid, 0 when none runs */
   int cpu;                   /* affinity, -1 for none */
   int forever, detached, stopping;
+  int held;                  /* a task waits for this detached child: keep the loop alive */
   uint64_t started;          /* loop time the incarnation started, ms */
   uint64_t backoff;          /* the next restart delay, ms */
   int64_t last_status;
@@ -105,7 +106,7 @@ static void child_end(lua_State *L, child_t *c) {
 
 /* Pins pid to one cpu. Done by the parent right after the spawn (libuv has no hook that
  * runs in the child before exec), so the child's first instructions may run elsewhere. */
-__attribute__((noinline)) static int set_affinity(int pid, int cpu) { /* array: see dns.c */
+__attribute__((noinline)) static int set_affinity(int pid, int cpu) { /* not inlined: see dns.c */
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
@@ -113,6 +114,14 @@ __attribute__((noinline)) static int set_affinity(int pid, int cpu) { /* array: 
 }
 
 static void child_exited(uv_process_t *proc, int64_t status, int term_signal);
+
+/* A child keeps the loop (the process) alive, unless it is detached and nobody waits for it:
+ * a detached child may outlive us. */
+static void update_ref(child_t *c) {
+  int keep = !c->detached || c->held;
+  if (c->proc != NULL) (keep ? uv_ref : uv_unref)((uv_handle_t *)c->proc);
+  (keep ? uv_ref : uv_unref)((uv_handle_t *)&c->timer);
+}
 
 /* Starts an incarnation of c. */
 static int child_start(child_t *c) {
@@ -127,7 +136,7 @@ static int child_start(child_t *c) {
   c->proc = proc;
   c->pid = proc->pid;
   c->started = uv_now(luaio_loop());
-  if (c->detached) uv_unref((uv_handle_t *)proc); /* the parent may exit before the child */
+  update_ref(c);
   if (c->cpu >= 0) err = set_affinity(c->pid, c->cpu);
   return err;
 }
@@ -143,7 +152,7 @@ static void restart_later(child_t *c) {
   uint64_t delay = c->backoff;
   c->backoff = c->backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff * 2;
   uv_timer_start(&c->timer, restart_now, delay, 0);
-  if (c->detached) uv_unref((uv_handle_t *)&c->timer);
+  update_ref(c);
 }
 
 static void child_exited(uv_process_t *proc, int64_t status, int term_signal) {
@@ -409,6 +418,16 @@ static int process_running(lua_State *L) {
   return 1;
 }
 
+/* c.hold(pid, on): process.wait on a detached child keeps the process alive while it waits. */
+static int process_hold(lua_State *L) {
+  child_t *c = child_find((int)luaL_checkinteger(L, 1));
+  if (c != NULL) {
+    c->held = lua_toboolean(L, 2);
+    update_ref(c);
+  }
+  return 0;
+}
+
 /* c.onexit(fn): fn(id, exit_status, term_signal) runs when a child ends for good. */
 static int process_onexit(lua_State *L) {
   luaL_checktype(L, 1, LUA_TFUNCTION);
@@ -421,7 +440,11 @@ static int process_onexit(lua_State *L) {
 /* c.error(name) -> nil, err for the few libuv errors the Lua half reports itself */
 static int process_error(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
-  if (strcmp(name, "ETIMEDOUT") == 0) return luaio_pusherror(L, UV_ETIMEDOUT);
+  if (strcmp(name, "ETIMEDOUT") == 0) {
+    lua_pushnil(L);
+    luaio_newerror(L, UV_ETIMEDOUT, "ETIMEDOUT", "timed out");
+    return 2;
+  }
   if (strcmp(name, "ENOENT") == 0) return luaio_pusherror(L, UV_ENOENT);
   lua_pushnil(L); /* libuv has no name for ECHILD */
   luaio_newerror(L, -ECHILD, "ECHILD", "no child process");
@@ -503,11 +526,12 @@ static int process_uptime(lua_State *L) {
 }
 
 static const luaL_Reg process_funcs[] = {
-  {"abort", process_abort},     {"cwd", process_cwd},       {"environ", process_environ},
-  {"error", process_error},     {"exec", process_exec},     {"execpath", process_execpath},
-  {"exit", process_exit},       {"fork", process_fork},     {"getenv", process_getenv},
-  {"kill", process_kill},       {"onexit", process_onexit}, {"pids", process_pids},
-  {"running", process_running}, {"uptime", process_uptime}, {NULL, NULL}};
+  {"abort", process_abort},     {"cwd", process_cwd},         {"environ", process_environ},
+  {"error", process_error},     {"exec", process_exec},       {"execpath", process_execpath},
+  {"exit", process_exit},       {"fork", process_fork},       {"getenv", process_getenv},
+  {"hold", process_hold},       {"kill", process_kill},       {"onexit", process_onexit},
+  {"pids", process_pids},       {"running", process_running}, {"uptime", process_uptime},
+  {NULL, NULL}};
 
 int luaopen_luaio_process(lua_State *L) {
   luaio_newlib(L, process_funcs);

@@ -103,12 +103,16 @@ function process.wait(pid, timeout)
     waiters[pid] = list
   end
   list[#list + 1] = me
+  c.hold(pid, true) -- even a detached child keeps us alive while we wait for it
   local status, term_signal = sched.suspend(timeout)
   if status == nil then
     for i = #list, 1, -1 do
       if list[i] == me then remove(list, i) end
     end
-    if #list == 0 and waiters[pid] == list then waiters[pid] = nil end
+    if #list == 0 and waiters[pid] == list then
+      waiters[pid] = nil
+      c.hold(pid, false)
+    end
     return c.error("ETIMEDOUT")
   end
   return status, term_signal
