@@ -317,10 +317,11 @@ __attribute__((noinline)) static int exe_path(char **exe) {
 }
 
 /* c.fork(options, path) -> pid, or nil, err. path is options.file resolved to a file of the
- * app by stdlib/process.lua; the other options are checked here. */
+ * app by stdlib/process.lua, nil when the app has no such file (ENOENT, after the other
+ * options are checked here). */
 static int process_fork(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  const char *path = luaL_checkstring(L, 2);
+  const char *path = luaL_optstring(L, 2, NULL);
   int uid = opt_int(L, "uid", -1, 0, 2147483647.0);
   int gid = opt_int(L, "gid", -1, 0, 2147483647.0);
   int ncpu = (int)uv_available_parallelism();
@@ -347,6 +348,10 @@ static int process_fork(lua_State *L) {
     return luaio_pusherror(L, err);
   }
   copy_array(L, 1, t, 1, args, 1, "options.args"); /* frees args when it raises */
+  if (path == NULL) { /* options checked first: misuse raises even when the file is missing */
+    free_strings(args);
+    return luaio_pusherror(L, UV_ENOENT);
+  }
   /* under luaio run the child serves the same folder, from wherever it starts */
   const char *folder = luaio_bundle_folder();
   char *app = NULL;

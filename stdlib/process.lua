@@ -195,8 +195,7 @@ function process.fork(options)
   if file == "" or file:find("^/") or ("/" .. file .. "/"):find("/%.%./") then
     argerror(1, "fork", "options.file: a file of the app expected (relative, without '..')", 2)
   end
-  local path = app_file(file)
-  if not path then return c.error("ENOENT") end
+  local path = app_file(file) -- nil: c.fork checks the other options, then says ENOENT
   local pid, err = start(fork, options, path)
   return pid, err
 end

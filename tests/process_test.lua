@@ -127,8 +127,8 @@ test.case("fork: wrong options raise naming the argument; a missing file is ENOE
   test.raises(function() process.fork {} end, "bad argument #1 to 'fork' %(options.file: string expected, got nil%)")
   test.raises(function() process.fork { file = "/etc/passwd" } end, "options.file: a file of the app expected")
   test.raises(function() process.fork { file = "../x.lua" } end, "options.file: a file of the app expected")
-  -- under `luaio test` the app is the current folder: tests/ holds real files
-  local f = "tests/process_test.lua"
+  -- the options are checked before the file is looked for
+  local f = "no-such-worker.lua"
   test.raises(function() process.fork { file = f, uid = "root" } end,
     "process_test.lua:%d+: bad argument #1 to 'fork' %(options.uid: integer expected, got string%)")
   test.raises(function() process.fork { file = f, gid = 1.5 } end, "options.gid: out of range")
