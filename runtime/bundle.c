@@ -211,6 +211,8 @@ luaio_payload luaio_bundle_mount_self(void) {
   return LUAIO_PAYLOAD;
 }
 
+const char *luaio_bundle_folder(void) { return store.mounted ? NULL : store.folder; }
+
 void luaio_bundle_use_folder(const char *dir) {
   size_t n = strlen(dir);
   while (n > 1 && dir[n - 1] == '/') n--;

@@ -72,14 +72,26 @@ typedef enum { LUAIO_NO_PAYLOAD = 0, LUAIO_PAYLOAD = 1 } luaio_payload;
 luaio_payload luaio_bundle_mount_self(void);
 /* Serves the app from a folder instead (luaio run). */
 void luaio_bundle_use_folder(const char *dir);
+/* The app folder under luaio run (as given, maybe relative), NULL in a bundled app. */
+const char *luaio_bundle_folder(void);
 /* Loads the app's entry chunk (path relative to the app, e.g. "main.lua") onto L's stack, or raises. */
 void luaio_bundle_load_main(lua_State *L, const char *path);
 /* Installs the app searcher in package.searchers (replacing the disk ones). */
 void luaio_bundle_install(lua_State *L);
 
+/* --- signals (signal.c) ---------------------------------------------------------------- */
+
+/* The signal at arg, a name ("SIGTERM") or a number; def when absent (def < 0: required). */
+int luaio_checksignal(lua_State *L, int arg, int def);
+/* "SIGTERM" for SIGTERM; NULL for a number without a name. */
+const char *luaio_signame(int signum);
+
 /* --- modules ---------------------------------------------------------------------------- */
 
 int luaopen_bundle(lua_State *L);
+int luaopen_dns(lua_State *L);
+int luaopen_luaio_process(lua_State *L);
+int luaopen_luaio_signal(lua_State *L);
 int luaopen_luaio_archive(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_sched(lua_State *L);
