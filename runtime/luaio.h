@@ -86,6 +86,15 @@ int luaio_checksignal(lua_State *L, int arg, int def);
 /* "SIGTERM" for SIGTERM; NULL for a number without a name. */
 const char *luaio_signame(int signum);
 
+/* --- shared by tcp.c and http.c ---------------------------------------------------------- */
+
+/* Binds a TCP listener with the options table at index opts (host, tcp_reuseport,
+ * tcp_nodelay, tcp_keepalive, tcp_keepidle). Returns 0 or a libuv error. */
+int luaio_tcp_bind(lua_State *L, uv_tcp_t *handle, int port, int opts);
+struct sockaddr_storage;
+/* Pushes {family, port, address}. */
+void luaio_push_addr(lua_State *L, const struct sockaddr_storage *addr);
+
 /* --- modules ---------------------------------------------------------------------------- */
 
 int luaopen_bundle(lua_State *L);
@@ -93,6 +102,7 @@ int luaopen_dns(lua_State *L);
 int luaopen_luaio_process(lua_State *L);
 int luaopen_luaio_signal(lua_State *L);
 int luaopen_luaio_archive(lua_State *L);
+int luaopen_luaio_http(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_sched(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);

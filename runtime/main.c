@@ -23,6 +23,7 @@ static const luaL_Reg c_modules[] = {
   {"bundle", luaopen_bundle},
   {"dns", luaopen_dns},
   {"luaio.archive", luaopen_luaio_archive},
+  {"luaio.http", luaopen_luaio_http},
   {"luaio.process", luaopen_luaio_process},
   {"luaio.sched", luaopen_luaio_sched},
   {"luaio.signal", luaopen_luaio_signal},
