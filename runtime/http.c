@@ -950,13 +950,19 @@ static int http_done(lua_State *L) {
       r->finished = 1;
       if (r->has_length) r->keep_alive = 0; /* a promised length we cannot vouch for */
     }
-    int keep = r->keep_alive && body_discard(r, c) && !c->eof && !c->server->closing;
+    int keep = r->keep_alive && body_discard(r, c) && !c->server->closing;
     res_detach(r, UV_ECANCELED);
     if (keep) {
       lua_settop(L, 0);
-      if (start_request(L, c)) return 3; /* pipelined: the next one is already here */
+      /* pipelined: the next request may be here already (even after the client's FIN) */
+      if (start_request(L, c)) return 3;
       flush(c);
-      if (!c->closing && !c->done_after_write) conn_park(c);
+      if (c->eof && !c->closing) {
+        c->done_after_write = 1;
+        if (c->writes == 0) finish_connection(c);
+      } else if (!c->closing && !c->done_after_write) {
+        conn_park(c);
+      }
     } else {
       c->done_after_write = 1;
       flush(c);
