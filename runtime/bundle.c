@@ -61,6 +61,7 @@ static struct {
   uint32_t count;
   char *folder;       /* otherwise files come from this folder (luaio run) */
   char *chunk_prefix; /* what chunk names start with: "" or "<folder>/" */
+  char *entry;        /* the app file that runs first, relative to the app */
 } store;
 
 /* --- little helpers ---------------------------------------------------------------------- */
@@ -342,6 +343,8 @@ void luaio_bundle_install(lua_State *L) {
 }
 
 void luaio_bundle_load_main(lua_State *L, const char *path) {
+  free(store.entry);
+  store.entry = strdup(path);
   if (!load_file(L, path, path)) {
     lua_pop(L, 1);
     luaL_error(L, "no %s in %s", path, store.mounted ? "the bundle" : store.folder);
@@ -617,6 +620,8 @@ int luaopen_bundle(lua_State *L) {
   luaio_newlib(L, bundle_funcs);
   lua_pushboolean(L, store.mounted);
   lua_setfield(L, -2, "bundled"); /* true inside a built executable, false under luaio run */
+  lua_pushstring(L, store.entry);
+  lua_setfield(L, -2, "entry"); /* "main.lua", or the .lua file luaio ran */
   return 1;
 }
 

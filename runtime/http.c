@@ -1243,7 +1243,9 @@ static int server_close(lua_State *L) {
   s->closing = 1;
   luaL_unref(L, LUA_REGISTRYINDEX, s->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
+  /* Connections between requests go now; one mid-request finishes it, then closes. */
   while (s->lists[L_IDLE].head != NULL) conn_close(s->lists[L_IDLE].head);
+  while (s->lists[L_HEAD].head != NULL) conn_close(s->lists[L_HEAD].head);
   uv_close((uv_handle_t *)&s->tcp, on_server_close);
   uv_close((uv_handle_t *)&s->sweep, on_server_close);
   return 0;

@@ -517,6 +517,18 @@ static int process_getenv(lua_State *L) {
   return 1;
 }
 
+/* c.setenv(name[, value]) -> true | nil, err: sets (or, without value, removes) a variable
+ * of this process's environment, which the children it starts afterwards inherit. */
+static int process_setenv(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  const char *value = luaL_optstring(L, 2, NULL);
+  luaL_argcheck(L, name[0] != '\0' && strchr(name, '=') == NULL, 1, "name must be non-empty, without '='");
+  int err = value ? uv_os_setenv(name, value) : uv_os_unsetenv(name);
+  if (err < 0) return luaio_pusherror(L, err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* c.pids() -> pid, ppid */
 static int process_pids(lua_State *L) {
   lua_pushinteger(L, uv_os_getpid());
@@ -535,7 +547,8 @@ static const luaL_Reg process_funcs[] = {
   {"error", process_error},     {"exec", process_exec},       {"execpath", process_execpath},
   {"exit", process_exit},       {"fork", process_fork},       {"getenv", process_getenv},
   {"hold", process_hold},       {"kill", process_kill},       {"onexit", process_onexit},
-  {"pids", process_pids},       {"running", process_running}, {"uptime", process_uptime},
+  {"pids", process_pids},       {"running", process_running}, {"setenv", process_setenv},
+  {"uptime", process_uptime},
   {NULL, NULL}};
 
 int luaopen_luaio_process(lua_State *L) {

@@ -35,6 +35,7 @@ process.abort = c.abort
 process.cwd = c.cwd
 process.exit = c.exit
 process.getenv = c.getenv
+process.setenv = c.setenv
 process.kill = c.kill
 process.uptime = c.uptime
 process.on = signal.on
