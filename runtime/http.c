@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "http_parser.h"
 #include "luaio.h"
@@ -334,6 +336,7 @@ static void reply_error(hconn_t *c, int status) {
 static void server_maybe_free(hserver_t *s) {
   if (s->closed_handles < 2 || s->connections > 0) return;
   if (s->box != NULL) *s->box = NULL;
+  luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, s->handler_ref); /* no request can start now */
   free(s);
 }
 
@@ -1134,21 +1137,40 @@ static void on_sweep(uv_timer_t *t) {
   }
 }
 
-static void on_connection(uv_stream_t *listener, int status) {
-  hserver_t *s = listener->data;
-  if (status < 0 || s->closing) return;
+/* A new connection: from the listener (fd < 0) or an fd accepted by hand. */
+static void conn_start(hserver_t *s, uv_stream_t *listener, int fd) {
   hconn_t *c = calloc(1, sizeof *c);
-  if (c == NULL) return;
+  if (c == NULL) {
+    if (fd >= 0) close(fd);
+    return;
+  }
   uv_tcp_init(luaio_loop(), &c->tcp);
   c->tcp.data = c;
   c->server = s;
   s->connections++;
-  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0 || s->connections > s->max_connections) {
+  int err = fd >= 0 ? uv_tcp_open(&c->tcp, fd) : uv_accept(listener, (uv_stream_t *)&c->tcp);
+  if (err != 0 || s->connections > s->max_connections) {
+    if (err != 0 && fd >= 0) close(fd);
     conn_close(c);
     return;
   }
   list_add(c, L_IDLE); /* a client that connects and says nothing gets the idle timeout */
   read_start(c);
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  hserver_t *s = listener->data;
+  if (status < 0) return;
+  conn_start(s, listener, -1);
+}
+
+/* Takes the connections still waiting in the kernel's accept queue: closing the listener
+ * would reset them, and their clients did nothing wrong. They are served and then closed. */
+static void drain_backlog(hserver_t *s) {
+  uv_os_fd_t lfd;
+  if (uv_fileno((uv_handle_t *)&s->tcp, &lfd) < 0) return;
+  int fd;
+  while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) conn_start(s, NULL, fd);
 }
 
 static lua_Number opt_number(lua_State *L, int opts, const char *name, lua_Number def) {
@@ -1241,11 +1263,11 @@ static int server_close(lua_State *L) {
   hserver_t *s = check_server(L);
   if (s == NULL || s->closing) return 0;
   s->closing = 1;
-  luaL_unref(L, LUA_REGISTRYINDEX, s->handler_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
   /* Connections between requests go now; one mid-request finishes it, then closes. */
   while (s->lists[L_IDLE].head != NULL) conn_close(s->lists[L_IDLE].head);
   while (s->lists[L_HEAD].head != NULL) conn_close(s->lists[L_HEAD].head);
+  drain_backlog(s); /* after the sweep above: these clients are about to send a request */
   uv_close((uv_handle_t *)&s->tcp, on_server_close);
   uv_close((uv_handle_t *)&s->sweep, on_server_close);
   return 0;
