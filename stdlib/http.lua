@@ -56,13 +56,33 @@ local function on_error(err)
   return traceback(tostring(err), 2)
 end
 
+-- The request of each response in progress, for res:sendFile (conditional headers, HEAD).
+local request_of = setmetatable({}, { __mode = "k" })
+
 -- A worker task serves requests until the pool it returns to is full. C.done finishes the
 -- response and returns the next request on the same connection, or parks the task.
 local function worker(handler, req, res)
   while handler do
+    request_of[res] = req
     local ok, err = xpcall(handler, on_error, req, res)
     handler, req, res = C_done(res, ok, err)
   end
+end
+
+-- res:sendFile(path[, options]) serves one file (see stdlib/http_static.lua): from disk, or
+-- from the app's bundle with options.bundle.
+local response_methods = debug.getregistry()["luaio.http.response"].__index
+function response_methods.sendFile(res, path, options)
+  if type(path) ~= "string" then
+    error("bad argument #1 to 'sendFile' (string expected, got " .. type(path) .. ")", 2)
+  end
+  return require("http_static").send_file(request_of[res], res, path, options)
+end
+
+-- http.static(root[, options]) -> a handler serving the files under root (disk, or the
+-- bundle with options.bundle); see stdlib/http_static.lua.
+function http.static(root, options)
+  return require("http_static").handler(root, options)
 end
 
 C.init(worker, request)
