@@ -81,6 +81,8 @@ void luaio_bundle_install(lua_State *L);
 
 int luaopen_bundle(lua_State *L);
 int luaopen_luaio_archive(lua_State *L);
+int luaopen_luaio_fs(lua_State *L);
+int luaopen_luaio_log(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_sched(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);

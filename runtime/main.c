@@ -20,6 +20,8 @@
 static const luaL_Reg c_modules[] = {
   {"bundle", luaopen_bundle},
   {"luaio.archive", luaopen_luaio_archive},
+  {"luaio.fs", luaopen_luaio_fs},
+  {"luaio.log", luaopen_luaio_log},
   {"luaio.sched", luaopen_luaio_sched},
   {"luaio.tcp", luaopen_luaio_tcp},
   {"system", luaopen_system},
