@@ -50,6 +50,7 @@ static fsreq_t *req_new(size_t extra) {
   r->co_ref = r->file_ref = r->data_ref = LUA_NOREF;
   r->file = NULL;
   r->offset = -1;
+  r->req.data = r;
   return r;
 }
 
@@ -147,7 +148,7 @@ static int push_result(lua_State *co, fsreq_t *r, ssize_t res) {
 }
 
 static void on_fs(uv_fs_t *req) {
-  fsreq_t *r = (fsreq_t *)req;
+  fsreq_t *r = req->data;
   ssize_t res = req->result;
   if (req->fs_type == UV_FS_WRITE && res >= 0 && (size_t)res < r->buf.len) {
     /* A short write (a full disk stops one midway, a signal can): write the rest, and
@@ -159,7 +160,8 @@ static void on_fs(uv_fs_t *req) {
       r->buf.len -= (size_t)res;
       if (r->offset >= 0) r->offset += res;
       uv_fs_req_cleanup(req);
-      int err = uv_fs_write(luaio_loop(), req, r->file->fd, &r->buf, 1, r->offset, on_fs);
+      uv_buf_t rest = r->buf; /* libuv copies the buffer list into the request */
+      int err = uv_fs_write(luaio_loop(), req, r->file->fd, &rest, 1, r->offset, on_fs);
       if (err == 0) return;
       res = err;
     }

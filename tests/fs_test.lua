@@ -292,3 +292,20 @@ test.case("a file left open is closed when collected", function()
   collectgarbage()
   test.ok(open_fds() <= before + 5, "closed by the collector")
 end)
+
+test.case("a short write goes on with the rest, and reports the error that stops it", function()
+  -- A file size limit of 1 KiB (ulimit -f 2, in 512-byte blocks) makes write(2) stop short
+  -- at the limit and then fail with EFBIG; SIGXFSZ is ignored so the failure is a return.
+  local dir = test.tmpdir()
+  test.write(dir .. "/main.lua", [[
+local fs = require "fs"
+local path = ...
+local f = assert(fs.open(path, "w"))
+local ok, err = f:write(string.rep("x", 1500))
+print(ok, err and err.name)
+f:close()
+]])
+  local out = test.sh("trap '' XFSZ; ulimit -f 2; " .. q(test.luaio) .. " run " .. q(dir) .. " " .. q(dir .. "/big"))
+  test.eq(out, "nil\tEFBIG\n")
+  test.eq(#test.sh("cat " .. q(dir .. "/big")), 1024)
+end)

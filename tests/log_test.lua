@@ -386,6 +386,20 @@ coroutine.wrap(function() log.info("from a plain coroutine") end)()
   test.match(got[2], "INFO from a plain coroutine$")
 end)
 
+test.case("a logger nobody holds any more still writes what it logged, then goes", function()
+  local path = test.tmpdir() .. "/gc.log"
+  do
+    local logger = assert(log.new({ output = path }))
+    for i = 1, 1000 do logger:info("collected", { i = i }) end
+  end
+  collectgarbage()
+  collectgarbage()
+  local deadline = task.now() + 5000
+  while select(2, (read(path) or ""):gsub("\n", "")) < 1000 and task.now() < deadline do task.sleep(5) end
+  test.eq(select(2, read(path):gsub("\n", "")), 1000)
+  test.match(read(path), "i=1000\n$")
+end)
+
 test.case("access lines: Combined and Common Log Format", function()
   local fields = {
     remote_addr = "192.0.2.7", user = "alice", time = 1795671000, method = "GET",
