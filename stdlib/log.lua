@@ -14,7 +14,7 @@
 -- exits normally (end of work, os.exit, process.exit, an error in the main task).
 local C = require "luaio.log"
 
-local floor, date, pairs, setmetatable, tostring, type = math.floor, os.date, pairs, setmetatable, tostring, type
+local floor, pairs, setmetatable, tostring, type = math.floor, pairs, setmetatable, tostring, type
 
 local log = {}
 
@@ -233,40 +233,6 @@ log.default = get_default
 
 -- --- access lines (Common and Combined Log Format) --------------------------------------
 
-local MONTHS = { "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" }
-local clf_sec, clf_text
-
--- "[26/Nov/2026:05:30:00 +0000]" without the brackets; made once a second.
-local function clf_time(t)
-  local sec = floor(t or C.now())
-  if sec ~= clf_sec then
-    local d = date("!*t", sec)
-    clf_text = ("%02d/%s/%04d:%02d:%02d:%02d +0000"):format(d.day, MONTHS[d.month], d.year, d.hour, d.min, d.sec)
-    clf_sec = sec
-  end
-  return clf_text
-end
-
-local function hex_escape(c) return ("\\x%02X"):format(c:byte()) end
-
--- As nginx does: '"', '\', control characters and non-ASCII bytes become \xHH, so a field
--- can neither end its quotes early nor break the line. nil and "" become "-".
-local function field(v)
-  if v == nil or v == "" then return "-" end
-  v = tostring(v)
-  if v:find("[%c\"\\\127-\255]") then v = v:gsub("[%c\"\\\127-\255]", hex_escape) end
-  return v
-end
-
-local function bare(v) -- outside quotes a space would split the field too
-  v = field(v)
-  if v:find(" ", 1, true) then v = v:gsub(" ", "\\x20") end
-  return v
-end
-
-local COMBINED = '%s - %s [%s] "%s %s %s" %s %s "%s" "%s"'
-local COMMON = '%s - %s [%s] "%s %s %s" %s %s'
-
 -- log.formatAccess(fields[, format]) -> one line without "\n". fields: remote_addr, user,
 -- time (seconds since the epoch, default now), method, path, protocol, status, bytes,
 -- referer, user_agent; format "combined" (default) or "common".
@@ -279,15 +245,7 @@ function log.formatAccess(fields, format)
   if t ~= nil and type(t) ~= "number" then
     argerror(1, "formatAccess", "field 'time': seconds since the epoch expected, got " .. type(t))
   end
-  local bytes = fields.bytes
-  if bytes == 0 then bytes = nil end
-  if format == "common" then
-    return COMMON:format(bare(fields.remote_addr), bare(fields.user), clf_time(t), field(fields.method),
-      field(fields.path), field(fields.protocol), bare(fields.status), bare(bytes))
-  end
-  return COMBINED:format(bare(fields.remote_addr), bare(fields.user), clf_time(t), field(fields.method),
-    field(fields.path), field(fields.protocol), bare(fields.status), bare(bytes), field(fields.referer),
-    field(fields.user_agent))
+  return C.formatAccess(fields, format == "common")
 end
 
 -- log.access(logger, fields) -> true | false: one access line. A "json" logger writes the
@@ -296,13 +254,14 @@ function log.access(logger, fields)
   if getmetatable(logger) ~= Logger then
     argerror(1, "access", "logger expected, got " .. type(logger))
   end
-  local format = logger.options.format
-  if format == "json" then
-    if type(fields) ~= "table" then argerror(2, "access", "table expected, got " .. type(fields)) end
-    return logger.sink:log(1, "access", fields)
-  end
   if type(fields) ~= "table" then argerror(2, "access", "table expected, got " .. type(fields)) end
-  return logger.sink:write(log.formatAccess(fields, format == "common" and "common" or nil), "\n")
+  local t = fields.time
+  if t ~= nil and type(t) ~= "number" then
+    argerror(2, "access", "field 'time': seconds since the epoch expected, got " .. type(t))
+  end
+  local format = logger.options.format
+  if format == "json" then return logger.sink:log(1, "access", fields) end
+  return logger.sink:access(fields, format == "common")
 end
 
 function Logger:access(fields)
