@@ -11,6 +11,9 @@ usage: ./build.sh [MODE]
   test     build, install the test peers, run every test; ends with "N passed, N failed"
   asan     build out/asan/luaio with AddressSanitizer + UBSan (glibc, dynamic) and run the tests
   bench    build, then run the benchmarks in bench/
+  fuzz [SECONDS]
+           build the libFuzzer targets in tests/fuzz/ with clang (installed with apt-get when
+           missing) into out/fuzz/ and run each for SECONDS (default 30)
   clean    remove out/ (the dependency cache in ~/.cache/luaio stays)
   help     this text
 Environment: LUAIO_CACHE (dependency cache, default ~/.cache/luaio), JOBS (parallel jobs).
@@ -19,10 +22,10 @@ USAGE
 
 jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
-build() { # flavor out cc mode
+build() { # flavor out cc mode [make targets...]
   local deps
   deps=$(deps/deps.sh "$1")
-  make -s -C runtime -j"$jobs" DEPS="$deps" OUT="$root/$2" CC="$3" MODE="$4"
+  make -s -C runtime -j"$jobs" DEPS="$deps" OUT="$root/$2" CC="$3" MODE="$4" "${@:5}"
 }
 
 # What the tests use: real peers, installed only when missing.
@@ -40,24 +43,63 @@ install_test_tools() {
   fi
 }
 
+# libFuzzer needs clang and its runtime (libclang-rt-14-dev on Debian bookworm).
+install_fuzz_tools() {
+  if command -v clang >/dev/null &&
+    [ -e "$(clang -print-resource-dir)/lib/linux/libclang_rt.fuzzer-x86_64.a" ]; then
+    return
+  fi
+  [ "$(id -u)" = 0 ] || { echo "build.sh: fuzz needs clang and libclang-rt-14-dev" >&2; exit 1; }
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
+}
+
+# Each tests/fuzz/NAME_fuzz.c is one target, linked with the runtime file NAME.c. New inputs
+# go to out/fuzz/corpus-NAME; the committed seeds in tests/fuzz/corpus/ are only read.
+fuzz() { # seconds
+  local src name bin
+  mkdir -p out/fuzz
+  for src in tests/fuzz/*_fuzz.c; do
+    name=$(basename "$src" _fuzz.c)
+    bin=out/fuzz/${name}_fuzz
+    clang -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Iruntime \
+      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+      -o "$bin" "$src" "runtime/$name.c"
+    mkdir -p "out/fuzz/corpus-$name"
+    echo "fuzz: $bin for $1 s"
+    if ! "$bin" -max_total_time="$1" -max_len=4096 -timeout=10 -print_final_stats=1 \
+      -artifact_prefix="out/fuzz/$name-" "out/fuzz/corpus-$name" tests/fuzz/corpus \
+      >"out/fuzz/$name.log" 2>&1; then
+      tail -n 40 "out/fuzz/$name.log" >&2
+      echo "fuzz: $name found a bug: the input is out/fuzz/$name-*" >&2
+      exit 1
+    fi
+    grep -E '^(Done|stat::new_units_added)' "out/fuzz/$name.log" || true
+  done
+}
+
 case "${1:-build}" in
   build)
     build musl out musl-gcc release
     echo "out/luaio: $(stat -c %s out/luaio) bytes"
     ;;
   test)
-    build musl out musl-gcc release
+    build musl out musl-gcc release all tests
     install_test_tools
     out/luaio test tests
     ;;
   asan)
-    build host out/asan gcc asan
+    build host out/asan gcc asan all tests
     install_test_tools
     ASAN_OPTIONS=detect_leaks=0 out/asan/luaio test tests
     ;;
   bench)
     build musl out musl-gcc release
     bench/run.sh
+    ;;
+  fuzz)
+    install_fuzz_tools
+    fuzz "${2:-30}"
     ;;
   clean) rm -rf out ;;
   help | -h | --help) usage ;;

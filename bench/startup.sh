@@ -11,7 +11,7 @@ luaio=$(pwd)/out/luaio
 [ -x "$luaio" ] || { echo "bench: build first (./build.sh)" >&2; exit 1; }
 missing=()
 command -v hyperfine >/dev/null || missing+=(hyperfine)
-command -v luajit >/dev/null || missing+=(luajit)
+command -v luajit >/dev/null || missing+=(luajit2) # Debian's OpenResty LuaJIT: coexists with nginx-lua
 command -v bc >/dev/null || missing+=(bc)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

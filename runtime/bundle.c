@@ -61,6 +61,7 @@ static struct {
   uint32_t count;
   char *folder;       /* otherwise files come from this folder (luaio run) */
   char *chunk_prefix; /* what chunk names start with: "" or "<folder>/" */
+  char *entry;        /* the app file that runs first, relative to the app */
 } store;
 
 /* --- little helpers ---------------------------------------------------------------------- */
@@ -211,6 +212,8 @@ luaio_payload luaio_bundle_mount_self(void) {
   return LUAIO_PAYLOAD;
 }
 
+const char *luaio_bundle_folder(void) { return store.mounted ? NULL : store.folder; }
+
 void luaio_bundle_use_folder(const char *dir) {
   size_t n = strlen(dir);
   while (n > 1 && dir[n - 1] == '/') n--;
@@ -340,6 +343,8 @@ void luaio_bundle_install(lua_State *L) {
 }
 
 void luaio_bundle_load_main(lua_State *L, const char *path) {
+  free(store.entry);
+  store.entry = strdup(path);
   if (!load_file(L, path, path)) {
     lua_pop(L, 1);
     luaL_error(L, "no %s in %s", path, store.mounted ? "the bundle" : store.folder);
@@ -615,6 +620,8 @@ int luaopen_bundle(lua_State *L) {
   luaio_newlib(L, bundle_funcs);
   lua_pushboolean(L, store.mounted);
   lua_setfield(L, -2, "bundled"); /* true inside a built executable, false under luaio run */
+  lua_pushstring(L, store.entry);
+  lua_setfield(L, -2, "entry"); /* "main.lua", or the .lua file luaio ran */
   return 1;
 }
 

@@ -72,17 +72,39 @@ typedef enum { LUAIO_NO_PAYLOAD = 0, LUAIO_PAYLOAD = 1 } luaio_payload;
 luaio_payload luaio_bundle_mount_self(void);
 /* Serves the app from a folder instead (luaio run). */
 void luaio_bundle_use_folder(const char *dir);
+/* The app folder under luaio run (as given, maybe relative), NULL in a bundled app. */
+const char *luaio_bundle_folder(void);
 /* Loads the app's entry chunk (path relative to the app, e.g. "main.lua") onto L's stack, or raises. */
 void luaio_bundle_load_main(lua_State *L, const char *path);
 /* Installs the app searcher in package.searchers (replacing the disk ones). */
 void luaio_bundle_install(lua_State *L);
 
+/* --- signals (signal.c) ---------------------------------------------------------------- */
+
+/* The signal at arg, a name ("SIGTERM") or a number; def when absent (def < 0: required). */
+int luaio_checksignal(lua_State *L, int arg, int def);
+/* "SIGTERM" for SIGTERM; NULL for a number without a name. */
+const char *luaio_signame(int signum);
+
+/* --- shared by tcp.c and http.c ---------------------------------------------------------- */
+
+/* Binds a TCP listener with the options table at index opts (host, tcp_reuseport,
+ * tcp_nodelay, tcp_keepalive, tcp_keepidle). Returns 0 or a libuv error. */
+int luaio_tcp_bind(lua_State *L, uv_tcp_t *handle, int port, int opts);
+struct sockaddr_storage;
+/* Pushes {family, port, address}. */
+void luaio_push_addr(lua_State *L, const struct sockaddr_storage *addr);
+
 /* --- modules ---------------------------------------------------------------------------- */
 
 int luaopen_bundle(lua_State *L);
+int luaopen_dns(lua_State *L);
+int luaopen_luaio_process(lua_State *L);
+int luaopen_luaio_signal(lua_State *L);
 int luaopen_luaio_archive(lua_State *L);
 int luaopen_luaio_fs(lua_State *L);
 int luaopen_luaio_log(lua_State *L);
+int luaopen_luaio_http(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_sched(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);

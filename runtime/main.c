@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "buildinfo.h" /* generated: LUAIO_BUILD_ID, LUAIO_DEPS */
 #include "luaio.h"
@@ -19,10 +21,14 @@
 
 static const luaL_Reg c_modules[] = {
   {"bundle", luaopen_bundle},
+  {"dns", luaopen_dns},
   {"luaio.archive", luaopen_luaio_archive},
   {"luaio.fs", luaopen_luaio_fs},
+  {"luaio.http", luaopen_luaio_http},
   {"luaio.log", luaopen_luaio_log},
+  {"luaio.process", luaopen_luaio_process},
   {"luaio.sched", luaopen_luaio_sched},
+  {"luaio.signal", luaopen_luaio_signal},
   {"luaio.tcp", luaopen_luaio_tcp},
   {"system", luaopen_system},
   {NULL, NULL}};
@@ -126,6 +132,35 @@ static int run_tool(const char *module, int argc, char **argv) {
   return luaio_run();
 }
 
+/* A child started by process.fork (process.c): run the file named by LUAIO_FORK_FILE from
+ * our own bundle, or, for the plain runtime, from the folder LUAIO_FORK_APP. A bundled app
+ * never reads a folder: the environment cannot make it run code that is not its own. The
+ * variables are removed so that the child's own children do not inherit them by accident.
+ * Unless detached (no LUAIO_FORK_PARENT), the child gets SIGTERM when its parent dies, so a
+ * master that exits or is killed leaves no workers behind. */
+static int run_fork_child(int payload, int argc, char **argv) {
+  char *file = strdup(getenv("LUAIO_FORK_FILE"));
+  const char *app = getenv("LUAIO_FORK_APP");
+  char *folder = app && !payload ? strdup(app) : NULL;
+  const char *parent = getenv("LUAIO_FORK_PARENT");
+  long parent_pid = parent ? strtol(parent, NULL, 10) : 0;
+  unsetenv("LUAIO_FORK_FILE");
+  unsetenv("LUAIO_FORK_APP");
+  unsetenv("LUAIO_FORK_PARENT");
+  if (parent_pid > 0) {
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent_pid) raise(SIGTERM); /* the parent died before prctl */
+  }
+  if (folder != NULL) {
+    luaio_bundle_use_folder(folder);
+    free(folder);
+  } else if (!payload) {
+    fprintf(stderr, "luaio: LUAIO_FORK_FILE is set, but there is no bundle and no LUAIO_FORK_APP\n");
+    return 1;
+  }
+  return run_entry(file, file, argc - 1, argv + 1);
+}
+
 static void version(void) {
   printf("luaio %s (build %s)\n%s\nlibuv %s\nzstd %s\n%s", LUAIO_VERSION, LUAIO_BUILD_ID, LUAJIT_VERSION,
          uv_version_string(), ZSTD_versionString(), LUAIO_DEPS);
@@ -164,7 +199,9 @@ static void raise_nofile_limit(void) {
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN); /* a write to a closed socket is an error return, not death */
   raise_nofile_limit();
-  if (luaio_bundle_mount_self() == LUAIO_PAYLOAD) return run_entry(argv[0], "main.lua", argc - 1, argv + 1);
+  int payload = luaio_bundle_mount_self() == LUAIO_PAYLOAD;
+  if (getenv("LUAIO_FORK_FILE") != NULL) return run_fork_child(payload, argc, argv);
+  if (payload) return run_entry(argv[0], "main.lua", argc - 1, argv + 1);
 
   const char *cmd = argc > 1 ? argv[1] : "help";
   if (strcmp(cmd, "run") == 0) {

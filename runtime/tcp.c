@@ -66,8 +66,8 @@ static int make_addr(const char *host, int port, struct sockaddr_storage *addr) 
   return uv_ip6_addr(host, port, (struct sockaddr_in6 *)addr);
 }
 
-/* Pushes {family, port, address} for a socket address, or {path} for a Unix socket. */
-static void push_addr(lua_State *L, const struct sockaddr_storage *addr) {
+/* Pushes {family, port, address} for a socket address (also used by the HTTP server). */
+void luaio_push_addr(lua_State *L, const struct sockaddr_storage *addr) {
   char ip[INET6_ADDRSTRLEN] = "";
   lua_createtable(L, 0, 3);
   if (addr->ss_family == AF_INET6) {
@@ -125,7 +125,7 @@ static int sock_address(lua_State *L, int peer) {
   int err = peer ? uv_tcp_getpeername(&k->h.tcp, (struct sockaddr *)&addr, &len)
                  : uv_tcp_getsockname(&k->h.tcp, (struct sockaddr *)&addr, &len);
   if (err < 0) return luaio_pusherror(L, err);
-  push_addr(L, &addr);
+  luaio_push_addr(L, &addr);
   return 1;
 }
 
@@ -215,26 +215,26 @@ static void on_connection(uv_stream_t *listener, int status) {
   luaio_spawn_with(L, 2, &serve_hook); /* socket (for the hook), onconnect(socket, server) */
 }
 
-/* Binds a TCP listener; with reuseport the socket is made here, since libuv 1.44 has no
- * flag for SO_REUSEPORT (several processes then share one port, the kernel spreads
- * connections among them). */
-static int bind_tcp(lua_State *L, server_t *s, int port, int opts) {
+/* Binds a TCP listener (also used by the HTTP server); with reuseport the socket is made
+ * here, since libuv 1.44 has no flag for SO_REUSEPORT (several processes then share one
+ * port, the kernel spreads connections among them). opts: the checked options table. */
+int luaio_tcp_bind(lua_State *L, uv_tcp_t *handle, int port, int opts) {
   lua_getfield(L, opts, "host");
   const char *host = lua_tostring(L, -1);
   lua_pop(L, 1); /* the options table keeps it alive */
   struct sockaddr_storage addr;
   int err = make_addr(host, port, &addr);
   if (err < 0) return err;
-  uv_tcp_init_ex(luaio_loop(), &s->h.tcp, addr.ss_family);
+  uv_tcp_init_ex(luaio_loop(), handle, addr.ss_family);
   uv_os_fd_t fd;
-  if ((err = uv_fileno(&s->h.handle, &fd)) < 0) return err;
+  if ((err = uv_fileno((uv_handle_t *)handle, &fd)) < 0) return err;
   int on = 1;
   if (opt_bool(L, opts, "tcp_reuseport", 0) && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0)
     return UV_EINVAL;
-  if ((err = uv_tcp_bind(&s->h.tcp, (struct sockaddr *)&addr, 0)) < 0) return err;
+  if ((err = uv_tcp_bind(handle, (struct sockaddr *)&addr, 0)) < 0) return err;
   if (opt_bool(L, opts, "tcp_nodelay", 1)) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
   if (opt_bool(L, opts, "tcp_keepalive", 1))
-    return set_keepalive(&s->h.tcp, 1, (int)opt_number(L, opts, "tcp_keepidle", 0));
+    return set_keepalive(handle, 1, (int)opt_number(L, opts, "tcp_keepidle", 0));
   return 0;
 }
 
@@ -255,7 +255,7 @@ static int tcp_listen(lua_State *L) {
     uv_pipe_init(luaio_loop(), &s->h.pipe, 0);
     err = uv_pipe_bind(&s->h.pipe, lua_tostring(L, 1));
   } else {
-    err = bind_tcp(L, s, (int)luaL_checkinteger(L, 1), 3);
+    err = luaio_tcp_bind(L, &s->h.tcp, (int)luaL_checkinteger(L, 1), 3);
   }
   if (err == 0) err = uv_listen(&s->h.stream, (int)opt_number(L, 3, "tcp_backlog", 511), on_connection);
   if (err < 0) {
@@ -291,7 +291,7 @@ static int server_address(lua_State *L) {
   int len = sizeof addr;
   int err = uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&addr, &len);
   if (err < 0) return luaio_pusherror(L, err);
-  push_addr(L, &addr);
+  luaio_push_addr(L, &addr);
   return 1;
 }
 

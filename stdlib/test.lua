@@ -26,9 +26,17 @@ function test.case(name, fn)
   cases[#cases + 1] = { name = name, fn = fn }
 end
 
-local function show(v)
+local function show(v, depth)
   if type(v) == "string" then return ("%q"):format(v) end
-  return tostring(v)
+  if type(v) ~= "table" or (depth or 0) > 3 then return tostring(v) end
+  local parts, n = {}, 0
+  for k, item in pairs(v) do
+    n = n + 1
+    if n > 20 then parts[#parts + 1] = "..." break end
+    parts[#parts + 1] = ("[%s] = %s"):format(show(k, 4), show(item, (depth or 0) + 1))
+  end
+  table.sort(parts)
+  return "{" .. table.concat(parts, ", ") .. "}"
 end
 
 local function deep_equal(a, b)
