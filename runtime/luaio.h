@@ -102,6 +102,8 @@ int luaopen_dns(lua_State *L);
 int luaopen_luaio_process(lua_State *L);
 int luaopen_luaio_signal(lua_State *L);
 int luaopen_luaio_archive(lua_State *L);
+int luaopen_luaio_fs(lua_State *L);
+int luaopen_luaio_log(lua_State *L);
 int luaopen_luaio_http(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_sched(lua_State *L);
