@@ -268,11 +268,17 @@ static int sched_wake(lua_State *L) {
   return 1;
 }
 
-/* sched.sleep(ms) */
+/* sched.sleep(ms). sleep(0) goes through the ready queue, not a timer: libuv 1.44 runs a
+ * 0 ms timer started inside a timer callback in the same pass, so a loop of sleep(0) would
+ * never let the loop poll for I/O. */
 static int sched_sleep(lua_State *L) {
   double ms = luaL_checknumber(L, 1);
   luaL_argcheck(L, ms >= 0, 1, "must not be negative");
   luaio_checktask(L, "sleep");
+  if (ms == 0) {
+    queue_push(L, L, 0);
+    return luaio_yield(L);
+  }
   lua_settop(L, 1);
   return sched_suspend(L);
 }

@@ -350,3 +350,90 @@ for (let i = 0; i < N; i++) {
 ]])
   test.eq((test.sh("node " .. script)), "done 200 bad 0\n")
 end)
+
+-- --- router and static files ------------------------------------------------------------------
+
+local ROUTED = [[
+local http = require "http"
+local router = http.router()
+router:get("/users/:id", function(req, res) res:finish("user " .. req.params.id) end)
+router:post("/users/:id/posts/:post", function(req, res)
+  res:finish(req.params.id .. "/" .. req.params.post .. ":" .. req:body())
+end)
+router:get("/files/*", http.static(arg[1]))
+router:get("/app/*", http.static("assets", { bundle = true, max_age = 60 }))
+router:get("/one", function(req, res) res:sendFile(arg[1] .. "/hello.txt") end)
+local server = assert(http.createServer(0, router, { host = "127.0.0.1" }))
+print("listening " .. server:address().port)
+io.stdout:flush()
+]]
+
+local function serve_routed()
+  local root = test.tmpdir()
+  test.write(root .. "/hello.txt", "hello from disk\n")
+  test.write(root .. "/page/index.html", "<p>index</p>")
+  test.write(root .. "/style.css", "body{}")
+  test.sh("head -c 3000000 /dev/urandom > " .. root .. "/big.bin")
+  local app = test.tmpdir() .. "/app"
+  test.write(app .. "/main.lua", ROUTED)
+  test.write(app .. "/assets/logo.svg", "<svg/>")
+  test.write(app .. "/assets/index.html", "<h1>bundled</h1>")
+  local peer = helpers.start(q(test.luaio) .. " run " .. app .. " " .. root)
+  return tonumber(helpers.wait_output(peer, "listening (%d+)")), root, app
+end
+
+test.case("router: parameters, methods, 404 and 405 with Allow", function()
+  local port = serve_routed()
+  local base = "http://127.0.0.1:" .. port
+  test.eq((test.sh("curl -s " .. base .. "/users/42")), "user 42")
+  test.eq((test.sh("curl -s -d body " .. base .. "/users/7/posts/9")), "7/9:body")
+  local out = test.sh("curl -si -X DELETE " .. base .. "/users/42")
+  test.match(out, "^HTTP/1.1 405 ")
+  test.match(out, "Allow: GET\r\n")
+  test.match(test.sh("curl -si " .. base .. "/nothing/here"), "^HTTP/1.1 404 ")
+end)
+
+test.case("static files from disk: types, ETag, Last-Modified, 304, ranges, HEAD, traversal", function()
+  local port, root = serve_routed()
+  local base = "http://127.0.0.1:" .. port
+  local out = test.sh("curl -si " .. base .. "/files/hello.txt")
+  test.match(out, "^HTTP/1.1 200 OK\r\n")
+  test.match(out, "Content%-Type: text/plain; charset=utf%-8\r\n")
+  test.match(out, "Content%-Length: 16\r\n")
+  test.match(out, "\r\n\r\nhello from disk\n$")
+  local etag = out:match("ETag: ([^\r]+)\r\n")
+  local modified = out:match("Last%-Modified: ([^\r]+)\r\n")
+  test.ok(etag and modified, "ETag and Last-Modified")
+  test.match(test.sh("curl -si -H " .. q("If-None-Match: " .. etag) .. " " .. base .. "/files/hello.txt"), "^HTTP/1.1 304 ")
+  test.match(test.sh("curl -si -H " .. q("If-Modified-Since: " .. modified) .. " " .. base .. "/files/hello.txt"), "^HTTP/1.1 304 ")
+  test.match(test.sh("curl -si " .. base .. "/files/style.css"), "Content%-Type: text/css")
+  test.eq((test.sh("curl -s " .. base .. "/files/page/")), "<p>index</p>")
+  out = test.sh("curl -si -r 6-9 " .. base .. "/files/hello.txt")
+  test.match(out, "^HTTP/1.1 206 ")
+  test.match(out, "Content%-Range: bytes 6%-9/16\r\n")
+  test.match(out, "\r\n\r\nfrom$")
+  test.match(test.sh("curl -si -r 100-200 " .. base .. "/files/hello.txt"), "^HTTP/1.1 416 ")
+  out = test.sh("curl -sI " .. base .. "/files/big.bin")
+  test.match(out, "Content%-Length: 3000000\r\n")
+  test.eq(test.sh("curl -s " .. base .. "/files/big.bin | sha256sum"), test.sh("sha256sum < " .. root .. "/big.bin"))
+  test.match(test.sh("curl -si --path-as-is " .. base .. "/files/../../etc/passwd"), "^HTTP/1.1 40[04] ")
+  test.match(test.sh("curl -si " .. base .. "/files/%2e%2e/%2e%2e/etc/passwd"), "^HTTP/1.1 40[04] ")
+  test.eq((test.sh("curl -s " .. base .. "/one")), "hello from disk\n")
+end)
+
+test.case("static files from the bundle, the same under luaio run and in a built executable", function()
+  local port, root, app = serve_routed()
+  local base = "http://127.0.0.1:" .. port
+  local out = test.sh("curl -si " .. base .. "/app/logo.svg")
+  test.match(out, "Content%-Type: image/svg%+xml\r\n")
+  test.match(out, "Cache%-Control: max%-age=60\r\n")
+  test.match(out, "\r\n\r\n<svg/>$")
+  test.eq((test.sh("curl -s " .. base .. "/app/")), "<h1>bundled</h1>")
+  local exe = test.tmpdir() .. "/routed"
+  test.eq(select(2, test.sh(q(test.luaio) .. " build " .. app .. " -o " .. exe)), 0)
+  local peer = helpers.start("cd / && " .. exe .. " " .. root)
+  local port2 = tonumber(helpers.wait_output(peer, "listening (%d+)"))
+  local out2 = test.sh("curl -si http://127.0.0.1:" .. port2 .. "/app/logo.svg")
+  test.eq(out2:match("ETag: ([^\r]+)"), out:match("ETag: ([^\r]+)"))
+  test.match(out2, "\r\n\r\n<svg/>$")
+end)
