@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,7 +54,7 @@ struct hserver_s {
   uv_timer_t sweep;
   hlist_t lists[L_COUNT];
   hserver_t **box;
-  int handler_ref, self_ref;
+  int handler_ref, self_ref, access_ref; /* access_ref: the access-log hook, or LUA_NOREF */
   uint32_t max_header_size, max_headers, max_url, max_requests;
   uint64_t max_body_size;
   int connections, max_connections;
@@ -90,6 +91,7 @@ struct hres_s {
   uint64_t body_left;  /* LENGTH: bytes not yet taken */
   uint64_t body_taken; /* bytes handed to Lua */
   uint64_t content_length;
+  uint64_t bytes_sent; /* body bytes, for the access log */
   uint32_t ready; /* chunked: decoded bytes waiting at in + in_off */
   uint16_t status, error_status;
   uint8_t body_kind, minor;
@@ -655,6 +657,7 @@ static void send_head(hres_t *r, hconn_t *c, int64_t body_len) {
 
 static void add_body(hres_t *r, hconn_t *c, const char *data, size_t len) {
   if (r->head_method || bodyless_status(r->status) || len == 0) return;
+  r->bytes_sent += len;
   if (r->chunked) {
     char size[24];
     int n = snprintf(size, sizeof size, "%zx\r\n", len);
@@ -919,6 +922,28 @@ static int body_discard(hres_t *r, hconn_t *c) {
   }
 }
 
+/* Calls the server's access-log hook (http.lua) with res, status, body bytes and the
+ * client's address. Logging never waits, so a plain call is safe here. */
+static void access_log(lua_State *L, hres_t *r, hconn_t *c) {
+  struct sockaddr_storage addr;
+  int len = sizeof addr;
+  char ip[INET6_ADDRSTRLEN] = "-";
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&addr, &len) == 0) {
+    if (addr.ss_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)&addr, ip, sizeof ip);
+    else
+      uv_ip4_name((struct sockaddr_in *)&addr, ip, sizeof ip);
+  }
+  int top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->access_ref);
+  lua_pushvalue(L, 1); /* res */
+  lua_pushinteger(L, r->status);
+  lua_pushnumber(L, (double)r->bytes_sent);
+  lua_pushstring(L, ip);
+  if (lua_pcall(L, 4, 0, 0) != 0) fprintf(stderr, "luaio: access log: %s\n", lua_tostring(L, -1));
+  lua_settop(L, top);
+}
+
 /* --- the worker loop's end of a request ----------------------------------------------------------- */
 
 /* C.done(res, ok, err) -> handler, req, res for the next request on this connection, or
@@ -953,6 +978,7 @@ static int http_done(lua_State *L) {
       r->finished = 1;
       if (r->has_length) r->keep_alive = 0; /* a promised length we cannot vouch for */
     }
+    if (c->server->access_ref != LUA_NOREF) access_log(L, r, c);
     int keep = r->keep_alive && body_discard(r, c) && !c->server->closing;
     res_detach(r, UV_ECANCELED);
     if (keep) {
@@ -1232,6 +1258,8 @@ static int http_listen(lua_State *L) {
   s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushvalue(L, 2);
   s->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, 3, "access_hook");
+  s->access_ref = lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
   return 1;
 }
 

@@ -178,6 +178,7 @@ local OPTIONS = {
   header_timeout = "number", body_timeout = "number", keepalive_timeout = "number",
   server_name = { string = true, boolean = true }, graceful = "boolean",
   shutdown_timeout = "number", workers = "number",
+  access_log = { string = true, boolean = true, table = true },
 }
 
 local function check_options(options)
@@ -243,6 +244,30 @@ local function install_sigterm(timeout)
   process.on("SIGTERM", on_sigterm)
 end
 
+-- --- the access log -------------------------------------------------------------------------------
+
+-- access_log = true (stdout), a file path, or a logger from log.new{format = "common" |
+-- "combined" | "json"}: one line per response, in the combined format by default.
+local function access_hook(target)
+  local log = require "log"
+  local logger, err = target, nil
+  if target == true then
+    logger, err = log.new { output = "stdout" }
+  elseif type(target) == "string" then
+    logger, err = log.new { output = target }
+  end
+  if not logger then return nil, err end
+  local fields = {} -- reused: logging copies what it needs at once
+  return function(res, status, bytes, addr)
+    local req = request_of[res]
+    local headers = req.headers
+    fields.remote_addr, fields.method, fields.path = addr, req.method, req.url
+    fields.protocol, fields.status, fields.bytes = "HTTP/" .. req.httpVersion, status, bytes
+    fields.referer, fields.user_agent = headers["referer"], headers["user-agent"]
+    log.access(logger, fields)
+  end
+end
+
 -- --- workers ------------------------------------------------------------------------------------
 
 local WORKER_ENV = "LUAIO_HTTP_WORKER"
@@ -302,6 +327,11 @@ function http.createServer(port, onrequest, options)
     opts.host = addrs[1]
   end
   opts.host = opts.host or (opts.family == 6 and "::" or "0.0.0.0")
+  if opts.access_log then
+    local hook, err = access_hook(opts.access_log)
+    if not hook then return nil, err end
+    opts.access_hook = hook
+  end
   local server, err = C.listen(port, onrequest, opts)
   if not server then return nil, err end
   servers[#servers + 1] = server

@@ -437,3 +437,20 @@ test.case("static files from the bundle, the same under luaio run and in a built
   test.eq(out2:match("ETag: ([^\r]+)"), out:match("ETag: ([^\r]+)"))
   test.match(out2, "\r\n\r\n<svg/>$")
 end)
+
+test.case("access_log writes one combined-format line per response", function()
+  local dir = test.tmpdir()
+  local port = serve('{ access_log = "' .. dir .. '/access.log" }')
+  test.sh("curl -s -A 'agent/1' -e 'http://ref/' 'http://127.0.0.1:" .. port .. "/info?a=1'")
+  test.sh("curl -s http://127.0.0.1:" .. port .. "/nope")
+  local deadline = task.now() + 3000
+  local text = ""
+  repeat
+    task.sleep(20)
+    local f = io.open(dir .. "/access.log")
+    text = f and f:read("*a") or ""
+    if f then f:close() end
+  until select(2, text:gsub("\n", "")) >= 2 or task.now() > deadline
+  test.match(text, '^127%.0%.0%.1 %- %- %[%d%d/%a%a%a/%d%d%d%d:%d%d:%d%d:%d%d %+0000%] "GET /info%?a=1 HTTP/1%.1" 200 %d+ "http://ref/" "agent/1"\n')
+  test.match(text, '\n127%.0%.0%.1 %- %- %[[^]]+%] "GET /nope HTTP/1%.1" 404 10 "%-" "curl/[%d.]+"\n$')
+end)
