@@ -602,19 +602,9 @@ static int archive_write(lua_State *L) {
   return 1;
 }
 
-/* archive.exepath() -> the path of the running executable */
-static int archive_exepath(lua_State *L) {
-  char buf[4096];
-  size_t n = sizeof buf;
-  int err = uv_exepath(buf, &n);
-  if (err < 0) return luaio_pusherror(L, err);
-  lua_pushlstring(L, buf, n);
-  return 1;
-}
-
 static const luaL_Reg bundle_funcs[] = {{"list", bundle_list}, {"read", bundle_read}, {NULL, NULL}};
 static const luaL_Reg archive_funcs[] = {
-  {"exepath", archive_exepath}, {"walk", archive_walk}, {"write", archive_write}, {NULL, NULL}};
+  {"walk", archive_walk}, {"write", archive_write}, {NULL, NULL}};
 
 int luaopen_bundle(lua_State *L) {
   luaio_newlib(L, bundle_funcs);

@@ -582,19 +582,14 @@ static void res_detach(hres_t *r, int err) {
   if (c == NULL) return;
   r->conn = NULL;
   c->res = NULL;
-  if (r->reader != NULL) {
-    lua_State *co = r->reader;
-    r->reader = NULL;
-    luaio_unanchor(r->reader_ref);
-    lua_State *L = luaio_mainstate();
-    luaio_pusherror(L, err);
-    luaio_ready(L, co, 2);
-  }
-  if (r->writer != NULL) {
-    lua_State *co = r->writer;
-    r->writer = NULL;
-    luaio_unanchor(r->writer_ref);
-    lua_State *L = luaio_mainstate();
+  lua_State *L = luaio_mainstate();
+  lua_State **waiters[2] = {&r->reader, &r->writer};
+  int *refs[2] = {&r->reader_ref, &r->writer_ref};
+  for (int i = 0; i < 2; i++) { /* a task waiting on this request learns it is over */
+    lua_State *co = *waiters[i];
+    if (co == NULL) continue;
+    *waiters[i] = NULL;
+    luaio_unanchor(*refs[i]);
     luaio_pusherror(L, err);
     luaio_ready(L, co, 2);
   }
@@ -1271,12 +1266,7 @@ static hserver_t *check_server(lua_State *L) {
 static int server_address(lua_State *L) {
   hserver_t *s = check_server(L);
   if (s == NULL || s->closing) return luaio_pusherror(L, UV_EBADF);
-  struct sockaddr_storage addr;
-  int len = sizeof addr;
-  int err = uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&addr, &len);
-  if (err < 0) return luaio_pusherror(L, err);
-  luaio_push_addr(L, &addr);
-  return 1;
+  return luaio_push_sockname(L, &s->tcp);
 }
 
 static int server_connections(lua_State *L) {

@@ -94,6 +94,8 @@ int luaio_tcp_bind(lua_State *L, uv_tcp_t *handle, int port, int opts);
 struct sockaddr_storage;
 /* Pushes {family, port, address}. */
 void luaio_push_addr(lua_State *L, const struct sockaddr_storage *addr);
+/* Pushes a TCP handle's own {family, port, address}; returns 1, or 2 (nil, err). */
+int luaio_push_sockname(lua_State *L, uv_tcp_t *handle);
 
 /* --- modules ---------------------------------------------------------------------------- */
 

@@ -282,17 +282,22 @@ static server_t *check_server(lua_State *L) {
   return *box;
 }
 
+/* Pushes a TCP handle's own address (also http.c's server:address()). */
+int luaio_push_sockname(lua_State *L, uv_tcp_t *handle) {
+  struct sockaddr_storage addr;
+  int len = sizeof addr;
+  int err = uv_tcp_getsockname(handle, (struct sockaddr *)&addr, &len);
+  if (err < 0) return luaio_pusherror(L, err);
+  luaio_push_addr(L, &addr);
+  return 1;
+}
+
 /* server:address() -> {family, port, address} (or {path}) */
 static int server_address(lua_State *L) {
   server_t *s = check_server(L);
   if (s == NULL || s->closing) return luaio_pusherror(L, UV_EBADF);
   if (s->is_pipe) return push_pipe_name(L, &s->h.pipe, 0);
-  struct sockaddr_storage addr;
-  int len = sizeof addr;
-  int err = uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&addr, &len);
-  if (err < 0) return luaio_pusherror(L, err);
-  luaio_push_addr(L, &addr);
-  return 1;
+  return luaio_push_sockname(L, &s->h.tcp);
 }
 
 /* server:connections() -> the number of open connections */

@@ -101,7 +101,7 @@ function test.sh(command)
 end
 
 -- test.luaio: the path of the luaio executable running the tests.
-test.luaio = archive.exepath()
+test.luaio = require("process").execpath
 
 -- test.static(): skips the case unless the runtime is statically linked (the sanitizer
 -- build links dynamically, so what needs a static binary cannot run there).

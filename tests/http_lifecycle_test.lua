@@ -16,7 +16,7 @@ const http = require("http");
 const fs = require("fs");
 const [port, path, concurrency, stopFile, expect] = [Number(process.argv[2]), process.argv[3], Number(process.argv[4]), process.argv[5], process.argv[6]];
 const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency });
-let ok = 0, failed = 0, refused = 0, retried = 0, running = concurrency;
+let ok = 0, failed = 0, refused = 0, retried = 0, unserved = 0, running = concurrency;
 const failures = [];
 function once(tries, done) {
   const req = http.get({ port, host: "127.0.0.1", path, agent }, (res) => {
@@ -31,6 +31,8 @@ function once(tries, done) {
   req.on("error", (e) => {
     if (e.code === "ECONNREFUSED") { refused++; return done(false); }
     if (tries < 2) { retried++; return once(tries + 1, done); }
+    // reset before any byte of a response, three times: the server never took the request
+    if (e.code === "ECONNRESET") { unserved++; return done(false); }
     failed++; failures.push(e.code || e.message); done(true);
   });
 }
@@ -39,7 +41,7 @@ function loop() {
   once(0, (again) => again ? setImmediate(loop) : (--running === 0 && finish()));
 }
 function finish() {
-  console.log(`ok=${ok} failed=${failed} refused=${refused} retried=${retried} ${failures.slice(0, 3).join(";")}`);
+  console.log(`ok=${ok} failed=${failed} refused=${refused} retried=${retried} unserved=${unserved} ${failures.slice(0, 3).join(";")}`);
   agent.destroy();
 }
 for (let i = 0; i < concurrency; i++) loop();
@@ -68,7 +70,7 @@ end
 
 test.case("SIGTERM under load: in-flight requests finish, idle connections close, exit 0", function()
   local dir = test.tmpdir()
-  test.write(dir .. "/server.lua", SERVER:format('{ host = "127.0.0.1", shutdown_timeout = 5000 }'))
+  test.write(dir .. "/server.lua", SERVER:format('{ host = "127.0.0.1", shutdown_timeout = 5000, access_log = "' .. dir .. '/access.log" }'))
   local peer = helpers.start(q(test.luaio) .. " run " .. dir .. "/server.lua; echo \"exit status $?\"")
   local port = tonumber(helpers.wait_output(peer, "listening (%d+)"))
   local pid = tonumber(helpers.wait_output(peer, "pid (%d+)"))
@@ -81,6 +83,11 @@ test.case("SIGTERM under load: in-flight requests finish, idle connections close
   test.eq(tonumber(summary:match("failed=(%d+)")), 0, summary)
   test.ok(tonumber(summary:match("ok=(%d+)")) > 50, summary)
   test.ok(tonumber(summary:match("refused=(%d+)")) > 0, "the clients saw the server go: " .. summary)
+  -- every response the server logged (it flushes its log at exit) reached the client whole
+  local f = assert(io.open(dir .. "/access.log"))
+  local _, logged = f:read("*a"):gsub("\n", "")
+  f:close()
+  test.eq(logged, tonumber(summary:match("ok=(%d+)")), "responses sent = responses received: " .. summary)
 end)
 
 test.case("a worker killed under load is replaced and no response is lost", function()
