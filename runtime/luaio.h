@@ -107,6 +107,7 @@ int luaopen_luaio_archive(lua_State *L);
 int luaopen_luaio_fs(lua_State *L);
 int luaopen_luaio_log(lua_State *L);
 int luaopen_luaio_http(lua_State *L);
+int luaopen_luaio_httpclient(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_sched(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);

@@ -25,6 +25,7 @@ static const luaL_Reg c_modules[] = {
   {"luaio.archive", luaopen_luaio_archive},
   {"luaio.fs", luaopen_luaio_fs},
   {"luaio.http", luaopen_luaio_http},
+  {"luaio.httpclient", luaopen_luaio_httpclient},
   {"luaio.log", luaopen_luaio_log},
   {"luaio.process", luaopen_luaio_process},
   {"luaio.sched", luaopen_luaio_sched},

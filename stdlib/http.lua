@@ -339,4 +339,7 @@ function http.createServer(port, onrequest, options)
   return server
 end
 
+http.request = require("http_client").request
+http.get = require("http_client").get
+
 return http
