@@ -33,6 +33,7 @@ install_test_tools() {
   local pkgs=()
   command -v socat >/dev/null || pkgs+=(socat)
   command -v curl >/dev/null || pkgs+=(curl)
+  command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
   command -v chroot >/dev/null || pkgs+=(coreutils)
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then

@@ -386,22 +386,23 @@ local function read_head(sock, method)
   local buf, last = "", 0
   local got = false
   while true do
-    if #buf > 0 then
+    local more = #buf == 0
+    while not more do
       local head, err = C.parse_response(buf, last, method == "HEAD")
       if head then
         if head.status >= 200 or head.status == 101 then
           return head, buf:sub(head.length + 1)
         end
         buf, last = buf:sub(head.length + 1), 0 -- 1xx: informational, the answer follows
+        more = #buf == 0
       elseif err ~= "incomplete" then
         return nil, err, true
       elseif #buf > MAX_HEAD then
         return nil, C.error("EPROTO", "response head larger than " .. MAX_HEAD .. " bytes"), true
       else
-        last = #buf
+        last, more = #buf, true
       end
     end
-    if #buf == 0 then last = 0 end
     local data, err = sock:read()
     if not data then
       if err.name == "EOF" then
