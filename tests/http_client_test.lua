@@ -228,9 +228,16 @@ test.case("nginx: the pool is bounded, LRU, and idle connections expire", functi
   test.ok(conns[1] ~= conns[2] and conns[2] ~= conns[3] and conns[1] ~= conns[3],
     "three connections: " .. table.concat(conns, " "))
   test.eq(client.pooled("127.0.0.1", port), 2, "bounded at keepalive_pool")
-  -- the last one parked is reused first
+  -- the most recently parked is reused first; the least recently used one was closed
+  local a = assert(http.get(base .. "/conn", options))
+  local b = assert(http.get(base .. "/conn", options))
+  local c = assert(http.get(base .. "/conn", options))
+  test.eq(a:body(), conns[3])
+  test.eq(b:body(), conns[2])
+  local fresh = c:body()
+  test.ok(fresh ~= conns[1] and fresh ~= conns[2] and fresh ~= conns[3], "conns[1] was evicted")
+  test.eq(client.pooled("127.0.0.1", port), 2)
   local again = assert(http.get(base .. "/conn", options)):body()
-  test.eq(again, conns[3])
   -- expired after keepalive_timeout, closed by the sweep timer within a second or so
   task.sleep(1500)
   test.eq(client.pooled("127.0.0.1", port), 0)
