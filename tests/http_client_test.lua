@@ -461,3 +461,54 @@ test.case("https gives ENOTSUP; connection refused; bad arguments raise naming t
   test.raises(function() http.request({ host = "h", path = "x" }) end, "options.path")
   test.raises(function() http.request({ url = "http://h/", body = {} }) end, "options.body: string expected")
 end)
+
+-- --- the C half ---------------------------------------------------------------------------------
+
+test.case("luaio.httpclient: heads in steps, joined headers, framing, chunked pieces", function()
+  local C = require "luaio.httpclient"
+  local full = "HTTP/1.1 200 OK\r\nSet-Thing: a\r\nX-Long: x\r\nset-thing: b\r\nContent-Length: 3\r\n\r\nabc"
+  local last = 0
+  for i = 1, #full do -- a byte at a time, as a slow server would send it
+    local head, err = C.parse_response(full:sub(1, i), last)
+    if head then
+      test.eq(i, #full - 3, "complete exactly at the empty line")
+      test.eq(head.headers, { ["set-thing"] = "a, b", ["x-long"] = "x", ["content-length"] = "3" })
+      test.eq({ head.status, head.minor, head.reason, head.length, head.body, head.content_length, head.keep_alive },
+        { 200, 1, "OK", #full - 3, "length", 3, true })
+      break
+    end
+    test.eq(err, "incomplete")
+    last = i
+  end
+  local head = C.parse_response("HTTP/1.0 304 Not Modified\r\nContent-Length: 10\r\n\r\n")
+  test.eq({ head.body, head.keep_alive }, { "none", false })
+  head = C.parse_response("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", 0, true)
+  test.eq(head.body, "none", "a response to HEAD")
+  head = C.parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
+  test.eq({ head.body, head.keep_alive }, { "close", false })
+  local _, err = C.parse_response("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+  test.eq(err.name, "EPROTO")
+  _, err = C.parse_response("HTTP/1.1 200 OK\nContent-Length: 1\n\n")
+  test.eq(err.name, "EPROTO", "bare LF")
+  _, err = C.parse_response("HTTP/1.1 200 OK\r\n" .. ("A: b\r\n"):rep(200) .. "\r\n")
+  test.match(err.message, "too many header lines")
+
+  local body = "4\r\nWiki\r\n6;x=y\r\npedia \r\nE\r\nin \r\n\r\nchunks.\r\n0\r\nT: v\r\n\r\nNEXT"
+  for step = 1, 7 do
+    local d, out, done, rest = C.decoder(), {}, false, nil
+    for i = 1, #body, step do
+      local data, fin, leftover = d:decode(body:sub(i, i + step - 1))
+      out[#out + 1] = data
+      if fin then
+        done = true
+        rest = (rest or "") .. leftover
+      end
+    end
+    test.eq({ table.concat(out), done, rest }, { "Wikipedia in \r\n\r\nchunks.", true, "NEXT" }, "steps of " .. step)
+  end
+  local data, e = C.decoder():decode("5\r\nabcdeX\r\n")
+  test.eq(data, nil)
+  test.eq(e.name, "EPROTO")
+  test.raises(function() C.parse_response(nil) end, "bad argument #1 to 'parse_response'")
+  test.raises(function() C.parse_response("x", 5) end, "bad argument #2 to 'parse_response'")
+end)
