@@ -125,6 +125,9 @@ local function check_options(options, fname, argn)
       if vt ~= "string" and vt ~= "number" then
         argerror(fname, argn, ("options.headers: %s: string expected, got %s"):format(name, vt), 3)
       end
+      if name:lower() == "transfer-encoding" then
+        argerror(fname, argn, "options.headers: Transfer-Encoding is not supported (the body is a string)", 3)
+      end
       if tostring(value):find("[\r\n%z]") then
         argerror(fname, argn, ("options.headers: %s: CR, LF or NUL in the value"):format(name), 3)
       end
@@ -357,7 +360,7 @@ local function request_head(opts, target, method, body)
   local user = opts.headers or {}
   for name, value in pairs(user) do
     local lower = name:lower()
-    if not (body and (lower == "content-length" or lower == "transfer-encoding")) then
+    if lower ~= "content-length" then -- always the body's own
       has[lower] = true
       lines[#lines + 1] = name .. ": " .. tostring(value) .. "\r\n"
     end
@@ -367,18 +370,11 @@ local function request_head(opts, target, method, body)
   if not opts.keepalive and not has.connection then lines[#lines + 1] = "Connection: close\r\n" end
   if body then
     lines[#lines + 1] = "Content-Length: " .. #body .. "\r\n"
-  elseif (method == "POST" or method == "PUT" or method == "PATCH") and not has["content-length"]
-    and not has["transfer-encoding"] then
+  elseif method == "POST" or method == "PUT" or method == "PATCH" then
     lines[#lines + 1] = "Content-Length: 0\r\n"
   end
   lines[#lines + 1] = "\r\n"
   return concat(lines)
-end
-
-local function connect(target, opts)
-  local sock, err = tcp.connect(target.port, target.host, { timeout = opts.connect_timeout })
-  if not sock then return nil, err end
-  return sock
 end
 
 -- Reads the response head: head, bytes after it | nil, err, got_bytes.
@@ -425,7 +421,7 @@ local function exchange(opts, target, method, body)
   while true do
     local sock, err = reused, nil
     if not sock then
-      sock, err = connect(target, opts)
+      sock, err = tcp.connect(target.port, target.host, { timeout = opts.connect_timeout })
       if not sock then return nil, err end
     end
     sock:setTimeout(opts.send_timeout)

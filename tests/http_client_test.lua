@@ -457,6 +457,8 @@ test.case("https gives ENOTSUP; connection refused; bad arguments raise naming t
   test.raises(function() http.request({ url = "http://h/", headers = { ["Bad Name"] = "a" } }) end,
     "options.headers: bad header name")
   test.raises(function() http.request({ url = "http://h/", timeout = -1 }) end, "options.timeout")
+  test.raises(function() http.request({ url = "http://h/", headers = { ["transfer-encoding"] = "chunked" } }) end,
+    "Transfer%-Encoding is not supported")
   test.raises(function() http.request({ host = "h", port = 0 }) end, "options.port: out of range")
   test.raises(function() http.request({ host = "h", path = "x" }) end, "options.path")
   test.raises(function() http.request({ url = "http://h/", body = {} }) end, "options.body: string expected")
