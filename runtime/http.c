@@ -528,6 +528,10 @@ static int start_request(lua_State *L, hconn_t *c) {
   c->res = r;
   c->in_off += (uint32_t)n; /* the body, if any, starts here */
   push_request(L, method, method_len, path, path_len, minor, buf, (size_t)n);
+  /* res's environment is its request, for res:sendFile and the access log (a weak table
+   * would not do: req refers to res, and Lua 5.1 weak tables are not ephemerons). */
+  lua_pushvalue(L, -1);
+  lua_setfenv(L, -3);
   lua_insert(L, -2); /* handler, req, res */
   return 1;
 }
@@ -813,6 +817,13 @@ static int res_newindex(lua_State *L) {
   return res_status(L);
 }
 
+/* C.request(res) -> the request table of a response */
+static int http_request(lua_State *L) {
+  check_res(L, 1);
+  lua_getfenv(L, 1);
+  return 1;
+}
+
 static int res_gc(lua_State *L) {
   hres_t *r = lua_touserdata(L, 1);
   if (r->hdr != r->hdr_inline) free(r->hdr);
@@ -917,7 +928,7 @@ static int body_discard(hres_t *r, hconn_t *c) {
   }
 }
 
-/* Calls the server's access-log hook (http.lua) with res, status, body bytes and the
+/* Calls the server's access-log hook (http.lua) with req, status, body bytes and the
  * client's address. Logging never waits, so a plain call is safe here. */
 static void access_log(lua_State *L, hres_t *r, hconn_t *c) {
   struct sockaddr_storage addr;
@@ -931,7 +942,7 @@ static void access_log(lua_State *L, hres_t *r, hconn_t *c) {
   }
   int top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, c->server->access_ref);
-  lua_pushvalue(L, 1); /* res */
+  lua_getfenv(L, 1); /* the request */
   lua_pushinteger(L, r->status);
   lua_pushnumber(L, (double)r->bytes_sent);
   lua_pushstring(L, ip);
@@ -1318,7 +1329,7 @@ static const luaL_Reg server_methods[] = {
   {NULL, NULL}};
 static const luaL_Reg http_funcs[] = {
   {"done", http_done}, {"init", http_init}, {"listen", http_listen}, {"read", http_read},
-  {NULL, NULL}};
+  {"request", http_request}, {NULL, NULL}};
 
 int luaopen_luaio_http(lua_State *L) {
   luaL_newmetatable(L, RES_MT);

@@ -56,14 +56,10 @@ local function on_error(err)
   return traceback(tostring(err), 2)
 end
 
--- The request of each response in progress, for res:sendFile (conditional headers, HEAD).
-local request_of = setmetatable({}, { __mode = "k" })
-
 -- A worker task serves requests until the pool it returns to is full. C.done finishes the
 -- response and returns the next request on the same connection, or parks the task.
 local function worker(handler, req, res)
   while handler do
-    request_of[res] = req
     local ok, err = xpcall(handler, on_error, req, res)
     handler, req, res = C_done(res, ok, err)
   end
@@ -76,7 +72,7 @@ function response_methods.sendFile(res, path, options)
   if type(path) ~= "string" then
     error("bad argument #1 to 'sendFile' (string expected, got " .. type(path) .. ")", 2)
   end
-  return require("http_static").send_file(request_of[res], res, path, options)
+  return require("http_static").send_file(C.request(res), res, path, options)
 end
 
 -- http.static(root[, options]) -> a handler serving the files under root (disk, or the
@@ -258,8 +254,7 @@ local function access_hook(target)
   end
   if not logger then return nil, err end
   local fields = {} -- reused: logging copies what it needs at once
-  return function(res, status, bytes, addr)
-    local req = request_of[res]
+  return function(req, status, bytes, addr)
     local headers = req.headers
     fields.remote_addr, fields.method, fields.path = addr, req.method, req.url
     fields.protocol, fields.status, fields.bytes = "HTTP/" .. req.httpVersion, status, bytes
