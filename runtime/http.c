@@ -79,7 +79,7 @@ struct hconn_s {
 };
 
 /* The response object (a Lua userdata) and the state of its request's body. */
-#define HDR_INLINE 240
+#define HDR_INLINE 112
 
 struct hres_s {
   hconn_t *conn; /* NULL once the connection is gone or the request is over */
@@ -92,6 +92,7 @@ struct hres_s {
   uint64_t body_taken; /* bytes handed to Lua */
   uint64_t content_length;
   uint64_t bytes_sent; /* body bytes, for the access log */
+  uint32_t head_off, head_len; /* the request head in conn->in, for req.headers */
   uint32_t ready; /* chunked: decoded bytes waiting at in + in_off */
   uint16_t status, error_status;
   uint8_t body_kind, minor;
@@ -364,18 +365,30 @@ static void conn_close(hconn_t *c) {
 
 /* --- reading ----------------------------------------------------------------------------------- */
 
+/* Slides what is still needed to the front of the input block: the head of the request
+ * being served (req.headers is parsed from it on first use) and the unread bytes. */
+static void in_compact(hconn_t *c) {
+  uint32_t unread = c->in_len - c->in_off, keep = 0;
+  hres_t *r = c->res;
+  if (r != NULL && r->head_off > 0) {
+    memmove(c->in, c->in + r->head_off, r->head_len);
+    r->head_off = 0;
+  }
+  if (r != NULL) keep = r->head_len;
+  if (keep == c->in_off) return;
+  memmove(c->in + keep, c->in + c->in_off, unread);
+  c->in_off = keep;
+  c->in_len = keep + unread;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   hconn_t *c = h->data;
   if (c->in == NULL) {
     c->in = block_get();
     c->in_cap = c->in ? BLOCK_SIZE : 0;
     c->in_off = c->in_len = 0;
-  } else if (c->in_off == c->in_len) {
-    c->in_off = c->in_len = 0;
-  } else if (c->in_len == c->in_cap && c->in_off > 0) { /* slide the unread bytes down */
-    memmove(c->in, c->in + c->in_off, c->in_len - c->in_off);
-    c->in_len -= c->in_off;
-    c->in_off = 0;
+  } else if (c->in_len == c->in_cap || (c->in_off == c->in_len && c->res == NULL)) {
+    in_compact(c);
   }
   *buf = uv_buf_init(c->in ? c->in + c->in_len : NULL, c->in ? c->in_cap - c->in_len : 0);
 }
@@ -438,9 +451,9 @@ static void conn_park(hconn_t *c) {
 static hres_t *check_res(lua_State *L, int arg) { return luaL_checkudata(L, arg, RES_MT); }
 
 /* Pushes the request table: method, url, path, httpVersion; headers and query are made on
- * first use from the head (kept as a string) by req_index. */
+ * first use (req_index): headers from the head, still in the connection's input block. */
 static void push_request(lua_State *L, const char *method, size_t mlen, const char *path,
-                         size_t plen, int minor, const char *head, size_t head_len) {
+                         size_t plen, int minor) {
   lua_createtable(L, 2, 5);
   lua_pushlstring(L, method, mlen);
   lua_setfield(L, -2, "method");
@@ -453,8 +466,6 @@ static void push_request(lua_State *L, const char *method, size_t mlen, const ch
   lua_setfield(L, -2, "httpVersion");
   lua_pushvalue(L, -2); /* the response userdata, below */
   lua_rawseti(L, -2, 1);
-  lua_pushlstring(L, head, head_len);
-  lua_rawseti(L, -2, 2);
   luaL_getmetatable(L, REQ_MT);
   lua_setmetatable(L, -2);
 }
@@ -526,8 +537,10 @@ static int start_request(lua_State *L, hconn_t *c) {
   r->expect_continue = (f.flags & LHTTP_EXPECT_CONTINUE) != 0;
   r->reader_ref = r->writer_ref = LUA_NOREF;
   c->res = r;
+  r->head_off = c->in_off;
+  r->head_len = (uint32_t)n;
   c->in_off += (uint32_t)n; /* the body, if any, starts here */
-  push_request(L, method, method_len, path, path_len, minor, buf, (size_t)n);
+  push_request(L, method, method_len, path, path_len, minor);
   /* res's environment is its request, for res:sendFile and the access log (a weak table
    * would not do: req refers to res, and Lua 5.1 weak tables are not ephemerons). */
   lua_pushvalue(L, -1);
@@ -586,6 +599,9 @@ static void res_detach(hres_t *r, int err) {
   if (c == NULL) return;
   r->conn = NULL;
   c->res = NULL;
+  if (r->hdr != r->hdr_inline) free(r->hdr); /* no __gc: finalizers cost every request */
+  r->hdr = NULL;
+  r->hdr_len = r->hdr_cap = 0;
   lua_State *L = luaio_mainstate();
   lua_State **waiters[2] = {&r->reader, &r->writer};
   int *refs[2] = {&r->reader_ref, &r->writer_ref};
@@ -736,9 +752,14 @@ static int res_status(lua_State *L) {
   return 1;
 }
 
-static int token_char(unsigned char ch) {
-  return ch > 32 && ch < 127 && !strchr("\"(),/:;<=>?@[\\]{}", ch);
+/* RFC 9110 tchar: visible ASCII except the delimiters. A table: this runs per character. */
+static unsigned char tchar[256];
+
+static void tchar_init(void) {
+  for (int ch = 33; ch < 127; ch++) tchar[ch] = strchr("\"(),/:;<=>?@[\\]{}", ch) == NULL;
 }
+
+static int token_char(unsigned char ch) { return tchar[ch]; }
 
 /* Removes an earlier "Name: ..." line from the app's headers (setHeader replaces). */
 static void hdr_remove(hres_t *r, const char *name, size_t nlen) {
@@ -822,13 +843,6 @@ static int http_request(lua_State *L) {
   check_res(L, 1);
   lua_getfenv(L, 1);
   return 1;
-}
-
-static int res_gc(lua_State *L) {
-  hres_t *r = lua_touserdata(L, 1);
-  if (r->hdr != r->hdr_inline) free(r->hdr);
-  r->hdr = NULL;
-  return 0;
 }
 
 /* --- the request body --------------------------------------------------------------------------- */
@@ -1122,11 +1136,14 @@ static void push_query(lua_State *L, const char *url, size_t len) {
 static int req_index(lua_State *L) {
   const char *key = lua_tostring(L, 2);
   if (key == NULL) return 0;
-  if (strcmp(key, "headers") == 0) {
-    lua_rawgeti(L, 1, 2);
-    size_t len;
-    const char *head = lua_tolstring(L, -1, &len);
-    push_headers(L, head ? head : "", head ? len : 0);
+  if (strcmp(key, "headers") == 0) { /* while the request is served; afterwards, empty */
+    lua_rawgeti(L, 1, 1);
+    hres_t *r = lua_touserdata(L, -1);
+    hconn_t *c = r ? r->conn : NULL;
+    if (c != NULL && c->res == r)
+      push_headers(L, c->in + r->head_off, r->head_len);
+    else
+      push_headers(L, "", 0);
   } else if (strcmp(key, "query") == 0) {
     lua_getfield(L, 1, "url");
     size_t len;
@@ -1332,14 +1349,13 @@ static const luaL_Reg http_funcs[] = {
   {"request", http_request}, {NULL, NULL}};
 
 int luaopen_luaio_http(lua_State *L) {
+  tchar_init();
   luaL_newmetatable(L, RES_MT);
   lua_newtable(L);
   luaL_setfuncs(L, res_methods, 0);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, res_newindex);
   lua_setfield(L, -2, "__newindex");
-  lua_pushcfunction(L, res_gc);
-  lua_setfield(L, -2, "__gc");
   luaL_newmetatable(L, SERVER_MT);
   lua_newtable(L);
   luaL_setfuncs(L, server_methods, 0);
