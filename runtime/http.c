@@ -16,6 +16,7 @@
  * list per kind: every connection on a list has the same timeout, so the lists are in
  * deadline order and a sweep only looks at their heads.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -448,7 +449,22 @@ static void conn_park(hconn_t *c) {
 
 /* --- requests ----------------------------------------------------------------------------------- */
 
-static hres_t *check_res(lua_State *L, int arg) { return luaL_checkudata(L, arg, RES_MT); }
+static int req_mt_ref = LUA_NOREF; /* the request metatable */
+static int res_mt_ref = LUA_NOREF; /* the response metatable, for a check without a name lookup */
+
+/* luaL_checkudata looks the metatable up by name (hashing the name) on every call; this is
+ * called a few times per request, so compare with the metatable kept in the registry. */
+static hres_t *check_res(lua_State *L, int arg) {
+  hres_t *r = lua_touserdata(L, arg);
+  if (r != NULL && lua_getmetatable(L, arg)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, res_mt_ref);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (same) return r;
+  }
+  luaL_typerror(L, arg, "http response");
+  return NULL;
+}
 
 /* Pushes the request table: method, url, path, httpVersion; headers and query are made on
  * first use (req_index): headers from the head, still in the connection's input block. */
@@ -466,7 +482,7 @@ static void push_request(lua_State *L, const char *method, size_t mlen, const ch
   lua_setfield(L, -2, "httpVersion");
   lua_pushvalue(L, -2); /* the response userdata, below */
   lua_rawseti(L, -2, 1);
-  luaL_getmetatable(L, REQ_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, req_mt_ref);
   lua_setmetatable(L, -2);
 }
 
@@ -523,8 +539,8 @@ static int start_request(lua_State *L, hconn_t *c) {
   list_remove(c);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->handler_ref);
   hres_t *r = lua_newuserdata(L, sizeof *r);
-  memset(r, 0, sizeof *r);
-  luaL_getmetatable(L, RES_MT);
+  memset(r, 0, offsetof(hres_t, hdr_inline)); /* the inline header space needs no clearing */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, res_mt_ref);
   lua_setmetatable(L, -2);
   r->conn = c;
   r->status = 200;
@@ -1351,6 +1367,8 @@ static const luaL_Reg http_funcs[] = {
 int luaopen_luaio_http(lua_State *L) {
   tchar_init();
   luaL_newmetatable(L, RES_MT);
+  lua_pushvalue(L, -1);
+  res_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   luaL_setfuncs(L, res_methods, 0);
   lua_setfield(L, -2, "__index");
@@ -1363,6 +1381,8 @@ int luaopen_luaio_http(lua_State *L) {
   lua_pushcfunction(L, server_gc);
   lua_setfield(L, -2, "__gc");
   luaL_newmetatable(L, REQ_MT);
+  lua_pushvalue(L, -1);
+  req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   luaL_newmetatable(L, "luaio.http.headers");
   lua_pushcfunction(L, headers_index);
   lua_setfield(L, -2, "__index");
