@@ -932,7 +932,7 @@ static int http_read(lua_State *L) {
     }
     luaio_checktask(L, "read");
     if (r->reader != NULL) return luaL_error(L, "read: another task is reading this body");
-    if (c->in_off == c->in_len) c->in_off = c->in_len = 0;
+    if (c->in_off == c->in_len) in_compact(c); /* room at the front, the head kept */
     list_add(c, L_BODY);
     read_start(c);
     r->reader = L;

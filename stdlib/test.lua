@@ -27,7 +27,12 @@ function test.case(name, fn)
 end
 
 local function show(v, depth)
-  if type(v) == "string" then return ("%q"):format(v) end
+  if type(v) == "string" then
+    if #v > 300 then -- a failure message must stay readable: the start, the end, the size
+      return ("%q...(%d bytes)...%q"):format(v:sub(1, 150), #v, v:sub(-100))
+    end
+    return ("%q"):format(v)
+  end
   if type(v) ~= "table" or (depth or 0) > 3 then return tostring(v) end
   local parts, n = {}, 0
   for k, item in pairs(v) do

@@ -56,6 +56,9 @@ local server = assert(http.createServer(0, function(req, res)
     return res:finish("")
   elseif path == "/nothing" then
     return -- no finish: the server finishes it
+  elseif path == "/late" then -- the headers, looked at only after a big body was read
+    local body = req:body()
+    return res:finish(#body .. " " .. tostring(req.headers["x-late"]))
   elseif path == "/drop" then -- reads the body, ignores any error, answers nothing
     req:body()
     return
@@ -110,6 +113,16 @@ test.case("request bodies: Content-Length, chunked upload, 100-continue", functi
     "/b http://127.0.0.1:" .. port .. "/echo -o " .. dir .. "/got 2>&1")
   test.match(out, "< HTTP/1.1 100 Continue")
   test.eq(test.sh("sha256sum < " .. dir .. "/got"), want, "100-continue body")
+end)
+
+test.case("headers read after a body bigger than the input buffer are intact", function()
+  local port = serve("{ max_body_size = 4000000 }")
+  local dir = test.tmpdir()
+  test.sh("head -c 1000000 /dev/zero > " .. dir .. "/b")
+  test.eq((test.sh("curl -s -H 'X-Late: still here' --data-binary @" .. dir .. "/b http://127.0.0.1:" .. port .. "/late")),
+    "1000000 still here")
+  test.eq((test.sh("curl -s -H 'X-Late: chunked too' -H 'Transfer-Encoding: chunked' --data-binary @" .. dir ..
+    "/b http://127.0.0.1:" .. port .. "/late")), "1000000 chunked too")
 end)
 
 test.case("a body split across many tiny packets arrives whole", function()
