@@ -286,6 +286,23 @@ test.case("slowloris: a client that sends headers too slowly gets 408 and is clo
   test.ok(waited >= 250 and waited < 2500, "closed after about the header timeout, took " .. waited)
 end)
 
+test.case("a body that stops arriving: body_timeout gives 408", function()
+  local port = serve("{ body_timeout = 200 }")
+  local s = assert(tcp.connect(port))
+  test.cleanup(function() s:close() end)
+  local started = task.now()
+  s:write("POST /drop HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nonly ten b")
+  s:setTimeout(3000)
+  local got = {}
+  while true do
+    local data = s:read()
+    if not data then break end
+    got[#got + 1] = data
+  end
+  test.match(table.concat(got), "^HTTP/1.1 408 Request Timeout\r\n")
+  test.ok(task.now() - started >= 150, "after about the body timeout")
+end)
+
 test.case("a silent keep-alive connection is closed after keepalive_timeout", function()
   local port = serve("{ keepalive_timeout = 200 }")
   local s = assert(tcp.connect(port))
