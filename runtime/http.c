@@ -452,18 +452,8 @@ static void conn_park(hconn_t *c) {
 static int req_mt_ref = LUA_NOREF; /* the request metatable */
 static int res_mt_ref = LUA_NOREF; /* the response metatable, for a check without a name lookup */
 
-/* luaL_checkudata looks the metatable up by name (hashing the name) on every call; this is
- * called a few times per request, so compare with the metatable kept in the registry. */
 static hres_t *check_res(lua_State *L, int arg) {
-  hres_t *r = lua_touserdata(L, arg);
-  if (r != NULL && lua_getmetatable(L, arg)) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, res_mt_ref);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    if (same) return r;
-  }
-  luaL_typerror(L, arg, "http response");
-  return NULL;
+  return luaio_checkudata(L, arg, res_mt_ref, "http response");
 }
 
 /* Pushes the request table: method, url, path, httpVersion; headers and query are made on

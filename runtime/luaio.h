@@ -23,6 +23,21 @@
 #define luaio_newlib(L, reg) \
   (lua_createtable((L), 0, (int)(sizeof(reg) / sizeof((reg)[0]) - 1)), luaL_setfuncs((L), (reg), 0))
 
+/* luaL_checkudata without its lookup by name (which hashes the name on every call): compares
+ * the metatable with the one kept in the registry at mt_ref. For methods called per message
+ * or per request. */
+static inline void *luaio_checkudata(lua_State *L, int arg, int mt_ref, const char *tname) {
+  void *p = lua_touserdata(L, arg);
+  if (p != NULL && lua_getmetatable(L, arg)) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, mt_ref);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    if (same) return p;
+  }
+  luaL_typerror(L, arg, tname);
+  return NULL;
+}
+
 /* --- errors (error.c) ------------------------------------------------------------------ */
 
 /* Pushes nil and an error table {code, name, message} for a libuv error code; returns 2. */

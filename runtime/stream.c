@@ -40,6 +40,7 @@ typedef struct {
 } shutdown_t;
 
 static char shared_read[SHARED_READ_SIZE];
+static int socket_mt_ref = LUA_NOREF; /* the socket metatable (luaio_checkudata) */
 
 /* --- errors ----------------------------------------------------------------------------- */
 
@@ -77,14 +78,14 @@ sock_t *luaio_sock_new(lua_State *L, int is_pipe, size_t max_buffer, unsigned ti
   sock_t **box = lua_newuserdata(L, sizeof *box);
   *box = k;
   k->box = box;
-  luaL_getmetatable(L, SOCKET_MT);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, socket_mt_ref);
   lua_setmetatable(L, -2);
   return k;
 }
 
 /* The socket at arg, or NULL when it was closed. */
 sock_t *luaio_sock_check(lua_State *L, int arg) {
-  sock_t **box = luaL_checkudata(L, arg, SOCKET_MT);
+  sock_t **box = luaio_checkudata(L, arg, socket_mt_ref, "socket");
   return *box;
 }
 
@@ -493,6 +494,8 @@ void luaio_stream_register(lua_State *L, const luaL_Reg *extra) {
     lua_pop(L, 1);
     return;
   }
+  lua_pushvalue(L, -1);
+  socket_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   luaL_setfuncs(L, sock_methods, 0);
   luaL_setfuncs(L, extra, 0);
