@@ -38,5 +38,6 @@ measure() { # name port command...
   rm -f "$log"
 }
 
-measure luaio 9185 "$luaio" run bench/echo_server.lua 9185
-if [ -f "$peers/node-echo.js" ]; then measure node 9186 node "$peers/node-echo.js" 9186; fi
+base=$((20000 + RANDOM % 20000)) # ports: avoid clashing with anything left running
+measure luaio $base "$luaio" run bench/echo_server.lua $base
+if [ -f "$peers/node-echo.js" ]; then measure node $((base + 1)) node "$peers/node-echo.js" $((base + 1)); fi

@@ -5,3 +5,5 @@ cd "$(dirname "$0")"
 ./startup.sh
 ./idle_tcp.sh 10000
 ./tcp_echo.sh
+PIPELINE=16 IDLE_CONNS=0 ./http.sh
+./http.sh
