@@ -700,20 +700,28 @@ static const char *opt_body(lua_State *L, int idx, size_t *len) {
   return lua_tolstring(L, idx, len);
 }
 
-static hconn_t *live_conn(lua_State *L, hres_t *r) {
-  if (r->conn == NULL) luaio_pusherror(L, UV_ENOTCONN);
-  return r->conn;
+/* The common start of res:write and res:finish: the response, its data, its connection
+ * (NULL, with nil, err pushed, when the connection is gone). */
+static hconn_t *body_call(lua_State *L, hres_t **r, const char **data, size_t *len, const char *what) {
+  *r = check_res(L, 1);
+  *data = opt_body(L, 2, len);
+  hconn_t *c = (*r)->conn;
+  if (c == NULL) {
+    luaio_pusherror(L, UV_ENOTCONN);
+    return NULL;
+  }
+  if ((*r)->finished) luaL_error(L, "%s: the response is already finished", what);
+  return c;
 }
 
 /* res:finish([data]) -> true | nil, err. Ends the response; sets Content-Length when the
  * head was not sent yet. */
 static int res_finish(lua_State *L) {
-  hres_t *r = check_res(L, 1);
+  hres_t *r;
+  const char *data;
   size_t len;
-  const char *data = opt_body(L, 2, &len);
-  hconn_t *c = live_conn(L, r);
+  hconn_t *c = body_call(L, &r, &data, &len, "finish");
   if (c == NULL) return 2;
-  if (r->finished) return luaL_error(L, "finish: the response is already finished");
   if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : (int64_t)len);
   add_body(r, c, data, len);
   if (r->chunked) out_add(c, "0\r\n\r\n", 5);
@@ -727,12 +735,11 @@ static int res_finish(lua_State *L) {
 /* res:write(data) -> true | nil, err. Sends a piece of the body (chunked when no
  * Content-Length was set). Waits only when the client is far behind. */
 static int res_write(lua_State *L) {
-  hres_t *r = check_res(L, 1);
+  hres_t *r;
+  const char *data;
   size_t len;
-  const char *data = opt_body(L, 2, &len);
-  hconn_t *c = live_conn(L, r);
+  hconn_t *c = body_call(L, &r, &data, &len, "write");
   if (c == NULL) return 2;
-  if (r->finished) return luaL_error(L, "write: the response is already finished");
   if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : -1);
   add_body(r, c, data, len);
   if (c->out_len >= FLUSH_AT) flush(c);

@@ -77,6 +77,26 @@ function helpers.wait_port(port, host)
   end
 end
 
+-- helpers.full_backlog() -> port: perl listens there with a backlog of 0 and never accepts,
+-- and the queue is then filled, so the kernel drops further SYNs and a connect to the port
+-- can only time out. The connections that fill it are closed when the case ends.
+function helpers.full_backlog()
+  local tcp = require "tcp"
+  local port = helpers.free_port()
+  helpers.start("perl -MSocket -e 'socket(my $s, PF_INET, SOCK_STREAM, 0); " ..
+    "setsockopt($s, SOL_SOCKET, SO_REUSEADDR, 1); bind($s, sockaddr_in(" .. port ..
+    ", inet_aton(\"127.0.0.1\"))) or die; listen($s, 0); print \"listening\\n\"; $|=1; sleep 30'")
+  local held = {}
+  test.cleanup(function() for _, s in ipairs(held) do s:close() end end)
+  task.sleep(200)
+  for _ = 1, 8 do -- a short connect timeout: once one times out, the queue is full
+    local s = tcp.connect(port, "127.0.0.1", { timeout = 100 })
+    if not s then return port end
+    held[#held + 1] = s
+  end
+  error("the listen queue never filled", 2)
+end
+
 -- A free TCP port, found by binding port 0.
 function helpers.free_port()
   local tcp = require "tcp"

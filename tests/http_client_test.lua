@@ -386,21 +386,7 @@ test.case("timeouts: a server that never answers (read), a full backlog (connect
   test.eq(err.name, "ETIMEDOUT")
   test.ok(task.now() - started < 1000, "timeout applies to reads")
 
-  -- perl listens with a backlog of 0 and never accepts (as in tcp_test.lua)
-  local port = helpers.free_port()
-  helpers.start("perl -MSocket -e 'socket(my $s, PF_INET, SOCK_STREAM, 0); " ..
-    "setsockopt($s, SOL_SOCKET, SO_REUSEADDR, 1); bind($s, sockaddr_in(" .. port ..
-    ", inet_aton(\"127.0.0.1\"))) or die; listen($s, 0); print \"listening\\n\"; $|=1; sleep 30'")
-  local held = {}
-  test.cleanup(function() for _, s in ipairs(held) do s:close() end end)
-  task.sleep(200)
-  local full
-  for _ = 1, 8 do
-    local s = tcp.connect(port, "127.0.0.1", { timeout = 300 })
-    if not s then full = true break end
-    held[#held + 1] = s
-  end
-  test.ok(full, "the backlog filled up")
+  local port = helpers.full_backlog()
   started = task.now()
   res, err = http.get("http://127.0.0.1:" .. port .. "/", { connect_timeout = 300 })
   test.eq(res, nil)
