@@ -11,26 +11,7 @@ local function sha256(path)
   return (test.sh("sha256sum " .. q(path)):match("^(%x+)"))
 end
 
--- Counts timer ticks (every 2 ms) until stop() and returns the longest gap between two.
-local function ticker()
-  local state = { ticks = 0, max_gap = 0, running = true }
-  local t = task.spawn(function()
-    local last = task.now()
-    while state.running do
-      task.sleep(2)
-      local now = task.now()
-      if now - last > state.max_gap then state.max_gap = now - last end
-      last = now
-      state.ticks = state.ticks + 1
-    end
-  end)
-  function state.stop()
-    state.running = false
-    t:join()
-    return state
-  end
-  return state
-end
+local ticker = helpers.ticker
 
 test.case("open, write, read back, stat, close", function()
   local path = test.tmpdir() .. "/a.txt"

@@ -97,6 +97,28 @@ function helpers.full_backlog()
   error("the listen queue never filled", 2)
 end
 
+-- helpers.ticker(): a task ticking every 2 ms; ticker.stop() returns {ticks, max_gap}, the
+-- longest gap between two ticks: the proof that the loop was never blocked meanwhile.
+function helpers.ticker()
+  local state = { ticks = 0, max_gap = 0, running = true }
+  local t = task.spawn(function()
+    local last = task.now()
+    while state.running do
+      task.sleep(2)
+      local now = task.now()
+      if now - last > state.max_gap then state.max_gap = now - last end
+      last = now
+      state.ticks = state.ticks + 1
+    end
+  end)
+  function state.stop()
+    state.running = false
+    t:join()
+    return state
+  end
+  return state
+end
+
 -- A free TCP port, found by binding port 0.
 function helpers.free_port()
   local tcp = require "tcp"

@@ -239,26 +239,7 @@ test.case("SIGUSR1 reopens file loggers (needs process.on)", function()
   test.match(read(path), "INFO after\n")
 end)
 
--- Counts timer ticks (every 2 ms) until stop(); returns the longest gap between two.
-local function ticker()
-  local state = { ticks = 0, max_gap = 0, running = true }
-  local t = task.spawn(function()
-    local last = task.now()
-    while state.running do
-      task.sleep(2)
-      local now = task.now()
-      if now - last > state.max_gap then state.max_gap = now - last end
-      last = now
-      state.ticks = state.ticks + 1
-    end
-  end)
-  function state.stop()
-    state.running = false
-    t:join()
-    return state
-  end
-  return state
-end
+local ticker = helpers.ticker
 
 test.case("100,000 lines while a timer ticks: logging never waits for the disk", function()
   local logger, path = file_logger()
