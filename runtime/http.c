@@ -80,11 +80,12 @@ struct hconn_s {
 };
 
 /* The response object (a Lua userdata) and the state of its request's body. */
-#define HDR_INLINE 112
+#define HDR_SMALL 256 /* a response's header buffer; most need one, kept in a free list */
+#define HDRS_MAX 64
 
 struct hres_s {
   hconn_t *conn; /* NULL once the connection is gone or the request is over */
-  char *hdr;     /* headers set by the app: "Name: value\r\n" lines; hdr_inline or malloc'd */
+  char *hdr;     /* headers set by the app: "Name: value\r\n" lines (hdr_get), or NULL */
   uint32_t hdr_len, hdr_cap;
   lua_State *reader, *writer; /* a task waiting for body bytes / for output to drain */
   int reader_ref, writer_ref;
@@ -99,7 +100,6 @@ struct hres_s {
   uint8_t body_kind, minor;
   unsigned head_sent : 1, finished : 1, chunked : 1, head_method : 1, keep_alive : 1,
     has_length : 1, user_server : 1, user_date : 1, expect_continue : 1, body_done : 1;
-  char hdr_inline[HDR_INLINE]; /* most responses set a header or two: no malloc for them */
 };
 
 static int worker_ref = LUA_NOREF; /* the Lua worker loop (http.lua) */
@@ -155,6 +155,19 @@ static void out_add(hconn_t *c, const char *s, size_t n) {
   }
   memcpy(p, s, n);
   c->out_len += (uint32_t)n;
+}
+
+static char *hdrs[HDRS_MAX]; /* free response header buffers */
+static int nhdrs;
+
+static void hdr_release(hres_t *r) {
+  if (r->hdr == NULL) return;
+  if (r->hdr_cap == HDR_SMALL && nhdrs < HDRS_MAX)
+    hdrs[nhdrs++] = r->hdr;
+  else
+    free(r->hdr);
+  r->hdr = NULL;
+  r->hdr_len = r->hdr_cap = 0;
 }
 
 /* --- the Date header, formatted once a second --------------------------------------------- */
@@ -460,7 +473,7 @@ static hres_t *check_res(lua_State *L, int arg) {
  * first use (req_index): headers from the head, still in the connection's input block. */
 static void push_request(lua_State *L, const char *method, size_t mlen, const char *path,
                          size_t plen, int minor) {
-  lua_createtable(L, 2, 5);
+  lua_createtable(L, 1, 4); /* res in [1], four fields; headers, query, params rehash once */
   lua_pushlstring(L, method, mlen);
   lua_setfield(L, -2, "method");
   lua_pushlstring(L, path, plen);
@@ -529,7 +542,7 @@ static int start_request(lua_State *L, hconn_t *c) {
   list_remove(c);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->handler_ref);
   hres_t *r = lua_newuserdata(L, sizeof *r);
-  memset(r, 0, offsetof(hres_t, hdr_inline)); /* the inline header space needs no clearing */
+  memset(r, 0, sizeof *r);
   lua_rawgeti(L, LUA_REGISTRYINDEX, res_mt_ref);
   lua_setmetatable(L, -2);
   r->conn = c;
@@ -605,9 +618,7 @@ static void res_detach(hres_t *r, int err) {
   if (c == NULL) return;
   r->conn = NULL;
   c->res = NULL;
-  if (r->hdr != r->hdr_inline) free(r->hdr); /* no __gc: finalizers cost every request */
-  r->hdr = NULL;
-  r->hdr_len = r->hdr_cap = 0;
+  hdr_release(r); /* here, not in a __gc: finalizers cost every request */
   lua_State *L = luaio_mainstate();
   lua_State **waiters[2] = {&r->reader, &r->writer};
   int *refs[2] = {&r->reader_ref, &r->writer_ref};
@@ -671,9 +682,7 @@ static void send_head(hres_t *r, hconn_t *c, int64_t body_len) {
     out_add(c, "Connection: keep-alive\r\n", 24);
   out_add(c, "\r\n", 2);
   r->head_sent = 1;
-  if (r->hdr != r->hdr_inline) free(r->hdr);
-  r->hdr = NULL;
-  r->hdr_len = r->hdr_cap = 0;
+  hdr_release(r);
 }
 
 static void add_body(hres_t *r, hconn_t *c, const char *data, size_t len) {
@@ -818,18 +827,18 @@ static int res_setheader(lua_State *L) {
   if (nlen == 4 && strncasecmp(name, "date", 4) == 0) r->user_date = 1;
   hdr_remove(r, name, nlen);
   size_t need = r->hdr_len + nlen + vlen + 4;
-  if (r->hdr == NULL) {
-    r->hdr = r->hdr_inline;
-    r->hdr_cap = HDR_INLINE;
-  }
-  if (need > r->hdr_cap) {
-    size_t cap = r->hdr_cap * 2;
+  if (r->hdr == NULL && (r->hdr = nhdrs > 0 ? hdrs[--nhdrs] : malloc(HDR_SMALL)) != NULL)
+    r->hdr_cap = HDR_SMALL;
+  if (r->hdr == NULL || need > r->hdr_cap) {
+    size_t cap = r->hdr_cap ? r->hdr_cap * 2 : HDR_SMALL;
     while (cap < need) cap *= 2;
     char *p = malloc(cap);
     if (p == NULL) return luaL_error(L, "setHeader: out of memory");
-    memcpy(p, r->hdr, r->hdr_len);
-    if (r->hdr != r->hdr_inline) free(r->hdr);
+    if (r->hdr_len) memcpy(p, r->hdr, r->hdr_len);
+    uint32_t len = r->hdr_len;
+    hdr_release(r);
     r->hdr = p;
+    r->hdr_len = len;
     r->hdr_cap = (uint32_t)cap;
   }
   char *p = r->hdr + r->hdr_len;
