@@ -35,6 +35,13 @@ install_test_tools() {
   command -v curl >/dev/null || pkgs+=(curl)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || pkgs+=(nginx)
   command -v chroot >/dev/null || pkgs+=(coreutils)
+  command -v wrk >/dev/null || pkgs+=(wrk)
+  command -v ab >/dev/null || pkgs+=(apache2-utils)
+  command -v node >/dev/null || pkgs+=(nodejs)
+  command -v pgrep >/dev/null || pkgs+=(procps)
+  command -v file >/dev/null || pkgs+=(file)
+  command -v perl >/dev/null || pkgs+=(perl)
+  command -v taskset >/dev/null || pkgs+=(util-linux)
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
