@@ -10,6 +10,7 @@ n=${1:-10000}
 luaio=$(pwd)/out/luaio
 [ -x "$luaio" ] || { echo "bench: build first (./build.sh)" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || true
+command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
 peers=/work/shared/bench/peers
 [ -d "$peers" ] || peers=$(pwd)/../shared/bench/peers
 
