@@ -70,9 +70,9 @@ fuzz() { # seconds
   for src in tests/fuzz/*_fuzz.c; do
     name=$(basename "$src" _fuzz.c)
     bin=out/fuzz/${name}_fuzz
-    clang -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -Iruntime \
+    clang -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $(find runtime -type d -printf "-I%p ") \
       -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-      -o "$bin" "$src" "runtime/$name.c"
+      -o "$bin" "$src" "$(find runtime -name "$name.c")"
     mkdir -p "out/fuzz/corpus-$name"
     echo "fuzz: $bin for $1 s"
     if ! "$bin" -max_total_time="$1" -max_len=4096 -timeout=10 -print_final_stats=1 \

@@ -3,7 +3,7 @@
 -- Makes one executable from an app folder: every .lua file is compiled to LuaJIT bytecode
 -- (by this very runtime, so the bytecode matches it), every other file is packed as an
 -- asset, and the archive is zstd-compressed and appended to a copy of this executable
--- (runtime/bundle.c writes it). Files and folders whose names start with "." are left out
+-- (runtime/app/bundle.c writes it). Files and folders whose names start with "." are left out
 -- (archive.walk skips them).
 local archive = require "luaio.archive"
 

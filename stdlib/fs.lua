@@ -9,7 +9,7 @@
 --   end
 --   f:close()
 --
--- Every call waits in the calling task. The C half (runtime/fs.c) is one request per call;
+-- Every call waits in the calling task. The C half (runtime/os/fs.c) is one request per call;
 -- this file adds readFile and writeFile, which are a few of those requests in a row.
 local C = require "luaio.fs"
 

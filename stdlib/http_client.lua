@@ -5,7 +5,7 @@
 --   if res then print(res.status, res.headers["content-type"], res:body()) end
 --
 -- The sockets, requests and the keep-alive pool are here; the response head parser and
--- the chunked decoder are C (runtime/http_client.c, over runtime/http_parser.c).
+-- the chunked decoder are C (runtime/proto/http/http_client.c, over runtime/proto/http/http_parser.c).
 --
 -- The pool keeps idle connections per host:port: at most `keepalive_pool` (16) each, the
 -- least recently used one closed to make room, each closed after `keepalive_timeout` (60 s)
@@ -14,7 +14,7 @@
 -- connection still fails before any byte of the response (the close crossed our request),
 -- an idempotent request is sent again once on a new connection. A connection goes back to
 -- the pool only once its response body was read to the end.
-local C = require "luaio.httpclient"
+local C = require "luaio.http_client"
 local tcp = require "tcp"
 local task = require "task"
 

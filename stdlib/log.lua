@@ -9,7 +9,7 @@
 --   log.access(access, { remote_addr = ip, method = "GET", path = "/", status = 200, bytes = 12 })
 --
 -- A call formats its line in C straight into the logger's buffer; the thread pool writes
--- the buffer in batches (runtime/log.c). It works anywhere: in a task, at a module's top
+-- the buffer in batches (runtime/log/log.c). It works anywhere: in a task, at a module's top
 -- level, on the main thread. What is buffered is written at exit, however the process
 -- exits normally (end of work, os.exit, process.exit, an error in the main task).
 local C = require "luaio.log"

@@ -4,12 +4,12 @@
 --   local pid = process.fork { file = "worker.lua", args = { "8080" }, forever = true }
 --   process.on("SIGTERM", function() process.kill(pid); process.wait(pid, 5000); process.exit(0) end)
 --
--- The C half is luaio.process (runtime/process.c: children, this process) and luaio.signal
--- (runtime/signal.c: handlers). This file adds what is easier in Lua: finding the file a
+-- The C half is luaio.process (runtime/os/process.c: children, this process) and luaio.signal
+-- (runtime/os/signal.c: handlers). This file adds what is easier in Lua: finding the file a
 -- fork runs, splitting an exec command line, and process.wait.
 local c = require "luaio.process"
 local signal = require "luaio.signal"
-local sched = require "luaio.sched"
+local sched = require "luaio.task"
 local bundle = require "bundle"
 
 local concat, remove, type = table.concat, table.remove, type

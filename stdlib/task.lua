@@ -7,7 +7,7 @@
 -- A spawned function starts on the next loop iteration, runs until it waits, and the loop
 -- resumes it when what it waits for is ready. An error it does not catch is reported on
 -- stderr with a traceback; the process goes on, and join() returns false, message.
-local sched = require "luaio.sched"
+local sched = require "luaio.task"
 
 local select, type, unpack = select, type, unpack
 local traceback = debug.traceback

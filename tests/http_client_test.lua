@@ -452,8 +452,8 @@ end)
 
 -- --- the C half ---------------------------------------------------------------------------------
 
-test.case("luaio.httpclient: heads in steps, joined headers, framing, chunked pieces", function()
-  local C = require "luaio.httpclient"
+test.case("luaio.http_client: heads in steps, joined headers, framing, chunked pieces", function()
+  local C = require "luaio.http_client"
   local full = "HTTP/1.1 200 OK\r\nSet-Thing: a\r\nX-Long: x\r\nset-thing: b\r\nContent-Length: 3\r\n\r\nabc"
   local last = 0
   for i = 1, #full do -- a byte at a time, as a slow server would send it

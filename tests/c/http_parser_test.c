@@ -1,5 +1,5 @@
 /*
- * http_parser_test.c: unit tests for runtime/http_parser.c. No framework: each CHECK counts
+ * http_parser_test.c: unit tests for runtime/proto/http/http_parser.c. No framework: each CHECK counts
  * a pass or prints the failure; the last line is "http_parser_test: N passed, N failed" and
  * the exit status is 1 when anything failed. Run by tests/http_parser_test.lua.
  *

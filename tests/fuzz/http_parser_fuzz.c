@@ -1,5 +1,5 @@
 /*
- * http_parser_fuzz.c: libFuzzer target for runtime/http_parser.c (./build.sh fuzz).
+ * http_parser_fuzz.c: libFuzzer target for runtime/proto/http/http_parser.c (./build.sh fuzz).
  *
  * The first input byte picks a split point and the header capacity; the rest is the
  * message. Each parse runs on a copy of exactly the bytes it may read, so AddressSanitizer

@@ -25,11 +25,11 @@ static const luaL_Reg c_modules[] = {
   {"luaio.archive", luaopen_luaio_archive},
   {"luaio.fs", luaopen_luaio_fs},
   {"luaio.http", luaopen_luaio_http},
-  {"luaio.httpclient", luaopen_luaio_httpclient},
+  {"luaio.http_client", luaopen_luaio_http_client},
   {"luaio.log", luaopen_luaio_log},
   {"luaio.process", luaopen_luaio_process},
-  {"luaio.sched", luaopen_luaio_sched},
   {"luaio.signal", luaopen_luaio_signal},
+  {"luaio.task", luaopen_luaio_task},
   {"luaio.tcp", luaopen_luaio_tcp},
   {"system", luaopen_system},
   {NULL, NULL}};

@@ -45,7 +45,7 @@ int luaio_pusherror(lua_State *L, int uverr);
 /* Pushes just the error table, for errors that are not libuv codes (code is 0 then). */
 void luaio_newerror(lua_State *L, int code, const char *name, const char *message);
 
-/* --- scheduler (sched.c) --------------------------------------------------------------- */
+/* --- scheduler (task.c) ---------------------------------------------------------------- */
 
 uv_loop_t *luaio_loop(void);
 lua_State *luaio_mainstate(void);
@@ -122,9 +122,9 @@ int luaopen_luaio_archive(lua_State *L);
 int luaopen_luaio_fs(lua_State *L);
 int luaopen_luaio_log(lua_State *L);
 int luaopen_luaio_http(lua_State *L);
-int luaopen_luaio_httpclient(lua_State *L);
+int luaopen_luaio_http_client(lua_State *L);
 int luaopen_system(lua_State *L);
-int luaopen_luaio_sched(lua_State *L);
+int luaopen_luaio_task(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);
 
 /* Bytecode of the Lua half of the standard library, generated at build time. */

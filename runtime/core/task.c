@@ -1,5 +1,5 @@
 /*
- * sched.c: the coroutine scheduler.
+ * task.c: the coroutine scheduler (the C half of stdlib/task.lua).
  *
  * Every piece of Lua code that may wait runs in a task: a coroutine that only this file
  * resumes. A waiting call checks that it runs in the current task, starts its libuv work,
@@ -10,7 +10,7 @@
  * The ready queue holds tasks to resume on the next loop iteration (new tasks, tasks woken
  * by another task). I/O callbacks resume their task directly, without the queue.
  *
- * The Lua module "luaio.sched" gives stdlib/task.lua its primitives: spawn, suspend (with an
+ * The Lua module "luaio.task" gives stdlib/task.lua its primitives: spawn, suspend (with an
  * optional timeout), wake, yield, current and now.
  */
 #include <stdio.h>
@@ -319,7 +319,7 @@ static const luaL_Reg sched_funcs[] = {
   {"spawn", sched_spawn},     {"suspend", sched_suspend}, {"wake", sched_wake},
   {"yield", sched_yield_task},     {NULL, NULL}};
 
-int luaopen_luaio_sched(lua_State *L) {
+int luaopen_luaio_task(lua_State *L) {
   luaio_newlib(L, sched_funcs);
   return 1;
 }

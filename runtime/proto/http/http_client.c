@@ -1,5 +1,5 @@
 /*
- * http_client.c: the C half of the HTTP/1.1 client, module "luaio.httpclient".
+ * http_client.c: the C half of the HTTP/1.1 client, module "luaio.http_client".
  *
  * Small on purpose: the parser (http_parser.c) for response heads and chunked bodies, plus
  * the two things about a pooled socket that Lua cannot see or do. The requests, the socket
@@ -23,7 +23,7 @@
 #include "stream.h"
 
 #define MAX_HEADERS 128 /* more header lines than this: an error */
-#define DECODER_MT "luaio.httpclient.decoder"
+#define DECODER_MT "luaio.http_client.decoder"
 #define NOMEM (-100)
 
 /* The last parsed head. Names point into `lower` (lower-cased copies), values into the
@@ -309,7 +309,7 @@ static const luaL_Reg httpclient_funcs[] = {
   {"sweep", httpclient_sweep},     {"unpark", httpclient_unpark},
   {NULL, NULL}};
 
-int luaopen_luaio_httpclient(lua_State *L) {
+int luaopen_luaio_http_client(lua_State *L) {
   if (luaL_newmetatable(L, DECODER_MT)) {
     luaio_newlib(L, decoder_methods);
     lua_setfield(L, -2, "__index");
