@@ -67,7 +67,7 @@ end
 
 -- res:sendFile(path[, options]) serves one file (see stdlib/http_static.lua): from disk, or
 -- from the app's bundle with options.bundle.
-local response_methods = debug.getregistry()["luaio.http.response"].__index
+local response_methods = debug.getregistry()["luaio.http.response"].methods
 function response_methods.sendFile(res, path, options)
   if type(path) ~= "string" then
     error("bad argument #1 to 'sendFile' (string expected, got " .. type(path) .. ")", 2)
@@ -172,6 +172,7 @@ local OPTIONS = {
   maxconnections = "number", max_header_size = "number", max_headers = "number",
   max_url_length = "number", max_body_size = "number", max_requests = "number",
   header_timeout = "number", body_timeout = "number", keepalive_timeout = "number",
+  send_timeout = "number", write_buffer_size = "number",
   server_name = { string = true, boolean = true }, graceful = "boolean",
   shutdown_timeout = "number", workers = "number",
   access_log = { string = true, boolean = true, table = true },
@@ -199,6 +200,15 @@ local function check_options(options)
     copy[name] = value
   end
   if copy.server_name == true then copy.server_name = nil end
+  if copy.max_headers and copy.max_headers > 1024 then
+    error("bad argument #3 to 'createServer' (option 'max_headers' may be at most 1024)", 3)
+  end
+  if copy.max_header_size and copy.max_header_size > 1048576 then
+    error("bad argument #3 to 'createServer' (option 'max_header_size' may be at most 1 MiB)", 3)
+  end
+  if copy.write_buffer_size == 0 then
+    error("bad argument #3 to 'createServer' (option 'write_buffer_size' must be at least 1 KiB)", 3)
+  end
   return copy
 end
 
@@ -254,7 +264,9 @@ local function access_hook(target)
   end
   if not logger then return nil, err end
   local fields = {} -- reused: logging copies what it needs at once
+  local none = { method = "-", url = "-", httpVersion = "1.1", headers = {} }
   return function(req, status, bytes, addr)
+    req = req or none -- the server's own error answers (400, 408, 431, ...) have no request
     local headers = req.headers
     fields.remote_addr, fields.method, fields.path = addr, req.method, req.url
     fields.protocol, fields.status, fields.bytes = "HTTP/" .. req.httpVersion, status, bytes

@@ -19,10 +19,12 @@ local SERVER_OPTIONS = {
   family = "number", host = "string", timeout = "number", tcp_nodelay = "boolean",
   tcp_keepalive = "boolean", tcp_keepidle = "number", tcp_backlog = "number",
   tcp_reuseport = "boolean", read_buffer_size = "number", maxconnections = "number",
+  write_buffer_size = "number", send_timeout = "number",
 }
 local CONNECT_OPTIONS = {
   family = "number", timeout = "number", tcp_nodelay = "boolean", tcp_keepalive = "boolean",
-  tcp_keepidle = "number", read_buffer_size = "number",
+  tcp_keepidle = "number", read_buffer_size = "number", write_buffer_size = "number",
+  send_timeout = "number",
 }
 
 -- Returns a copy of options with every known option checked; unknown ones are errors
@@ -51,8 +53,10 @@ local function check_options(options, known, fname, argn)
   if copy.family and copy.family ~= 4 and copy.family ~= 6 then
     error(("bad argument #%d to '%s' (option 'family' must be 4 or 6)"):format(argn, fname), 3)
   end
-  if copy.read_buffer_size == 0 then
-    error(("bad argument #%d to '%s' (option 'read_buffer_size' must be at least 1 KiB)"):format(argn, fname), 3)
+  for _, name in ipairs({ "read_buffer_size", "write_buffer_size" }) do
+    if copy[name] == 0 then
+      error(("bad argument #%d to '%s' (option '%s' must be at least 1 KiB)"):format(argn, fname, name), 3)
+    end
   end
   return copy
 end

@@ -11,6 +11,7 @@
 #define LUAIO_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lauxlib.h"
 #include "lua.h"
@@ -78,6 +79,35 @@ void luaio_start_main(lua_State *L, int nargs);
 /* Runs the loop until no work is left; returns the process exit status. */
 int luaio_run(void);
 
+/* Runs fn(L, arg) on the main state in protected mode, for libuv callbacks that call Lua: an
+ * error (or out of memory) there must fail the one connection or request involved, not
+ * abort the process. Returns 0, or non-zero after printing "luaio: <what>: <error>".
+ * Called from inside a task's Lua call (a socket write that fails), fn runs directly:
+ * an error then goes to that task. */
+typedef void (*luaio_cfn)(lua_State *L, void *arg);
+int luaio_protect(luaio_cfn fn, void *arg, const char *what);
+
+/* --- deadlines (deadline.c) ------------------------------------------------------------- */
+
+/* A duration that never ends: no timeout. */
+#define LUAIO_FOREVER UINT64_MAX
+
+/* One pending timeout, embedded in what it times (a connection): 24 bytes, since an idle
+ * connection pays for it. Zero-initialised = not armed. Durations are capped at 2^31 ms
+ * (24 days); longer ones never end. */
+typedef struct luaio_deadline luaio_deadline;
+typedef void (*luaio_expire_fn)(luaio_deadline *d);
+struct luaio_deadline {
+  luaio_deadline *prev, *next;
+  uint32_t at;   /* loop time (ms), modulo 2^32 */
+  uint16_t list; /* 1 + index of its list; 0 when not armed */
+};
+/* expire(d) runs once, ms milliseconds from now (0 or LUAIO_FOREVER: never); re-arming
+ * replaces the earlier deadline. d is disarmed before expire runs. */
+void luaio_deadline_arm(luaio_deadline *d, uint64_t ms, luaio_expire_fn expire);
+void luaio_deadline_disarm(luaio_deadline *d);
+#define luaio_deadline_armed(d) ((d)->list != 0)
+
 /* --- the app store: the bundle inside the executable, or the app folder (bundle.c) ------ */
 
 typedef enum { LUAIO_NO_PAYLOAD = 0, LUAIO_PAYLOAD = 1 } luaio_payload;
@@ -101,16 +131,11 @@ int luaio_checksignal(lua_State *L, int arg, int def);
 /* "SIGTERM" for SIGTERM; NULL for a number without a name. */
 const char *luaio_signame(int signum);
 
-/* --- shared by tcp.c and http.c ---------------------------------------------------------- */
+/* --- addresses (net/tcp.c) --------------------------------------------------------------- */
 
-/* Binds a TCP listener with the options table at index opts (host, tcp_reuseport,
- * tcp_nodelay, tcp_keepalive, tcp_keepidle). Returns 0 or a libuv error. */
-int luaio_tcp_bind(lua_State *L, uv_tcp_t *handle, int port, int opts);
 struct sockaddr_storage;
 /* Pushes {family, port, address}. */
 void luaio_push_addr(lua_State *L, const struct sockaddr_storage *addr);
-/* Pushes a TCP handle's own {family, port, address}; returns 1, or 2 (nil, err). */
-int luaio_push_sockname(lua_State *L, uv_tcp_t *handle);
 
 /* --- modules ---------------------------------------------------------------------------- */
 

@@ -132,6 +132,42 @@ int luaio_run(void) {
   return exit_status;
 }
 
+/* --- protected calls from libuv callbacks ------------------------------------------------ */
+
+typedef struct {
+  luaio_cfn fn;
+  void *arg;
+} protected_t;
+
+static int protect_ref = LUA_NOREF; /* the C function below, made once: pushing a C
+                                     * function allocates a closure in LuaJIT */
+
+static int run_protected(lua_State *L) {
+  protected_t *p = lua_touserdata(L, 1);
+  lua_settop(L, 0);
+  p->fn(L, p->arg);
+  return 0;
+}
+
+int luaio_protect(luaio_cfn fn, void *arg, const char *what) {
+  if (current != NULL) { /* inside a task's Lua call: its resume is the protection */
+    fn(current, arg);
+    return 0;
+  }
+  lua_State *L = mainL;
+  int top = lua_gettop(L);
+  protected_t p = {fn, arg};
+  lua_rawgeti(L, LUA_REGISTRYINDEX, protect_ref);
+  lua_pushlightuserdata(L, &p);
+  int rc = lua_pcall(L, 1, 0, 0);
+  if (rc != 0) {
+    fprintf(stderr, "luaio: %s: %s\n", what, lua_isstring(L, -1) ? lua_tostring(L, -1) : "error");
+    fflush(stderr);
+  }
+  lua_settop(L, top);
+  return rc;
+}
+
 /* --- the ready queue -------------------------------------------------------------------- */
 
 /* A registry table used as a FIFO of {co, n, values...} records. */
@@ -332,4 +368,6 @@ void luaio_sched_init(lua_State *L) {
   queue_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   waiting_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushcfunction(L, run_protected);
+  protect_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }

@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "http_parser.h"
-#include "stream.h"
+#include "socket.h"
 
 #define MAX_HEADERS 128 /* more header lines than this: an error */
 #define DECODER_MT "luaio.http_client.decoder"
@@ -243,25 +243,29 @@ static int decoder_gc(lua_State *L) {
 
 /* Whether a pooled socket is still fit for a request: open, the server has not closed it
  * (EOF) and has sent nothing since the last response. */
-static int sock_alive(sock_t *k) {
-  return k != NULL && !k->closing && k->read_status == 0 && k->in == NULL;
+static int sock_alive(luaio_conn *c) {
+  return c != NULL && !c->closing && !c->ending && c->read_err == 0 &&
+         (c->in == NULL || c->in->len == c->in->off);
 }
 
 /* park(socket) -> alive: the socket goes idle in the pool. It keeps reading, so that a
  * close by the server is noticed (unpark then says so), and no longer keeps the process
  * alive. */
 static int httpclient_park(lua_State *L) {
-  sock_t *k = luaio_sock_check(L, 1);
-  if (k != NULL && luaio_sock_start(k) == 0) uv_unref(&k->h.handle);
-  lua_pushboolean(L, sock_alive(k));
+  luaio_conn *c = luaio_socket_check(L, 1);
+  if (c != NULL) {
+    luaio_conn_read_start(c);
+    uv_unref(&c->h.handle);
+  }
+  lua_pushboolean(L, sock_alive(c));
   return 1;
 }
 
 /* unpark(socket) -> alive: the socket leaves the pool (it keeps the process alive again). */
 static int httpclient_unpark(lua_State *L) {
-  sock_t *k = luaio_sock_check(L, 1);
-  if (k != NULL) uv_ref(&k->h.handle);
-  lua_pushboolean(L, sock_alive(k));
+  luaio_conn *c = luaio_socket_check(L, 1);
+  if (c != NULL) uv_ref(&c->h.handle);
+  lua_pushboolean(L, sock_alive(c));
   return 1;
 }
 

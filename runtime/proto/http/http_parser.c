@@ -368,8 +368,10 @@ int lhttp_request_framing(const struct lhttp_header *headers, size_t num_headers
   struct facts f;
   memset(out, 0, sizeof *out);
   if (collect(headers, num_headers, &f) < 0) return LHTTP_ERROR;
-  /* RFC 9112 3.2: 400 for an HTTP/1.1 request without Host, or with more than one. */
+  /* RFC 9112 3.2: 400 for an HTTP/1.1 request without Host, with more than one, or with
+   * an invalid one. */
   if (f.hosts > 1 || (f.hosts == 0 && minor_version >= 1)) return LHTTP_ERROR;
+  if (f.hosts == 1 && !lhttp_valid_host(f.host, f.host_len)) return LHTTP_ERROR;
   if (minor_version == 0) f.flags &= ~(unsigned)LHTTP_EXPECT_CONTINUE;
   out->flags = f.flags;
   out->host = f.host;
@@ -412,6 +414,102 @@ int lhttp_response_framing(const struct lhttp_header *headers, size_t num_header
   }
   if (out->body == LHTTP_BODY_UNTIL_CLOSE) out->keep_alive = 0;
   return 0;
+}
+
+/* --- request targets ------------------------------------------------------------------- */
+
+static int hexval(unsigned c);
+
+/* RFC 3986 reg-name: unreserved / pct-encoded / sub-delims. */
+static int reg_name_char(unsigned char c) {
+  if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') return 1;
+  if (c >= '0' && c <= '9') return 1;
+  return c != 0 && strchr("-._~!$&'()*+,;=", c) != NULL;
+}
+
+int lhttp_valid_host(const char *s, size_t n) {
+  size_t i = 0;
+  if (n > 0 && s[0] == '[') { /* IP-literal: hex digits, colons and dots (IPv4 suffix) */
+    for (i = 1; i < n && s[i] != ']'; i++)
+      if (hexval((unsigned char)s[i]) < 0 && s[i] != ':' && s[i] != '.') return 0;
+    if (i == n || i == 1) return 0;
+    i++;
+  } else {
+    for (; i < n && s[i] != ':'; i++) {
+      if (s[i] == '%') {
+        if (i + 2 >= n || hexval((unsigned char)s[i + 1]) < 0 || hexval((unsigned char)s[i + 2]) < 0)
+          return 0;
+        i += 2;
+      } else if (!reg_name_char((unsigned char)s[i])) {
+        return 0;
+      }
+    }
+  }
+  if (i == n) return 1;
+  if (s[i] != ':') return 0;
+  for (i++; i < n; i++) /* port = *DIGIT */
+    if (s[i] < '0' || s[i] > '9') return 0;
+  return 1;
+}
+
+/* Splits "path?query" at t[0..n) into out. */
+static void split_query(const char *t, size_t n, struct lhttp_target *out) {
+  const char *q = memchr(t, '?', n);
+  out->path = t;
+  out->path_len = q ? (size_t)(q - t) : n;
+  out->query = q ? q + 1 : NULL;
+  out->query_len = q ? n - out->path_len - 1 : 0;
+}
+
+int lhttp_parse_target(const char *t, size_t n, struct lhttp_target *out) {
+  memset(out, 0, sizeof *out);
+  if (n > 0 && t[0] == '/') {
+    out->form = LHTTP_TARGET_ORIGIN;
+    split_query(t, n, out);
+    return 0;
+  }
+  if (n == 1 && t[0] == '*') {
+    out->form = LHTTP_TARGET_ASTERISK;
+    out->path = t;
+    out->path_len = 1;
+    return 0;
+  }
+  size_t skip;
+  if (n >= 7 && same(t, 7, "http://", 7))
+    skip = 7;
+  else if (n >= 8 && same(t, 8, "https://", 8))
+    skip = 8;
+  else
+    return LHTTP_ERROR;
+  const char *a = t + skip, *end = t + n, *p = a;
+  while (p < end && *p != '/' && *p != '?' && *p != '#') p++;
+  if (p < end && *p == '#') return LHTTP_ERROR; /* a fragment is never sent */
+  if (p == a || !lhttp_valid_host(a, (size_t)(p - a))) return LHTTP_ERROR;
+  out->form = LHTTP_TARGET_ABSOLUTE;
+  out->authority = a;
+  out->authority_len = (size_t)(p - a);
+  split_query(p, (size_t)(end - p), out);
+  if (out->path_len == 0) {
+    out->path = "/";
+    out->path_len = 1;
+  }
+  return 0;
+}
+
+ssize_t lhttp_decode_path(char *dst, const char *src, size_t n) {
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (src[i] != '%') {
+      dst[o++] = src[i];
+      continue;
+    }
+    if (i + 2 >= n) return LHTTP_ERROR;
+    int hi = hexval((unsigned char)src[i + 1]), lo = hexval((unsigned char)src[i + 2]);
+    if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) return LHTTP_ERROR;
+    dst[o++] = (char)(hi * 16 + lo);
+    i += 2;
+  }
+  return (ssize_t)o;
 }
 
 /* --- chunked decoding ------------------------------------------------------------------- */

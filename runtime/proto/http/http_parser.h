@@ -125,6 +125,33 @@ int lhttp_response_framing(const struct lhttp_header *headers, size_t num_header
                            int minor_version, int status, int head_request,
                            struct lhttp_framing *out);
 
+/* --- request targets (RFC 9112 3.2, RFC 3986) -------------------------------------------- */
+
+/* A Host value (or the authority of an absolute-form target): uri-host [":" port], where
+ * uri-host is an IP literal in brackets, or reg-name characters (unreserved, %XX,
+ * sub-delims): no spaces, no "/", "@" or other delimiters. An empty host is valid. */
+int lhttp_valid_host(const char *s, size_t n);
+
+enum { LHTTP_TARGET_ORIGIN = 1, LHTTP_TARGET_ABSOLUTE, LHTTP_TARGET_ASTERISK };
+
+/* The parts of a request target; pointers into the target (path may point to a static
+ * "/" for an absolute-form target without a path). query is NULL when there is no "?". */
+struct lhttp_target {
+  int form;
+  const char *path, *query, *authority;
+  size_t path_len, query_len, authority_len;
+};
+
+/* Splits a request target: origin-form ("/p?q"), absolute-form ("http://host/p?q",
+ * http or https, any case) or "*". Returns 0, or LHTTP_ERROR for anything else (an
+ * authority-form, another scheme, a bad authority). */
+int lhttp_parse_target(const char *t, size_t n, struct lhttp_target *out);
+
+/* Percent-decodes a path into dst (room for n bytes): returns the decoded length, or
+ * LHTTP_ERROR for a "%" not followed by two hex digits, or one that decodes to NUL. "+"
+ * stays "+" (it means a space only in a query). dst may be src. */
+ssize_t lhttp_decode_path(char *dst, const char *src, size_t n);
+
 /* --- chunked transfer coding (RFC 9112 section 7.1) ------------------------------------- */
 
 /* Limits: a chunk size has at most 16 hex digits and stays below 2^63; the extensions of

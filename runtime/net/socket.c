@@ -1,0 +1,472 @@
+/*
+ * socket.c: the Lua socket, a protocol on the connection core (conn.c): read, readline,
+ * write, shutdown, close, setTimeout, addresses and TCP options. tcp.c makes sockets (accept,
+ * connect); an HTTP upgrade hands its connection over as a socket too (luaio_socket_adopt).
+ *
+ * Reads take bytes from the core's input buffer, or wait for them. Writes queue on the core
+ * and return at once; a write waits only when the queued output is above the high-water
+ * mark (write_buffer_size), until the peer has taken half of it: a slow reader holds back
+ * the writer, not memory. A write error is reported by the write that finds it, or the next.
+ *
+ * Timeouts (setTimeout) measure inactivity while a task waits: bytes arriving or output
+ * draining restart them. A read that times out leaves the socket usable; a write that
+ * times out closes it, since a peer that has not read for that long has stalled and the
+ * queued bytes cannot be taken back.
+ *
+ * close() is graceful: what was written is still sent (within the send timeout), then the
+ * connection closes. Nothing written before close is lost.
+ */
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "socket.h"
+
+#define MAX_WRITE_PIECES 64
+
+typedef enum { READ_ANY, READ_EXACT, READ_LINE } read_mode;
+
+typedef struct {
+  luaio_conn **box;  /* the Lua userdata's slot pointing at the connection */
+  lua_State *reader; /* the task waiting in read/readline, or NULL */
+  lua_State *writer; /* the task waiting for output to drain, or NULL */
+  lua_State *shutter; /* the task waiting for its shutdown, or NULL */
+  int reader_ref, writer_ref, shutter_ref;
+  uint32_t mark;    /* READ_EXACT: bytes wanted; READ_LINE: bytes already searched */
+  uint32_t timeout; /* ms of inactivity before a wait fails; 0 = never */
+  uint8_t mode, timed_out, connecting, allocated;
+} sock_t;
+
+static int socket_mt_ref = LUA_NOREF;
+static const luaio_conn_proto socket_proto;
+
+#define SOCK(c) ((sock_t *)(c)->ud)
+
+/* --- errors -------------------------------------------------------------------------------- */
+
+static int push_closed(lua_State *L) { return luaio_pusherror(L, UV_ENOTCONN); }
+
+static int push_busy(lua_State *L, const char *what) {
+  lua_pushnil(L);
+  luaio_newerror(L, UV_EBUSY, "EBUSY", what);
+  return 2;
+}
+
+/* --- the object ---------------------------------------------------------------------------- */
+
+static void sock_init(lua_State *L, luaio_conn *c, sock_t *s) {
+  memset(s, 0, sizeof *s);
+  s->reader_ref = s->writer_ref = s->shutter_ref = LUA_NOREF;
+  luaio_conn **box = lua_newuserdata(L, sizeof *box);
+  *box = c;
+  s->box = box;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, socket_mt_ref);
+  lua_setmetatable(L, -2);
+  luaio_conn_set_proto(c, &socket_proto, s);
+}
+
+luaio_conn *luaio_socket_accept(lua_State *L, luaio_server *server, const luaio_sockopts *o) {
+  luaio_conn *c = luaio_conn_accept(server, sizeof(sock_t));
+  if (c == NULL) return NULL;
+  sock_init(L, c, c->ud);
+  luaio_socket_configure(c, o);
+  luaio_conn_read_start(c);
+  return c;
+}
+
+luaio_conn *luaio_socket_new(lua_State *L, int is_pipe, const luaio_sockopts *o, int *err) {
+  luaio_conn *c = luaio_conn_new(is_pipe, sizeof(sock_t), err);
+  if (c == NULL) return NULL;
+  sock_init(L, c, c->ud);
+  luaio_socket_configure(c, o);
+  return c;
+}
+
+void luaio_socket_configure(luaio_conn *c, const luaio_sockopts *o) {
+  c->in_max = o->read_buffer;
+  c->high_water = o->write_buffer;
+  c->send_timeout = o->send_timeout;
+  SOCK(c)->timeout = o->timeout;
+}
+
+int luaio_socket_adopt(lua_State *L, luaio_conn *c) {
+  sock_t *s = malloc(sizeof *s);
+  if (s == NULL) return UV_ENOMEM;
+  sock_init(L, c, s);
+  s->allocated = 1;
+  luaio_conn_read_start(c);
+  return 0;
+}
+
+luaio_conn *luaio_socket_check(lua_State *L, int arg) {
+  luaio_conn **box = luaio_checkudata(L, arg, socket_mt_ref, "socket");
+  return *box;
+}
+
+void luaio_socket_connecting(luaio_conn *c, int on) {
+  SOCK(c)->connecting = (uint8_t)on;
+  luaio_conn_timeout(c, on ? SOCK(c)->timeout : 0);
+}
+
+/* Wakes a waiting task (by the ready queue: this may run inside another task's call). */
+static void wake(lua_State *L, lua_State **co, int *ref, int err) {
+  lua_State *t = *co;
+  if (t == NULL) return;
+  *co = NULL;
+  luaio_unanchor(*ref);
+  *ref = LUA_NOREF;
+  if (err < 0)
+    luaio_pusherror(L, err);
+  else
+    lua_pushboolean(L, 1);
+  luaio_ready(L, t, err < 0 ? 2 : 1);
+}
+
+/* The socket lets go of its connection: waiting tasks learn why, the userdata is cleared. */
+static void detach(lua_State *L, luaio_conn *c, int err) {
+  sock_t *s = SOCK(c);
+  wake(L, &s->reader, &s->reader_ref, s->timed_out ? UV_ETIMEDOUT : err);
+  wake(L, &s->writer, &s->writer_ref, s->timed_out ? UV_ETIMEDOUT : err);
+  wake(L, &s->shutter, &s->shutter_ref, err);
+  if (s->box != NULL) *s->box = NULL;
+  s->box = NULL;
+  if (s->allocated) free(s);
+  c->ud = NULL;
+}
+
+static void on_close(lua_State *L, luaio_conn *c, int err) {
+  detach(L, c, err == 0 ? UV_ECANCELED : err);
+}
+
+/* Closes gracefully: the queued output is still written, then the connection closes. */
+void luaio_socket_close(lua_State *L, luaio_conn *c) {
+  detach(L, c, UV_ECANCELED);
+  luaio_conn_end(c, 0);
+}
+
+/* --- the deadline --------------------------------------------------------------------------- */
+
+/* Runs while a task waits: restarted by every wait that begins or ends. */
+static void timer_update(luaio_conn *c) {
+  sock_t *s = SOCK(c);
+  luaio_conn_timeout(c, s->reader || s->writer || s->connecting ? s->timeout : 0);
+}
+
+static void on_timeout(lua_State *L, luaio_conn *c) {
+  sock_t *s = SOCK(c);
+  if (s->connecting || s->writer != NULL) { /* a stalled write or connect: the socket goes */
+    s->timed_out = 1;
+    luaio_conn_close(c, UV_ETIMEDOUT);
+    return;
+  }
+  if (s->reader != NULL) {
+    lua_State *co = s->reader;
+    s->reader = NULL;
+    luaio_unanchor(s->reader_ref);
+    s->reader_ref = LUA_NOREF;
+    luaio_resume(co, luaio_pusherror(co, UV_ETIMEDOUT)); /* the socket stays usable */
+  }
+}
+
+/* --- reading ----------------------------------------------------------------------------------- */
+
+/* Pushes n buffered bytes as a string and consumes them and `skip` more. */
+static void take(lua_State *L, luaio_conn *c, size_t n, size_t skip) {
+  lua_pushlstring(L, c->in->data + c->in->off, n);
+  luaio_conn_consume(c, (uint32_t)(n + skip));
+}
+
+/* Pushes what a read in `mode` gets now and returns the number of values, or 0 when it has
+ * to wait (s->mark is updated for the wait). At EOF or after an error, a read that cannot
+ * be satisfied gets nil, err, partial (the bytes that did arrive: nothing is lost). */
+static int try_read(lua_State *L, luaio_conn *c, read_mode mode, uint32_t want) {
+  sock_t *s = SOCK(c);
+  size_t len = c->in ? c->in->len - c->in->off : 0;
+  if (mode == READ_ANY && len > 0) {
+    take(L, c, len, 0);
+    return 1;
+  }
+  if (mode == READ_EXACT && len >= want) {
+    take(L, c, want, 0);
+    return 1;
+  }
+  if (mode == READ_LINE) {
+    uint32_t scanned = s->reader == L ? s->mark : 0;
+    if (len > scanned) {
+      char *start = c->in->data + c->in->off;
+      char *nl = memchr(start + scanned, '\n', len - scanned);
+      if (nl != NULL) {
+        size_t n = (size_t)(nl - start);
+        size_t cr = n > 0 && start[n - 1] == '\r';
+        take(L, c, n - cr, 1 + cr);
+        return 1;
+      }
+      if (len >= c->in_max) {
+        lua_pushnil(L);
+        luaio_newerror(L, UV_ENOBUFS, "ENOBUFS", "line longer than read_buffer_size");
+        return 2;
+      }
+    }
+    want = (uint32_t)len; /* searched so far: the next search starts there */
+  }
+  if (c->read_err == 0) {
+    s->mark = want;
+    return 0;
+  }
+  luaio_pusherror(L, c->read_err);
+  if (len == 0) return 2;
+  take(L, c, len, 0);
+  return 3;
+}
+
+static void on_read(lua_State *L, luaio_conn *c) {
+  (void)L;
+  sock_t *s = SOCK(c);
+  lua_State *co = s->reader;
+  if (co == NULL) return; /* kept for the next read; reading pauses when the buffer is full */
+  int n = try_read(co, c, (read_mode)s->mode, s->mark);
+  if (n == 0) {
+    timer_update(c); /* bytes arrived: the inactivity timeout starts again */
+    return;
+  }
+  s->reader = NULL;
+  luaio_unanchor(s->reader_ref);
+  s->reader_ref = LUA_NOREF;
+  timer_update(c);
+  luaio_resume(co, n);
+}
+
+static int read_generic(lua_State *L, read_mode mode, uint32_t want, const char *what) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  if (c == NULL) return push_closed(L);
+  sock_t *s = SOCK(c);
+  if (s->reader != NULL) return push_busy(L, "another task is already reading this socket");
+  int n = try_read(L, c, mode, want);
+  if (n > 0) return n;
+  luaio_checktask(L, what);
+  luaio_conn_read_start(c);
+  s->reader = L;
+  s->reader_ref = luaio_anchor(L);
+  s->mode = (uint8_t)mode;
+  timer_update(c);
+  return luaio_yield(L);
+}
+
+/* socket:read([n]) -> data | nil, err[, partial]. Without n: whatever has arrived. */
+static int sock_read(lua_State *L) {
+  if (lua_isnoneornil(L, 2)) return read_generic(L, READ_ANY, 0, "read");
+  lua_Integer n = luaL_checkinteger(L, 2);
+  luaL_argcheck(L, n >= 0, 2, "must not be negative");
+  luaL_argcheck(L, n <= UINT32_MAX, 2, "larger than 4 GiB");
+  if (n == 0) {
+    luaio_socket_check(L, 1);
+    lua_pushliteral(L, "");
+    return 1;
+  }
+  return read_generic(L, READ_EXACT, (uint32_t)n, "read");
+}
+
+/* socket:readline() -> line without "\n" or "\r\n" | nil, err[, partial] */
+static int sock_readline(lua_State *L) { return read_generic(L, READ_LINE, 0, "readline"); }
+
+/* --- writing --------------------------------------------------------------------------------------- */
+
+static void on_drain(lua_State *L, luaio_conn *c) {
+  sock_t *s = SOCK(c);
+  if (s->writer == NULL) return;
+  wake(L, &s->writer, &s->writer_ref, 0);
+  timer_update(c);
+}
+
+/* Checks data at arg (a string or an array of at most 64 strings) before anything is
+ * queued, so that a bad piece does not leave half a message behind. */
+static void check_data(lua_State *L, int arg) {
+  if (lua_type(L, arg) == LUA_TSTRING) return;
+  luaL_argcheck(L, lua_type(L, arg) == LUA_TTABLE, arg, "string or array of strings expected");
+  int count = (int)lua_objlen(L, arg);
+  luaL_argcheck(L, count <= MAX_WRITE_PIECES, arg, "more than 64 pieces in one write");
+  for (int i = 1; i <= count; i++) {
+    lua_rawgeti(L, arg, i);
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_argerror(L, arg, "array of strings expected");
+    lua_pop(L, 1);
+  }
+}
+
+/* socket:write(data) -> true | nil, err. data: a string or an array of strings. */
+static int sock_write(lua_State *L) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  check_data(L, 2);
+  if (c == NULL) return push_closed(L);
+  int err = 0;
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    err = luaio_conn_write_lua(c, L, 2);
+  } else {
+    int count = (int)lua_objlen(L, 2);
+    for (int i = 1; i <= count && err == 0; i++) {
+      lua_rawgeti(L, 2, i);
+      err = luaio_conn_write_lua(c, L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  if (err < 0) return luaio_pusherror(L, err);
+  if (!luaio_conn_above_high(c)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  /* Far ahead of the peer: wait until it has taken half. */
+  luaio_conn_flush(c);
+  if (c->write_err) return luaio_pusherror(L, c->write_err);
+  if (!luaio_conn_above_high(c)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  sock_t *s = SOCK(c);
+  if (s->writer != NULL) return push_busy(L, "another task is already waiting to write");
+  luaio_checktask(L, "write");
+  s->writer = L;
+  s->writer_ref = luaio_anchor(L);
+  timer_update(c);
+  return luaio_yield(L);
+}
+
+/* --- shutdown, close, options ------------------------------------------------------------------------ */
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  luaio_conn *c = req->data;
+  free(req);
+  if (c == NULL || c->ud == NULL || c->proto != &socket_proto) return; /* gone meanwhile */
+  sock_t *s = SOCK(c);
+  lua_State *co = s->shutter;
+  if (co == NULL) return;
+  s->shutter = NULL;
+  luaio_unanchor(s->shutter_ref);
+  s->shutter_ref = LUA_NOREF;
+  if (status < 0) {
+    luaio_resume(co, luaio_pusherror(co, status));
+    return;
+  }
+  lua_pushboolean(co, 1);
+  luaio_resume(co, 1);
+}
+
+/* socket:shutdown() -> true | nil, err: half close, after the queued writes are sent. */
+static int sock_shutdown(lua_State *L) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  if (c == NULL) return push_closed(L);
+  sock_t *s = SOCK(c);
+  if (s->shutter != NULL) return push_busy(L, "a shutdown is already under way");
+  luaio_checktask(L, "shutdown");
+  uv_shutdown_t *req = malloc(sizeof *req);
+  if (req == NULL) return luaio_pusherror(L, UV_ENOMEM);
+  req->data = c;
+  int err = luaio_conn_shutdown(c, req, on_shutdown);
+  if (err < 0) {
+    free(req);
+    return luaio_pusherror(L, err);
+  }
+  s->shutter = L;
+  s->shutter_ref = luaio_anchor(L);
+  return luaio_yield(L);
+}
+
+/* socket:close(): what was written is still sent, then the connection closes; unread input
+ * is dropped. Closing twice is harmless. */
+static int sock_close(lua_State *L) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  if (c != NULL) luaio_socket_close(L, c);
+  return 0;
+}
+
+/* socket:setTimeout(ms): waits that see no activity for ms fail with ETIMEDOUT; 0 or
+ * math.huge = never. */
+static int sock_settimeout(lua_State *L) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  lua_Number ms = luaL_checknumber(L, 2);
+  luaL_argcheck(L, ms >= 0, 2, "milliseconds must not be negative");
+  if (c == NULL) return push_closed(L);
+  SOCK(c)->timeout = ms >= 4294967295.0 ? 0 : (uint32_t)ms;
+  if (SOCK(c)->reader || SOCK(c)->writer) timer_update(c);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int sock_address(lua_State *L, int peer) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  if (c == NULL) return push_closed(L);
+  return luaio_conn_push_address(L, c, peer);
+}
+
+static int sock_localaddress(lua_State *L) { return sock_address(L, 0); }
+static int sock_remoteaddress(lua_State *L) { return sock_address(L, 1); }
+
+static int push_result(lua_State *L, int err) {
+  if (err < 0) return luaio_pusherror(L, err);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* socket:setNodelay([enable = true]) -> true | nil, err */
+static int sock_setnodelay(lua_State *L) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  if (c == NULL) return push_closed(L);
+  int enable = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
+  return push_result(L, c->is_pipe ? UV_ENOTSUP : uv_tcp_nodelay(&c->h.tcp, enable));
+}
+
+/* socket:setKeepalive([enable = true][, idle_seconds = 0]) -> true | nil, err */
+static int sock_setkeepalive(lua_State *L) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  if (c == NULL) return push_closed(L);
+  int enable = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
+  lua_Integer idle = luaL_optinteger(L, 3, 0);
+  luaL_argcheck(L, idle >= 0 && idle < 1 << 20, 3, "seconds out of range");
+  return push_result(L, c->is_pipe ? UV_ENOTSUP : luaio_tcp_keepalive(&c->h.tcp, enable, (int)idle));
+}
+
+static int sock_gc(lua_State *L) {
+  luaio_conn **box = lua_touserdata(L, 1);
+  if (*box != NULL) luaio_socket_close(L, *box);
+  return 0;
+}
+
+static int sock_tostring(lua_State *L) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  if (c == NULL)
+    lua_pushliteral(L, "socket (closed)");
+  else
+    lua_pushfstring(L, "socket (%p)", (void *)c);
+  return 1;
+}
+
+static const luaio_conn_proto socket_proto = {on_read, on_drain, on_timeout, on_close};
+
+static const luaL_Reg sock_methods[] = {
+  {"close", sock_close},
+  {"localAddress", sock_localaddress},
+  {"read", sock_read},
+  {"readline", sock_readline},
+  {"remoteAddress", sock_remoteaddress},
+  {"setKeepalive", sock_setkeepalive},
+  {"setNodelay", sock_setnodelay},
+  {"setTimeout", sock_settimeout},
+  {"shutdown", sock_shutdown},
+  {"write", sock_write},
+  {NULL, NULL}};
+
+void luaio_socket_register(lua_State *L) {
+  if (socket_mt_ref != LUA_NOREF) return;
+  luaL_newmetatable(L, "luaio.socket");
+  lua_pushvalue(L, -1);
+  socket_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  luaL_setfuncs(L, sock_methods, 0);
+  lua_getfield(L, -1, "shutdown");
+  lua_setfield(L, -2, "end"); /* the seed's name; `end` is a keyword, so socket["end"]() */
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, sock_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, sock_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+}

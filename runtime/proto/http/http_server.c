@@ -1,0 +1,185 @@
+/*
+ * http_server.c: HTTP servers, the C half of stdlib/http.lua ("luaio.http"): options,
+ * accepting connections, server:close() and what it means for the connections open.
+ *
+ * server:close() stops accepting and drains gracefully: connections still in the kernel's
+ * accept queue are taken and served (their clients did nothing wrong); a response whose
+ * head is not sent yet says Connection: close; an idle connection gets a short grace in
+ * which a request it sends is still answered (with Connection: close), so that a client
+ * whose request crossed our close does not lose it; every connection ends once its
+ * output is written. server:connections() tells when all are done.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "http.h"
+
+#define SERVER_MT "luaio.http.server"
+
+/* Option readers for a table stdlib/http.lua already checked (types, ranges). */
+static lua_Number opt_number(lua_State *L, int opts, const char *name, lua_Number def) {
+  lua_getfield(L, opts, name);
+  lua_Number v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : def;
+  lua_pop(L, 1);
+  return v;
+}
+
+static uint32_t opt_u32(lua_State *L, int opts, const char *name, lua_Number def) {
+  lua_Number v = opt_number(L, opts, name, def);
+  return v >= 4294967295.0 ? UINT32_MAX : v <= 0 ? 0 : (uint32_t)v;
+}
+
+/* Milliseconds; math.huge (or past 2^32 ms) means never, which is 0 here. */
+static uint32_t opt_ms(lua_State *L, int opts, const char *name, lua_Number def) {
+  lua_Number v = opt_number(L, opts, name, def);
+  return v >= 4294967295.0 || v <= 0 ? 0 : (uint32_t)v;
+}
+
+static void server_free(luaio_server *base) {
+  hserver_t *s = (hserver_t *)base;
+  if (s->box != NULL) *s->box = NULL;
+  luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, s->handler_ref);
+  if (s->access_ref != LUA_NOREF) luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, s->access_ref);
+  free(s);
+}
+
+typedef struct {
+  hserver_t *s;
+  int fd;
+} accept_t;
+
+static void accept_one(lua_State *L, void *arg) {
+  (void)L;
+  accept_t *a = arg;
+  http_accept(a->s, &a->s->base.h.stream, a->fd);
+}
+
+static void on_connection(uv_stream_t *listener, int status) {
+  hserver_t *s = listener->data;
+  if (status < 0 || s->base.closing) return;
+  accept_t a = {s, -1};
+  luaio_protect(accept_one, &a, "accept");
+}
+
+/* Takes the connections still waiting in the kernel's accept queue: closing the listener
+ * would reset them. */
+static void drain_backlog(hserver_t *s) {
+  uv_os_fd_t lfd;
+  if (uv_fileno(&s->base.h.handle, &lfd) < 0) return;
+  int fd;
+  while ((fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+    accept_t a = {s, fd};
+    luaio_protect(accept_one, &a, "accept");
+  }
+}
+
+/* C.listen(port, handler, options) -> server | nil, err. options are checked by http.lua. */
+static int http_listen(lua_State *L) {
+  int port = (int)luaL_checkinteger(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  hserver_t *s = calloc(1, sizeof *s);
+  if (s == NULL) return luaio_pusherror(L, UV_ENOMEM);
+  s->base.free = server_free;
+  s->handler_ref = s->access_ref = LUA_NOREF;
+  s->max_header_size = opt_u32(L, 3, "max_header_size", 16384);
+  s->max_headers = opt_u32(L, 3, "max_headers", 100);
+  if (s->max_headers > HTTP_MAX_HEADERS) s->max_headers = HTTP_MAX_HEADERS; /* http.lua refuses more */
+  s->max_url = opt_u32(L, 3, "max_url_length", 8192);
+  s->max_body_size = (uint64_t)opt_number(L, 3, "max_body_size", 1048576);
+  s->max_requests = opt_u32(L, 3, "max_requests", 10000);
+  s->header_timeout = opt_ms(L, 3, "header_timeout", 10000);
+  s->keepalive_timeout = opt_ms(L, 3, "keepalive_timeout", 5000);
+  s->body_timeout = opt_ms(L, 3, "body_timeout", 10000);
+  s->send_timeout = opt_ms(L, 3, "send_timeout", 60000);
+  s->write_buffer = opt_u32(L, 3, "write_buffer_size", 256) * 1024;
+  lua_getfield(L, 3, "server_name");
+  const char *name = lua_isstring(L, -1) ? lua_tostring(L, -1) : lua_isnil(L, -1) ? "luaio" : NULL;
+  if (name != NULL) snprintf(s->server_header, sizeof s->server_header, "Server: %.60s\r\n", name);
+  lua_pop(L, 1);
+  int err = luaio_server_listen(L, &s->base, port, NULL, 3, on_connection);
+  if (err < 0) {
+    if (!s->base.closing) free(s); /* else freed when its handle has closed */
+    return luaio_pusherror(L, err);
+  }
+  void **box = lua_newuserdata(L, sizeof *box);
+  *box = s;
+  s->box = box;
+  luaL_getmetatable(L, SERVER_MT);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 2);
+  s->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_getfield(L, 3, "access_hook");
+  s->access_ref = lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
+  return 1;
+}
+
+static hserver_t *check_server(lua_State *L) {
+  void **box = luaL_checkudata(L, 1, SERVER_MT);
+  return *box;
+}
+
+static int server_address(lua_State *L) {
+  hserver_t *s = check_server(L);
+  return luaio_server_push_address(L, s ? &s->base : NULL);
+}
+
+static int server_connections(lua_State *L) {
+  hserver_t *s = check_server(L);
+  lua_pushinteger(L, s ? s->base.connections : 0);
+  return 1;
+}
+
+/* server:close(): stops accepting; see the top of this file for the connections open. */
+static int server_close(lua_State *L) {
+  hserver_t *s = check_server(L);
+  if (s == NULL || s->closing) return 0;
+  s->closing = 1;
+  luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
+  drain_backlog(s); /* these clients are about to send a request */
+  for (hconn_t *h = s->conns, *next; h != NULL; h = next) {
+    next = h->next; /* h may end, and leave the list, right here */
+    http_conn_closing(h->conn);
+  }
+  luaio_server_close(&s->base);
+  return 0;
+}
+
+static int server_gc(lua_State *L) {
+  void **box = lua_touserdata(L, 1);
+  if (*box != NULL) ((hserver_t *)*box)->box = NULL;
+  return 0;
+}
+
+/* C.init(worker, request_methods): the Lua worker loop and req's methods. */
+static int http_init(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  http_init_workers(L);
+  http_request_register(L, 2);
+  return 0;
+}
+
+static const luaL_Reg server_methods[] = {
+  {"address", server_address}, {"close", server_close}, {"connections", server_connections},
+  {NULL, NULL}};
+static const luaL_Reg http_funcs[] = {
+  {"done", http_done}, {"init", http_init}, {"listen", http_listen}, {"read", http_read},
+  {"request", http_request_table}, {NULL, NULL}};
+
+int luaopen_luaio_http(lua_State *L) {
+  http_response_register(L);
+  luaL_newmetatable(L, SERVER_MT);
+  lua_newtable(L);
+  luaL_setfuncs(L, server_methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, server_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaio_newlib(L, http_funcs);
+  return 1;
+}
