@@ -128,4 +128,137 @@ function helpers.free_port()
   return port
 end
 
+-- --- raw HTTP exchanges (tests/http_adversary_test.lua, tests/http_shutdown_test.lua) ---------
+
+-- helpers.exchange(port, parts[, options]) -> data, ending: connects with luaio's tcp module,
+-- writes parts (a string, or an array of strings and numbers: a number sleeps that many ms
+-- between two writes), then reads until the server closes. ending is "EOF" or the error
+-- that ended the reading ("ECONNRESET", ...), "idle" when the server sent nothing for
+-- options.idle ms (default 2000), "deadline" after options.deadline ms (default 15000).
+-- options.shutdown: half-close (shutdown write) after the last part. options.wait: ms to wait
+-- before reading anything (the server's output piles up meanwhile).
+function helpers.exchange(port, parts, options)
+  local tcp = require "tcp"
+  options = options or {}
+  if type(parts) == "string" then parts = { parts } end
+  local s = assert(tcp.connect(port, "127.0.0.1"))
+  local writer = task.spawn(function()
+    for _, part in ipairs(parts) do
+      if type(part) == "number" then
+        task.sleep(part)
+      elseif not s:write(part) then
+        return
+      end
+    end
+    if options.shutdown then s:shutdown() end
+  end)
+  local got, ending = {}, nil
+  if options.wait then task.sleep(options.wait) end
+  local deadline = task.now() + (options.deadline or 15000)
+  s:setTimeout(options.idle or 2000)
+  while true do
+    local data, err, partial = s:read()
+    if partial and partial ~= "" then got[#got + 1] = partial end
+    if not data then
+      ending = err and err.name == "ETIMEDOUT" and "idle" or (err and err.name or "EOF")
+      break
+    end
+    got[#got + 1] = data
+    if task.now() > deadline then ending = "deadline" break end
+  end
+  s:close()
+  writer:join(1000)
+  return table.concat(got), ending
+end
+
+-- True when an exchange ended because the server closed the connection.
+function helpers.closed(ending)
+  return ending == "EOF" or ending == "ECONNRESET" or ending == "EPIPE"
+end
+
+-- helpers.parse_responses(data[, methods]) -> responses, rest: splits the bytes a server sent
+-- into HTTP/1.1 responses, strictly by their framing. Each response is {status, reason, head,
+-- headers (lower-case names; count[name] = times seen), body, complete, framing = "length" |
+-- "chunked" | "close" | "none"}. methods[i] == "HEAD" makes the i-th final response bodiless.
+-- rest: the bytes after the last response that do not start a response head (a desync), or
+-- the unfinished tail of an incomplete one.
+function helpers.parse_responses(data, methods)
+  local list, pos, final = {}, 1, 0
+  while pos <= #data do
+    local head_end = data:find("\r\n\r\n", pos, true)
+    if not head_end then break end
+    local head = data:sub(pos, head_end + 3)
+    local status, reason = head:match("^HTTP/1%.[01] (%d%d%d) ?([^\r\n]*)\r\n")
+    if not status then break end
+    local r = { status = tonumber(status), reason = reason, head = head, headers = {}, count = {} }
+    local first = true
+    for line in head:gmatch("([^\r\n]*)\r\n") do
+      if first then
+        first = false
+      elseif line ~= "" then
+        local name, value = line:match("^([^:]+):[ \t]*(.-)[ \t]*$")
+        if name then
+          name = name:lower()
+          r.headers[name] = value
+          r.count[name] = (r.count[name] or 0) + 1
+        end
+      end
+    end
+    local p = head_end + 4
+    local te, cl = r.headers["transfer-encoding"], r.headers["content-length"]
+    if r.status >= 100 and r.status < 200 then
+      r.framing, r.body, r.complete = "none", "", true
+    else
+      final = final + 1
+      if (methods and methods[final] == "HEAD") or r.status == 204 or r.status == 304 then
+        r.framing, r.body, r.complete = "none", "", true
+      elseif te and te:lower():find("chunked") then
+        r.framing = "chunked"
+        local parts = {}
+        while true do
+          local eol = data:find("\r\n", p, true)
+          local size = eol and tonumber(data:sub(p, eol - 1):match("^(%x+)"), 16)
+          if not size then break end
+          if size == 0 then
+            local trailer_end = data:find("\r\n", eol + 2, true)
+            if trailer_end == eol + 2 then r.complete, p = true, trailer_end + 2 end
+            break
+          end
+          if #data < eol + 2 + size + 1 or data:sub(eol + 2 + size, eol + 3 + size) ~= "\r\n" then
+            parts[#parts + 1] = data:sub(eol + 2, eol + 1 + size)
+            p = #data + 1
+            break
+          end
+          parts[#parts + 1] = data:sub(eol + 2, eol + 1 + size)
+          p = eol + 4 + size
+        end
+        r.body = table.concat(parts)
+        if not r.complete then p = #data + 1 end
+      elseif cl then
+        r.framing = "length"
+        local n = tonumber(cl:match("^%d+$"))
+        r.body = data:sub(p, p + (n or 0) - 1)
+        r.complete = n ~= nil and #r.body == n
+        p = p + #r.body
+      else
+        r.framing, r.body, r.complete = "close", data:sub(p), true
+        p = #data + 1
+      end
+    end
+    list[#list + 1] = r
+    pos = p
+    if not r.complete then break end
+  end
+  return list, data:sub(pos)
+end
+
+-- helpers.rss_kb(pid) -> the resident memory of a process in KiB, or nil once it is gone.
+function helpers.rss_kb(pid)
+  local f = io.open("/proc/" .. pid .. "/status")
+  if not f then return nil end
+  local text = f:read("*a")
+  f:close()
+  return tonumber(text:match("VmRSS:%s+(%d+)"))
+end
+
 return helpers
