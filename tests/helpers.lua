@@ -213,7 +213,7 @@ function helpers.parse_responses(data, methods)
       if (methods and methods[final] == "HEAD") or r.status == 204 or r.status == 304 then
         r.framing, r.body, r.complete = "none", "", true
       elseif te and te:lower():find("chunked") then
-        r.framing = "chunked"
+        r.framing, r.complete = "chunked", false
         local parts = {}
         while true do
           local eol = data:find("\r\n", p, true)

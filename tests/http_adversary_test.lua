@@ -559,7 +559,7 @@ test.case("the server's own error responses (400, 408, 413, 414, 431, 501) carry
     [413] = "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n",
     [414] = "GET /" .. ("a"):rep(200) .. " HTTP/1.1\r\nHost: a\r\n\r\n",
     [431] = "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " .. ("b"):rep(3000) .. "\r\n\r\n",
-    [501] = "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+    [501] = "POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
   }
   for status, shape in pairs(shapes) do
     local data = helpers.exchange(port, shape, { idle = 3000 })

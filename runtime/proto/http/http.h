@@ -57,7 +57,7 @@ struct hconn_s {
   uint64_t body_left;  /* length-framed: bytes of the body not yet taken */
   uint64_t body_taken; /* bytes given to the handler, or discarded */
   uint16_t body_status; /* 400, 408 or 413 once the body is broken: the answer says so */
-  uint8_t state, body_kind, body_done, expect_continue;
+  uint8_t state, body_kind, body_end, expect_continue;
 };
 
 /* The response (a Lua userdata; its environment is the request table). */
@@ -77,6 +77,8 @@ struct hres_s {
 };
 
 #define HCONN(c) ((hconn_t *)(c)->ud)
+/* body_end: no more body bytes will arrive; consumed: and none wait to be taken either. */
+#define BODY_CONSUMED(h) ((h)->body_end && (h)->ready == 0)
 
 /* http_conn.c */
 extern const luaio_conn_proto http_proto;

@@ -155,7 +155,7 @@ int http_start_request(lua_State *L, luaio_conn *c) {
   /* The body's framing state is the connection's, from here until the body is consumed. */
   h->body_kind = (uint8_t)f.body;
   h->body_left = f.body == LHTTP_BODY_LENGTH ? f.content_length : 0;
-  h->body_done = f.body == LHTTP_BODY_NONE || (f.body == LHTTP_BODY_LENGTH && f.content_length == 0);
+  h->body_end = f.body == LHTTP_BODY_NONE || (f.body == LHTTP_BODY_LENGTH && f.content_length == 0);
   h->body_taken = 0;
   h->body_status = 0;
   h->ready = 0;
@@ -222,7 +222,7 @@ static void advance(lua_State *L, luaio_conn *c) {
 static int next_request(lua_State *L, luaio_conn *c) {
   hconn_t *h = HCONN(c);
   if (h->state == H_CLOSED || c->closing) return 0;
-  if (!h->body_done) {
+  if (!BODY_CONSUMED(h)) {
     int done = http_body_discard(c);
     if (done < 0) {
       http_conn_end(c);
@@ -250,7 +250,7 @@ static int next_request(lua_State *L, luaio_conn *c) {
 static int reusable(luaio_conn *c, hres_t *r) {
   hconn_t *h = HCONN(c);
   if (!r->keep_alive || r->aborted || c->write_err) return 0;
-  if (h->body_done) return 1;
+  if (BODY_CONSUMED(h)) return 1;
   /* A body nobody read: worth reading and dropping only when it is small, and only when
    * the client was not left waiting for a 100 Continue it will never get. */
   if (h->expect_continue) return 0;

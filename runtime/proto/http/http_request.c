@@ -172,6 +172,12 @@ static int req_index(lua_State *L) {
       push_headers(L, c->in->data + c->in->kept, HCONN(c)->head_len);
     else
       push_headers(L, "", 0);
+    lua_pushliteral(L, "host"); /* an absolute-form target's authority replaces Host */
+    lua_rawget(L, 1);
+    if (lua_isstring(L, -1))
+      lua_setfield(L, -2, "host");
+    else
+      lua_pop(L, 1);
   } else if (strcmp(key, "query") == 0) {
     lua_getfield(L, 1, "url");
     size_t len;
@@ -223,14 +229,14 @@ int64_t http_body_ready(luaio_conn *c) {
   size_t buffered = in ? in->len - in->off : 0;
   if (h->body_kind == LHTTP_BODY_LENGTH)
     return (int64_t)(buffered < h->body_left ? buffered : h->body_left);
-  if (h->ready > 0 || h->body_done || buffered == 0) return h->ready;
+  if (h->ready > 0 || h->body_end || buffered == 0) return h->ready;
   size_t fresh = buffered;
   ssize_t rest = lhttp_decode_chunked(&h->dec, in->data + in->off, &fresh);
   if (rest == LHTTP_ERROR) return -1;
   h->ready = (uint32_t)fresh;
   if (rest >= 0) { /* complete: the decoder moved what follows (the next request) right
                     * behind the data */
-    h->body_done = 1;
+    h->body_end = 1;
     in->len = in->off + (uint32_t)fresh + (uint32_t)rest;
   } else {
     in->len = in->off + (uint32_t)fresh;
@@ -245,7 +251,7 @@ static void body_take(lua_State *L, luaio_conn *c, size_t n) {
   h->body_taken += n;
   if (h->body_kind == LHTTP_BODY_LENGTH) {
     h->body_left -= n;
-    if (h->body_left == 0) h->body_done = 1;
+    if (h->body_left == 0) h->body_end = 1;
   } else {
     h->ready -= (uint32_t)n;
   }
@@ -254,10 +260,10 @@ static void body_take(lua_State *L, luaio_conn *c, size_t n) {
 
 int http_body_discard(luaio_conn *c) {
   for (;;) {
-    if (HCONN(c)->body_done) return 1;
+    if (BODY_CONSUMED(HCONN(c))) return 1;
     int64_t ready = http_body_ready(c);
     if (ready < 0) return -1;
-    if (ready == 0) return HCONN(c)->body_done;
+    if (ready == 0) return BODY_CONSUMED(HCONN(c));
     body_take(NULL, c, (size_t)ready);
   }
 }
@@ -294,7 +300,7 @@ int http_read(lua_State *L) {
     body_take(L, c, n);
     return 1;
   }
-  if (h->body_done) return 0; /* nothing: the body is over */
+  if (h->body_end) return 0; /* nothing: the body is over */
   if (c->read_err) return body_error(L, h, 400, "the client closed the connection mid-body");
   if (h->expect_continue && !r->head_sent) { /* the client waits for our go-ahead */
     h->expect_continue = 0;

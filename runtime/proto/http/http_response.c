@@ -515,7 +515,7 @@ static int res_upgrade(lua_State *L) {
   if (c == NULL) return luaio_pusherror(L, UV_ENOTCONN);
   if (r->head_sent) return luaL_error(L, "upgrade: headers already sent");
   hconn_t *h = HCONN(c);
-  if (!h->body_done) return luaL_error(L, "upgrade: the request has a body still to read");
+  if (!BODY_CONSUMED(h)) return luaL_error(L, "upgrade: the request has a body still to read");
   r->status = 101;
   r->keep_alive = 1;
   send_head(r, c, 0);
