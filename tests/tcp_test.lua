@@ -348,6 +348,22 @@ io.stdout:flush()
   test.match(log, "server.lua:4: handler exploded")
 end)
 
+test.case("a handler that raises has its socket closed: the client reads EOF, not a timeout", function()
+  local _, port = serve_here(function(socket)
+    socket:readline()
+    socket:write("before the error\n")
+    local nothing
+    return nothing.field -- raises, several frames below the task's own function
+  end)
+  local s = assert(tcp.connect(port, { timeout = 5000 }))
+  s:write("hi\n")
+  test.eq(s:readline(), "before the error", "what the handler wrote before raising is still sent")
+  local data, err = s:read()
+  test.eq(data, nil)
+  test.eq(err.name, "EOF", "the socket was closed when the handler raised")
+  s:close()
+end)
+
 test.case("port 0 picks a free port; connections() counts; close() stops accepting only", function()
   local release = false
   local server, port = serve_here(function(socket)

@@ -68,10 +68,11 @@ void luaio_ready(lua_State *L, lua_State *co, int nargs);
  * state. The task runs until its first wait; an uncaught error is reported, not raised. */
 void luaio_spawn(lua_State *L, int nargs);
 /* luaio_spawn, plus a hook called when the task ends (returns or raises): on L's stack a
- * value for the hook, then fn and its nargs arguments. The hook gets the finished coroutine
- * and the stack index of that value. It costs no allocation, which matters per connection. */
+ * value for the hook (a userdata: the hook gets its address), then fn and its nargs
+ * arguments. The value stays on the task's stack, alive, until the hook has run. It costs
+ * no allocation beyond a slot in a table, which matters per connection. */
 typedef struct {
-  void (*done)(lua_State *co, int value);
+  void (*done)(lua_State *co, void *data);
 } luaio_hook;
 void luaio_spawn_with(lua_State *L, int nargs, const luaio_hook *hook);
 /* Runs fn (at the top of L's stack, popped) as the main task; its failure exits with 1. */

@@ -173,8 +173,8 @@ static void tserver_free(luaio_server *base) {
 }
 
 /* When a connection's task ends, its socket closes (the handler may have closed it). */
-static void serve_done(lua_State *co, int value) {
-  luaio_conn **box = lua_touserdata(co, value);
+static void serve_done(lua_State *co, void *data) {
+  luaio_conn **box = data;
   if (*box != NULL) luaio_socket_close(co, *box);
 }
 
