@@ -230,12 +230,20 @@ function http.shutdown(timeout)
   end
 end
 
+-- SIGTERM runs every handler (process.on adds). Ours drains; then, as in node, the process
+-- exits only when the app has no SIGTERM handler of its own: an app that handles SIGTERM
+-- decides when it ends (its handler calls process.exit, or the process ends once nothing is
+-- left to do, the servers being closed).
+local function sigterm_exit(process)
+  if require("luaio.signal").count("SIGTERM") <= 1 then process.exit(0) end
+end
+
 local function install_sigterm(timeout)
   if on_sigterm then return end
   local process = require "process"
   on_sigterm = function()
     http.shutdown(timeout)
-    process.exit(0)
+    sigterm_exit(process)
   end
   process.on("SIGTERM", on_sigterm)
 end
@@ -292,7 +300,7 @@ local function start_workers(port, count)
     for _, pid in ipairs(pids) do process.wait(pid, 10000) end
   end
   if not on_sigterm then
-    on_sigterm = function() group.close() process.exit(0) end
+    on_sigterm = function() group.close() sigterm_exit(process) end
     process.on("SIGTERM", on_sigterm)
   end
   return group

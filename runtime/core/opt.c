@@ -20,7 +20,8 @@
 #define MS_WANTED "non-negative number of milliseconds (or math.huge)"
 #define MS_EXPECTED MS_WANTED " expected"
 
-/* What the value at idx is, for "got ...": a number as written, else its type. */
+/* What the value at idx is, for "got ...": a number as written, else its type. Only for
+ * values where a number is expected (a wrong type reads as its type). */
 static const char *got(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TNUMBER) return lua_pushfstring(L, "%f", lua_tonumber(L, idx));
   return luaL_typename(L, idx);
@@ -66,14 +67,16 @@ static int absindex(lua_State *L, int idx) {
   return idx > 0 || idx <= LUA_REGISTRYINDEX ? idx : lua_gettop(L) + idx + 1;
 }
 
-static int option_error(lua_State *L, int opts, const char *name, const char *expected) {
-  return luaL_argerror(L, opts, lua_pushfstring(L, "option '%s': %s expected, got %s", name, expected, got(L, -1)));
+/* The option's value is at the top of the stack. */
+static int option_error(lua_State *L, int opts, const char *name, const char *expected, int numeric) {
+  const char *g = numeric ? got(L, -1) : luaL_typename(L, -1);
+  return luaL_argerror(L, opts, lua_pushfstring(L, "option '%s': %s expected, got %s", name, expected, g));
 }
 
 uint64_t luaio_opt_ms(lua_State *L, int opts, const char *name, uint64_t def) {
   opts = absindex(L, opts);
   uint64_t ms = def;
-  if (get_option(L, opts, name) != LUA_TNIL && !to_ms(L, -1, &ms)) option_error(L, opts, name, MS_WANTED);
+  if (get_option(L, opts, name) != LUA_TNIL && !to_ms(L, -1, &ms)) option_error(L, opts, name, MS_WANTED, 1);
   lua_pop(L, 1);
   return ms;
 }
@@ -87,7 +90,7 @@ uint64_t luaio_opt_uint(lua_State *L, int opts, const char *name, uint64_t def, 
     if (!(x >= (double)min && x <= (double)max && x == floor(x))) {
       const char *expected = lua_pushfstring(L, "integer from %f to %f", (double)min, (double)max);
       lua_insert(L, -2); /* the option's value stays on top, for "got" */
-      option_error(L, opts, name, expected);
+      option_error(L, opts, name, expected, 1);
     }
     v = (uint64_t)x;
   }
@@ -106,7 +109,7 @@ int luaio_opt_bool(lua_State *L, int opts, const char *name, int def) {
   if (t == LUA_TBOOLEAN)
     v = lua_toboolean(L, -1);
   else if (t != LUA_TNIL)
-    option_error(L, opts, name, "boolean");
+    option_error(L, opts, name, "boolean", 0);
   lua_pop(L, 1);
   return v;
 }

@@ -39,20 +39,18 @@ function options.argerror(argn, fname, message, level)
 end
 local argerror = options.argerror
 
--- How a value reads in "got ...": a number as written, a string 'quoted' where a string
--- was expected (a bad enumeration value), anything else by its type (as the C readers do).
-local function show(v, quote)
-  if type(v) == "number" then return tostring(v) end
-  if type(v) == "string" and quote then return "'" .. v .. "'" end
-  return type(v)
-end
-
-local function takes_string(kind)
-  if kind == "string" then return true end
+-- How a value reads in "got ...": its type when the type is wrong; when only the value is,
+-- a number as written or a string 'quoted' (as the C readers do).
+local NUMERIC = { number = true, integer = true, ms = true }
+local function show(v, kind)
+  local t = type(v)
+  local right = kind == t or (t == "number" and NUMERIC[kind])
   if type(kind) == "table" then
-    for _, k in ipairs(kind) do if k == "string" then return true end end
+    for _, k in ipairs(kind) do right = right or k == t end
   end
-  return false
+  if right and t == "number" then return tostring(v) end
+  if right and t == "string" then return "'" .. v .. "'" end
+  return t
 end
 
 -- options.ms(value, argn, fname[, level = 2]) -> value (math.huge for forever), or raises
@@ -60,7 +58,7 @@ end
 -- expected, got -1)".
 function options.ms(value, argn, fname, level)
   local ms, wanted = C.ms(value)
-  if not ms then argerror(argn, fname, wanted .. " expected, got " .. show(value), (level or 2) + 1) end
+  if not ms then argerror(argn, fname, wanted .. " expected, got " .. show(value, "ms"), (level or 2) + 1) end
   return ms
 end
 
@@ -121,8 +119,7 @@ function options.check(opts, spec, argn, fname, level)
     local wrong, checked = problem(rule, value)
     if not wrong and rule.check then wrong = rule.check(value) end
     if wrong then
-      argerror(argn, fname, ("option '%s': %s expected, got %s"):format(name, wrong,
-        show(value, takes_string(rule[1]))), level)
+      argerror(argn, fname, ("option '%s': %s expected, got %s"):format(name, wrong, show(value, rule[1])), level)
     end
     copy[name] = checked
   end
