@@ -217,10 +217,11 @@ local on_sigterm -- installed once, by the first server
 -- the time ran out. Stops accepting, closes idle keep-alive connections at once and the others
 -- after their current response.
 function http.shutdown(timeout)
+  timeout = timeout == nil and 10000 or require("luaio.options").ms(timeout, 1, "shutdown")
   local list = servers
   servers = {}
   for _, server in ipairs(list) do server:close() end
-  local deadline = task.now() + (timeout or 10000)
+  local deadline = task.now() + timeout
   while true do
     local busy = 0
     for _, server in ipairs(list) do busy = busy + server:connections() end

@@ -142,7 +142,7 @@ function Logger:flush(timeout)
   local deadline = timeout and task.now() + options.ms(timeout, 1, "flush")
   while self.sink:pending() > 0 do
     if deadline and task.now() > deadline then
-      return nil, E.new("ETIMEDOUT", "lines still unwritten after the timeout")
+      return nil, E.new("ETIMEDOUT", "timed out")
     end
     task.sleep(1)
   end

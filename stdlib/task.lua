@@ -69,7 +69,7 @@ function Task:join(timeout)
       for i = #waiters, 1, -1 do
         if waiters[i] == me then table.remove(waiters, i) end
       end
-      return nil, E.new("ETIMEDOUT", "the task did not end within the timeout")
+      return nil, E.new("ETIMEDOUT", "timed out")
     end
   end
   local r = self.results
