@@ -178,7 +178,10 @@ static void usage(FILE *out) {
           "  luaio PATH.lua [args...]           the same\n"
           "  luaio build APPDIR [-o OUT] [--strip] [--level N]\n"
           "                                     make one executable holding the app\n"
-          "  luaio test [PATH...]               run *_test.lua files (default: tests/)\n"
+          "  luaio test [--filter TEXT] [PATH...]\n"
+          "                                     run *_test.lua files (default: tests/); with\n"
+          "                                     --filter, only the cases whose \"FILE CASE-NAME\"\n"
+          "                                     contains TEXT\n"
           "  luaio version                      versions of luaio and its libraries\n"
           "  luaio help                         this text\n",
           LUAIO_VERSION);
