@@ -92,3 +92,18 @@ test.case("the runtime is a static, stripped executable of at most 1.3 MB", func
   local size = tonumber((test.sh("stat -L -c %s " .. luaio)))
   test.ok(size <= 1.3e6, "size " .. size .. " <= 1.3 MB")
 end)
+
+test.case("README's first command builds into a git-ignored place and runs", function()
+  local readme = assert(io.open("README.md")):read("*a")
+  local app, exe = readme:match("\n    %./build%.sh && out/luaio build (%S+) %-o (%S+) && (%S+)\n")
+  test.ok(app, "README's first command is ./build.sh && out/luaio build APP -o OUT && OUT")
+  local ran = readme:match("\n    %./build%.sh && out/luaio build %S+ %-o %S+ && (%S+)\n")
+  test.eq(ran == exe or ran == "./" .. exe, true, "it runs what it built: " .. ran)
+  if select(2, test.sh("git rev-parse --is-inside-work-tree")) ~= 0 then test.skip("not a git checkout") end
+  local existed = select(2, test.sh("test -e " .. q(exe))) == 0
+  test.cleanup(function() if not existed then os.remove(exe) end end)
+  local out, status = test.sh(luaio .. " build " .. q(app) .. " -o " .. q(exe))
+  test.eq(status, 0, out)
+  test.match((test.sh(q(exe:find("/") and exe or "./" .. exe))), "^hello")
+  test.eq((test.sh("git status --porcelain --untracked-files=all -- " .. q(exe))), "", "nothing untracked")
+end)
