@@ -19,7 +19,8 @@
 -- math.huge for forever. Its rules are runtime/core/opt.c's (luaio_checkms), the same for C.
 --
 -- Every error is raised at the level of the caller of the function that called check (level
--- 3 from here; pass another when check is called from a helper), worded as the C readers
+-- 3 from here; pass another when check is called from a helper; and do not tail-call it:
+-- `return options.check(...)` drops the frame the level counts), worded as the C readers
 -- word theirs: "bad argument #2 to 'listen' (unknown option 'timout')", "(option 'backlog':
 -- integer from 1 to 65535 expected, got 0)", "(option 'timeout': non-negative number of
 -- milliseconds (or math.huge) expected, got -1)".
