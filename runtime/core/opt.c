@@ -27,22 +27,24 @@ static const char *got(lua_State *L, int idx) {
   return luaL_typename(L, idx);
 }
 
-/* Sets *ms from the value at idx; returns 1, or 0 when it is not a duration. */
-static int to_ms(lua_State *L, int idx, uint64_t *ms) {
-  if (lua_type(L, idx) != LUA_TNUMBER) return 0;
+/* Never a duration's value: doubles below 2^64 are multiples of 2048 from 2^53 on, so ceil
+ * never gives 2^64 - 2. */
+#define NOT_MS (UINT64_MAX - 1)
+
+/* The duration at idx in ms (LUAIO_FOREVER for forever), or NOT_MS when it is none. Returns
+ * its result rather than through a pointer: its callers raise, and a raising frame must
+ * hold no local whose address is taken (see docs/internals.md, ASan). */
+static uint64_t to_ms(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TNUMBER) return NOT_MS;
   double v = lua_tonumber(L, idx);
-  if (!(v >= 0)) return 0; /* negative or NaN */
-  if (v >= 18446744073709551616.0) { /* 2^64, and math.huge */
-    *ms = LUAIO_FOREVER;
-    return 1;
-  }
-  *ms = (uint64_t)ceil(v); /* below 2^64 a double is exact past 2^53, so ceil stays below */
-  return 1;
+  if (!(v >= 0)) return NOT_MS;                          /* negative or NaN */
+  if (v >= 18446744073709551616.0) return LUAIO_FOREVER; /* 2^64 and more, math.huge */
+  return (uint64_t)ceil(v);
 }
 
 uint64_t luaio_checkms(lua_State *L, int arg, const char *what) {
-  uint64_t ms = 0;
-  if (!to_ms(L, arg, &ms)) {
+  uint64_t ms = to_ms(L, arg);
+  if (ms == NOT_MS) {
     const char *g = got(L, arg);
     luaL_argerror(L, arg,
                   what ? lua_pushfstring(L, "%s: " MS_EXPECTED ", got %s", what, g)
@@ -76,7 +78,8 @@ static int option_error(lua_State *L, int opts, const char *name, const char *ex
 uint64_t luaio_opt_ms(lua_State *L, int opts, const char *name, uint64_t def) {
   opts = absindex(L, opts);
   uint64_t ms = def;
-  if (get_option(L, opts, name) != LUA_TNIL && !to_ms(L, -1, &ms)) option_error(L, opts, name, MS_WANTED, 1);
+  if (get_option(L, opts, name) != LUA_TNIL && (ms = to_ms(L, -1)) == NOT_MS)
+    option_error(L, opts, name, MS_WANTED, 1);
   lua_pop(L, 1);
   return ms;
 }
@@ -119,8 +122,8 @@ int luaio_opt_bool(lua_State *L, int opts, const char *name, int def) {
 /* opt.ms(value) -> value (math.huge for forever) | nil, what a duration is. Never raises:
  * the Lua side raises at its caller's level, naming the caller's argument. */
 static int opt_ms(lua_State *L) {
-  uint64_t ms = 0;
-  if (!to_ms(L, 1, &ms)) {
+  uint64_t ms = to_ms(L, 1);
+  if (ms == NOT_MS) {
     lua_pushnil(L);
     lua_pushliteral(L, MS_WANTED);
     return 2;
