@@ -10,34 +10,53 @@ local archive = require "luaio.archive"
 local build = {}
 
 local USAGE = "usage: luaio build APPDIR [-o OUT] [--strip] [--level N]"
+local MAX_LEVEL = 22 -- ZSTD_maxCLevel(); 20 and up ("ultra") take more memory to compress
 
 local function fail(fmt, ...)
   io.stderr:write("luaio build: ", fmt:format(...), "\n")
   os.exit(1)
 end
 
+-- A misuse of the command line: one line saying what is wrong, then the usage; status 2.
 local function usage_error(fmt, ...)
   io.stderr:write("luaio build: ", fmt:format(...), "\n", USAGE, "\n")
   os.exit(2)
 end
 
+-- The value after option a: present, not another option, not empty, and given only once.
+local function value_of(args, i, a, what, seen)
+  local v = args[i + 1]
+  if v == nil or v == "" or (v:sub(1, 1) == "-" and v ~= "-") then usage_error("%s needs %s", a, what) end
+  if seen[a] then usage_error("%s given twice", a) end
+  seen[a] = true
+  return v
+end
+
 local function parse_args(args)
   local opts = { level = 19 }
+  local seen = {}
   local i = 1
   while i <= #args do
     local a = args[i]
     if a == "-o" or a == "--output" then
-      opts.out = args[i + 1] or usage_error("%s needs a path", a)
+      opts.out = value_of(args, i, "-o", "a path", seen)
       i = i + 1
     elseif a == "--strip" then
       opts.strip = true
     elseif a == "--level" then
-      opts.level = tonumber(args[i + 1]) or usage_error("--level needs a number (1-19)")
+      local v = value_of(args, i, a, ("a level from 1 to %d"):format(MAX_LEVEL), seen)
+      local n = tonumber(v)
+      if not n or n ~= math.floor(n) or n < 1 or n > MAX_LEVEL then
+        usage_error("--level must be a whole number from 1 to %d, got '%s'", MAX_LEVEL, v)
+      end
+      opts.level = n
       i = i + 1
     elseif a:sub(1, 1) == "-" then
       usage_error("unknown option '%s'", a)
     elseif opts.appdir then
       usage_error("one APPDIR only (got '%s' and '%s')", opts.appdir, a)
+    elseif a == "" then
+      usage_error("APPDIR must not be empty")
     else
       opts.appdir = a
     end

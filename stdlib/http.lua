@@ -227,10 +227,11 @@ local on_sigterm -- installed once, by the first server
 -- the time ran out. Stops accepting, closes idle keep-alive connections at once and the others
 -- after their current response.
 function http.shutdown(timeout)
+  timeout = timeout == nil and 10000 or require("luaio.options").ms(timeout, 1, "shutdown")
   local list = servers
   servers = {}
   for _, server in ipairs(list) do server:close() end
-  local deadline = task.now() + (timeout or 10000)
+  local deadline = task.now() + timeout
   while true do
     local busy = 0
     for _, server in ipairs(list) do busy = busy + server:connections() end
@@ -240,12 +241,20 @@ function http.shutdown(timeout)
   end
 end
 
+-- SIGTERM runs every handler (process.on adds). Ours drains; then, as in node, the process
+-- exits only when the app has no SIGTERM handler of its own: an app that handles SIGTERM
+-- decides when it ends (its handler calls process.exit, or the process ends once nothing is
+-- left to do, the servers being closed).
+local function sigterm_exit(process)
+  if require("luaio.signal").count("SIGTERM") <= 1 then process.exit(0) end
+end
+
 local function install_sigterm(timeout)
   if on_sigterm then return end
   local process = require "process"
   on_sigterm = function()
     http.shutdown(timeout)
-    process.exit(0)
+    sigterm_exit(process)
   end
   process.on("SIGTERM", on_sigterm)
 end
@@ -304,7 +313,7 @@ local function start_workers(port, count)
     for _, pid in ipairs(pids) do process.wait(pid, 10000) end
   end
   if not on_sigterm then
-    on_sigterm = function() group.close() process.exit(0) end
+    on_sigterm = function() group.close() sigterm_exit(process) end
     process.on("SIGTERM", on_sigterm)
   end
   return group

@@ -13,14 +13,22 @@
 -- level, on the main thread. What is buffered is written at exit, however the process
 -- exits normally (end of work, os.exit, process.exit, an error in the main task).
 local C = require "luaio.log"
+local E = require "luaio.error"
+local options = require "luaio.options"
 
-local floor, pairs, setmetatable, tostring, type = math.floor, pairs, setmetatable, tostring, type
+local pairs, setmetatable, type = pairs, setmetatable, type
 
 local log = {}
 
 local LEVELS = { debug = 0, info = 1, warn = 2, error = 3 }
-local FORMATS = { text = true, json = true, combined = true, common = true }
-local OPTIONS = { level = "string", output = "string", format = "string", buffer_size = "number" }
+local LEVEL_NAMES = { "debug", "info", "warn", "error" }
+-- No defaults here: configure changes only what it is given; make() fills in the rest.
+local OPTIONS = {
+  level = { "string", values = LEVEL_NAMES },
+  output = { "string", check = function(v) if v == "" then return "non-empty string" end end },
+  format = { "string", values = { "text", "json", "combined", "common" } },
+  buffer_size = { "integer", min = 1 },
+}
 local DEFAULT_BUFFER = 4 * 1024 * 1024
 
 local Logger = {}
@@ -31,7 +39,7 @@ local file_loggers = setmetatable({}, { __mode = "k" })
 local signal_wired = false
 
 local function argerror(argn, fname, message)
-  error(("bad argument #%d to '%s' (%s)"):format(argn, fname, message), 3)
+  options.argerror(argn, fname, message, 3)
 end
 
 local function check_level(level, fname, argn)
@@ -40,31 +48,6 @@ local function check_level(level, fname, argn)
       (type(level) == "string" and ("'" .. level .. "'") or type(level)))
   end
   return LEVELS[level]
-end
-
--- Returns a copy of options, every option checked (an unknown name is a typo: it raises).
-local function check_options(options, fname)
-  if options == nil then return {} end
-  if type(options) ~= "table" then argerror(1, fname, "table expected, got " .. type(options)) end
-  local copy = {}
-  for name, value in pairs(options) do
-    local want = OPTIONS[name]
-    if want == nil then argerror(1, fname, "unknown option '" .. tostring(name) .. "'") end
-    if type(value) ~= want then
-      argerror(1, fname, ("option '%s': %s expected, got %s"):format(name, want, type(value)))
-    end
-    copy[name] = value
-  end
-  if copy.level then check_level(copy.level, fname, 1) end
-  if copy.format and not FORMATS[copy.format] then
-    argerror(1, fname, "option 'format': 'text', 'json', 'combined' or 'common' expected, got '" ..
-      copy.format .. "'")
-  end
-  if copy.buffer_size and (copy.buffer_size < 1 or copy.buffer_size ~= floor(copy.buffer_size)) then
-    argerror(1, fname, "option 'buffer_size' must be a positive integer")
-  end
-  if copy.output == "" then argerror(1, fname, "option 'output' must not be empty") end
-  return copy
 end
 
 -- Rotation: every file logger closes its file and opens the path again.
@@ -99,8 +82,8 @@ end
 -- "stdout" or a file path, appended to), format ("text", "json"; "combined" and "common"
 -- are text too and pick the access-line format), buffer_size (bytes buffered before lines
 -- are dropped, 4 MiB).
-function log.new(options)
-  return make(check_options(options, "new"))
+function log.new(opts)
+  return make(options.check(opts, OPTIONS, 1, "new"))
 end
 
 -- logger:debug/info/warn/error(msg[, fields]) -> true, or false when below the level or
@@ -152,13 +135,15 @@ function Logger:stats()
   return self.sink:stats()
 end
 
--- logger:flush([timeout_ms]) -> true | nil, "timeout": waits (in a task) until every line
--- logged so far is written. Logging never needs it; tests and shutdown code may.
+-- logger:flush([timeout_ms]) -> true | nil, err (ETIMEDOUT): waits (in a task) until every
+-- line logged so far is written. Logging never needs it; tests and shutdown code may.
 function Logger:flush(timeout)
   local task = require "task"
-  local deadline = timeout and task.now() + timeout
+  local deadline = timeout and task.now() + options.ms(timeout, 1, "flush")
   while self.sink:pending() > 0 do
-    if deadline and task.now() > deadline then return nil, "timeout" end
+    if deadline and task.now() > deadline then
+      return nil, E.new("ETIMEDOUT", "timed out")
+    end
     task.sleep(1)
   end
   return true
@@ -206,8 +191,8 @@ function log.getLevel() return get_default().options.level end
 -- log.configure(options) -> true | nil, err: changes the default logger (same options as
 -- log.new; those not given stay). A new output is opened before the old one is let go, so
 -- a bad path leaves logging as it was.
-function log.configure(options)
-  local opts = check_options(options, "configure")
+function log.configure(given)
+  local opts = options.check(given, OPTIONS, 1, "configure")
   local d = get_default()
   local merged = {}
   for k, v in pairs(d.options) do merged[k] = v end

@@ -11,6 +11,8 @@ local c = require "luaio.process"
 local signal = require "luaio.signal"
 local sched = require "luaio.task"
 local bundle = require "bundle"
+local E = require "luaio.error"
+local options = require "luaio.options"
 
 local concat, remove, type = table.concat, table.remove, type
 
@@ -74,9 +76,7 @@ end
 local function exec(argv) local pid, err = c.exec(argv); return pid, err end
 local function fork(options, path) local pid, err = c.fork(options, path); return pid, err end
 
-local function argerror(n, fname, msg, level)
-  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), level + 1)
-end
+local argerror = options.argerror
 
 -- process.wait(pid[, timeout_ms]) -> exit_status, term_signal | nil, err
 -- Waits for a child started by fork or exec to end (for a forever child: to end for good,
@@ -85,15 +85,13 @@ end
 -- already waited for).
 function process.wait(pid, timeout)
   if type(pid) ~= "number" or pid % 1 ~= 0 then argerror(1, "wait", "integer pid expected, got " .. type(pid), 2) end
-  if timeout ~= nil and (type(timeout) ~= "number" or timeout < 0 or timeout ~= timeout) then
-    argerror(2, "wait", "non-negative number of milliseconds expected, got " .. tostring(timeout), 2)
-  end
+  if timeout ~= nil then timeout = options.ms(timeout, 2, "wait") end
   local e = ended[pid]
   if e then
     ended[pid] = nil
     return e[1], e[2]
   end
-  if not c.running(pid) then return c.error("ECHILD") end
+  if not c.running(pid) then return nil, E.new("ECHILD", "no child process") end
   local me = sched.current()
   if me == nil then
     error("wait: cannot wait here: waiting calls must run in a luaio task", 2)
@@ -114,31 +112,60 @@ function process.wait(pid, timeout)
       waiters[pid] = nil
       c.hold(pid, false)
     end
-    return c.error("ETIMEDOUT")
+    return nil, E.new("ETIMEDOUT", "timed out")
   end
   return status, term_signal
 end
 
 -- --- exec ----------------------------------------------------------------------------------
 
--- Splits a command line into words: blanks separate words, '...' and "..." quote (the quotes
--- go, their contents stay as they are). Nothing else is special: no $, ;, |, *, \ or ~.
+-- Splits a command line into words as a POSIX shell would, without ever running one: blanks
+-- separate words; '...' keeps everything inside as it is; "..." too, except that \ before
+-- " \ $ ` or a newline stands for that character (a newline: nothing); outside quotes \
+-- makes the next character plain (\ newline: nothing). Nothing is expanded or special
+-- besides: $, `, ;, |, &, <, >, *, ~ reach the program as they are. So a string quoted
+-- as for sh ('...' with each ' written '\'') is one word, whatever it holds.
+local BLANK = { [" "] = true, ["\t"] = true, ["\n"] = true }
+local DQ_ESCAPES = { ['"'] = true, ["\\"] = true, ["$"] = true, ["`"] = true, ["\n"] = true }
+
 local function split(command)
   local words, word, inword = {}, {}, false
   local i, n = 1, #command
   while i <= n do
     local ch = command:sub(i, i)
-    if ch:find("^%s") then
+    if BLANK[ch] then
       if inword then
         words[#words + 1] = concat(word)
         word, inword = {}, false
       end
-    elseif ch == "'" or ch == '"' then
-      local close = command:find(ch, i + 1, true)
-      if not close then return nil, "unterminated " .. ch .. " quote" end
+    elseif ch == "'" then
+      local close = command:find("'", i + 1, true)
+      if not close then return nil, "unterminated ' quote" end
       word[#word + 1] = command:sub(i + 1, close - 1)
+      inword, i = true, close
+    elseif ch == '"' then
       inword = true
-      i = close
+      i = i + 1
+      while true do
+        if i > n then return nil, 'unterminated " quote' end
+        local c2 = command:sub(i, i)
+        if c2 == '"' then break end
+        if c2 == "\\" and DQ_ESCAPES[command:sub(i + 1, i + 1)] then
+          i = i + 1
+          c2 = command:sub(i, i)
+          if c2 == "\n" then c2 = "" end
+        end
+        word[#word + 1] = c2
+        i = i + 1
+      end
+    elseif ch == "\\" then
+      if i == n then return nil, "\\ at the end of the command" end
+      i = i + 1
+      local nextch = command:sub(i, i)
+      if nextch ~= "\n" then
+        word[#word + 1] = nextch
+        inword = true
+      end
     else
       word[#word + 1] = ch
       inword = true
@@ -150,8 +177,9 @@ local function split(command)
 end
 
 -- process.exec(command) -> pid | nil, err
--- command: "prog arg 'an arg' ..." or {prog, args...}. prog is found through PATH; no shell
--- ever sees the command. The child shares our stdin, stdout and stderr.
+-- command: {prog, args...} (each element one argument, as it is: the safe way to pass text
+-- from outside) or a string "prog arg 'an arg' ..." split as above. prog is found through
+-- PATH; no shell ever sees the command. The child shares our stdin, stdout and stderr.
 function process.exec(command)
   local argv = command
   if type(command) == "string" then
@@ -183,21 +211,29 @@ local function app_file(file)
   end
 end
 
+-- The upper bound of cpu (the number of cpus - 1) is checked in C, which knows that number.
+local FORK_OPTIONS = {
+  file = { "string", required = true, check = function(file)
+    file = file:gsub("^%./", "")
+    if file == "" or file:find("^/") or ("/" .. file .. "/"):find("/%.%./") then
+      return "a file of the app (relative, without '..')"
+    end
+  end },
+  args = { "table" },
+  uid = { "integer", min = 0, max = 2147483647 },
+  gid = { "integer", min = 0, max = 2147483647 },
+  cpu = { "integer", min = 0 },
+  forever = { "boolean" },
+  detached = { "boolean" },
+}
+
 -- process.fork(options) -> pid | nil, err
 -- Runs options.file of this same app in a new process of this same executable, with
 -- options.args as its arguments. See docs/api.md for uid, gid, forever, cpu and detached.
-function process.fork(options)
-  if type(options) ~= "table" then argerror(1, "fork", "table expected, got " .. type(options), 2) end
-  local file = options.file
-  if type(file) ~= "string" then
-    argerror(1, "fork", "options.file: string expected, got " .. type(file), 2)
-  end
-  file = file:gsub("^%./", "")
-  if file == "" or file:find("^/") or ("/" .. file .. "/"):find("/%.%./") then
-    argerror(1, "fork", "options.file: a file of the app expected (relative, without '..')", 2)
-  end
-  local path = app_file(file) -- nil: c.fork checks the other options, then says ENOENT
-  local pid, err = start(fork, options, path)
+function process.fork(opts)
+  opts = options.check(opts, FORK_OPTIONS, 1, "fork")
+  local path = app_file((opts.file:gsub("^%./", ""))) -- nil: c.fork says ENOENT
+  local pid, err = start(fork, opts, path)
   return pid, err
 end
 

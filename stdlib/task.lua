@@ -8,6 +8,8 @@
 -- resumes it when what it waits for is ready. An error it does not catch is reported on
 -- stderr with a traceback; the process goes on, and join() returns false, message.
 local sched = require "luaio.task"
+local options = require "luaio.options"
+local E = require "luaio.error"
 
 local select, type, unpack = select, type, unpack
 local traceback = debug.traceback
@@ -16,13 +18,6 @@ local task = {}
 
 local Task = {}
 Task.__index = Task
-
-local function check_ms(ms, fname)
-  if type(ms) ~= "number" or ms < 0 or ms ~= ms then
-    error(("bad argument #1 to '%s' (non-negative number of milliseconds expected, got %s)")
-      :format(fname, ms == nil and "no value" or tostring(ms)), 3)
-  end
-end
 
 -- Results are kept as {ok, values..., n = count}.
 local function finish(t, ...)
@@ -58,10 +53,11 @@ function task.spawn(fn, ...)
   return t
 end
 
--- handle:join([timeout_ms]) -> true, results... | false, error | nil, "timeout"
--- Waits for the task to end. With a timeout, gives up after that many milliseconds.
+-- handle:join([timeout_ms]) -> true, results... | false, error | nil, err (ETIMEDOUT)
+-- Waits for the task to end. With a timeout, gives up after that many milliseconds
+-- (math.huge: no timeout).
 function Task:join(timeout)
-  if timeout ~= nil then check_ms(timeout, "join") end
+  if timeout ~= nil then timeout = options.ms(timeout, 1, "join") end
   if self.status ~= "dead" then
     local me = sched.current()
     if me == nil then
@@ -73,18 +69,16 @@ function Task:join(timeout)
       for i = #waiters, 1, -1 do
         if waiters[i] == me then table.remove(waiters, i) end
       end
-      return nil, "timeout"
+      return nil, E.new("ETIMEDOUT", "timed out")
     end
   end
   local r = self.results
   return unpack(r, 1, r.n)
 end
 
--- task.sleep(ms): waits ms milliseconds (fractions allowed; 0 lets others run first).
-function task.sleep(ms)
-  check_ms(ms, "sleep")
-  sched.sleep(ms)
-end
+-- task.sleep(ms): waits ms milliseconds (fractions allowed; 0 lets others run first;
+-- math.huge: forever). The checks are sched.sleep's own (runtime/core/opt.c).
+task.sleep = sched.sleep
 
 -- task.yield(): lets every other ready task run, then carries on.
 task.yield = sched.yield

@@ -15,50 +15,34 @@ local tcp = {}
 
 tcp.isIP = C.isIP
 
-local SERVER_OPTIONS = {
-  family = "number", host = "string", timeout = "number", tcp_nodelay = "boolean",
-  tcp_keepalive = "boolean", tcp_keepidle = "number", tcp_backlog = "number",
-  tcp_reuseport = "boolean", read_buffer_size = "number", maxconnections = "number",
-  write_buffer_size = "number", send_timeout = "number",
-}
-local CONNECT_OPTIONS = {
-  family = "number", timeout = "number", tcp_nodelay = "boolean", tcp_keepalive = "boolean",
-  tcp_keepidle = "number", read_buffer_size = "number", write_buffer_size = "number",
-  send_timeout = "number",
-}
+local options = require "luaio.options"
 
--- Returns a copy of options with every known option checked; unknown ones are errors
--- (a typo in an option name should not pass silently).
-local function check_options(options, known, fname, argn)
-  if options == nil then return {} end
-  if type(options) ~= "table" then
-    error(("bad argument #%d to '%s' (table expected, got %s)"):format(argn, fname, type(options)), 3)
-  end
-  local copy = {}
-  for name, value in pairs(options) do
-    local want = known[name]
-    if want == nil then
-      error(("bad argument #%d to '%s' (unknown option '%s')"):format(argn, fname, tostring(name)), 3)
-    end
-    if type(value) ~= want then
-      error(("bad argument #%d to '%s' (option '%s': %s expected, got %s)")
-        :format(argn, fname, name, want, type(value)), 3)
-    end
-    if want == "number" and (value < 0 or value ~= math.floor(value)) then
-      error(("bad argument #%d to '%s' (option '%s' must be a non-negative integer)")
-        :format(argn, fname, name), 3)
-    end
-    copy[name] = value
-  end
-  if copy.family and copy.family ~= 4 and copy.family ~= 6 then
-    error(("bad argument #%d to '%s' (option 'family' must be 4 or 6)"):format(argn, fname), 3)
-  end
-  for _, name in ipairs({ "read_buffer_size", "write_buffer_size" }) do
-    if copy[name] == 0 then
-      error(("bad argument #%d to '%s' (option '%s' must be at least 1 KiB)"):format(argn, fname, name), 3)
-    end
-  end
-  return copy
+-- Defaults are tcp.c's (docs/api.md lists them).
+local CONNECT_OPTIONS = {
+  family = { "integer", values = { 4, 6 } },
+  timeout = { "ms" },
+  tcp_nodelay = { "boolean" },
+  tcp_keepalive = { "boolean" },
+  tcp_keepidle = { "integer", min = 0, max = 32767 }, -- seconds; Linux takes no more
+  read_buffer_size = { "integer", min = 1, max = 1048576 }, -- KiB
+  write_buffer_size = { "integer", min = 1, max = 1048576 }, -- KiB: a write waits above it
+  send_timeout = { "ms" }, -- written bytes the peer takes nothing of for this long: closed
+}
+local SERVER_OPTIONS = {
+  host = { "string" },
+  tcp_backlog = { "integer", min = 0, max = 65535 },
+  tcp_reuseport = { "boolean" },
+  maxconnections = { "integer", min = 0, max = 2147483647 },
+}
+for name, rule in pairs(CONNECT_OPTIONS) do SERVER_OPTIONS[name] = rule end
+
+-- tcp.c holds a timeout in 32 bits of whole ms, 0 for none: forever (and anything past
+-- 49 days) is none there, a fraction rounds up. (Until tcp.c reads it with luaio_opt_ms.)
+local function check_options(opts, spec, argn, fname)
+  opts = options.check(opts, spec, argn, fname, 3)
+  local ms = opts.timeout
+  if ms then opts.timeout = ms >= 4294967295 and 0 or math.ceil(ms) end
+  return opts
 end
 
 local function check_port(port, fname)
@@ -82,12 +66,12 @@ local function resolve(host, family)
 end
 
 -- tcp.createServer(port, onconnect[, options]) -> server | nil, err
-function tcp.createServer(port, onconnect, options)
+function tcp.createServer(port, onconnect, given)
   port = check_port(port, "createServer")
   if type(onconnect) ~= "function" then
     error("bad argument #2 to 'createServer' (function expected, got " .. type(onconnect) .. ")", 2)
   end
-  local opts = check_options(options, SERVER_OPTIONS, "createServer", 3)
+  local opts = check_options(given, SERVER_OPTIONS, 3, "createServer")
   if type(port) == "number" then
     if opts.host then
       local host, err = resolve(opts.host, opts.family)
@@ -101,13 +85,14 @@ function tcp.createServer(port, onconnect, options)
 end
 
 -- tcp.connect(port[, host][, options]) -> socket | nil, err. host defaults to 127.0.0.1.
-function tcp.connect(port, host, options)
+function tcp.connect(port, host, given)
   port = check_port(port, "connect")
-  if type(host) == "table" and options == nil then host, options = nil, host end
+  local argn = 3
+  if type(host) == "table" and given == nil then host, given, argn = nil, host, 2 end
   if host ~= nil and type(host) ~= "string" then
     error("bad argument #2 to 'connect' (string expected, got " .. type(host) .. ")", 2)
   end
-  local opts = check_options(options, CONNECT_OPTIONS, "connect", 3)
+  local opts = check_options(given, CONNECT_OPTIONS, argn, "connect")
   if type(port) == "string" then return C.connect(port, nil, opts) end
   local address, err = resolve(host or (opts.family == 6 and "::1" or "127.0.0.1"), opts.family)
   if not address then return nil, err end

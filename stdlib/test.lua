@@ -172,13 +172,30 @@ local function run_case(case)
   return ok, err
 end
 
+-- Loads and runs a test file's top level (which registers its cases); returns nil, or the
+-- error that stopped it: a syntax error with file and line, or what the file raised, with
+-- its traceback.
+local function load_file(file)
+  local chunk, err = loadfile(file)
+  if not chunk then return err end
+  local ok, load_err = xpcall(chunk, function(e)
+    return (debug.traceback(tostring(e), 2):gsub("\n\t%[C%]: in function 'xpcall'.*", "")) -- not the runner's frames
+  end)
+  if not ok then return load_err end
+end
+
+local function usage_error(message)
+  io.stderr:write("luaio test: ", message, "\nusage: luaio test [--filter TEXT] [PATH...]\n")
+  os.exit(2)
+end
+
 function test.main(...)
   local args, filter = {}, nil
   local argv = { ... }
   local i = 1
   while i <= #argv do
     if argv[i] == "--filter" then
-      filter = argv[i + 1]
+      filter = argv[i + 1] or usage_error("--filter needs a TEXT")
       i = i + 1
     else
       args[#args + 1] = argv[i]
@@ -187,17 +204,17 @@ function test.main(...)
   end
   if #args == 0 then args = { "tests" } end
 
-  local passed, failed, skipped = 0, 0, 0
+  local passed, failed, skipped, matched = 0, 0, 0, 0
   for _, file in ipairs(find_files(args)) do
     cases = {}
-    local chunk, err = loadfile(file)
-    local loaded, load_err = chunk and pcall(chunk)
-    if not loaded then
+    local load_err = load_file(file)
+    if load_err then
       failed = failed + 1
-      print(("FAIL %s: cannot load: %s"):format(file, tostring(err or load_err)))
+      print(("FAIL %s: cannot load: %s"):format(file, tostring(load_err):gsub("\n", "\n     ")))
     end
     for _, case in ipairs(cases) do
       if not filter or (file .. " " .. case.name):find(filter, 1, true) then
+        matched = matched + 1
         local started = task.now()
         local ok, case_err = run_case(case)
         local ms = task.now() - started
@@ -217,9 +234,13 @@ function test.main(...)
     end
   end
   for _, dir in ipairs(tmpdirs) do test.sh("rm -rf " .. shell_quote(dir)) end
+  local unmatched = filter and matched == 0
+  if unmatched then
+    print(("no test case matches --filter %q (a plain substring of \"FILE CASE-NAME\")"):format(filter))
+  end
   print(("%d passed, %d failed%s"):format(passed, failed, skipped > 0 and (", %d skipped"):format(skipped) or ""))
   io.stdout:flush()
-  os.exit(failed == 0 and 0 or 1)
+  os.exit((failed == 0 and not unmatched) and 0 or 1)
 end
 
 return test

@@ -129,6 +129,37 @@ test.case("clear errors for a missing entry, a missing folder and an output that
   test.match(out, "unknown option '%-%-bogus'")
 end)
 
+test.case("build options are checked: one clear line and status 2, never a traceback", function()
+  local app = test.tmpdir() .. "/app"
+  test.write(app .. "/main.lua", "print('built at level', ...)\n")
+  local exe = app .. "/../exe"
+  local misuses = {
+    { "--level 99", "%-%-level must be a whole number from 1 to 22, got '99'" },
+    { "--level 0", "got '0'" }, { "--level 1.5", "got '1.5'" }, { "--level fast", "got 'fast'" },
+    { "--level", "%-%-level needs a level from 1 to 22" },
+    { "--level 3 --level 4", "%-%-level given twice" },
+    { "-o " .. q(exe) .. " -o " .. q(exe .. "2"), "%-o given twice" },
+    { "-o", "%-o needs a path" }, { "-o --strip", "%-o needs a path" },
+  }
+  for _, m in ipairs(misuses) do
+    local out, status = test.sh(luaio .. " build " .. q(app) .. " " .. m[1])
+    test.eq(status, 2, m[1] .. ": " .. out)
+    test.match(out, "^luaio build: [^\n]*" .. m[2] .. "\nusage: luaio build APPDIR", m[1])
+    test.ok(not out:find("traceback"), m[1] .. ": no traceback")
+  end
+  test.eq(select(2, test.sh("test -e " .. q(exe))), 1, "nothing was built")
+  -- an output that cannot be written: one line, status 1, nothing left behind
+  local out, status = build(app, app .. "/../no/such/folder/exe")
+  test.eq(status, 1, out)
+  test.match(out, "^luaio build: cannot write '[^\n]*/no/such/folder/exe': ENOENT: [^\n]*\n$")
+  -- the whole range works
+  for _, level in ipairs({ "1", "22" }) do
+    out, status = build(app, exe, "--level " .. level)
+    test.eq(status, 0, out)
+    test.eq((test.sh(q(exe) .. " " .. level)), "built at level\t" .. level .. "\n")
+  end
+end)
+
 test.case("hidden files are not part of the app, on disk or in the bundle", function()
   local app = make_app()
   test.write(app .. "/main.lua", "print(require('bundle').read('.env'))\nprint(#require('bundle').list())\n")

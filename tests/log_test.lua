@@ -217,26 +217,48 @@ test.case("reopen after a rename: new lines go to a new file", function()
   test.eq(#lines(read(path .. ".2")), 2)
 end)
 
-test.case("SIGUSR1 reopens file loggers (needs process.on)", function()
-  local ok, process = pcall(require, "process")
-  if not (ok and type(process) == "table" and process.on) then
-    test.skip("process.on is not in this build yet")
-  end
-  local logger, path = file_logger()
+test.case("SIGUSR1 reopens file loggers; an app's own SIGUSR1 handler runs too", function()
+  local process = require "process"
+  local logger, path = file_logger() -- the first file logger adds the SIGUSR1 handler
+  local got = 0
+  local function mine() got = got + 1 end
+  test.eq(process.on("SIGUSR1", mine), true)
+  test.cleanup(function() process.off("SIGUSR1", mine) end)
   logger:info("before")
   assert(logger:flush(5000))
   assert(os.rename(path, path .. ".1"))
   test.sh("kill -USR1 " .. our_pid())
-  -- the handler runs in a task of its own, some time after the signal: log until a line
+  -- the handlers run in tasks of their own, some time after the signal: log until a line
   -- lands in the new file
   local deadline = task.now() + 5000
   repeat
     logger:info("after")
     assert(logger:flush(5000))
     task.sleep(20)
-  until (read(path) or ""):find("after") or task.now() > deadline
+  until ((read(path) or ""):find("after") and got > 0) or task.now() > deadline
   test.match(read(path .. ".1"), "INFO before\n")
-  test.match(read(path), "INFO after\n")
+  test.match(read(path) or "", "INFO after\n", "the log reopened its file")
+  test.eq(got, 1, "the app's handler ran")
+end)
+
+test.case("flush gives ETIMEDOUT; its timeout is a duration", function()
+  local logger = file_logger()
+  logger:info("x")
+  test.eq(logger:flush(math.huge), true, "math.huge: no timeout")
+  test.raises(function() logger:flush(-1) end, "bad argument #1 to 'flush' %(non%-negative number of milliseconds")
+  test.raises(function() logger:flush(0 / 0) end, "bad argument #1 to 'flush'")
+  -- stdout is a pipe nobody reads: the write blocks in the pool, the lines stay pending
+  local dir = test.tmpdir()
+  test.write(dir .. "/s.lua", [[
+local log = require "log"
+local logger = log.new { output = "stdout" }
+for _ = 1, 200 do logger:info(("x"):rep(1000)) end
+local ok, err = logger:flush(100)
+io.stderr:write(tostring(ok), " ", err.name, " ", err.code, "\n")
+]])
+  local out = test.sh("timeout -s KILL 20 " .. q(test.luaio) .. " run " .. dir .. "/s.lua 2>" .. dir ..
+    "/err | sleep 1")
+  test.eq(read(dir .. "/err"), "nil ETIMEDOUT " .. require("luaio.error").code("ETIMEDOUT") .. "\n", out)
 end)
 
 local ticker = helpers.ticker
@@ -423,7 +445,7 @@ test.case("wrong arguments raise, naming them; a bad output path is nil, err", f
   test.raises(function() logger:info("x", { 1, 2 }) end, "bad argument #2 to 'info' %(field names must be strings")
   test.raises(function() log.new(5) end, "bad argument #1 to 'new' %(table expected, got number%)")
   test.raises(function() log.new({ levle = "info" }) end, "unknown option 'levle'")
-  test.raises(function() log.new({ level = "loud" }) end, "level 'debug', 'info', 'warn' or 'error' expected, got 'loud'")
+  test.raises(function() log.new({ level = "loud" }) end, "option 'level': 'debug', 'info', 'warn' or 'error' expected, got 'loud'")
   test.raises(function() log.new({ format = "xml" }) end, "option 'format'")
   test.raises(function() log.new({ buffer_size = 0 }) end, "option 'buffer_size'")
   test.raises(function() log.new({ output = 1 }) end, "option 'output': string expected, got number")

@@ -124,20 +124,22 @@ end)
 
 test.case("fork: wrong options raise naming the argument; a missing file is ENOENT", function()
   test.raises(function() process.fork("worker.lua") end, "bad argument #1 to 'fork' %(table expected, got string%)")
-  test.raises(function() process.fork {} end, "bad argument #1 to 'fork' %(options.file: string expected, got nil%)")
-  test.raises(function() process.fork { file = "/etc/passwd" } end, "options.file: a file of the app expected")
-  test.raises(function() process.fork { file = "../x.lua" } end, "options.file: a file of the app expected")
+  test.raises(function() process.fork {} end, "bad argument #1 to 'fork' %(option 'file': string expected, got nil%)")
+  test.raises(function() process.fork { file = "/etc/passwd" } end, "option 'file': a file of the app %(relative, without '..'%) expected")
+  test.raises(function() process.fork { file = "../x.lua" } end, "option 'file': a file of the app")
   -- the options are checked before the file is looked for
   local f = "no-such-worker.lua"
   test.raises(function() process.fork { file = f, uid = "root" } end,
-    "process_test.lua:%d+: bad argument #1 to 'fork' %(options.uid: integer expected, got string%)")
-  test.raises(function() process.fork { file = f, gid = 1.5 } end, "options.gid: out of range")
-  test.raises(function() process.fork { file = f, cpu = 100000 } end, "options.cpu: out of range %(0 to %d+%)")
-  test.raises(function() process.fork { file = f, cpu = -1 } end, "options.cpu: out of range")
-  test.raises(function() process.fork { file = f, forever = 1 } end, "options.forever: boolean expected, got number")
-  test.raises(function() process.fork { file = f, detached = "yes" } end, "options.detached: boolean expected")
-  test.raises(function() process.fork { file = f, args = "a b" } end, "options.args: table expected, got string")
-  test.raises(function() process.fork { file = f, args = { 1 } } end, "options.args%[1%]: string without zero bytes expected, got number")
+    "process_test.lua:%d+: bad argument #1 to 'fork' %(option 'uid': integer from 0 to 2147483647 expected, got string%)")
+  test.raises(function() process.fork { file = f, gid = 1.5 } end, "option 'gid': integer from 0 to 2147483647 expected, got 1.5")
+  test.raises(function() process.fork { file = f, cpu = 100000 } end,
+    "process_test.lua:%d+: bad argument #1 to 'fork' %(option 'cpu': integer from 0 to %d+ expected, got 100000%)")
+  test.raises(function() process.fork { file = f, cpu = -1 } end, "option 'cpu': non%-negative integer expected, got %-1")
+  test.raises(function() process.fork { file = f, forever = 1 } end, "option 'forever': boolean expected, got number")
+  test.raises(function() process.fork { file = f, detached = "yes" } end, "option 'detached': boolean expected")
+  test.raises(function() process.fork { file = f, args = "a b" } end, "option 'args': table expected, got string")
+  test.raises(function() process.fork { file = f, args = { 1 } } end, "option 'args'%[1%]: string without zero bytes expected, got number")
+  test.raises(function() process.fork { file = f, cpus = 1 } end, "bad argument #1 to 'fork' %(unknown option 'cpus'%)")
   local pid, err = process.fork { file = "no/such/worker.lua" }
   test.eq(pid, nil)
   test.eq(err.name, "ENOENT")
@@ -383,6 +385,40 @@ test.case("exec runs a program without a shell: ; $( ) and quotes are not interp
   test.eq(select(2, test.sh("test -f " .. q(dir .. "/`reboot` && rm -rf ~"))), 0)
 end)
 
+-- Runs the string form of exec with `args` after a program that writes each argument it
+-- gets as "[arg]\n" to a file; returns the file's contents.
+local function exec_args(args)
+  local out = test.tmpdir() .. "/args"
+  local pid = assert(process.exec([[sh -c 'printf "[%s]\n" "$@" > "$0"' ]] .. q(out) .. " " .. args))
+  test.eq({ process.wait(pid, 10000) }, { 0, 0 })
+  local f = assert(io.open(out))
+  local got = f:read("*a")
+  f:close()
+  return got
+end
+
+test.case("exec's string form splits as sh does: a string quoted for sh stays one argument", function()
+  local hostile = {
+    "'; rm -rf ~; echo '", "a' 'b", "x' -rf '/", "it's", "'\\''", [["double" and \back\\slash]],
+    "$(id) `id` $HOME ${HOME}", "  spaced  \t tab ", "line1\nline2", "", "\\", "'", '"', "*", "~",
+    "a;b|c&d>e<f", "--flag=value with spaces",
+  }
+  local quoted, expected = {}, {}
+  for i, text in ipairs(hostile) do
+    quoted[i] = "'" .. text:gsub("'", "'\\''") .. "'" -- sh's quoting (test.quote does the same)
+    expected[i] = "[" .. text .. "]\n"
+  end
+  test.eq(exec_args(table.concat(quoted, " ")), table.concat(expected))
+end)
+
+test.case("exec's string form: backslashes and double quotes follow the POSIX shell's rules", function()
+  test.eq(exec_args([[a\ b "c\"d" "e\\f" "g\h" 'i\j' k\\l \$m "$n" "x\` y" "" a""b "a"'b'c \'q]]),
+    "[a b]\n[c\"d]\n[e\\f]\n[g\\h]\n[i\\j]\n[k\\l]\n[$m]\n[$n]\n[x` y]\n[]\n[ab]\n[abc]\n['q]\n")
+  test.eq(exec_args("one\\\ntwo \"three\\\nfour\""), "[onetwo]\n[threefour]\n", "backslash-newline joins lines")
+  test.raises(function() process.exec('echo "open') end, [[bad argument #1 to 'exec' %(unterminated " quote%)]])
+  test.raises(function() process.exec("echo trailing\\") end, [[bad argument #1 to 'exec' %(\ at the end of the command%)]])
+end)
+
 test.case("exec shares stdout; echo prints its arguments literally", function()
   local app = make_app({
     ["main.lua"] = [[
@@ -453,6 +489,12 @@ test.case("wait: a timeout, a second waiter, an unknown pid, wrong arguments", f
   test.eq({ process.wait(pid) }, { 0, 0 })
   test.raises(function() process.wait("1") end, "bad argument #1 to 'wait'")
   test.raises(function() process.wait(pid, -1) end, "bad argument #2 to 'wait'")
+  test.raises(function() process.wait(pid, 0 / 0) end,
+    "process_test.lua:%d+: bad argument #2 to 'wait' %(non%-negative number of milliseconds %(or math.huge%) expected, got nan%)")
+  -- math.huge: no timeout
+  pid = assert(process.exec("sleep 0.1"))
+  test.eq({ process.wait(pid, math.huge) }, { 0, 0 })
+  test.eq(err.code, 0, "ECHILD is no libuv error: code 0")
 end)
 
 test.case("pid, ppid, execpath, cwd, argv, env, getenv, uptime describe this process", function()

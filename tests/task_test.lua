@@ -48,12 +48,43 @@ test.case("many tasks sleep concurrently, not one after another", function()
   test.ok(task.now() - started < 10000, "1000 sleeps of 50 ms ran concurrently")
 end)
 
-test.case("join with a timeout gives nil, 'timeout' and the task goes on", function()
+test.case("join with a timeout gives nil, ETIMEDOUT and the task goes on", function()
   local done = false
   local t = task.spawn(function() task.sleep(60); done = true; return "late" end)
-  test.eq({ t:join(5) }, { nil, "timeout" })
+  local ok, err = t:join(5)
+  test.eq(ok, nil)
+  test.eq({ err.name, err.code }, { "ETIMEDOUT", require("luaio.error").code("ETIMEDOUT") })
+  test.match(tostring(err), "^ETIMEDOUT: ")
   test.eq(done, false)
   test.eq({ t:join() }, { true, "late" })
+end)
+
+test.case("durations: math.huge (or 2^64 ms and more) is forever; NaN and negatives raise", function()
+  for _, forever in ipairs({ math.huge, 2 ^ 64, 2 ^ 70 }) do
+    local t = task.spawn(task.sleep, forever)
+    local ok, err = t:join(50)
+    test.eq({ ok, err and err.name }, { nil, "ETIMEDOUT" }, "sleep(" .. forever .. ") is still sleeping")
+  end
+  local t = task.spawn(function() task.sleep(30) return "woke" end)
+  test.eq({ t:join(math.huge) }, { true, "woke" }, "join(math.huge) waits with no timeout")
+  test.eq({ t:join(2 ^ 64) }, { true, "woke" })
+  local a = task.now()
+  task.sleep(0.5) -- a fraction rounds up: never shorter than asked
+  test.ok(task.now() - a >= 0.5, "slept at least 0.5 ms")
+  for _, bad in ipairs({ 0 / 0, -1, -math.huge, "10", true }) do
+    test.raises(function() task.sleep(bad) end,
+      "bad argument #1 to 'sleep' %(non%-negative number of milliseconds %(or math.huge%) expected, got ")
+    test.raises(function() t:join(bad) end,
+      "task_test.lua:%d+: bad argument #1 to 'join' %(non%-negative number of milliseconds")
+  end
+  test.raises(function() task.sleep(0 / 0) end, "got nan%)")
+end)
+
+test.case("sleep(math.huge) keeps the process alive, as any sleep does", function()
+  local dir = test.tmpdir()
+  test.write(dir .. "/script.lua", 'require("task").sleep(math.huge) print("woke")')
+  local out, status = test.sh("timeout 1 " .. luaio .. " run " .. dir .. "/script.lua")
+  test.eq({ out, status }, { "", 124 }, "still sleeping when timeout(1) ended it")
 end)
 
 test.case("an error in a task comes back from join as false, message", function()

@@ -454,8 +454,19 @@ test.case("wrong arguments raise errors naming them", function()
   test.raises(function() tcp.createServer("x", nil) end, "bad argument #2 to 'createServer' %(function expected")
   test.raises(function() tcp.createServer(70000, print) end, "bad argument #1 to 'createServer' %(port number")
   test.raises(function() tcp.createServer(0, print, { timout = 5 }) end, "unknown option 'timout'")
-  test.raises(function() tcp.createServer(0, print, { timeout = "5" }) end, "option 'timeout': number expected, got string")
-  test.raises(function() tcp.createServer(0, print, { family = 5 }) end, "option 'family' must be 4 or 6")
+  test.raises(function() tcp.createServer(0, print, { timeout = "5" }) end, "option 'timeout': .* expected, got string")
+  test.raises(function() tcp.createServer(0, print, { family = 5 }) end,
+    "tcp_test.lua:%d+: bad argument #3 to 'createServer' %(option 'family': 4 or 6 expected, got 5%)")
+  for _, bad in ipairs({ -1, 0 / 0, "5" }) do
+    test.raises(function() tcp.createServer(0, print, { timeout = bad }) end,
+      "tcp_test.lua:%d+: bad argument #3 to 'createServer' %(option 'timeout': non%-negative number of milliseconds %(or math.huge%) expected")
+    test.raises(function() tcp.connect(1, { timeout = bad }) end,
+      "tcp_test.lua:%d+: bad argument #2 to 'connect' %(option 'timeout': non%-negative number of milliseconds")
+  end
+  test.raises(function() tcp.createServer(0, print, { tcp_backlog = 1.5 }) end, "option 'tcp_backlog': integer from 0 to 65535 expected, got 1.5")
+  test.raises(function() tcp.connect(1, "127.0.0.1", { read_buffer_size = 0 }) end,
+    "bad argument #3 to 'connect' %(option 'read_buffer_size': integer from 1 to 1048576 expected, got 0%)")
+  test.raises(function() tcp.connect(1, { host = "x" }) end, "bad argument #2 to 'connect' %(unknown option 'host'%)")
   test.raises(function() tcp.connect(true) end, "bad argument #1 to 'connect'")
   test.raises(function() tcp.connect(80, 42) end, "bad argument #2 to 'connect' %(string expected")
   local _, port = serve_here(function(socket) socket:read() end)

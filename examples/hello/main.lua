@@ -1,5 +1,5 @@
 -- The smallest luaio app: `out/luaio run examples/hello` or build it into one file with
--- `out/luaio build examples/hello -o hello && ./hello`.
+-- `out/luaio build examples/hello -o out/hello && out/hello`.
 local task = require "task"
 local system = require "system"
 

@@ -41,10 +41,48 @@ static inline void *luaio_checkudata(lua_State *L, int arg, int mt_ref, const ch
 
 /* --- errors (error.c) ------------------------------------------------------------------ */
 
-/* Pushes nil and an error table {code, name, message} for a libuv error code; returns 2. */
+/* Every error table is {code, name, message} with tostring "NAME: message", made here only.
+ * Lua code makes them with require("luaio.error").new(name[, message]). */
+
+/* Pushes nil and the error for a libuv error code (UV_ETIMEDOUT...); returns 2. */
 int luaio_pusherror(lua_State *L, int uverr);
-/* Pushes just the error table, for errors that are not libuv codes (code is 0 then). */
+/* Pushes nil and an error by name; returns 2. A libuv name ("ETIMEDOUT", "ECONNRESET",
+ * "EPROTO", "EBUSY", "EOF"...) gets libuv's code, any other name ("ECHILD") code 0. message
+ * NULL: libuv's text for the name (or the name itself). */
+int luaio_pushnamederror(lua_State *L, const char *name, const char *message);
+/* luaio_pushnamederror without the nil: pushes only the error table. */
+void luaio_namederror(lua_State *L, const char *name, const char *message);
+/* With an explicit code, for a name that is not the code's own (dns: ENOTFOUND keeps
+ * getaddrinfo's EAI code). */
 void luaio_newerror(lua_State *L, int code, const char *name, const char *message);
+/* libuv's code for an error name ("ETIMEDOUT" -> UV_ETIMEDOUT), 0 when libuv has no such name. */
+int luaio_errcode(const char *name);
+
+/* --- durations and option tables (opt.c) ------------------------------------------------- */
+
+/* A duration in ms is a number >= 0; fractions round up. math.huge, and anything from 2^64 ms
+ * on (more than a libuv timer holds), means forever: LUAIO_FOREVER, "no timeout". NaN,
+ * negative numbers and other types raise naming the argument. Where 0 also means "no
+ * timeout" (socket timeouts), the caller says so; LUAIO_FOREVER always does. */
+#define LUAIO_FOREVER UINT64_MAX
+/* The duration at arg, or raises "bad argument #arg to 'f' (what: non-negative number of
+ * milliseconds (or math.huge) expected, got -1)" (what may be NULL). For an optional
+ * argument: lua_isnoneornil(L, arg) ? default : luaio_checkms(L, arg, what). */
+uint64_t luaio_checkms(lua_State *L, int arg, const char *what);
+
+/* Option readers: opts is the stack index of the options table; a missing table (nil or
+ * none) or a nil option gives def, which is returned as is (it may lie outside the range,
+ * e.g. UINT64_MAX for "not given"). A wrong value raises naming opts' argument and the
+ * option: "bad argument #3 to 'f' (option 'name': integer from 1 to 128 expected, got 500)",
+ * as stdlib/luaio/options.lua words it. Unknown option names are the Lua checker's job. */
+/* A duration (see above): LUAIO_FOREVER for math.huge. */
+uint64_t luaio_opt_ms(lua_State *L, int opts, const char *name, uint64_t def);
+/* An integer from min to max (max is capped at 2^53). */
+uint64_t luaio_opt_uint(lua_State *L, int opts, const char *name, uint64_t def, uint64_t min, uint64_t max);
+/* A byte count: luaio_opt_uint as a size_t. */
+size_t luaio_opt_size(lua_State *L, int opts, const char *name, size_t def, size_t min, size_t max);
+/* true or false (no other type: 0 and "no" are errors, not true). */
+int luaio_opt_bool(lua_State *L, int opts, const char *name, int def);
 
 /* --- scheduler (task.c) ---------------------------------------------------------------- */
 
@@ -145,6 +183,8 @@ int luaopen_dns(lua_State *L);
 int luaopen_luaio_process(lua_State *L);
 int luaopen_luaio_signal(lua_State *L);
 int luaopen_luaio_archive(lua_State *L);
+int luaopen_luaio_error(lua_State *L);
+int luaopen_luaio_opt(lua_State *L);
 int luaopen_luaio_fs(lua_State *L);
 int luaopen_luaio_log(lua_State *L);
 int luaopen_luaio_http(lua_State *L);

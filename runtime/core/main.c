@@ -23,10 +23,12 @@ static const luaL_Reg c_modules[] = {
   {"bundle", luaopen_bundle},
   {"dns", luaopen_dns},
   {"luaio.archive", luaopen_luaio_archive},
+  {"luaio.error", luaopen_luaio_error},
   {"luaio.fs", luaopen_luaio_fs},
   {"luaio.http", luaopen_luaio_http},
   {"luaio.http_client", luaopen_luaio_http_client},
   {"luaio.log", luaopen_luaio_log},
+  {"luaio.opt", luaopen_luaio_opt},
   {"luaio.process", luaopen_luaio_process},
   {"luaio.signal", luaopen_luaio_signal},
   {"luaio.task", luaopen_luaio_task},
@@ -176,7 +178,10 @@ static void usage(FILE *out) {
           "  luaio PATH.lua [args...]           the same\n"
           "  luaio build APPDIR [-o OUT] [--strip] [--level N]\n"
           "                                     make one executable holding the app\n"
-          "  luaio test [PATH...]               run *_test.lua files (default: tests/)\n"
+          "  luaio test [--filter TEXT] [PATH...]\n"
+          "                                     run *_test.lua files (default: tests/); with\n"
+          "                                     --filter, only the cases whose \"FILE CASE-NAME\"\n"
+          "                                     contains TEXT\n"
           "  luaio version                      versions of luaio and its libraries\n"
           "  luaio help                         this text\n",
           LUAIO_VERSION);

@@ -327,19 +327,19 @@ static void wait_timeout(uv_timer_t *timer) {
   luaio_resume(co, 0); /* suspend() returns nothing: the caller reads that as a timeout */
 }
 
-/* sched.suspend([timeout_ms]): waits until sched.wake(co, ...) or the timeout. */
-static int sched_suspend(lua_State *L) {
-  double ms = luaL_optnumber(L, 1, -1);
-  luaio_checktask(L, "suspend");
+/* Suspends L until sched.wake or ms have passed. A timer runs unless ms is LUAIO_FOREVER
+ * and !keep_alive: a task waiting for another with no timeout should not keep the process
+ * alive by itself, a sleeping task should (even sleep(math.huge), whose timer never fires). */
+static int suspend(lua_State *L, uint64_t ms, int keep_alive) {
   wait_t *w = malloc(sizeof *w);
   if (w == NULL) return luaL_error(L, "suspend: out of memory");
   uv_timer_init(loop, &w->timer);
   w->timer.data = w;
   w->co = L;
   w->ref = luaio_anchor(L);
-  if (ms >= 0) {
+  if (ms != LUAIO_FOREVER || keep_alive) {
     uv_update_time(loop); /* the cached loop time may be stale after long Lua work */
-    uv_timer_start(&w->timer, wait_timeout, (uint64_t)ms, 0);
+    uv_timer_start(&w->timer, wait_timeout, ms, 0); /* libuv clamps now + ms to UINT64_MAX */
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, waiting_ref);
   lua_pushthread(L);
@@ -347,6 +347,14 @@ static int sched_suspend(lua_State *L) {
   lua_rawset(L, -3);
   lua_pop(L, 1);
   return luaio_yield(L);
+}
+
+/* sched.suspend([timeout_ms]): waits until sched.wake(co, ...) or the timeout (none when
+ * absent or math.huge). */
+static int sched_suspend(lua_State *L) {
+  uint64_t ms = lua_isnoneornil(L, 1) ? LUAIO_FOREVER : luaio_checkms(L, 1, NULL);
+  luaio_checktask(L, "suspend");
+  return suspend(L, ms, 0);
 }
 
 /* sched.wake(co, ...): resumes a suspended task on the next iteration with the values.
@@ -363,19 +371,17 @@ static int sched_wake(lua_State *L) {
   return 1;
 }
 
-/* sched.sleep(ms). sleep(0) goes through the ready queue, not a timer: libuv 1.44 runs a
- * 0 ms timer started inside a timer callback in the same pass, so a loop of sleep(0) would
- * never let the loop poll for I/O. */
+/* sched.sleep(ms) (task.sleep itself). sleep(0) goes through the ready queue, not a timer:
+ * libuv 1.44 runs a 0 ms timer started inside a timer callback in the same pass, so a loop
+ * of sleep(0) would never let the loop poll for I/O. */
 static int sched_sleep(lua_State *L) {
-  double ms = luaL_checknumber(L, 1);
-  luaL_argcheck(L, ms >= 0, 1, "must not be negative");
+  uint64_t ms = luaio_checkms(L, 1, NULL);
   luaio_checktask(L, "sleep");
   if (ms == 0) {
     queue_push(L, L, 0);
     return luaio_yield(L);
   }
-  lua_settop(L, 1);
-  return sched_suspend(L);
+  return suspend(L, ms, 1);
 }
 
 /* sched.spawn(fn): a new task, started on the next iteration. Returns its coroutine. */

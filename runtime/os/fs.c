@@ -255,11 +255,7 @@ static int file_close(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (f->ops > 0) {
-    lua_pushnil(L);
-    luaio_newerror(L, UV_EBUSY, "EBUSY", "the file has a read or write in progress");
-    return 2;
-  }
+  if (f->ops > 0) return luaio_pushnamederror(L, "EBUSY", "the file has a read or write in progress");
   luaio_checktask(L, "close");
   fsreq_t *r = req_new(0);
   if (r == NULL) return luaio_pusherror(L, UV_ENOMEM);

@@ -33,6 +33,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 30000
 #define HEALTHY_MS 10000 /* an incarnation that lived this long resets the backoff */
+#define NO_ID UINT64_MAX   /* uid, gid, cpu: not given */
 
 extern char **environ;
 
@@ -258,32 +259,6 @@ static int process_exec(lua_State *L) {
   return child_launch(L, c);
 }
 
-/* An integer field of the options table, or def when absent; raises naming the option. */
-static int opt_int(lua_State *L, const char *key, int def, lua_Number lo, lua_Number hi) {
-  lua_getfield(L, 1, key);
-  int v = def;
-  if (!lua_isnil(L, -1)) {
-    if (lua_type(L, -1) != LUA_TNUMBER)
-      luaL_argerror(L, 1, lua_pushfstring(L, "options.%s: integer expected, got %s", key, luaL_typename(L, -1)));
-    lua_Number x = lua_tonumber(L, -1);
-    if (x != (lua_Number)(long long)x || x < lo || x > hi)
-      luaL_argerror(L, 1, lua_pushfstring(L, "options.%s: out of range (%d to %d)", key, (int)lo, (int)hi));
-    v = (int)x;
-  }
-  lua_pop(L, 1);
-  return v;
-}
-
-static int opt_bool(lua_State *L, const char *key) {
-  lua_getfield(L, 1, key);
-  int t = lua_type(L, -1);
-  if (t != LUA_TNIL && t != LUA_TBOOLEAN)
-    luaL_argerror(L, 1, lua_pushfstring(L, "options.%s: boolean expected, got %s", key, luaL_typename(L, -1)));
-  int v = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
 /* The environment a forked child gets: ours without LUAIO_FORK_*, plus what tells it which
  * file to run. NULL when out of memory. */
 static char **fork_env(const char *file, const char *app, int parent) {
@@ -322,21 +297,22 @@ __attribute__((noinline)) static int exe_path(char **exe) {
 static int process_fork(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   const char *path = luaL_optstring(L, 2, NULL);
-  int uid = opt_int(L, "uid", -1, 0, 2147483647.0);
-  int gid = opt_int(L, "gid", -1, 0, 2147483647.0);
+  uint64_t uid = luaio_opt_uint(L, 1, "uid", NO_ID, 0, INT32_MAX);
+  uint64_t gid = luaio_opt_uint(L, 1, "gid", NO_ID, 0, INT32_MAX);
   int ncpu = (int)uv_available_parallelism();
   long conf = sysconf(_SC_NPROCESSORS_CONF);
   if (conf > ncpu) ncpu = (int)conf;
   if (ncpu > CPU_SETSIZE) ncpu = CPU_SETSIZE;
-  int cpu = opt_int(L, "cpu", -1, 0, ncpu - 1);
-  int forever = opt_bool(L, "forever");
-  int detached = opt_bool(L, "detached");
+  uint64_t cpu_opt = luaio_opt_uint(L, 1, "cpu", NO_ID, 0, (uint64_t)ncpu - 1);
+  int cpu = cpu_opt == NO_ID ? -1 : (int)cpu_opt;
+  int forever = luaio_opt_bool(L, 1, "forever", 0);
+  int detached = luaio_opt_bool(L, 1, "detached", 0);
   lua_getfield(L, 1, "args");
   int t = lua_gettop(L);
   size_t nargs = 0;
   if (!lua_isnil(L, t)) {
     if (!lua_istable(L, t))
-      luaL_argerror(L, 1, lua_pushfstring(L, "options.args: table expected, got %s", luaL_typename(L, t)));
+      luaL_argerror(L, 1, lua_pushfstring(L, "option 'args': table expected, got %s", luaL_typename(L, t)));
     nargs = lua_objlen(L, t);
   }
 
@@ -347,7 +323,7 @@ static int process_fork(lua_State *L) {
     free(args);
     return luaio_pusherror(L, err);
   }
-  copy_array(L, 1, t, 1, args, 1, "options.args"); /* frees args when it raises */
+  copy_array(L, 1, t, 1, args, 1, "option 'args'"); /* frees args when it raises */
   if (path == NULL) { /* options checked first: misuse raises even when the file is missing */
     free_strings(args);
     return luaio_pusherror(L, UV_ENOENT);
@@ -373,11 +349,11 @@ static int process_fork(lua_State *L) {
   c->cpu = cpu;
   c->forever = forever;
   c->detached = detached;
-  if (uid >= 0) {
+  if (uid != NO_ID) {
     c->opts.flags |= UV_PROCESS_SETUID;
     c->opts.uid = (uv_uid_t)uid;
   }
-  if (gid >= 0) {
+  if (gid != NO_ID) {
     c->opts.flags |= UV_PROCESS_SETGID;
     c->opts.gid = (uv_gid_t)gid;
   }
@@ -440,20 +416,6 @@ static int process_onexit(lua_State *L) {
   if (onexit_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, onexit_ref);
   onexit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 0;
-}
-
-/* c.error(name) -> nil, err for the few libuv errors the Lua half reports itself */
-static int process_error(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  if (strcmp(name, "ETIMEDOUT") == 0) {
-    lua_pushnil(L);
-    luaio_newerror(L, UV_ETIMEDOUT, "ETIMEDOUT", "timed out");
-    return 2;
-  }
-  if (strcmp(name, "ENOENT") == 0) return luaio_pusherror(L, UV_ENOENT);
-  lua_pushnil(L); /* libuv has no name for ECHILD */
-  luaio_newerror(L, -ECHILD, "ECHILD", "no child process");
-  return 2;
 }
 
 /* --- this process ----------------------------------------------------------------------- */
@@ -544,8 +506,7 @@ static int process_uptime(lua_State *L) {
 
 static const luaL_Reg process_funcs[] = {
   {"abort", process_abort},     {"cwd", process_cwd},         {"environ", process_environ},
-  {"error", process_error},     {"exec", process_exec},       {"execpath", process_execpath},
-  {"exit", process_exit},       {"fork", process_fork},       {"getenv", process_getenv},
+  {"exec", process_exec},       {"execpath", process_execpath}, {"exit", process_exit},       {"fork", process_fork},       {"getenv", process_getenv},
   {"hold", process_hold},       {"kill", process_kill},       {"onexit", process_onexit},
   {"pids", process_pids},       {"running", process_running}, {"setenv", process_setenv},
   {"uptime", process_uptime},

@@ -5,7 +5,10 @@
  * A handler runs in a new task each time its signal arrives, so it may wait (finish
  * requests, sleep) before it exits. A handler alone does not keep the process alive: the
  * signal handle is unref'd, so an app that only waits for SIGTERM still ends when its
- * work is done. One handler per signal; process.on again replaces it.
+ * work is done. A signal may have several handlers (the app's, the log module's, the HTTP
+ * server's graceful stop): process.on adds one, and each runs in its own task, in the order
+ * they were added. One uv_signal_t per signal, opened with the first handler and closed
+ * with the last.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -48,26 +51,37 @@ int luaio_checksignal(lua_State *L, int arg, int def) {
   return luaL_argerror(L, arg, lua_pushfstring(L, "unknown signal '%s'", name));
 }
 
-/* One installed handler: the libuv handle and the Lua function (registry reference). */
+/* A handled signal: the libuv handle and its handlers, a Lua array (registry reference). */
 typedef struct {
   uv_signal_t handle;
-  int fn;
+  int fns;
 } handler_t;
 
 static handler_t *handlers[MAX_SIGNAL + 1];
 
 static void handler_free(uv_handle_t *handle) { free(handle->data); }
 
+/* Starts a task per handler, in order. The array is copied onto the stack first: a handler
+ * runs until its first wait inside luaio_spawn and may call process.on/off meanwhile. */
 static void on_signal(uv_signal_t *handle, int signum) {
   handler_t *h = handle->data;
   lua_State *L = luaio_mainstate();
-  lua_rawgeti(L, LUA_REGISTRYINDEX, h->fn);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->fns);
+  int n = (int)lua_objlen(L, -1);
+  luaL_checkstack(L, n + 2, "signal handlers");
+  for (int i = 1; i <= n; i++) lua_rawgeti(L, -i, i);
+  lua_remove(L, -(n + 1));
+  int base = lua_gettop(L) - n;
   const char *name = luaio_signame(signum);
-  if (name != NULL)
-    lua_pushstring(L, name);
-  else
-    lua_pushinteger(L, signum);
-  luaio_spawn(L, 1); /* h may be gone after this (the handler may call process.off) */
+  for (int i = 1; i <= n; i++) {
+    lua_pushvalue(L, base + i);
+    if (name != NULL)
+      lua_pushstring(L, name);
+    else
+      lua_pushinteger(L, signum);
+    luaio_spawn(L, 1);
+  }
+  lua_pop(L, n);
 }
 
 /* Checks a signal argument for on/off: these cannot or must not be handled. */
@@ -81,47 +95,109 @@ static int check_catchable(lua_State *L, int arg) {
   return signum;
 }
 
-/* process.off(signal) -> true if a handler was removed, false if there was none */
-static int signal_off(lua_State *L) {
-  int signum = check_catchable(L, 1);
-  handler_t *h = handlers[signum];
-  lua_pushboolean(L, h != NULL);
-  if (h == NULL) return 1;
-  handlers[signum] = NULL;
-  luaL_unref(L, LUA_REGISTRYINDEX, h->fn);
-  uv_close((uv_handle_t *)&h->handle, handler_free); /* stops it; memory goes in the callback */
-  return 1;
+/* Where fn (at stack index fn) is in h's array (pushed on the stack), 0 when it is not. */
+static int find_fn(lua_State *L, handler_t *h, int fn) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->fns);
+  int n = (int)lua_objlen(L, -1);
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    int same = lua_rawequal(L, -1, fn);
+    lua_pop(L, 1);
+    if (same) return i;
+  }
+  return 0;
 }
 
-/* process.on(signal, fn) -> true, or nil, err. fn(signame) runs in a new task per signal. */
-static int signal_on(lua_State *L) {
-  int signum = check_catchable(L, 1);
-  luaL_checktype(L, 2, LUA_TFUNCTION);
+/* The last handler is gone: the signal gets its default action back. */
+static void handler_close(lua_State *L, int signum) {
   handler_t *h = handlers[signum];
-  if (h != NULL) { /* replace the function, keep the handle */
-    lua_pushvalue(L, 2);
-    lua_rawseti(L, LUA_REGISTRYINDEX, h->fn);
+  handlers[signum] = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, h->fns);
+  uv_close((uv_handle_t *)&h->handle, handler_free); /* stops it; memory goes in the callback */
+}
+
+/* process.off(signal[, fn]) -> true when a handler was removed, false when there was none.
+ * Without fn every handler of the signal goes. */
+static int signal_off(lua_State *L) {
+  int signum = check_catchable(L, 1);
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+  handler_t *h = handlers[signum];
+  if (h == NULL) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  if (lua_isnoneornil(L, 2)) {
+    handler_close(L, signum);
     lua_pushboolean(L, 1);
     return 1;
   }
-  h = malloc(sizeof *h);
-  if (h == NULL) return luaL_error(L, "on: out of memory");
+  int i = find_fn(L, h, 2); /* the array is at -1 */
+  if (i == 0) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  int n = (int)lua_objlen(L, -1);
+  for (; i < n; i++) { /* close the gap: the order of the others stays */
+    lua_rawgeti(L, -1, i + 1);
+    lua_rawseti(L, -2, i);
+  }
+  lua_pushnil(L);
+  lua_rawseti(L, -2, n);
+  if (n == 1) handler_close(L, signum);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Opens the signal's handle with an empty array of handlers; returns 0 or a libuv error. */
+static int handler_open(lua_State *L, int signum) {
+  handler_t *h = malloc(sizeof *h);
+  if (h == NULL) return UV_ENOMEM;
   uv_signal_init(luaio_loop(), &h->handle);
   h->handle.data = h;
   int err = uv_signal_start(&h->handle, on_signal, signum);
   if (err < 0) {
     uv_close((uv_handle_t *)&h->handle, handler_free);
-    return luaio_pusherror(L, err);
+    return err;
   }
-  uv_unref((uv_handle_t *)&h->handle); /* a handler alone does not keep the process alive */
-  lua_pushvalue(L, 2);
-  h->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_unref((uv_handle_t *)&h->handle); /* handlers alone do not keep the process alive */
+  lua_newtable(L);
+  h->fns = luaL_ref(L, LUA_REGISTRYINDEX);
   handlers[signum] = h;
+  return 0;
+}
+
+/* process.on(signal, fn) -> true, or nil, err. Adds fn to the signal's handlers (a function
+ * already there stays where it is); fn(signame) runs in a new task per signal. */
+static int signal_on(lua_State *L) {
+  int signum = check_catchable(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (handlers[signum] == NULL) {
+    int err = handler_open(L, signum);
+    if (err < 0) return luaio_pusherror(L, err);
+  }
+  if (find_fn(L, handlers[signum], 2) == 0) {
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+  }
   lua_pushboolean(L, 1);
   return 1;
 }
 
-static const luaL_Reg signal_funcs[] = {{"off", signal_off}, {"on", signal_on}, {NULL, NULL}};
+/* signal.count(signal) -> how many handlers it has (stdlib/http.lua: does the app handle
+ * SIGTERM itself?) */
+static int signal_count(lua_State *L) {
+  handler_t *h = handlers[luaio_checksignal(L, 1, -1)];
+  if (h == NULL) {
+    lua_pushinteger(L, 0);
+    return 1;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->fns);
+  lua_pushinteger(L, (lua_Integer)lua_objlen(L, -1));
+  return 1;
+}
+
+static const luaL_Reg signal_funcs[] = {
+  {"count", signal_count}, {"off", signal_off}, {"on", signal_on}, {NULL, NULL}};
 
 int luaopen_luaio_signal(lua_State *L) {
   luaio_newlib(L, signal_funcs);

@@ -51,25 +51,8 @@ typedef struct {
 static uv_timer_t sweep_timer;
 static int sweep_ref = LUA_NOREF, sweep_started;
 
-/* --- names for error tables --------------------------------------------------------------- */
-
-static const struct {
-  const char *name;
-  int code;
-} codes[] = {{"ECONNRESET", UV_ECONNRESET}, {"EINVAL", UV_EINVAL}, {"ELOOP", UV_ELOOP},
-             {"EMSGSIZE", UV_EMSGSIZE},     {"ENOTSUP", UV_ENOTSUP}, {"EPROTO", UV_EPROTO},
-             {"ETIMEDOUT", UV_ETIMEDOUT}};
-
-static int code_of(const char *name) {
-  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
-    if (strcmp(codes[i].name, name) == 0) return codes[i].code;
-  return 0;
-}
-
 static int push_error(lua_State *L, const char *name, const char *message) {
-  lua_pushnil(L);
-  luaio_newerror(L, code_of(name), name, message);
-  return 2;
+  return luaio_pushnamederror(L, name, message);
 }
 
 /* --- response heads ----------------------------------------------------------------------- */
@@ -297,11 +280,10 @@ static int httpclient_sweep(lua_State *L) {
   return 0;
 }
 
-/* error(name, message) -> {code, name, message}, code from libuv when it knows the name */
+/* error(name, message) -> {code, name, message}, code from libuv when it knows the name.
+ * (require("luaio.error").new does the same: http_client.lua may use that instead.) */
 static int httpclient_error(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  const char *message = luaL_checkstring(L, 2);
-  luaio_newerror(L, code_of(name), name, message);
+  luaio_namederror(L, luaL_checkstring(L, 1), luaL_checkstring(L, 2));
   return 1;
 }
 
