@@ -439,7 +439,7 @@ test.case("https gives ENOTSUP; connection refused; bad arguments raise naming t
   test.raises(function() http.request({ url = 5 }) end, "options.url: string expected, got number")
   test.raises(function() http.request({ url = "http://h/", method = "GE T" }) end, "options.method")
   test.raises(function() http.request({ url = "http://h/", headers = { ["X-A"] = "a\r\nX-B: b" } }) end,
-    "options.headers: X%-A: CR, LF")
+    "options.headers: X%-A: control character in the value")
   test.raises(function() http.request({ url = "http://h/", headers = { ["Bad Name"] = "a" } }) end,
     "options.headers: bad header name")
   test.raises(function() http.request({ url = "http://h/", timeout = -1 }) end, "options.timeout")
@@ -472,9 +472,21 @@ test.case("luaio.http_client: heads in steps, joined headers, framing, chunked p
   test.eq({ head.body, head.keep_alive }, { "none", false })
   head = C.parse_response("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", 0, true)
   test.eq(head.body, "none", "a response to HEAD")
-  head = C.parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
-  test.eq({ head.body, head.keep_alive }, { "close", false })
-  local _, err = C.parse_response("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+  local _, err = C.parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
+  test.eq(err.name, "EPROTO", "a coding other than chunked")
+  test.eq(err.message, "unsupported transfer coding 'gzip' (only chunked is decoded)")
+  for _, te in ipairs({ "gzip, chunked", " ,", "chunked;x=1", "x-chunked" }) do
+    _, err = C.parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: " .. te .. "\r\n\r\n")
+    test.eq(err and err.name, "EPROTO", te)
+  end
+  head = C.parse_response("HTTP/1.1 200 OK\r\nTransfer-Encoding: , CHUNKED\t\r\n\r\n")
+  test.eq(head.body, "chunked", "chunked in any case, empty elements ignored")
+  head = C.parse_response("HTTP/1.1 204 No Content\r\nTransfer-Encoding: gzip\r\n\r\n")
+  test.eq(head.body, "none", "no body: the coding does not matter")
+  head = C.parse_response("HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Expires=Wed, 21 Oct 2015 07:28:00 GMT\r\n" ..
+    "Content-Length: 0\r\nSET-COOKIE: b=2\r\n\r\n")
+  test.eq(head.headers["set-cookie"], { "a=1; Expires=Wed, 21 Oct 2015 07:28:00 GMT", "b=2" })
+  _, err = C.parse_response("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
   test.eq(err.name, "EPROTO")
   _, err = C.parse_response("HTTP/1.1 200 OK\nContent-Length: 1\n\n")
   test.eq(err.name, "EPROTO", "bare LF")
