@@ -69,7 +69,7 @@ local sweeping, sweep_on = false, false
 
 -- Every idle connection of slot that has expired or died is closed; the others stay, parked.
 local function sweep_slot(p, slot, t)
-  local alive, park, dead = p.alive, p.park, nil
+  local alive, park, dead = p.on.alive, p.on.park, nil
   local keep = {}
   for i = 1, #slot.idle do
     local entry = slot.idle[i]
@@ -84,12 +84,10 @@ local function sweep_slot(p, slot, t)
   p.idle_count = p.idle_count - (#slot.idle - #keep)
   slot.idle = keep
   -- closed once the slot is consistent again: a close that waits cannot see it half done
-  if dead then for i = 1, #dead do p.close(dead[i]) end end
+  if dead then for i = 1, #dead do p.on.close(dead[i]) end end
 end
 
-local function sweep()
-  if sweeping then return end
-  sweeping = true
+local function sweep_all()
   local t = now()
   local pools = {}
   for p in pairs(live) do pools[#pools + 1] = p end
@@ -102,11 +100,19 @@ local function sweep()
       p:_tidy(slots[j])
     end
   end
+end
+
+-- Runs in a task of its own every SWEEP_EVERY ms while some pool holds idle connections.
+local function sweep()
+  if sweeping then return end -- the last one still waits in a close
+  sweeping = true
+  local ok, err = pcall(sweep_all)
   sweeping = false
   if next(live) == nil then
     C.sweep(nil)
     sweep_on = false
   end
+  if not ok then error(err, 0) end -- a callback raised: reported, and the next sweep goes on
 end
 
 local function sweep_start()
@@ -143,7 +149,8 @@ function pool.new(options)
     idle_timeout = o.idle_timeout or DEFAULTS.idle_timeout,
     max_waiters = o.max_waiters or DEFAULTS.max_waiters,
     wait_timeout = o.wait_timeout or DEFAULTS.wait_timeout,
-    connect = o.connect, alive = o.alive, park = o.park, close = o.close or close_conn,
+    -- the callbacks, apart from the methods (close is both)
+    on = { connect = o.connect, alive = o.alive, park = o.park, close = o.close or close_conn },
     slots = {},     -- key -> {key, idle = {{conn, expires}...} (oldest first), busy, waiters}
     owners = setmetatable({}, { __mode = "k" }), -- acquired connection -> its slot
     idle_count = 0,
@@ -175,8 +182,8 @@ end
 
 -- Adds conn to slot's idle list, or closes it: true when kept.
 function Pool:_park(slot, conn, idle_timeout, max_idle)
-  if self.closed or max_idle == 0 or (self.park and not self.park(conn)) then
-    self.close(conn)
+  if self.closed or max_idle == 0 or (self.on.park and not self.on.park(conn)) then
+    self.on.close(conn)
     return false
   end
   local idle, evicted = slot.idle, nil
@@ -189,20 +196,20 @@ function Pool:_park(slot, conn, idle_timeout, max_idle)
   self.idle_count = self.idle_count + 1
   live[self] = true
   sweep_start()
-  if evicted then for i = 1, #evicted do self.close(evicted[i]) end end
+  if evicted then for i = 1, #evicted do self.on.close(evicted[i]) end end
   return true
 end
 
 -- The most recently parked idle connection of slot that is still alive, or nil.
 function Pool:_take_idle(slot)
-  local idle, alive = slot.idle, self.alive
+  local idle, alive = slot.idle, self.on.alive
   while #idle > 0 do
     local entry = idle[#idle]
     idle[#idle] = nil
     self.idle_count = self.idle_count - 1
     local conn = entry.conn
     if entry.expires > now() and (not alive or alive(conn)) then return conn end
-    self.close(conn)
+    self.on.close(conn)
   end
   return nil
 end
@@ -247,7 +254,7 @@ end
 -- Makes a connection for a place already counted in slot.busy. An error raised by
 -- options.connect is raised again once the place is free (it must not be lost).
 function Pool:_connect(slot)
-  local ok, conn, err = pcall(self.connect, slot.key)
+  local ok, conn, err = pcall(self.on.connect, slot.key)
   if not ok or conn == nil then -- the place is free again
     if self.closed or not hand_over(slot, nil) then slot.busy = slot.busy - 1 end
     self:_tidy(slot)
@@ -273,7 +280,7 @@ function Pool:acquire(key)
       self:_tidy(slot)
       return conn
     end
-    if not self.connect then
+    if not self.on.connect then
       slot.busy = slot.busy - 1
       self:_tidy(slot)
       error("acquire: no idle connection and the pool has no connect function", 2)
@@ -311,7 +318,7 @@ function Pool:release(conn, reusable)
   if not slot then argerror("release", 1, "not a connection acquired from this pool (or released twice)") end
   self.owners[conn] = nil
   if reusable == false or self.closed then
-    self.close(conn)
+    self.on.close(conn)
     if self.closed or not hand_over(slot, nil) then slot.busy = slot.busy - 1 end
   elseif not hand_over(slot, conn) then
     slot.busy = slot.busy - 1
@@ -347,7 +354,7 @@ function Pool:close()
     local idle = slot.idle
     slot.idle = {}
     self.idle_count = self.idle_count - #idle
-    for j = 1, #idle do self.close(idle[j].conn) end
+    for j = 1, #idle do self.on.close(idle[j].conn) end
     self:_tidy(slot)
   end
   live[self] = nil

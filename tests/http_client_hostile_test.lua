@@ -7,10 +7,20 @@ local tcp = require "tcp"
 local http = require "http"
 local client = require "http_client"
 
--- An in-process TCP server; closed when the case ends. Returns its base URL and port.
+-- An in-process TCP server; it and its connections are closed when the case ends (a
+-- connection left open would serve the next case from the pool when the port comes
+-- again). Returns its base URL and port.
 local function serve_here(onconnect)
-  local server = assert(tcp.createServer(0, onconnect, { host = "127.0.0.1" }))
-  test.cleanup(function() server:close() end)
+  local open = {}
+  local server = assert(tcp.createServer(0, function(socket)
+    open[socket] = true
+    onconnect(socket)
+    open[socket] = nil
+  end, { host = "127.0.0.1" }))
+  test.cleanup(function()
+    server:close()
+    for socket in pairs(open) do socket:close() end
+  end)
   local port = server:address().port
   return "http://127.0.0.1:" .. port, port
 end
@@ -32,6 +42,7 @@ local function header(lines, name)
     local n, v = lines[i]:match("^([^:]+):%s*(.*)$")
     if n and n:lower() == name:lower() then return v end
   end
+  return nil
 end
 
 -- Runs fn in a task and fails the case when it has not returned after ms (a hang is the
@@ -222,6 +233,41 @@ test.case("Authorization, Cookie and Proxy-Authorization do not follow a redirec
     follow_redirects = true }))
   test.eq(res:body(), "ok")
   test.eq(header(got.a, "authorization"), nil, "localhost is another host")
+end)
+
+test.case("redirect methods as fetch: 303 -> GET (HEAD stays), 301/302 turn POST only into GET", function()
+  local base = serve_here(function(socket)
+    while true do
+      local req = read_request(socket)
+      if not req then return end
+      local method, target = req[1]:match("^(%S+) (%S+)")
+      local len = tonumber(header(req, "content-length") or "0")
+      local body = len > 0 and socket:read(len) or ""
+      local status = target:match("^/r(%d%d%d)$")
+      if status then
+        socket:write("HTTP/1.1 " .. status .. " Moved\r\nLocation: /landed\r\nContent-Length: 0\r\n\r\n")
+      else
+        local answer = method .. " " .. body .. " " .. tostring(header(req, "content-type"))
+        socket:write("HTTP/1.1 200 OK\r\nX-Answer: " .. answer .. "\r\nContent-Length: " .. #answer .. "\r\n\r\n" ..
+          (method == "HEAD" and "" or answer))
+      end
+    end
+  end)
+  local function via(status, method)
+    local res = assert(http.request({ url = base .. "/r" .. status, method = method, body = method ~= "HEAD" and "data" or nil,
+      headers = { ["Content-Type"] = "text/plain" }, follow_redirects = true }))
+    res:body()
+    return res.headers["x-answer"]
+  end
+  test.eq(via(303, "POST"), "GET  nil")
+  test.eq(via(303, "PUT"), "GET  nil")
+  test.eq(via(303, "HEAD"), "HEAD  text/plain", "HEAD stays HEAD, with its headers")
+  test.eq(via(301, "POST"), "GET  nil")
+  test.eq(via(302, "POST"), "GET  nil")
+  test.eq(via(302, "PUT"), "PUT data text/plain", "301/302 keep other methods and their body")
+  test.eq(via(301, "DELETE"), "DELETE data text/plain")
+  test.eq(via(307, "POST"), "POST data text/plain")
+  test.eq(via(308, "PATCH"), "PATCH data text/plain")
 end)
 
 -- --- 3. Location resolved as RFC 3986 section 5 says -------------------------------------------

@@ -90,10 +90,19 @@ print("listening " .. server:address().port)
 io.stdout:flush()
 ]]
 
--- An in-process TCP server; closed when the case ends.
+-- An in-process TCP server; it and its connections are closed when the case ends (a
+-- connection left open would serve the next case from the pool when the port comes again).
 local function serve_here(onconnect)
-  local server = assert(tcp.createServer(0, onconnect, { host = "127.0.0.1" }))
-  test.cleanup(function() server:close() end)
+  local open = {}
+  local server = assert(tcp.createServer(0, function(socket)
+    open[socket] = true
+    onconnect(socket)
+    open[socket] = nil
+  end, { host = "127.0.0.1" }))
+  test.cleanup(function()
+    server:close()
+    for socket in pairs(open) do socket:close() end
+  end)
   return "http://127.0.0.1:" .. server:address().port
 end
 

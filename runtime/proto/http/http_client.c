@@ -63,9 +63,9 @@ static int sweep_ref = LUA_NOREF, sweep_started;
 static const struct {
   const char *name;
   int code;
-} codes[] = {{"EBUSY", UV_EBUSY},         {"ECANCELED", UV_ECANCELED}, {"ECONNRESET", UV_ECONNRESET},
-             {"EINVAL", UV_EINVAL},       {"ELOOP", UV_ELOOP},         {"EMSGSIZE", UV_EMSGSIZE},
-             {"ENOTSUP", UV_ENOTSUP},     {"EPROTO", UV_EPROTO},       {"ETIMEDOUT", UV_ETIMEDOUT}};
+} codes[] = {{"EBUSY", UV_EBUSY},     {"ECANCELED", UV_ECANCELED}, {"ECONNRESET", UV_ECONNRESET},
+             {"EINVAL", UV_EINVAL},   {"ELOOP", UV_ELOOP},         {"EMSGSIZE", UV_EMSGSIZE},
+             {"ENOTSUP", UV_ENOTSUP}, {"EPROTO", UV_EPROTO},       {"ETIMEDOUT", UV_ETIMEDOUT}};
 
 static int code_of(const char *name) {
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
@@ -228,8 +228,9 @@ static int httpclient_parse_response(lua_State *L) {
     return push_error(L, "EPROTO", "invalid response framing (Content-Length, Transfer-Encoding)");
   if (head.coding != NULL) {
     lua_pushlstring(L, head.coding, head.coding_len);
-    return push_error(L, "EPROTO", lua_pushfstring(L, "unsupported transfer coding '%s' (only chunked is decoded)",
-                                                   lua_tostring(L, -1)));
+    const char *msg = lua_pushfstring(L, "unsupported transfer coding '%s' (only chunked is decoded)",
+                                      lua_tostring(L, -1));
+    return push_error(L, "EPROTO", msg);
   }
   lua_createtable(L, 0, 8);
   set_number(L, "status", head.status);
