@@ -13,8 +13,8 @@
 -- after `keepalive_timeout` (60 s) idle by the pool's sweep, whose timer does not keep the
 -- process alive. A parked socket keeps reading, so a connection the server closed is
 -- noticed before it is handed out again; when a reused connection still fails before any
--- byte of the response (the close crossed our request), an idempotent request is sent
--- again once on a new connection. A connection goes back to the pool only once its
+-- byte of the response, or answers 408 (the close crossed our request), an idempotent
+-- request is sent again once on a new connection. A connection goes back to the pool only once its
 -- response body was read to the end.
 --
 -- Time: each wait (connect, a write, a read) has its own inactivity timeout, and the whole
@@ -575,6 +575,11 @@ local function exchange(opts, target, method, body, headers)
     -- Even when the write failed, the server may have answered before it stopped reading
     -- (a 413 for a body it does not want, then a close): that answer is the result.
     local head, after, got = read_head(sock, opts, method)
+    if head and reused and retry and head.status == 408 then
+      -- a 408 on a reused connection is the server giving up an idle one as our request
+      -- crossed it (as Go's client reads it): a dead connection, not the answer
+      head, after, got = nil, C.error("ECONNRESET", "408 on a reused connection"), false
+    end
     if head then return new_response(head, after, sock, key, opts, sent) end
     err = sent and after or sent_err -- without a head, read_head's second result is its error
     sock:close()

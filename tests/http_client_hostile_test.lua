@@ -442,6 +442,26 @@ c.close()
   test.eq(res:body(), "nope")
 end)
 
+test.case("a 408 on a reused connection (closed as idle): GET sent again on a new one, POST not", function()
+  local connections = 0
+  local base = serve_here(function(socket)
+    connections = connections + 1
+    local n = connections
+    read_request(socket)
+    socket:write("HTTP/1.1 200 OK\r\nContent-Length: " .. #tostring(n) .. "\r\n\r\n" .. n)
+    local req = read_request(socket) -- the next request: "too late", as servers say when idle
+    local len = req and tonumber(header(req, "content-length") or "0") or 0
+    if len > 0 then socket:read(len) end
+    socket:write("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+  end)
+  test.eq(assert(http.get(base .. "/")):body(), "1")
+  test.eq(assert(http.get(base .. "/")):body(), "2", "the 408 was not the answer")
+  test.eq(connections, 2)
+  local res = assert(http.request({ url = base .. "/", method = "POST", body = "x" }))
+  test.eq(res.status, 408, "a POST is not sent twice: the 408 is its answer")
+  test.eq(connections, 2)
+end)
+
 -- --- 6. transfer codings other than chunked -----------------------------------------------
 
 test.case("Transfer-Encoding: gzip, chunked (and gzip alone) is EPROTO, not gzip bytes", function()
