@@ -3,47 +3,12 @@
 -- under a request body. Each case is a defect that was found this way (its regression test).
 local test = require "test"
 local task = require "task"
-local tcp = require "tcp"
 local http = require "http"
 local client = require "http_client"
 
--- An in-process TCP server; it and its connections are closed when the case ends (a
--- connection left open would serve the next case from the pool when the port comes
--- again). Returns its base URL and port.
-local function serve_here(onconnect)
-  local open = {}
-  local server = assert(tcp.createServer(0, function(socket)
-    open[socket] = true
-    onconnect(socket)
-    open[socket] = nil
-  end, { host = "127.0.0.1" }))
-  test.cleanup(function()
-    server:close()
-    for socket in pairs(open) do socket:close() end
-  end)
-  local port = server:address().port
-  return "http://127.0.0.1:" .. port, port
-end
+local peers = require "tests.http_peers"
 
--- Reads one request head from a raw socket: its lines, without the empty one.
-local function read_request(socket)
-  local lines = {}
-  while true do
-    local line = socket:readline()
-    if not line then return nil end
-    if line == "" then return lines end
-    lines[#lines + 1] = line
-  end
-end
-
--- The value of a header in request lines read by read_request, or nil.
-local function header(lines, name)
-  for i = 2, #lines do
-    local n, v = lines[i]:match("^([^:]+):%s*(.*)$")
-    if n and n:lower() == name:lower() then return v end
-  end
-  return nil
-end
+local serve_here, read_request, header = peers.serve, peers.read_request, peers.header
 
 -- Runs fn in a task and fails the case when it has not returned after ms (a hang is the
 -- defect some of these cases look for; the case must fail, not wait for the runner).
@@ -440,26 +405,6 @@ c.close()
     body = ("y"):rep(4000000) }))
   test.eq(res.status, 403)
   test.eq(res:body(), "nope")
-end)
-
-test.case("a 408 on a reused connection (closed as idle): GET sent again on a new one, POST not", function()
-  local connections = 0
-  local base = serve_here(function(socket)
-    connections = connections + 1
-    local n = connections
-    read_request(socket)
-    socket:write("HTTP/1.1 200 OK\r\nContent-Length: " .. #tostring(n) .. "\r\n\r\n" .. n)
-    local req = read_request(socket) -- the next request: "too late", as servers say when idle
-    local len = req and tonumber(header(req, "content-length") or "0") or 0
-    if len > 0 then socket:read(len) end
-    socket:write("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-  end)
-  test.eq(assert(http.get(base .. "/")):body(), "1")
-  test.eq(assert(http.get(base .. "/")):body(), "2", "the 408 was not the answer")
-  test.eq(connections, 2)
-  local res = assert(http.request({ url = base .. "/", method = "POST", body = "x" }))
-  test.eq(res.status, 408, "a POST is not sent twice: the 408 is its answer")
-  test.eq(connections, 2)
 end)
 
 -- --- 6. transfer codings other than chunked -----------------------------------------------
