@@ -285,30 +285,33 @@ local function limit(opts, ms)
   return ms, false
 end
 
+-- Runs one wait, fn(ms, a, b) -> value | nil, err, with its timeout cut by limit(); an
+-- ETIMEDOUT that the deadline caused says so.
+local function timed(opts, ms, fn, a, b)
+  local cut
+  ms, cut = limit(opts, ms)
+  if not ms then return nil, deadline_error(opts) end
+  local value, err = fn(ms, a, b)
+  if value == nil and cut and err.name == "ETIMEDOUT" then err = deadline_error(opts) end
+  return value, err
+end
+
+local function read_within(ms, sock)
+  sock:setTimeout(ms)
+  return sock:read()
+end
+
+local function write_within(ms, sock, data)
+  sock:setTimeout(ms)
+  return sock:write(data)
+end
+
+local function connect_within(ms, target)
+  return tcp.connect(target.port, target.host, { timeout = ms })
+end
+
 local function timed_read(sock, opts)
-  local ms, cut = limit(opts, opts.read_timeout)
-  if not ms then return nil, deadline_error(opts) end
-  sock:setTimeout(ms)
-  local data, err = sock:read()
-  if not data and cut and err.name == "ETIMEDOUT" then err = deadline_error(opts) end
-  return data, err
-end
-
-local function timed_write(sock, opts, data)
-  local ms, cut = limit(opts, opts.send_timeout)
-  if not ms then return nil, deadline_error(opts) end
-  sock:setTimeout(ms)
-  local ok, err = sock:write(data)
-  if not ok and cut and err.name == "ETIMEDOUT" then err = deadline_error(opts) end
-  return ok, err
-end
-
-local function timed_connect(opts, target)
-  local ms, cut = limit(opts, opts.connect_timeout)
-  if not ms then return nil, deadline_error(opts) end
-  local sock, err = tcp.connect(target.port, target.host, { timeout = ms })
-  if not sock and cut and err.name == "ETIMEDOUT" then err = deadline_error(opts) end
-  return sock, err
+  return timed(opts, opts.read_timeout, read_within, sock)
 end
 
 -- --- the connection pool ---------------------------------------------------------------------
@@ -568,10 +571,11 @@ local function exchange(opts, target, method, body, headers)
   while true do
     local sock, err = reused, nil
     if not sock then
-      sock, err = timed_connect(opts, target)
+      sock, err = timed(opts, opts.connect_timeout, connect_within, target)
       if not sock then return nil, err end
     end
-    local sent, sent_err = timed_write(sock, opts, body and #body > 0 and { head_bytes, body } or head_bytes)
+    local sent, sent_err = timed(opts, opts.send_timeout, write_within, sock,
+      body and #body > 0 and { head_bytes, body } or head_bytes)
     -- Even when the write failed, the server may have answered before it stopped reading
     -- (a 413 for a body it does not want, then a close): that answer is the result.
     local head, after, got = read_head(sock, opts, method)

@@ -79,6 +79,30 @@ test.case("total_timeout also bounds the body read piece by piece after the head
   test.ok(n > 0, "some bytes came before the deadline")
 end)
 
+test.case("total_timeout cuts a connect that hangs and a body write the server never reads", function()
+  local helpers = require "tests.helpers"
+  local port = helpers.full_backlog()
+  local started = task.now()
+  local res, err = http.get("http://127.0.0.1:" .. port .. "/", { connect_timeout = 20000, total_timeout = 300 })
+  test.eq(res, nil)
+  test.eq(err.name, "ETIMEDOUT")
+  test.match(err.message, "total_timeout")
+  test.ok(task.now() - started < 5000, "not the connect_timeout")
+  local base = serve_here(function(socket)
+    read_request(socket)
+    task.sleep(10000) -- reads nothing more: the client's write stalls
+  end)
+  started = task.now()
+  res, err = within(10000, function()
+    return http.request({ url = base .. "/", method = "POST", body = ("b"):rep(64 * 1024 * 1024),
+      send_timeout = 20000, total_timeout = 500 })
+  end)
+  test.eq(res, nil)
+  test.eq(err.name, "ETIMEDOUT")
+  test.match(err.message, "total_timeout")
+  test.ok(task.now() - started < 5000, "not the send_timeout")
+end)
+
 test.case("endless 100 Continue: an error after 10 interim responses, not a hang", function()
   local sent = 0
   local base = serve_here(function(socket)
