@@ -197,7 +197,8 @@ local function check_headers(given, fname, argn)
   local headers, seen = {}, {}
   for name, value in pairs(given) do
     if type(name) ~= "string" or not name:match(TOKEN) then
-      argerror(fname, argn, "options.headers: bad header name " .. ("%q"):format(tostring(name)), 4)
+      local shown = tostring(name):gsub("%c", function(c) return "\\" .. c:byte() end) -- one line
+      argerror(fname, argn, "options.headers: bad header name '" .. shown .. "'", 4)
     end
     local vt = type(value)
     if vt ~= "string" and vt ~= "number" then
