@@ -4,34 +4,45 @@
 --   local res, err = http.get("http://127.0.0.1:8080/hello")
 --   if res then print(res.status, res.headers["content-type"], res:body()) end
 --
--- The sockets, requests and the keep-alive pool are here; the response head parser and
--- the chunked decoder are C (runtime/proto/http/http_client.c, over runtime/proto/http/http_parser.c).
+-- The sockets and requests are here; the response head parser and the chunked decoder are C
+-- (runtime/proto/http/http_client.c, over runtime/proto/http/http_parser.c); idle
+-- connections wait in a pool (stdlib/pool.lua).
 --
--- The pool keeps idle connections per host:port: at most `keepalive_pool` (16) each, the
--- least recently used one closed to make room, each closed after `keepalive_timeout` (60 s)
--- idle by a timer that does not keep the process alive. A parked socket keeps reading, so a
--- connection the server closed is noticed before it is handed out again; when a reused
--- connection still fails before any byte of the response (the close crossed our request),
--- an idempotent request is sent again once on a new connection. A connection goes back to
--- the pool only once its response body was read to the end.
+-- Keep-alive: idle connections are kept per scheme, host and port: at most
+-- `keepalive_pool` (16) each, the least recently used one closed to make room, each closed
+-- after `keepalive_timeout` (60 s) idle by the pool's sweep, whose timer does not keep the
+-- process alive. A parked socket keeps reading, so a connection the server closed is
+-- noticed before it is handed out again; when a reused connection still fails before any
+-- byte of the response, or answers 408 (the close crossed our request), an idempotent
+-- request is sent again once on a new connection. A connection goes back to the pool only once its
+-- response body was read to the end.
+--
+-- Time: each wait (connect, a write, a read) has its own inactivity timeout, and the whole
+-- request (every redirect and retry, and reading the body) has `total_timeout`, so a server
+-- that trickles a byte at a time cannot hold a request forever.
 local C = require "luaio.http_client"
 local tcp = require "tcp"
 local task = require "task"
+local pool = require "pool"
 
 local concat, type, tostring, tonumber = table.concat, type, tostring, tonumber
-local setmetatable, error, pairs, ipairs = setmetatable, error, pairs, ipairs
-local floor = math.floor
+local setmetatable, error, pairs = setmetatable, error, pairs
+local floor, ceil = math.floor, math.ceil
 
 local client = {}
 
 local DEFAULT_TIMEOUT = 30000
+local DEFAULT_TOTAL = 300000
 local DEFAULT_MAX_BODY = 64 * 1024 * 1024
 local MAX_HEAD = 64 * 1024 -- a response head larger than this is an error
+local MAX_INTERIM = 10 -- more 1xx responses before the final one: an error
 local MAX_REDIRECTS = 5
 local POOL_SIZE = 16
 local POOL_IDLE = 60000
-local SWEEP_EVERY = 1000
 local DRAIN_LIMIT = 64 * 1024 -- a redirect's body up to this is read so the connection is kept
+
+-- Request headers that carry credentials: not sent on to another origin by a redirect.
+local CREDENTIALS = { authorization = true, cookie = true, ["proxy-authorization"] = true }
 
 local IDEMPOTENT = { GET = true, HEAD = true, PUT = true, DELETE = true, OPTIONS = true, TRACE = true }
 
@@ -41,22 +52,95 @@ local function fail(name, message)
   return nil, C.error(name, message)
 end
 
--- --- options and URLs ------------------------------------------------------------------------
+-- --- URLs ------------------------------------------------------------------------------------
 
-local OPTIONS = {
-  url = "string", host = "string", port = "number", path = "string", method = "string",
-  headers = "table", body = "string", timeout = "number", connect_timeout = "number",
-  send_timeout = "number", read_timeout = "number", follow_redirects = "boolean",
-  keepalive = "boolean", keepalive_timeout = "number", keepalive_pool = "number",
-  max_body_size = "number",
-}
-
-local function argerror(fname, argn, message, level)
-  error(("bad argument #%d to '%s' (%s)"):format(argn, fname, message), level + 1)
+-- Splits a URI reference as RFC 3986 appendix B does: scheme, authority, path, query,
+-- fragment; the parts that are absent are nil (an empty query "?" is "").
+local function split_uri(s)
+  local scheme, rest = s:match("^(%a[%w+.-]*):(.*)$")
+  if not scheme then rest = s end
+  local fragment
+  local hash = rest:find("#", 1, true)
+  if hash then rest, fragment = rest:sub(1, hash - 1), rest:sub(hash + 1) end
+  local query
+  local mark = rest:find("?", 1, true)
+  if mark then rest, query = rest:sub(1, mark - 1), rest:sub(mark + 1) end
+  local authority
+  if rest:sub(1, 2) == "//" then
+    local slash = rest:find("/", 3, true) or #rest + 1
+    authority, rest = rest:sub(3, slash - 1), rest:sub(slash)
+  end
+  return scheme, authority, rest, query, fragment
 end
 
--- Splits an absolute URL: scheme, host, port, path (with the query; the fragment dropped),
--- or nil and the reason.
+-- RFC 3986 5.2.4: "/a/b/../c/./d" -> "/a/c/d".
+local function remove_dots(path)
+  local out, n = {}, 0
+  while #path > 0 do
+    if path:sub(1, 3) == "../" then
+      path = path:sub(4)
+    elseif path:sub(1, 2) == "./" then
+      path = path:sub(3)
+    elseif path:sub(1, 3) == "/./" then
+      path = path:sub(3)
+    elseif path == "/." then
+      path = "/"
+    elseif path:sub(1, 4) == "/../" or path == "/.." then
+      path = "/" .. path:sub(5)
+      if n > 0 then
+        out[n] = nil
+        n = n - 1
+      end
+    elseif path == "." or path == ".." then
+      path = ""
+    else
+      local seg = path:match("^/?[^/]*")
+      n = n + 1
+      out[n] = seg
+      path = path:sub(#seg + 1)
+    end
+  end
+  return concat(out, "", 1, n)
+end
+
+-- RFC 3986 5.2.3: a relative path merged with the base's.
+local function merge(base_authority, base_path, path)
+  if base_authority and base_path == "" then return "/" .. path end
+  return (base_path:match("^(.*/)") or "") .. path
+end
+
+-- client.resolve(base, reference) -> the absolute URL that reference (a Location, a
+-- link) names when read against the absolute URL base (RFC 3986 5.2, strict).
+function client.resolve(base, reference)
+  if type(base) ~= "string" then error("bad argument #1 to 'resolve' (string expected, got " .. type(base) .. ")", 2) end
+  if type(reference) ~= "string" then
+    error("bad argument #2 to 'resolve' (string expected, got " .. type(reference) .. ")", 2)
+  end
+  local bs, ba, bp, bq = split_uri(base)
+  if not bs then error("bad argument #1 to 'resolve' (absolute URL expected)", 2) end
+  local rs, ra, rp, rq, rf = split_uri(reference)
+  local s, a, p, q
+  if rs then
+    s, a, p, q = rs, ra, remove_dots(rp), rq
+  elseif ra then
+    s, a, p, q = bs, ra, remove_dots(rp), rq
+  elseif rp == "" then
+    s, a, p, q = bs, ba, bp, rq or bq
+  elseif rp:sub(1, 1) == "/" then
+    s, a, p, q = bs, ba, remove_dots(rp), rq
+  else
+    s, a, p, q = bs, ba, remove_dots(merge(ba, bp, rp)), rq
+  end
+  local out = { s, ":" }
+  if a then out[#out + 1] = "//" .. a end
+  out[#out + 1] = p
+  if q then out[#out + 1] = "?" .. q end
+  if rf then out[#out + 1] = "#" .. rf end
+  return concat(out)
+end
+
+-- Splits an absolute http(s) URL: {scheme, host (lower case), port, path (with the query;
+-- the fragment dropped)}, or nil and the reason.
 local function parse_url(url)
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
   if not scheme then return nil, "not an absolute URL (http://host[:port]/path)" end
@@ -80,10 +164,64 @@ local function parse_url(url)
   path = path:gsub("#.*$", "")
   if path == "" or path:sub(1, 1) == "?" then path = "/" .. path end
   if path:find("[%c ]") then return nil, "spaces or control characters in the URL's path" end
-  return { scheme = scheme, host = host, port = port, path = path }
+  return { scheme = scheme, host = host:lower(), port = port, path = path }
 end
 
--- The request's target from options (raises naming the argument when they are wrong).
+-- host[:port] as the Host header and URLs write it; the scheme's default port is left out.
+local function authority_of(target)
+  local host = target.host
+  if host:find(":", 1, true) then host = "[" .. host .. "]" end
+  if target.port ~= (target.scheme == "https" and 443 or 80) then host = host .. ":" .. target.port end
+  return host
+end
+
+-- --- options ---------------------------------------------------------------------------------
+
+local OPTIONS = {
+  url = "string", host = "string", port = "number", path = "string", method = "string",
+  headers = "table", body = "string", timeout = "number", connect_timeout = "number",
+  send_timeout = "number", read_timeout = "number", total_timeout = "number",
+  follow_redirects = "boolean", keepalive = "boolean", keepalive_timeout = "number",
+  keepalive_pool = "number", max_body_size = "number",
+}
+
+local TOKEN = "^[%w!#$%%&'*+.^_`|~-]+$"
+
+local function argerror(fname, argn, message, level)
+  error(("bad argument #%d to '%s' (%s)"):format(argn, fname, message), level + 1)
+end
+
+-- A copy of the caller's headers (never changed: redirects make new tables), checked: names
+-- are tokens, each given once whatever its case, values hold no control character but HTAB.
+local function check_headers(given, fname, argn)
+  local headers, seen = {}, {}
+  for name, value in pairs(given) do
+    if type(name) ~= "string" or not name:match(TOKEN) then
+      local shown = tostring(name):gsub("%c", function(c) return "\\" .. c:byte() end) -- one line
+      argerror(fname, argn, "options.headers: bad header name '" .. shown .. "'", 4)
+    end
+    local vt = type(value)
+    if vt ~= "string" and vt ~= "number" then
+      argerror(fname, argn, ("options.headers: %s: string expected, got %s"):format(name, vt), 4)
+    end
+    local lower = name:lower()
+    if seen[lower] then
+      argerror(fname, argn, ("options.headers: %s given twice (as %s and %s)"):format(lower, seen[lower], name), 4)
+    end
+    seen[lower] = name
+    if lower == "transfer-encoding" then
+      argerror(fname, argn, "options.headers: Transfer-Encoding is not supported (the body is a string)", 4)
+    end
+    value = tostring(value)
+    if value:find("[%z\1-\8\10-\31\127]") then
+      argerror(fname, argn, ("options.headers: %s: control character in the value (only HTAB is allowed)"):format(name), 4)
+    end
+    headers[name] = value
+  end
+  return headers
+end
+
+-- The request's options, checked, with defaults (raises naming the argument when wrong).
 local function check_options(options, fname, argn)
   local opts = {}
   for name, value in pairs(options) do
@@ -109,34 +247,19 @@ local function check_options(options, fname, argn)
     if path:sub(1, 1) ~= "/" or path:find("[%c ]") then
       argerror(fname, argn, "options.path: must start with / and hold no spaces or control characters", 3)
     end
-    opts.target = { scheme = "http", host = opts.host, port = port, path = path }
+    opts.target = { scheme = "http", host = opts.host:lower(), port = port, path = path }
   else
     argerror(fname, argn, "options.url or options.host expected", 3)
   end
   local method = opts.method or "GET"
-  if not method:match("^[%w!#$%%&'*+.^_`|~-]+$") then argerror(fname, argn, "options.method: not a token", 3) end
+  if not method:match(TOKEN) then argerror(fname, argn, "options.method: not a token", 3) end
   opts.method = method:upper()
-  if opts.headers then
-    for name, value in pairs(opts.headers) do
-      if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+.^_`|~-]+$") then
-        argerror(fname, argn, "options.headers: bad header name " .. tostring(name), 3)
-      end
-      local vt = type(value)
-      if vt ~= "string" and vt ~= "number" then
-        argerror(fname, argn, ("options.headers: %s: string expected, got %s"):format(name, vt), 3)
-      end
-      if name:lower() == "transfer-encoding" then
-        argerror(fname, argn, "options.headers: Transfer-Encoding is not supported (the body is a string)", 3)
-      end
-      if tostring(value):find("[\r\n%z]") then
-        argerror(fname, argn, ("options.headers: %s: CR, LF or NUL in the value"):format(name), 3)
-      end
-    end
-  end
+  opts.headers = check_headers(opts.headers or {}, fname, argn)
   local timeout = opts.timeout or DEFAULT_TIMEOUT
   opts.connect_timeout = opts.connect_timeout or timeout
   opts.send_timeout = opts.send_timeout or timeout
   opts.read_timeout = opts.read_timeout or timeout
+  opts.total_timeout = opts.total_timeout or DEFAULT_TOTAL
   opts.max_body_size = opts.max_body_size or DEFAULT_MAX_BODY
   opts.keepalive = opts.keepalive ~= false
   opts.keepalive_timeout = opts.keepalive_timeout or POOL_IDLE
@@ -144,72 +267,81 @@ local function check_options(options, fname, argn)
   return opts
 end
 
+-- --- time --------------------------------------------------------------------------------------
+
+local function deadline_error(opts)
+  return C.error("ETIMEDOUT", ("request not done within total_timeout (%d ms)"):format(opts.total_timeout))
+end
+
+-- The timeout of one wait: the operation's own (0 = none), cut to what is left of the
+-- request's total_timeout. Returns it and whether the deadline is the tighter limit, or
+-- nil once the deadline has passed.
+local function limit(opts, ms)
+  local deadline = opts.deadline
+  if not deadline then return ms, false end
+  local left = deadline - task.now()
+  if left <= 0 then return nil end
+  left = ceil(left)
+  if ms == 0 or left < ms then return left, true end
+  return ms, false
+end
+
+-- Runs one wait, fn(ms, a, b) -> value | nil, err, with its timeout cut by limit(); an
+-- ETIMEDOUT that the deadline caused says so.
+local function timed(opts, ms, fn, a, b)
+  local cut
+  ms, cut = limit(opts, ms)
+  if not ms then return nil, deadline_error(opts) end
+  local value, err = fn(ms, a, b)
+  if value == nil and cut and err.name == "ETIMEDOUT" then err = deadline_error(opts) end
+  return value, err
+end
+
+local function read_within(ms, sock)
+  sock:setTimeout(ms)
+  return sock:read()
+end
+
+local function write_within(ms, sock, data)
+  sock:setTimeout(ms)
+  return sock:write(data)
+end
+
+local function connect_within(ms, target)
+  return tcp.connect(target.port, target.host, { timeout = ms })
+end
+
+local function timed_read(sock, opts)
+  return timed(opts, opts.read_timeout, read_within, sock)
+end
+
 -- --- the connection pool ---------------------------------------------------------------------
 
--- pools[host:port] = array of {sock, expires}, the most recently parked last.
-local pools, pooled = {}, 0
-
-local function sweep()
-  local now = task.now()
-  for key, list in pairs(pools) do
-    local keep = {}
-    for _, entry in ipairs(list) do
-      if entry.expires > now and C.unpark(entry.sock) then
-        C.park(entry.sock)
-        keep[#keep + 1] = entry
-      else
-        entry.sock:close()
-        pooled = pooled - 1
-      end
-    end
-    pools[key] = #keep > 0 and keep or nil
-  end
-  if pooled == 0 then C.sweep(nil) end
+-- The one place that knows how a socket waits in the pool: parked (true), it keeps reading
+-- so that a close by the server is seen, and stops keeping the process alive; unparked, it
+-- is an ordinary socket again. Returns whether the socket is still fit for a request.
+-- C.park/C.unpark reach into the socket core until sockets have such an operation.
+local function idle_socket(sock, parked)
+  if parked then return C.park(sock) end
+  return C.unpark(sock)
 end
 
--- A pooled connection to key that is still alive, or nil.
-local function pool_take(key)
-  local list = pools[key]
-  if not list then return nil end
-  local now = task.now()
-  while #list > 0 do
-    local entry = list[#list]
-    list[#list] = nil
-    pooled = pooled - 1
-    if C.unpark(entry.sock) and entry.expires > now then
-      if #list == 0 then pools[key] = nil end
-      return entry.sock
-    end
-    entry.sock:close()
-  end
-  pools[key] = nil
-  return nil
-end
+local idle = pool.new({
+  max_idle = POOL_SIZE,
+  idle_timeout = POOL_IDLE,
+  park = function(sock) return idle_socket(sock, true) end,
+  alive = function(sock) return idle_socket(sock, false) end,
+})
 
-local function pool_put(key, sock, idle_ms, size)
-  if size == 0 or idle_ms == 0 or not C.park(sock) then
-    sock:close()
-    return
-  end
-  local list = pools[key]
-  if not list then
-    list = {}
-    pools[key] = list
-  end
-  while #list >= size do -- full: the least recently used one goes
-    table.remove(list, 1).sock:close()
-    pooled = pooled - 1
-  end
-  list[#list + 1] = { sock = sock, expires = task.now() + idle_ms }
-  if pooled == 0 then C.sweep(sweep, SWEEP_EVERY) end
-  pooled = pooled + 1
+-- Connections under one key are interchangeable (https and its settings will join it).
+local function pool_key(target)
+  return target.scheme .. " " .. target.host .. " " .. target.port
 end
 
 -- client.pooled([host, port]) -> idle connections in the pool (to host:port, or in all).
 function client.pooled(host, port)
-  if host == nil then return pooled end
-  local list = pools[host .. ":" .. (port or 80)]
-  return list and #list or 0
+  if host == nil then return idle:stats().idle end
+  return idle:stats(pool_key({ scheme = "http", host = host:lower(), port = port or 80 })).idle
 end
 
 -- --- responses -------------------------------------------------------------------------------
@@ -231,8 +363,9 @@ local function release(st, reusable)
   local sock = st.sock
   if not sock then return end
   st.sock = nil
-  if reusable and st.keepalive then
-    pool_put(st.key, sock, st.opts.keepalive_timeout, st.opts.keepalive_pool)
+  local opts = st.opts
+  if reusable and st.keepalive and opts.keepalive_timeout > 0 then
+    idle:put(st.key, sock, opts.keepalive_timeout, opts.keepalive_pool)
   else
     sock:close()
   end
@@ -251,7 +384,7 @@ local function raw_read(st)
     st.pending = nil
     return data
   end
-  return st.sock:read()
+  return timed_read(st.sock, st.opts)
 end
 
 -- The next piece of the body: data (not empty), or nil at the end, or nil, err.
@@ -347,25 +480,17 @@ end
 
 -- --- requests --------------------------------------------------------------------------------
 
-local function host_header(target)
-  local host = target.host
-  if host:find(":", 1, true) then host = "[" .. host .. "]" end
-  if target.port ~= 80 then host = host .. ":" .. target.port end
-  return host
-end
-
-local function request_head(opts, target, method, body)
+local function request_head(opts, target, method, body, headers)
   local lines = { method, " ", target.path, " HTTP/1.1\r\n" }
   local has = {}
-  local user = opts.headers or {}
-  for name, value in pairs(user) do
+  for name, value in pairs(headers) do
     local lower = name:lower()
     if lower ~= "content-length" then -- always the body's own
       has[lower] = true
-      lines[#lines + 1] = name .. ": " .. tostring(value) .. "\r\n"
+      lines[#lines + 1] = name .. ": " .. value .. "\r\n"
     end
   end
-  if not has.host then lines[#lines + 1] = "Host: " .. host_header(target) .. "\r\n" end
+  if not has.host then lines[#lines + 1] = "Host: " .. authority_of(target) .. "\r\n" end
   if not has["user-agent"] then lines[#lines + 1] = "User-Agent: luaio\r\n" end
   if not opts.keepalive and not has.connection then lines[#lines + 1] = "Connection: close\r\n" end
   if body then
@@ -377,10 +502,10 @@ local function request_head(opts, target, method, body)
   return concat(lines)
 end
 
--- Reads the response head: head, bytes after it | nil, err, got_bytes.
-local function read_head(sock, method)
-  local buf, last = "", 0
-  local got = false
+-- Reads the response head, skipping at most MAX_INTERIM interim (1xx) responses:
+-- head, bytes after it | nil, err, got_bytes.
+local function read_head(sock, opts, method)
+  local buf, last, got, interim = "", 0, false, 0
   while true do
     local more = #buf == 0
     while not more do
@@ -389,7 +514,11 @@ local function read_head(sock, method)
         if head.status >= 200 or head.status == 101 then
           return head, buf:sub(head.length + 1)
         end
-        buf, last = buf:sub(head.length + 1), 0 -- 1xx: informational, the answer follows
+        interim = interim + 1 -- informational: the answer follows, unless this never ends
+        if interim > MAX_INTERIM then
+          return nil, C.error("EPROTO", "more than " .. MAX_INTERIM .. " interim (1xx) responses"), true
+        end
+        buf, last = buf:sub(head.length + 1), 0
         more = #buf == 0
       elseif err ~= "incomplete" then
         return nil, err, true
@@ -399,7 +528,7 @@ local function read_head(sock, method)
         last, more = #buf, true
       end
     end
-    local data, err = sock:read()
+    local data, err = timed_read(sock, opts)
     if not data then
       if err.name == "EOF" then
         err = C.error(got and "EPROTO" or "ECONNRESET",
@@ -412,48 +541,52 @@ local function read_head(sock, method)
   end
 end
 
+local function new_response(head, rest, sock, key, opts, reusable)
+  local res = setmetatable({
+    status = head.status,
+    reason = head.reason,
+    headers = setmetatable(head.headers, HEADERS_MT),
+    httpVersion = "1." .. head.minor,
+  }, Response)
+  local st = {
+    sock = sock, key = key, opts = opts, kind = head.body,
+    remaining = head.content_length, pending = #rest > 0 and rest or nil,
+    keepalive = reusable and opts.keepalive and head.keep_alive and head.status ~= 101,
+  }
+  if head.body == "chunked" then st.decoder = C.decoder() end
+  if head.body == "length" and head.content_length == 0 then st.kind = "none" end
+  res[STATE] = st
+  if st.kind == "none" then
+    if st.pending then st.keepalive = false end -- bytes after a bodiless response
+    release(st, true)
+  end
+  return res
+end
+
 -- One request on one connection, from the pool when one is there: res | nil, err.
-local function exchange(opts, target, method, body)
-  local key = target.host .. ":" .. target.port
-  local head_bytes = request_head(opts, target, method, body)
-  local reused = opts.keepalive and pool_take(key) or nil
+local function exchange(opts, target, method, body, headers)
+  local key = pool_key(target)
+  local head_bytes = request_head(opts, target, method, body, headers)
+  local reused = opts.keepalive and idle:take(key) or nil
   local retry = reused and IDEMPOTENT[method]
   while true do
     local sock, err = reused, nil
     if not sock then
-      sock, err = tcp.connect(target.port, target.host, { timeout = opts.connect_timeout })
+      sock, err = timed(opts, opts.connect_timeout, connect_within, target)
       if not sock then return nil, err end
     end
-    sock:setTimeout(opts.send_timeout)
-    local ok
-    ok, err = sock:write(body and #body > 0 and { head_bytes, body } or head_bytes)
-    local head, rest, got
-    if ok then
-      sock:setTimeout(opts.read_timeout)
-      head, err, got = read_head(sock, method)
+    local sent, sent_err = timed(opts, opts.send_timeout, write_within, sock,
+      body and #body > 0 and { head_bytes, body } or head_bytes)
+    -- Even when the write failed, the server may have answered before it stopped reading
+    -- (a 413 for a body it does not want, then a close): that answer is the result.
+    local head, after, got = read_head(sock, opts, method)
+    if head and reused and retry and head.status == 408 then
+      -- a 408 on a reused connection is the server giving up an idle one as our request
+      -- crossed it (as Go's client reads it): a dead connection, not the answer
+      head, after, got = nil, C.error("ECONNRESET", "408 on a reused connection"), false
     end
-    if head then
-      rest = err
-      local res = setmetatable({
-        status = head.status,
-        reason = head.reason,
-        headers = setmetatable(head.headers, HEADERS_MT),
-        httpVersion = "1." .. head.minor,
-      }, Response)
-      local st = {
-        sock = sock, key = key, opts = opts, kind = head.body,
-        remaining = head.content_length, pending = #rest > 0 and rest or nil,
-        keepalive = opts.keepalive and head.keep_alive and head.status ~= 101,
-      }
-      if head.body == "chunked" then st.decoder = C.decoder() end
-      if head.body == "length" and head.content_length == 0 then st.kind = "none" end
-      res[STATE] = st
-      if st.kind == "none" then
-        if st.pending then st.keepalive = false end -- bytes after a bodiless response
-        release(st, true)
-      end
-      return res
-    end
+    if head then return new_response(head, after, sock, key, opts, sent) end
+    err = sent and after or sent_err -- without a head, read_head's second result is its error
     sock:close()
     if not (reused and retry and not got and err.name ~= "ETIMEDOUT") then return nil, err end
     reused, retry = nil, false -- the pooled connection was dead: once more on a new one
@@ -462,24 +595,30 @@ end
 
 -- Where a redirect goes: a new target, or nil, err.
 local function redirect_target(from, location)
-  if location:match("^%a[%w+.-]*://") then
-    local target, why = parse_url(location)
-    if not target then return fail("EINVAL", "bad redirect location: " .. why) end
-    return target
+  -- spaces and non-ASCII bytes (not allowed, but sent) are percent-encoded, as curl does
+  location = location:gsub("[ \128-\255]", function(c) return ("%%%02X"):format(c:byte()) end)
+  local url = client.resolve(from.scheme .. "://" .. authority_of(from) .. from.path, location)
+  local scheme = url:match("^(%a[%w+.-]*):"):lower()
+  if scheme ~= "http" and scheme ~= "https" then
+    return fail("EINVAL", "redirect to a non-http URL: " .. url:sub(1, 200))
   end
-  if location:sub(1, 2) == "//" then
-    local target, why = parse_url("http:" .. location)
-    if not target then return fail("EINVAL", "bad redirect location: " .. why) end
-    return target
+  local target, why = parse_url(url)
+  if not target then return fail("EINVAL", "bad redirect location: " .. why) end
+  return target
+end
+
+-- The headers for the next hop, in a new table: credentials stay with the origin they
+-- were meant for (curl and node do the same), and the Content-* headers with the body.
+local function redirect_headers(headers, cross_origin, body_dropped)
+  local out = {}
+  for name, value in pairs(headers) do
+    local lower = name:lower()
+    if not ((cross_origin and (CREDENTIALS[lower] or lower == "host"))
+        or (body_dropped and lower:sub(1, 8) == "content-")) then
+      out[name] = value
+    end
   end
-  local path = location
-  if path:sub(1, 1) ~= "/" then -- relative to the current path's folder
-    local dir = from.path:match("^([^?]*/)") or "/"
-    path = dir .. path
-  end
-  path = path:gsub("#.*$", "")
-  if path:find("[%c ]") then return fail("EINVAL", "bad redirect location") end
-  return { scheme = from.scheme, host = from.host, port = from.port, path = path }
+  return out
 end
 
 -- Reads a small body to the end so its connection is kept; a large one is closed.
@@ -494,18 +633,18 @@ local function discard(res)
   end
 end
 
+local REDIRECTS = { [301] = true, [302] = true, [303] = true, [307] = true, [308] = true }
+
 local function perform(opts)
-  local target, method, body = opts.target, opts.method, opts.body
+  local target, method, body, headers = opts.target, opts.method, opts.body, opts.headers
+  if opts.total_timeout > 0 then opts.deadline = task.now() + opts.total_timeout end
   local hops = 0
   while true do
     if target.scheme == "https" then return fail("ENOTSUP", "https is not supported yet") end
-    local res, err = exchange(opts, target, method, body)
+    local res, err = exchange(opts, target, method, body, headers)
     if not res then return nil, err end
     local status, location = res.status, res.headers.location
-    if not (opts.follow_redirects and location and
-        (status == 301 or status == 302 or status == 303 or status == 307 or status == 308)) then
-      return res
-    end
+    if not (opts.follow_redirects and location and REDIRECTS[status]) then return res end
     hops = hops + 1
     if hops > MAX_REDIRECTS then
       res:close()
@@ -515,20 +654,13 @@ local function perform(opts)
     local next_target
     next_target, err = redirect_target(target, location)
     if not next_target then return nil, err end
-    if status <= 303 and method ~= "HEAD" then method, body = "GET", nil end
-    if next_target.host ~= target.host or next_target.port ~= target.port then
-      local headers = {} -- credentials stay with the host they were meant for
-      for name, value in pairs(opts.headers or {}) do
-        local lower = name:lower()
-        if lower ~= "authorization" and lower ~= "cookie" and lower ~= "host" then headers[name] = value end
-      end
-      opts.headers = headers
-    end
-    if method == "GET" and opts.headers then
-      for name in pairs(opts.headers) do
-        if name:lower() == "content-type" then opts.headers[name] = nil end
-      end
-    end
+    -- as fetch does: 303 turns all but HEAD into GET, 301 and 302 turn POST into GET
+    local to_get = (status == 303 and method ~= "HEAD" and method ~= "GET")
+      or ((status == 301 or status == 302) and method == "POST")
+    if to_get then method, body = "GET", nil end
+    local cross_origin = next_target.scheme ~= target.scheme or next_target.host ~= target.host
+      or next_target.port ~= target.port
+    if cross_origin or to_get then headers = redirect_headers(headers, cross_origin, to_get) end
     target = next_target
   end
 end

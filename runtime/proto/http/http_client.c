@@ -2,14 +2,18 @@
  * http_client.c: the C half of the HTTP/1.1 client, module "luaio.http_client".
  *
  * Small on purpose: the parser (http_parser.c) for response heads and chunked bodies, plus
- * the two things about a pooled socket that Lua cannot see or do. The requests, the socket
- * I/O and the pool itself are Lua (stdlib/http_client.lua) on top of the tcp module.
+ * the two things about a pooled socket that Lua cannot see or do. The requests and the
+ * socket I/O are Lua (stdlib/http_client.lua) on top of the tcp module, the pool is
+ * stdlib/pool.lua, which also uses sweep and error from here.
  *
  *   parse_response(s[, last_len[, head_request]]) -> head | nil, "incomplete" | nil, err
  *   decoder() -> a chunked decoder; decoder:decode(piece) -> data, done, leftover | nil, err
  *   park(socket), unpark(socket) -> alive: a socket waits in the pool
  *   sweep(fn, ms) / sweep(nil): fn runs in a task every ms, without keeping the process alive
  *   error(name, message) -> an error table {code, name, message}
+ *
+ * park and unpark reach into the socket core (stream.h's sock_t); they go once sockets have
+ * an idle operation of their own.
  *
  * The ASan rule of docs/internals.md (a function that raises or yields holds no arrays and
  * takes no addresses of its locals): the parser and the decoder run in noinline helpers that
@@ -18,6 +22,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http_parser.h"
 #include "socket.h"
@@ -35,6 +40,8 @@ static struct {
   const char *reason;
   size_t reason_len;
   int minor, status, framing_rc;
+  const char *coding; /* a Transfer-Encoding value we do not decode, or NULL */
+  size_t coding_len;
   char *lower;
   size_t lower_cap;
 } head;
@@ -56,6 +63,50 @@ static int push_error(lua_State *L, const char *name, const char *message) {
 }
 
 /* --- response heads ----------------------------------------------------------------------- */
+
+static int is_name(const struct lhttp_header *h, const char *lower, size_t len) {
+  return h->name_len == len && memcmp(h->name, lower, len) == 0;
+}
+
+/* Whether a Transfer-Encoding value lists nothing but chunked (any case, OWS and empty
+ * elements ignored); *chunked counts the chunked elements. */
+static int only_chunked(const char *p, size_t len, int *chunked) {
+  const char *end = p + len;
+  while (p < end) {
+    while (p < end && (*p == ' ' || *p == '\t' || *p == ',')) p++;
+    const char *e = p;
+    while (e < end && *e != ',') e++;
+    const char *last = e;
+    while (last > p && (last[-1] == ' ' || last[-1] == '\t')) last--;
+    if (last > p) {
+      if (last - p != 7 || strncasecmp(p, "chunked", 7) != 0) return 0;
+      (*chunked)++;
+    }
+    p = e;
+  }
+  return 1;
+}
+
+/* Finds a transfer coding other than chunked in a head whose body it frames: we decode
+ * chunked only (no zlib yet), and any other coding would hand its bytes (gzip...) to the
+ * caller as if they were the body. Sets head.coding to the offending value. */
+static void check_codings(void) {
+  int te = 0, chunked = 0;
+  head.coding = NULL;
+  for (size_t i = 0; i < head.num_headers && head.coding == NULL; i++) {
+    const struct lhttp_header *h = &head.headers[i];
+    if (!is_name(h, "transfer-encoding", 17)) continue;
+    te = 1;
+    if (!only_chunked(h->value, h->value_len, &chunked)) {
+      head.coding = h->value;
+      head.coding_len = h->value_len;
+    }
+  }
+  if (te && chunked == 0 && head.coding == NULL) { /* only empty values */
+    head.coding = "";
+    head.coding_len = 0;
+  }
+}
 
 /* Parses buf into `head`; returns lhttp_parse_response's result, or NOMEM. Never raises. */
 __attribute__((noinline)) static int parse_head(const char *buf, size_t len, size_t last_len,
@@ -83,6 +134,8 @@ __attribute__((noinline)) static int parse_head(const char *buf, size_t len, siz
     head.headers[i].name = name;
     off += head.headers[i].name_len;
   }
+  head.coding = NULL;
+  if (head.framing_rc == 0 && head.framing.body != LHTTP_BODY_NONE) check_codings();
   return rc;
 }
 
@@ -95,7 +148,19 @@ static const char *body_kind(int body) {
   }
 }
 
-/* headers[name] = value, or "old, value" for a repeated name (RFC 9110 5.3). */
+/* Appends the value to the array on top of the stack (made when absent). Set-Cookie is the
+ * one field that cannot be joined with commas (RFC 9110 5.3): its dates hold commas. */
+static void push_cookie(lua_State *L, const struct lhttp_header *h) {
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_createtable(L, 1, 0);
+  }
+  lua_pushlstring(L, h->value, h->value_len);
+  lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+}
+
+/* headers[name] = value, or "old, value" for a repeated name (RFC 9110 5.3);
+ * headers["set-cookie"] = {value, ...} always. */
 static void push_headers(lua_State *L) {
   lua_createtable(L, 0, (int)head.num_headers);
   for (size_t i = 0; i < head.num_headers; i++) {
@@ -103,7 +168,9 @@ static void push_headers(lua_State *L) {
     lua_pushlstring(L, h->name, h->name_len);
     lua_pushvalue(L, -1);
     lua_rawget(L, -3);
-    if (lua_isnil(L, -1)) {
+    if (is_name(h, "set-cookie", 10)) {
+      push_cookie(L, h);
+    } else if (lua_isnil(L, -1)) {
       lua_pop(L, 1);
       lua_pushlstring(L, h->value, h->value_len);
     } else {
@@ -124,7 +191,8 @@ static void set_number(lua_State *L, const char *key, lua_Number n) {
  * head = {status, minor, reason, headers, length (bytes of the head), body ("none",
  * "length", "chunked" or "close"), content_length, keep_alive}. last_len is the length of
  * s at the previous call for the same head (see lhttp_parse_response); head_request is
- * true when the request was HEAD. A content_length above 2^53 loses precision. */
+ * true when the request was HEAD. A content_length above 2^53 loses precision. A body
+ * framed by a transfer coding other than chunked is an error (EPROTO). */
 static int httpclient_parse_response(lua_State *L) {
   const char *buf = luaL_checkstring(L, 1);
   size_t len = lua_objlen(L, 1);
@@ -141,6 +209,12 @@ static int httpclient_parse_response(lua_State *L) {
   if (rc < 0) return push_error(L, "EPROTO", "malformed HTTP response head");
   if (head.framing_rc != 0)
     return push_error(L, "EPROTO", "invalid response framing (Content-Length, Transfer-Encoding)");
+  if (head.coding != NULL) {
+    lua_pushlstring(L, head.coding, head.coding_len);
+    const char *msg = lua_pushfstring(L, "unsupported transfer coding '%s' (only chunked is decoded)",
+                                      lua_tostring(L, -1));
+    return push_error(L, "EPROTO", msg);
+  }
   lua_createtable(L, 0, 8);
   set_number(L, "status", head.status);
   set_number(L, "minor", head.minor);
