@@ -57,6 +57,7 @@ static uv_check_t flush_check;
 static int flush_ready;
 
 static void conn_fail(luaio_conn *c, int err);
+static void write_failed(luaio_conn *c, int err);
 static void end_continue(luaio_conn *c);
 static void update_reading(luaio_conn *c);
 
@@ -570,7 +571,7 @@ static void on_write(uv_write_t *req, int status) {
     return;
   }
   if (status < 0) {
-    conn_fail(c, status);
+    write_failed(c, status);
     return;
   }
   flush(c, 1);
@@ -596,7 +597,7 @@ static void flush(luaio_conn *c, int notify) {
     unsigned n = collect(q, iov);
     r = uv_try_write(&c->h.stream, iov, n);
     if (r < 0 && r != UV_EAGAIN) {
-      conn_fail(c, r);
+      write_failed(c, r);
       return;
     }
     if (r > 0) outq_advance(q, (size_t)r);
@@ -604,7 +605,7 @@ static void flush(luaio_conn *c, int notify) {
   if (q->n > 0) {
     uv_write_t *req = malloc(sizeof *req);
     if (req == NULL) {
-      conn_fail(c, UV_ENOMEM);
+      write_failed(c, UV_ENOMEM);
       return;
     }
     req->data = c;
@@ -612,7 +613,7 @@ static void flush(luaio_conn *c, int notify) {
     int err = uv_write(req, &c->h.stream, iov, n, on_write);
     if (err < 0) {
       free(req);
-      conn_fail(c, err);
+      write_failed(c, err);
       return;
     }
     q->wreq = req;
@@ -684,6 +685,33 @@ void luaio_conn_timeout(luaio_conn *c, uint64_t ms) {
 }
 
 /* --- closing ---------------------------------------------------------------------------------- */
+
+/* Writing failed (the peer reset, or out of memory): the output is dropped and later writes
+ * fail with err, but what was received can still be read (a response the peer sent before
+ * resetting). The protocol hears of it through on_drain, maybe from inside a Lua call. */
+static void write_failed(luaio_conn *c, int err) {
+  if (c->write_err == 0) c->write_err = (int16_t)(err < INT16_MIN ? UV_EIO : err);
+  luaio_outq *q = c->out;
+  if (q != NULL) {
+    for (uint32_t i = q->flying; i < q->n; i++) piece_release(&q->pieces[i]);
+    q->n = q->flying;
+    if (q->shut != NULL) {
+      uv_shutdown_t *req = q->shut;
+      q->shut = NULL;
+      q->shut_cb(req, err);
+    }
+    if (q->wreq == NULL && c->out == q) outq_free(c);
+  }
+  if (c->dl_send) {
+    c->dl_send = 0;
+    luaio_deadline_disarm(&c->dl);
+  }
+  if (c->ending) {
+    luaio_conn_close(c, err);
+    return;
+  }
+  callback(c, CB_DRAIN, 0);
+}
 
 static void conn_fail(luaio_conn *c, int err) {
   if (c->write_err == 0) c->write_err = (int16_t)(err < INT16_MIN ? UV_EIO : err);

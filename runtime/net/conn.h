@@ -35,7 +35,8 @@ typedef struct {
   /* New bytes are in c->in, or the read side ended (c->read_err is UV_EOF or an error). */
   void (*on_read)(lua_State *L, luaio_conn *c);
   /* The output fell to the low-water mark (high_water / 2) after being above the
-   * high-water mark, or was all written (no c->out any more). */
+   * high-water mark, or was all written (no c->out any more), or writing failed
+   * (c->write_err; then this may run inside a task's call: wake others with luaio_ready). */
   void (*on_drain)(lua_State *L, luaio_conn *c);
   /* The deadline armed with luaio_conn_timeout passed. */
   void (*on_timeout)(lua_State *L, luaio_conn *c);

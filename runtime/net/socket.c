@@ -275,7 +275,7 @@ static int sock_readline(lua_State *L) { return read_generic(L, READ_LINE, 0, "r
 static void on_drain(lua_State *L, luaio_conn *c) {
   sock_t *s = SOCK(c);
   if (s->writer == NULL) return;
-  wake(L, &s->writer, &s->writer_ref, 0);
+  wake(L, &s->writer, &s->writer_ref, c->write_err); /* true, or the write error */
   timer_update(c);
 }
 

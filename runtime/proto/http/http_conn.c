@@ -345,6 +345,12 @@ static void on_read(lua_State *L, luaio_conn *c) {
 
 static void on_drain(lua_State *L, luaio_conn *c) {
   hconn_t *h = HCONN(c);
+  if (c->write_err) { /* the client is gone: so is this connection */
+    h->state = H_CLOSED;
+    unlink_conn(h);
+    luaio_conn_close(c, c->write_err);
+    return;
+  }
   if (h->res != NULL && h->res->writer != NULL) {
     hres_t *r = h->res;
     lua_State *co = r->writer;
