@@ -128,16 +128,25 @@ end
 -- router:all(pattern, handler): any method
 function Router:all(pattern, handler) return self:add(nil, pattern, handler) end
 
+local function hex_byte(h) return string.char(tonumber(h, 16)) end
+
+-- Routes match the path as sent (so "%2F" in a parameter does not split it); the
+-- parameters are then percent-decoded. (The server already refused a path with a bad
+-- escape or a NUL.)
 local function match(route, path)
   local captures = { path:match(route.pattern) }
   if captures[1] == nil then return nil end
   local params = {}
-  for i, name in ipairs(route.names) do params[name] = captures[i] end
+  for i, name in ipairs(route.names) do
+    local value = captures[i]
+    if value:find("%", 1, true) then value = value:gsub("%%(%x%x)", hex_byte) end
+    params[name] = value
+  end
   return params
 end
 
 function Router:__call(req, res)
-  local path, method = req.path, req.method
+  local path, method = rawget(req, "rawPath") or req.path, req.method
   local allowed
   for _, route in ipairs(self.routes) do
     local params = match(route, path)
@@ -166,49 +175,38 @@ end
 
 -- --- servers ------------------------------------------------------------------------------------
 
+local options_checker = require "luaio.options"
+
+-- Defaults are http_server.c's (docs/api.md lists them).
 local OPTIONS = {
-  family = "number", host = "string", tcp_nodelay = "boolean", tcp_keepalive = "boolean",
-  tcp_keepidle = "number", tcp_backlog = "number", tcp_reuseport = "boolean",
-  maxconnections = "number", max_header_size = "number", max_headers = "number",
-  max_url_length = "number", max_body_size = "number", max_requests = "number",
-  header_timeout = "number", body_timeout = "number", keepalive_timeout = "number",
-  send_timeout = "number", write_buffer_size = "number",
-  server_name = { string = true, boolean = true }, graceful = "boolean",
-  shutdown_timeout = "number", workers = "number",
-  access_log = { string = true, boolean = true, table = true },
+  family = { "integer", values = { 4, 6 } },
+  host = { "string" },
+  tcp_nodelay = { "boolean" },
+  tcp_keepalive = { "boolean" },
+  tcp_keepidle = { "integer", min = 0, max = 32767 },
+  tcp_backlog = { "integer", min = 0, max = 65535 },
+  tcp_reuseport = { "boolean" },
+  maxconnections = { "integer", min = 0, max = 2147483647 },
+  max_header_size = { "integer", min = 256, max = 1048576 }, -- bytes
+  max_headers = { "integer", min = 1, max = 1024 },
+  max_url_length = { "integer", min = 1, max = 1048576 },
+  max_body_size = { "integer", min = 0 },
+  max_requests = { "integer", min = 1, max = 4294967295 },
+  header_timeout = { "ms" },
+  body_timeout = { "ms" },
+  keepalive_timeout = { "ms" },
+  send_timeout = { "ms" },
+  write_buffer_size = { "integer", min = 1, max = 1048576 }, -- KiB
+  server_name = { { "string", "boolean" } },
+  graceful = { "boolean" },
+  shutdown_timeout = { "ms" },
+  workers = { "integer", min = 0, max = 4096 },
+  access_log = { { "string", "boolean", "table" } },
 }
 
 local function check_options(options)
-  if options == nil then return {} end
-  if type(options) ~= "table" then
-    error("bad argument #3 to 'createServer' (table expected, got " .. type(options) .. ")", 3)
-  end
-  local copy = {}
-  for name, value in pairs(options) do
-    local want = OPTIONS[name]
-    if want == nil then
-      error(("bad argument #3 to 'createServer' (unknown option '%s')"):format(tostring(name)), 3)
-    end
-    local ok = type(want) == "table" and want[type(value)] or type(value) == want
-    if not ok then
-      error(("bad argument #3 to 'createServer' (option '%s': %s expected, got %s)")
-        :format(name, type(want) == "table" and "string or boolean" or want, type(value)), 3)
-    end
-    if type(value) == "number" and (value < 0 or value ~= math.floor(value)) then
-      error(("bad argument #3 to 'createServer' (option '%s' must be a non-negative integer)"):format(name), 3)
-    end
-    copy[name] = value
-  end
+  local copy = options_checker.check(options, OPTIONS, 3, "createServer", 3)
   if copy.server_name == true then copy.server_name = nil end
-  if copy.max_headers and copy.max_headers > 1024 then
-    error("bad argument #3 to 'createServer' (option 'max_headers' may be at most 1024)", 3)
-  end
-  if copy.max_header_size and copy.max_header_size > 1048576 then
-    error("bad argument #3 to 'createServer' (option 'max_header_size' may be at most 1 MiB)", 3)
-  end
-  if copy.write_buffer_size == 0 then
-    error("bad argument #3 to 'createServer' (option 'write_buffer_size' must be at least 1 KiB)", 3)
-  end
   return copy
 end
 

@@ -36,12 +36,8 @@ local SERVER_OPTIONS = {
 }
 for name, rule in pairs(CONNECT_OPTIONS) do SERVER_OPTIONS[name] = rule end
 
--- tcp.c holds a timeout in 32 bits of whole ms, 0 for none: forever (and anything past
--- 49 days) is none there, a fraction rounds up. (Until tcp.c reads it with luaio_opt_ms.)
 local function check_options(opts, spec, argn, fname)
   opts = options.check(opts, spec, argn, fname, 3)
-  local ms = opts.timeout
-  if ms then opts.timeout = ms >= 4294967295 and 0 or math.ceil(ms) end
   return opts
 end
 

@@ -364,6 +364,64 @@ test.case("a handler that raises has its socket closed: the client reads EOF, no
   s:close()
 end)
 
+test.case("close() right after a large write still delivers every byte", function()
+  local payload = ("0123456789abcdef"):rep(256 * 1024) -- 4 MiB
+  local _, port = serve_here(function(socket)
+    socket:readline()
+    assert(socket:write(payload))
+    socket:close() -- queued, not yet written: close waits for it
+  end)
+  local s = assert(tcp.connect(port, { timeout = 5000 }))
+  s:write("go\n")
+  local parts = {}
+  while true do
+    local data = s:read()
+    if not data then break end
+    parts[#parts + 1] = data
+  end
+  s:close()
+  test.eq(#table.concat(parts), #payload)
+  test.ok(table.concat(parts) == payload, "the bytes are intact")
+end)
+
+test.case("a writer far ahead of a peer that does not read waits (write_buffer_size), memory stays bounded", function()
+  local written, chunk = 0, ("w"):rep(65536)
+  local _, port = serve_here(function(socket)
+    while written < 256 * 1024 * 1024 do
+      if not socket:write(chunk) then return end
+      written = written + #chunk
+    end
+  end, { host = "127.0.0.1", write_buffer_size = 64 })
+  local s = assert(tcp.connect(port))
+  task.sleep(500) -- not reading: the kernel's buffers fill, then the writer must wait
+  local stalled = written
+  test.ok(stalled < 64 * 1024 * 1024, "the writer waited: " .. stalled .. " bytes accepted")
+  task.sleep(200)
+  test.eq(written, stalled, "and is still waiting")
+  local got = 0
+  while got < 8 * 1024 * 1024 do got = got + #assert(s:read()) end
+  s:close()
+  test.ok(written > stalled, "reading let the writer go on")
+end)
+
+test.case("send_timeout closes a connection whose peer takes nothing; the waiting write fails", function()
+  local result = {}
+  local _, port = serve_here(function(socket)
+    local chunk = ("s"):rep(65536)
+    while true do
+      local ok, err = socket:write(chunk)
+      if not ok then result.err = err break end
+    end
+    result.done = true
+  end, { host = "127.0.0.1", send_timeout = 300, write_buffer_size = 64 })
+  local s = assert(tcp.connect(port))
+  local deadline = task.now() + 10000
+  while not result.done and task.now() < deadline do task.sleep(20) end
+  s:close()
+  test.ok(result.done, "the write returned within 10 s")
+  test.eq(result.err and result.err.name, "ETIMEDOUT")
+end)
+
 test.case("port 0 picks a free port; connections() counts; close() stops accepting only", function()
   local release = false
   local server, port = serve_here(function(socket)

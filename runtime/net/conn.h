@@ -154,6 +154,10 @@ void luaio_conn_flush(luaio_conn *c);
 #define luaio_conn_queued(c) ((c)->out ? (c)->out->bytes : 0)
 #define luaio_conn_above_high(c) ((c)->out != NULL && (c)->out->bytes > (c)->high_water)
 
+/* A duration (luaio_opt_ms, luaio_checkms) as the 32-bit ms a connection keeps, 0 meaning
+ * none: deadlines past 2^31 ms (24 days) never come (core/deadline.c). */
+static inline uint32_t luaio_ms32(uint64_t ms) { return ms > 0x7fffffffu ? 0 : (uint32_t)ms; }
+
 /* The protocol's deadline: on_timeout in ms (0 or LUAIO_FOREVER: none). */
 void luaio_conn_timeout(luaio_conn *c, uint64_t ms);
 

@@ -47,11 +47,7 @@ static const luaio_conn_proto socket_proto;
 
 static int push_closed(lua_State *L) { return luaio_pusherror(L, UV_ENOTCONN); }
 
-static int push_busy(lua_State *L, const char *what) {
-  lua_pushnil(L);
-  luaio_newerror(L, UV_EBUSY, "EBUSY", what);
-  return 2;
-}
+static int push_busy(lua_State *L, const char *what) { return luaio_pushnamederror(L, "EBUSY", what); }
 
 /* --- the object ---------------------------------------------------------------------------- */
 
@@ -203,9 +199,7 @@ static int try_read(lua_State *L, luaio_conn *c, read_mode mode, uint32_t want) 
         return 1;
       }
       if (len >= c->in_max) {
-        lua_pushnil(L);
-        luaio_newerror(L, UV_ENOBUFS, "ENOBUFS", "line longer than read_buffer_size");
-        return 2;
+        return luaio_pushnamederror(L, "ENOBUFS", "line longer than read_buffer_size");
       }
     }
     want = (uint32_t)len; /* searched so far: the next search starts there */
@@ -382,10 +376,9 @@ static int sock_close(lua_State *L) {
  * math.huge = never. */
 static int sock_settimeout(lua_State *L) {
   luaio_conn *c = luaio_socket_check(L, 1);
-  lua_Number ms = luaL_checknumber(L, 2);
-  luaL_argcheck(L, ms >= 0, 2, "milliseconds must not be negative");
+  uint32_t ms = luaio_ms32(luaio_checkms(L, 2, NULL));
   if (c == NULL) return push_closed(L);
-  SOCK(c)->timeout = ms >= 4294967295.0 ? 0 : (uint32_t)ms;
+  SOCK(c)->timeout = ms;
   if (SOCK(c)->reader || SOCK(c)->writer) timer_update(c);
   lua_pushboolean(L, 1);
   return 1;

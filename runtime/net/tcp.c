@@ -37,38 +37,13 @@ typedef struct {
 
 /* --- options and addresses ------------------------------------------------------------------ */
 
-/* Option readers for a table stdlib/tcp.lua already checked (types, non-negative integers):
- * here values are only clamped into the range C can hold. */
-static lua_Number opt_number(lua_State *L, int opts, const char *name, lua_Number def) {
-  lua_getfield(L, opts, name);
-  lua_Number v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : def;
-  lua_pop(L, 1);
-  return v;
-}
-
-static uint32_t opt_u32(lua_State *L, int opts, const char *name, lua_Number def, lua_Number scale) {
-  lua_Number v = opt_number(L, opts, name, def) * scale;
-  return v >= 4294967295.0 ? UINT32_MAX : v <= 0 ? 0 : (uint32_t)v;
-}
-
-/* Milliseconds; math.huge (or anything past 2^32 ms) means never, which is 0 here. */
-static uint32_t opt_ms(lua_State *L, int opts, const char *name, lua_Number def) {
-  lua_Number v = opt_number(L, opts, name, def);
-  return v >= 4294967295.0 || v <= 0 ? 0 : (uint32_t)v;
-}
-
-static int opt_bool(lua_State *L, int opts, const char *name, int def) {
-  lua_getfield(L, opts, name);
-  int v = lua_isnil(L, -1) ? def : lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
+/* The socket settings in an options table (stdlib/tcp.lua checked the names and types; the
+ * readers check the ranges again: the C half may be called directly). */
 static void read_sockopts(lua_State *L, int opts, luaio_sockopts *o) {
-  o->read_buffer = opt_u32(L, opts, "read_buffer_size", 16, 1024);
-  o->write_buffer = opt_u32(L, opts, "write_buffer_size", 256, 1024);
-  o->timeout = opt_ms(L, opts, "timeout", 0);
-  o->send_timeout = opt_ms(L, opts, "send_timeout", 60000);
+  o->read_buffer = (uint32_t)luaio_opt_uint(L, opts, "read_buffer_size", 16, 1, 1048576) * 1024;
+  o->write_buffer = (uint32_t)luaio_opt_uint(L, opts, "write_buffer_size", 256, 1, 1048576) * 1024;
+  o->timeout = luaio_ms32(luaio_opt_ms(L, opts, "timeout", 0));
+  o->send_timeout = luaio_ms32(luaio_opt_ms(L, opts, "send_timeout", 60000));
 }
 
 /* Fills addr from a numeric host and a port; returns 0 or a libuv error. */
@@ -123,12 +98,12 @@ static int bind_tcp(lua_State *L, uv_tcp_t *handle, int port, int opts) {
   uv_os_fd_t fd;
   if ((err = uv_fileno((uv_handle_t *)handle, &fd)) < 0) return err;
   int on = 1;
-  if (opt_bool(L, opts, "tcp_reuseport", 0) && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0)
+  if (luaio_opt_bool(L, opts, "tcp_reuseport", 0) && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0)
     return UV_EINVAL;
   if ((err = uv_tcp_bind(handle, (struct sockaddr *)&addr, 0)) < 0) return err;
-  if (opt_bool(L, opts, "tcp_nodelay", 1)) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-  if (opt_bool(L, opts, "tcp_keepalive", 1))
-    return luaio_tcp_keepalive(handle, 1, (int)opt_number(L, opts, "tcp_keepidle", 0));
+  if (luaio_opt_bool(L, opts, "tcp_nodelay", 1)) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  if (luaio_opt_bool(L, opts, "tcp_keepalive", 1))
+    return luaio_tcp_keepalive(handle, 1, (int)luaio_opt_uint(L, opts, "tcp_keepidle", 0, 0, 32767));
   return 0;
 }
 
@@ -143,14 +118,14 @@ int luaio_server_listen(lua_State *L, luaio_server *s, int port, const char *pat
   int err;
   s->h.handle.data = s;
   s->is_pipe = path != NULL;
-  s->max_connections = (int)opt_u32(L, opts, "maxconnections", 65535, 1);
+  s->max_connections = (int)luaio_opt_uint(L, opts, "maxconnections", 65535, 0, 2147483647);
   if (path != NULL) {
     if ((err = uv_pipe_init(luaio_loop(), &s->h.pipe, 0)) < 0) return err;
     err = uv_pipe_bind(&s->h.pipe, path);
   } else {
     err = bind_tcp(L, &s->h.tcp, port, opts);
   }
-  if (err == 0) err = uv_listen(&s->h.stream, (int)opt_u32(L, opts, "tcp_backlog", 511, 1), on_connection);
+  if (err == 0) err = uv_listen(&s->h.stream, (int)luaio_opt_uint(L, opts, "tcp_backlog", 511, 0, 65535), on_connection);
   if (err < 0 && s->h.handle.loop != NULL) { /* initialised: freed in its close callback */
     s->closing = 1;
     uv_close(&s->h.handle, on_listener_close);
@@ -329,10 +304,10 @@ static int tcp_connect(lua_State *L) {
   if (path != NULL) {
     uv_pipe_connect(&k->req, &c->h.pipe, path, on_connect);
   } else {
-    if (opt_bool(L, 3, "tcp_nodelay", 1)) uv_tcp_nodelay(&c->h.tcp, 1);
+    if (luaio_opt_bool(L, 3, "tcp_nodelay", 1)) uv_tcp_nodelay(&c->h.tcp, 1);
     err = uv_tcp_connect(&k->req, &c->h.tcp, (struct sockaddr *)&addr, on_connect);
-    if (err == 0 && opt_bool(L, 3, "tcp_keepalive", 1))
-      luaio_tcp_keepalive(&c->h.tcp, 1, (int)opt_number(L, 3, "tcp_keepidle", 0));
+    if (err == 0 && luaio_opt_bool(L, 3, "tcp_keepalive", 1))
+      luaio_tcp_keepalive(&c->h.tcp, 1, (int)luaio_opt_uint(L, 3, "tcp_keepidle", 0, 0, 32767));
   }
   if (err < 0) {
     free(k);

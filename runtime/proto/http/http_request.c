@@ -34,6 +34,10 @@ void http_push_request(lua_State *L, const char *method, size_t mlen, const char
   lua_setfield(L, -2, "url");
   lua_pushlstring(L, path, plen);
   lua_setfield(L, -2, "path");
+  if (t != NULL && path != t->path) { /* decoded: the raw form is kept (the router uses it) */
+    lua_pushlstring(L, t->path, t->path_len);
+    lua_setfield(L, -2, "rawPath");
+  }
   lua_pushstring(L, minor == 1 ? "1.1" : "1.0");
   lua_setfield(L, -2, "httpVersion");
   if (t != NULL && t->form == LHTTP_TARGET_ABSOLUTE) { /* its authority wins over Host */
@@ -202,6 +206,7 @@ static int req_index(lua_State *L) {
     lua_setfield(L, 1, "remoteAddress");
     lua_getfield(L, -1, "port");
     lua_setfield(L, 1, "remotePort");
+    lua_pushvalue(L, 2);
     lua_rawget(L, 1);
     return 1;
   } else {
@@ -276,9 +281,7 @@ static const char *status_name(int status) {
  * and the connection closes. */
 static int body_error(lua_State *L, hconn_t *h, int status, const char *msg) {
   h->body_status = (uint16_t)status;
-  lua_pushnil(L);
-  luaio_newerror(L, 0, status_name(status), msg);
-  return 2;
+  return luaio_pushnamederror(L, status_name(status), msg);
 }
 
 /* C.read(res[, n]) -> bytes | nil (the body is over) | nil, err | false (bytes arrived:

@@ -306,9 +306,8 @@ static luaio_conn *body_call(lua_State *L, hres_t **r, size_t *len, const char *
   }
   hconn_t *h = HCONN(c);
   if (h->body_status) { /* the server answers for the broken body when the handler ends */
-    lua_pushnil(L);
-    luaio_newerror(L, 0, h->body_status == 408 ? "ETIMEDOUT" : h->body_status == 413 ? "EMSGSIZE" : "EBADMSG",
-                   "the request body is broken: the server answers it");
+    luaio_pushnamederror(L, h->body_status == 408 ? "ETIMEDOUT" : h->body_status == 413 ? "EMSGSIZE" : "EBADMSG",
+                         "the request body is broken: the server answers it");
     return NULL;
   }
   if ((*r)->aborted) {

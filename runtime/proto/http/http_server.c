@@ -18,23 +18,9 @@
 
 #define SERVER_MT "luaio.http.server"
 
-/* Option readers for a table stdlib/http.lua already checked (types, ranges). */
-static lua_Number opt_number(lua_State *L, int opts, const char *name, lua_Number def) {
-  lua_getfield(L, opts, name);
-  lua_Number v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : def;
-  lua_pop(L, 1);
-  return v;
-}
-
-static uint32_t opt_u32(lua_State *L, int opts, const char *name, lua_Number def) {
-  lua_Number v = opt_number(L, opts, name, def);
-  return v >= 4294967295.0 ? UINT32_MAX : v <= 0 ? 0 : (uint32_t)v;
-}
-
-/* Milliseconds; math.huge (or past 2^32 ms) means never, which is 0 here. */
-static uint32_t opt_ms(lua_State *L, int opts, const char *name, lua_Number def) {
-  lua_Number v = opt_number(L, opts, name, def);
-  return v >= 4294967295.0 || v <= 0 ? 0 : (uint32_t)v;
+/* A duration option as the 32-bit ms the server keeps (0: none). */
+static uint32_t opt_ms(lua_State *L, int opts, const char *name, uint64_t def) {
+  return luaio_ms32(luaio_opt_ms(L, opts, name, def));
 }
 
 static void server_free(luaio_server *base) {
@@ -84,17 +70,16 @@ static int http_listen(lua_State *L) {
   if (s == NULL) return luaio_pusherror(L, UV_ENOMEM);
   s->base.free = server_free;
   s->handler_ref = s->access_ref = LUA_NOREF;
-  s->max_header_size = opt_u32(L, 3, "max_header_size", 16384);
-  s->max_headers = opt_u32(L, 3, "max_headers", 100);
-  if (s->max_headers > HTTP_MAX_HEADERS) s->max_headers = HTTP_MAX_HEADERS; /* http.lua refuses more */
-  s->max_url = opt_u32(L, 3, "max_url_length", 8192);
-  s->max_body_size = (uint64_t)opt_number(L, 3, "max_body_size", 1048576);
-  s->max_requests = opt_u32(L, 3, "max_requests", 10000);
+  s->max_header_size = (uint32_t)luaio_opt_uint(L, 3, "max_header_size", 16384, 256, 1048576);
+  s->max_headers = (uint32_t)luaio_opt_uint(L, 3, "max_headers", 100, 1, HTTP_MAX_HEADERS);
+  s->max_url = (uint32_t)luaio_opt_uint(L, 3, "max_url_length", 8192, 1, 1048576);
+  s->max_body_size = luaio_opt_uint(L, 3, "max_body_size", 1048576, 0, UINT64_MAX);
+  s->max_requests = (uint32_t)luaio_opt_uint(L, 3, "max_requests", 10000, 1, UINT32_MAX);
   s->header_timeout = opt_ms(L, 3, "header_timeout", 10000);
   s->keepalive_timeout = opt_ms(L, 3, "keepalive_timeout", 5000);
   s->body_timeout = opt_ms(L, 3, "body_timeout", 10000);
   s->send_timeout = opt_ms(L, 3, "send_timeout", 60000);
-  s->write_buffer = opt_u32(L, 3, "write_buffer_size", 256) * 1024;
+  s->write_buffer = (uint32_t)luaio_opt_uint(L, 3, "write_buffer_size", 256, 1, 1048576) * 1024;
   lua_getfield(L, 3, "server_name");
   const char *name = lua_isstring(L, -1) ? lua_tostring(L, -1) : lua_isnil(L, -1) ? "luaio" : NULL;
   if (name != NULL) snprintf(s->server_header, sizeof s->server_header, "Server: %.60s\r\n", name);
