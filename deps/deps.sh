@@ -22,7 +22,7 @@ flavor=${1:-musl}
 here=$(cd "$(dirname "$0")" && pwd)
 lock="$here/deps.lock"
 cache=${LUAIO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/luaio}
-jobs=$(nproc 2>/dev/null || echo 2)
+jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 
 log() { printf 'deps: %s\n' "$*" >&2; }
 die() { printf 'deps: error: %s\n' "$*" >&2; exit 1; }
@@ -70,7 +70,7 @@ while read -r pkg ver file sum; do
   verify "$file" "$sum" && continue
   log "downloading $file"
   mirror_fetch "$pkg" "$file" "$cache/src/$file" ||
-    die "cannot fetch $file for $pkg $ver$(fetch_advice "$pkg")"
+    die "cannot fetch $file for $pkg $ver; tried:"$'\n'"$(mirror_urls "$pkg" "$file" | sed 's/^/  /')$(fetch_advice "$pkg")"
   verify "$file" "$sum" || { rm -f "$cache/src/$file"; die "sha256 mismatch for $file of $pkg $ver (removed)"; }
 done < <(lock_lines)
 
