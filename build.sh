@@ -14,9 +14,16 @@ usage: ./build.sh [MODE]
   fuzz [SECONDS]
            build the libFuzzer targets in tests/fuzz/ with clang (installed with apt-get when
            missing) into out/fuzz/ and run each for SECONDS (default 30)
+  deps-check
+           for each package pinned in deps/deps.lock: does the Debian mirror still serve its
+           files, which newer revisions does the suite list (and are they served)
+  deps-pin PACKAGE VERSION
+           move a pin: fetch PACKAGE's files at VERSION, check them against its .dsc,
+           rewrite its lines in deps/deps.lock (every library rebuilds once after)
   clean    remove out/ (the dependency cache in ~/.cache/luaio stays)
   help     this text
-Environment: LUAIO_CACHE (dependency cache, default ~/.cache/luaio), JOBS (parallel jobs).
+Environment: LUAIO_CACHE (dependency cache, default ~/.cache/luaio), JOBS (parallel jobs),
+LUAIO_DEBIAN_MIRROR / LUAIO_DEBIAN_SECURITY (archive URIs when apt's sources name none).
 USAGE
 }
 
@@ -108,6 +115,11 @@ case "${1:-build}" in
   fuzz)
     install_fuzz_tools
     fuzz "${2:-30}"
+    ;;
+  deps-check) deps/mirror.sh check ;;
+  deps-pin)
+    [ $# = 3 ] || { echo "usage: ./build.sh deps-pin PACKAGE VERSION" >&2; exit 2; }
+    deps/mirror.sh pin "$2" "$3"
     ;;
   clean) rm -rf out ;;
   help | -h | --help) usage ;;

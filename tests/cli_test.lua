@@ -4,13 +4,31 @@ local test = require "test"
 local luaio = test.quote(test.luaio)
 local q = test.quote
 
-test.case("version names luaio, LuaJIT, libuv, zstd and the build id", function()
+-- deps/deps.lock, next to this file's folder: package -> pinned Debian version.
+local function pins()
+  local lock = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") .. "/../deps/deps.lock"
+  local found = {}
+  for line in io.lines(lock) do
+    local pkg, ver = line:match("^([%w%.%+%-]+)%s+(%S+)")
+    if pkg then found[pkg] = ver end
+  end
+  return found
+end
+
+test.case("version names luaio, the build id, every library and its Debian version", function()
   local out, status = test.sh(luaio .. " version")
   test.eq(status, 0)
   test.match(out, "^luaio %d+%.%d+%.%d+ %(build %x+%)\n")
-  test.match(out, "LuaJIT 2%.1")
-  test.match(out, "libuv 1%.44%.2")
-  test.match(out, "zstd 1%.5%.4")
+  for _, name in ipairs({ "LuaJIT 2%.1%.", "libuv 1%.", "zstd 1%.", "OpenSSL 3%.", "zlib 1%.", "yyjson %d",
+    "Mozilla roots: %d+ certificates" }) do
+    test.match(out, "\n" .. name .. "[%d%.]* %(debian ")
+  end
+  local n = 0
+  for pkg, ver in pairs(pins()) do
+    n = n + 1
+    test.ok(out:find("(debian " .. pkg .. " " .. ver .. ")\n", 1, true), pkg .. " " .. ver .. " in:\n" .. out)
+  end
+  test.eq(n, 7, "packages in deps.lock")
 end)
 
 test.case("help lists the commands; no arguments prints help", function()

@@ -16,8 +16,6 @@
 
 #include "buildinfo.h" /* generated: LUAIO_BUILD_ID, LUAIO_DEPS */
 #include "luaio.h"
-#include "luajit.h"
-#include "zstd.h"
 
 static const luaL_Reg c_modules[] = {
   {"bundle", luaopen_bundle},
@@ -164,9 +162,10 @@ static int run_fork_child(int payload, int argc, char **argv) {
   return run_entry(file, file, argc - 1, argv + 1);
 }
 
+/* One line per library with its Debian source package: read by deps/deps.sh from the headers
+ * of exactly what was built, linked yet or not (OpenSSL, zlib, yyjson wait for their users). */
 static void version(void) {
-  printf("luaio %s (build %s)\n%s\nlibuv %s\nzstd %s\n%s", LUAIO_VERSION, LUAIO_BUILD_ID, LUAJIT_VERSION,
-         uv_version_string(), ZSTD_versionString(), LUAIO_DEPS);
+  printf("luaio %s (build %s)\n%s", LUAIO_VERSION, LUAIO_BUILD_ID, LUAIO_DEPS);
 }
 
 static void usage(FILE *out) {
