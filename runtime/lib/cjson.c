@@ -26,6 +26,7 @@
  * (out of memory) leaves the mark set: that configuration then always uses fresh memory,
  * which is slower but right.
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -761,7 +762,7 @@ static int is_delim(unsigned char ch, int comments) {
          ch == ':' || ch == '"' || (comments && ch == '/');
 }
 
-/* Skips whitespace (and comments when allowed) from i. */
+/* Skips whitespace (and comments when allowed) from i; stops at a comment not closed. */
 static size_t skip_ws(const char *s, size_t len, size_t i, int comments) {
   for (;;) {
     while (i < len && is_ws((unsigned char)s[i])) i++;
@@ -770,7 +771,7 @@ static size_t skip_ws(const char *s, size_t len, size_t i, int comments) {
       while (i < len && s[i] != '\n') i++;
     } else if (s[i + 1] == '*') {
       const char *end = memmem(s + i + 2, len - i - 2, "*/", 2);
-      if (end == NULL) return len;
+      if (end == NULL) return i; /* not closed: the error is here */
       i = (size_t)(end - s) + 2;
     } else {
       return i;
@@ -822,6 +823,30 @@ static int is_nonfinite(const char *s, size_t n) {
          (n == 8 && !strncasecmp(s, "infinity", 8));
 }
 
+/* Is s "\\uD800" to "\\uDBFF"? */
+static int is_high_surrogate(const char *s) {
+  return s[0] == '\\' && s[1] == 'u' && (s[2] == 'd' || s[2] == 'D') && s[3] && strchr("89abAB", s[3]) &&
+         isxdigit((unsigned char)s[4]) && isxdigit((unsigned char)s[5]);
+}
+
+/* The end of the token at s[i]: a character, a string (len when not closed), a literal, or
+ * anything else up to the next delimiter. */
+static size_t token_end(const char *s, size_t len, size_t i, int comments) {
+  if (strchr("{}[],:", s[i])) return i + 1;
+  if (s[i] == '"') {
+    size_t j = string_end(s, len, i);
+    return j ? j : len;
+  }
+  static const char *const literals[] = {"true", "false", "null"};
+  for (int k = 0; k < 3; k++) {
+    size_t n = strlen(literals[k]);
+    if (len - i >= n && memcmp(s + i, literals[k], n) == 0) return i + n;
+  }
+  size_t j = i + 1;
+  while (j < len && !is_delim((unsigned char)s[j], comments)) j++;
+  return j;
+}
+
 /* What lua-cjson calls the token of n bytes at s: a type name, or what is wrong with it. */
 static const char *token_name(const char *s, size_t n, int invalid_numbers) {
   switch (s[0]) {
@@ -852,6 +877,8 @@ enum { X_VALUE, X_KEY, X_COLON, X_AFTER };
 static NOINLINE void push_parse_error(lua_State *L, cfg_t *c, const char *s, size_t len) {
   yyjson_read_err err = c->rerr;
   int comments = c->allow_comment, stop_inside_end = 0;
+  /* a bad number or literal: yyjson may point at its end */
+  int stop_at_end = err.code == YYJSON_READ_ERROR_INVALID_NUMBER || err.code == YYJSON_READ_ERROR_LITERAL;
   size_t at = err.pos;
   if (err.code == YYJSON_READ_ERROR_MEMORY_ALLOCATION) {
     lua_pushliteral(L, "not enough memory");
@@ -872,17 +899,12 @@ static NOINLINE void push_parse_error(lua_State *L, cfg_t *c, const char *s, siz
       tok = i;
       break;
     }
-    size_t j = i + 1;
-    int incomplete = 0;
     char ch = s[i];
-    if (ch == '"') {
-      j = string_end(s, len, i);
-      if (j == 0) j = len, incomplete = 1;
-    } else if (!strchr("{}[],:", ch)) {
-      while (j < len && !is_delim((unsigned char)s[j], comments)) j++;
-      incomplete = token_name(s + i, j - i, c->decode_invalid_numbers)[0] == 'i';
-    }
-    if (j > at || (stop_inside_end && j == len && incomplete)) {
+    size_t j = token_end(s, len, i, comments);
+    int incomplete = ch == '"' ? string_end(s, len, i) == 0
+                               : token_name(s + i, j - i, c->decode_invalid_numbers)[0] == 'i';
+    if (j > at || (stop_at_end && j == at && !strchr("{}[],:\"", ch)) ||
+        (stop_inside_end && j == len && incomplete)) {
       tok = i;
       break;
     }
@@ -927,13 +949,11 @@ static NOINLINE void push_parse_error(lua_State *L, cfg_t *c, const char *s, siz
       /* lua-cjson points at the backslash of the bad escape */
       where = err.pos < len ? err.pos : len;
       for (size_t k = 0; k < 6 && where > tok && s[where] != '\\'; k++) where--;
+      if (where >= tok + 6 && is_high_surrogate(s + where - 6)) where -= 6; /* of a pair */
       found = strstr(err.msg, "escaped character") ? "invalid escape code"
                                                    : "invalid unicode escape code";
     } else {
-      size_t j = tok + 1;
-      if (!strchr("{}[],:\"", s[tok]))
-        while (j < len && !is_delim((unsigned char)s[j], comments)) j++;
-      found = token_name(s + tok, j - tok, c->decode_invalid_numbers);
+      found = token_name(s + tok, token_end(s, len, tok, comments) - tok, c->decode_invalid_numbers);
     }
   }
   lua_pushfstring(L, "Expected %s but found %s at character %d", expected, found, (int)where + 1);
@@ -1008,7 +1028,11 @@ static int push_value(lua_State *L, cfg_t *c, yyjson_val *v, int depth) {
     lua_pushlstring(L, unsafe_yyjson_get_str(v), unsafe_yyjson_get_len(v));
     return 0;
   case YYJSON_TYPE_NUM | YYJSON_SUBTYPE_UINT: lua_pushnumber(L, (double)unsafe_yyjson_get_uint(v)); return 0;
-  case YYJSON_TYPE_NUM | YYJSON_SUBTYPE_SINT: lua_pushnumber(L, (double)unsafe_yyjson_get_sint(v)); return 0;
+  case YYJSON_TYPE_NUM | YYJSON_SUBTYPE_SINT: { /* "-0" is the only 0 read as signed */
+    int64_t i = unsafe_yyjson_get_sint(v);
+    lua_pushnumber(L, i == 0 ? -0.0 : (double)i);
+    return 0;
+  }
   case YYJSON_TYPE_NUM | YYJSON_SUBTYPE_REAL: lua_pushnumber(L, unsafe_yyjson_get_real(v)); return 0;
   case YYJSON_TYPE_BOOL | YYJSON_SUBTYPE_TRUE: lua_pushboolean(L, 1); return 0;
   case YYJSON_TYPE_BOOL | YYJSON_SUBTYPE_FALSE: lua_pushboolean(L, 0); return 0;
