@@ -69,17 +69,19 @@ install_fuzz_tools() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
 }
 
-# Each tests/fuzz/NAME_fuzz.c is one target, linked with the runtime file NAME.c. New inputs
-# go to out/fuzz/corpus-NAME; the committed seeds in tests/fuzz/corpus/ are only read.
+# Each tests/fuzz/NAME_fuzz.c is one target, linked with the runtime file NAME.c, LuaJIT and
+# yyjson (the sanitizer build's: a target that does not call them does not pull them in). New
+# inputs go to out/fuzz/corpus-NAME; the committed seeds in tests/fuzz/corpus/ are only read.
 fuzz() { # seconds
-  local src name bin
+  local src name bin deps
+  deps=$(deps/deps.sh host)
   mkdir -p out/fuzz
   for src in tests/fuzz/*_fuzz.c; do
     name=$(basename "$src" _fuzz.c)
     bin=out/fuzz/${name}_fuzz
     clang -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $(find runtime -type d -printf "-I%p ") \
-      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-      -o "$bin" "$src" "$(find runtime -name "$name.c")"
+      -I"$deps/include" -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+      -o "$bin" "$src" "$(find runtime -name "$name.c")" "$deps/lib/libluajit.a" "$deps/lib/libyyjson.a" -lm -ldl
     mkdir -p "out/fuzz/corpus-$name"
     echo "fuzz: $bin for $1 s"
     if ! "$bin" -max_total_time="$1" -max_len=4096 -timeout=10 -print_final_stats=1 \
