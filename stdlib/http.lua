@@ -1,4 +1,4 @@
--- http: an HTTP/1.1 server (the request loop is in C: runtime/proto/http/http.c).
+-- http: an HTTP/1.1 server (the request loop is in C: runtime/proto/http/).
 --
 --   local http = require "http"
 --   http.createServer(8080, function(req, res)
