@@ -44,6 +44,9 @@ typedef struct {
    * this may run inside another task's call) and release the protocol's state. Called
    * once; nothing is called afterwards. Not called after luaio_conn_end. */
   void (*on_close)(lua_State *L, luaio_conn *c, int err);
+  /* The TLS handshake is done (err 0) or failed (err < 0; luaio_tls_pusherror tells why;
+   * the connection closes right after). May be NULL. */
+  void (*on_tls)(lua_State *L, luaio_conn *c, int err);
 } luaio_conn_proto;
 
 /* Received bytes: data[off..len) are unread; data[kept..kept + kept_len), before off, are
@@ -77,9 +80,12 @@ struct luaio_outq {
   uint8_t dirty;
 };
 
+typedef struct luaio_tls luaio_tls;
+
 struct luaio_conn {
   const luaio_conn_proto *proto;
   void *ud;             /* the protocol's state */
+  luaio_tls *tls;       /* the TLS transport (net/tls.c), or NULL: plain */
   luaio_server *server; /* the server that accepted it (its connection count), or NULL */
   luaio_inbuf *in;
   luaio_outq *out;
@@ -90,8 +96,9 @@ struct luaio_conn {
   int16_t read_err;      /* 0, or UV_EOF or a read error: reading has ended */
   int16_t write_err;     /* the first write error (or why it closed): later writes fail with it */
   uint16_t linger_ms;
-  uint16_t want_read : 1, reading : 1, full : 1, over_high : 1, dl_send : 1, closing : 1,
-    ending : 1, shut_after : 1, shut_sent : 1, lingering : 1, is_pipe : 1;
+  uint16_t want_read : 1, reading : 1, full : 1, over_high : 1, dl_send : 1, dl_hs : 1,
+    closing : 1, ending : 1, shut_after : 1, shut_sent : 1, lingering : 1, is_pipe : 1,
+    redrive : 1;
   union {
     uv_handle_t handle;
     uv_stream_t stream;
@@ -151,8 +158,9 @@ void luaio_conn_commit(luaio_conn *c, size_t n);
 /* Writes what is queued now (try first; the rest goes to libuv). on_drain is not called
  * from here (the caller may be inside Lua): it comes from the loop. */
 void luaio_conn_flush(luaio_conn *c);
-#define luaio_conn_queued(c) ((c)->out ? (c)->out->bytes : 0)
-#define luaio_conn_above_high(c) ((c)->out != NULL && (c)->out->bytes > (c)->high_water)
+/* Output bytes queued and not yet written (plaintext and records, with TLS). */
+uint64_t luaio_conn_queued(luaio_conn *c);
+int luaio_conn_above_high(luaio_conn *c);
 
 /* A duration (luaio_opt_ms, luaio_checkms) as the 32-bit ms a connection keeps, 0 meaning
  * none: deadlines past 2^31 ms (24 days) never come (core/deadline.c). */
@@ -174,6 +182,15 @@ int luaio_conn_shutdown(luaio_conn *c, uv_shutdown_t *req, uv_shutdown_cb cb);
 /* Writes out every connection's queued output with uv_try_write, synchronously as far as
  * the kernel takes it: before the process exits. */
 void luaio_conn_flush_all(void);
+
+/* For the TLS transport (tls.c): room for plaintext in c->in (the shared buffer when it has
+ * none; room 0 when in_max bytes wait unread) and the bytes put there; ciphertext onto the
+ * wire; the handshake begun (its deadline); the front of a queue released. */
+char *luaio_conn_in_space(luaio_conn *c, uint32_t *room);
+void luaio_conn_in_added(luaio_conn *c, uint32_t n);
+int luaio_conn_wire_write(luaio_conn *c, const char *data, size_t len);
+void luaio_conn_tls_started(luaio_conn *c);
+void luaio_outq_advance(luaio_outq *q, size_t n);
 
 /* Addresses. */
 struct sockaddr_storage;

@@ -27,6 +27,14 @@ int luaio_socket_adopt(lua_State *L, luaio_conn *c);
 luaio_conn *luaio_socket_check(lua_State *L, int arg);
 /* A connect is under way (on = 1) or done: the socket's timeout covers it. */
 void luaio_socket_connecting(luaio_conn *c, int on);
+struct sockaddr;
+typedef struct luaio_tlsctx luaio_tlsctx;
+/* Connects a new socket (TCP to addr, or the Unix socket at path) in the calling task, then,
+ * with tls, does the TLS handshake as a client verifying servername; returns the socket or
+ * nil, err (yields). */
+int luaio_socket_connect(lua_State *L, const char *path, const struct sockaddr *addr,
+                         const luaio_sockopts *o, int nodelay, int keepalive, int keepidle,
+                         luaio_tlsctx *tls, const char *servername);
 /* Graceful close: queued output is still written. */
 void luaio_socket_close(lua_State *L, luaio_conn *c);
 void luaio_socket_register(lua_State *L);

@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 
 #include "socket.h"
+#include "tls.h"
 
 #define SERVER_MT "luaio.server"
 
@@ -27,13 +28,8 @@ typedef struct {
   void **box; /* the Lua userdata's slot, or NULL once it was collected */
   int onconnect_ref, self_ref;
   luaio_sockopts opts;
+  luaio_tlsctx *tls; /* TLS for every connection accepted (server:setTLS swaps it), or NULL */
 } tserver_t;
-
-typedef struct {
-  uv_connect_t req;
-  lua_State *co;
-  int co_ref, sock_ref;
-} connect_t;
 
 /* --- options and addresses ------------------------------------------------------------------ */
 
@@ -144,6 +140,7 @@ void luaio_server_close(luaio_server *s) {
 static void tserver_free(luaio_server *base) {
   tserver_t *s = (tserver_t *)base;
   if (s->box != NULL) *s->box = NULL;
+  if (s->tls != NULL) luaio_tlsctx_unref(s->tls);
   free(s);
 }
 
@@ -157,7 +154,13 @@ static const luaio_hook serve_hook = {serve_done};
 
 static void accept_one(lua_State *L, void *arg) {
   tserver_t *s = arg;
-  if (luaio_socket_accept(L, &s->base, &s->opts) == NULL) return;
+  luaio_conn *c = luaio_socket_accept(L, &s->base, &s->opts);
+  if (c == NULL) return;
+  if (s->tls != NULL && luaio_tls_attach(c, s->tls, NULL) < 0) {
+    lua_pop(L, 1);
+    luaio_conn_close(c, UV_ENOMEM);
+    return;
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->onconnect_ref);
   lua_pushvalue(L, -2);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
@@ -180,6 +183,12 @@ static int tcp_listen(lua_State *L) {
   if (s == NULL) return luaio_pusherror(L, UV_ENOMEM);
   s->base.free = tserver_free;
   read_sockopts(L, 3, &s->opts);
+  lua_getfield(L, 3, "tls"); /* a server context made by tls.lua */
+  if (!lua_isnil(L, -1)) {
+    s->tls = luaio_tlsctx_check(L, -1);
+    luaio_tlsctx_ref(s->tls);
+  }
+  lua_pop(L, 1);
   int err = luaio_server_listen(L, &s->base, port, path, 3, on_connection);
   if (err < 0) {
     if (!s->base.closing) free(s); /* else freed when its handle has closed */
@@ -236,6 +245,19 @@ static int server_connections(lua_State *L) {
   return 1;
 }
 
+/* server:setTLS(context) (tcp.lua makes it from options): connections accepted from now on
+ * use it; those open keep theirs. */
+static int server_settls(lua_State *L) {
+  tserver_t *s = check_server(L);
+  luaio_tlsctx *ctx = luaio_tlsctx_check(L, 2);
+  if (s == NULL || s->base.closing) return luaio_pusherror(L, UV_EBADF);
+  luaio_tlsctx_ref(ctx);
+  if (s->tls != NULL) luaio_tlsctx_unref(s->tls);
+  s->tls = ctx;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 /* server:close(): stops accepting; connections already open go on until they close. */
 static int server_close(lua_State *L) {
   tserver_t *s = check_server(L);
@@ -254,37 +276,15 @@ static int server_gc(lua_State *L) {
 
 static const luaL_Reg server_methods[] = {
   {"address", server_address}, {"close", server_close}, {"connections", server_connections},
-  {NULL, NULL}};
+  {"setTLS", server_settls}, {NULL, NULL}};
 
 /* --- connecting ------------------------------------------------------------------------------ */
 
-static void on_connect(uv_connect_t *req, int status) {
-  connect_t *k = (connect_t *)req;
-  lua_State *co = k->co;
-  luaio_conn *c = req->handle->data;
-  luaio_unanchor(k->co_ref);
-  if (status == 0 && c->closing) status = UV_ECANCELED;
-  if (c->closing && c->write_err < 0) status = c->write_err; /* ETIMEDOUT */
-  if (status < 0) {
-    luaio_conn_close(c, status);
-    luaL_unref(co, LUA_REGISTRYINDEX, k->sock_ref);
-    free(k);
-    luaio_resume(co, luaio_pusherror(co, status));
-    return;
-  }
-  luaio_socket_connecting(c, 0);
-  luaio_conn_read_start(c);
-  lua_rawgeti(co, LUA_REGISTRYINDEX, k->sock_ref);
-  luaL_unref(co, LUA_REGISTRYINDEX, k->sock_ref);
-  free(k);
-  luaio_resume(co, 1);
-}
-
-/* C.connect(port | path, host, options) -> socket | nil, err. host is numeric here. */
+/* C.connect(port | path, host, options) -> socket | nil, err. host is numeric here;
+ * options.tls is a client context (tls.lua) and options.servername the name it verifies. */
 static int tcp_connect(lua_State *L) {
   const char *path = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL;
   luaL_checktype(L, 3, LUA_TTABLE);
-  luaio_checktask(L, "connect");
   struct sockaddr_storage addr;
   if (path == NULL) {
     int err = make_addr(luaL_checkstring(L, 2), (int)luaL_checkinteger(L, 1), &addr);
@@ -292,33 +292,16 @@ static int tcp_connect(lua_State *L) {
   }
   luaio_sockopts o;
   read_sockopts(L, 3, &o);
-  connect_t *k = calloc(1, sizeof *k);
-  if (k == NULL) return luaio_pusherror(L, UV_ENOMEM);
-  int err;
-  luaio_conn *c = luaio_socket_new(L, path != NULL, &o, &err);
-  if (c == NULL) {
-    free(k);
-    return luaio_pusherror(L, err);
-  }
-  err = 0;
-  if (path != NULL) {
-    uv_pipe_connect(&k->req, &c->h.pipe, path, on_connect);
-  } else {
-    if (luaio_opt_bool(L, 3, "tcp_nodelay", 1)) uv_tcp_nodelay(&c->h.tcp, 1);
-    err = uv_tcp_connect(&k->req, &c->h.tcp, (struct sockaddr *)&addr, on_connect);
-    if (err == 0 && luaio_opt_bool(L, 3, "tcp_keepalive", 1))
-      luaio_tcp_keepalive(&c->h.tcp, 1, (int)luaio_opt_uint(L, 3, "tcp_keepidle", 0, 0, 32767));
-  }
-  if (err < 0) {
-    free(k);
-    luaio_socket_close(L, c);
-    return luaio_pusherror(L, err);
-  }
-  k->sock_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the socket userdata */
-  k->co = L;
-  k->co_ref = luaio_anchor(L);
-  luaio_socket_connecting(c, 1);
-  return luaio_yield(L);
+  int nodelay = luaio_opt_bool(L, 3, "tcp_nodelay", 1), keepalive = luaio_opt_bool(L, 3, "tcp_keepalive", 1);
+  int keepidle = (int)luaio_opt_uint(L, 3, "tcp_keepidle", 0, 0, 32767);
+  luaio_tlsctx *tls = NULL;
+  lua_getfield(L, 3, "tls");
+  if (!lua_isnil(L, -1)) tls = luaio_tlsctx_check(L, -1);
+  lua_getfield(L, 3, "servername");
+  const char *servername = lua_tostring(L, -1);
+  lua_pop(L, 2); /* the options table keeps them alive */
+  return luaio_socket_connect(L, path, (struct sockaddr *)&addr, &o, nodelay, keepalive, keepidle, tls,
+                              servername);
 }
 
 /* C.isIP(address) -> 4, 6 or 0 */

@@ -29,6 +29,7 @@
 
 #include "http.h"
 #include "socket.h"
+#include "tls.h"
 
 #define POOL_MAX 256          /* idle worker tasks kept */
 #define LINGER_MS 2000        /* how long an ending connection reads what the client still sends */
@@ -400,7 +401,7 @@ static void on_close(lua_State *L, luaio_conn *c, int err) {
   h->state = H_CLOSED;
 }
 
-const luaio_conn_proto http_proto = {on_read, on_drain, on_timeout, on_close};
+const luaio_conn_proto http_proto = {on_read, on_drain, on_timeout, on_close, NULL};
 
 /* --- accepting ------------------------------------------------------------------------------------ */
 
@@ -436,7 +437,14 @@ void http_accept(hserver_t *s, uv_stream_t *listener, int fd) {
   c->high_water = s->write_buffer;
   c->send_timeout = s->send_timeout;
   luaio_conn_set_proto(c, &http_proto, h);
-  go_idle(c); /* a client that connects and says nothing gets the idle timeout */
+  if (s->tls != NULL && luaio_tls_attach(c, s->tls, NULL) < 0) {
+    h->state = H_CLOSED;
+    unlink_conn(h);
+    luaio_conn_close(c, UV_ENOMEM);
+    return;
+  }
+  go_idle(c); /* a client that connects and says nothing gets the idle timeout (the
+               * handshake included) */
 }
 
 /* --- the worker pool -------------------------------------------------------------------------------- */

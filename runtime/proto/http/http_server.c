@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "http.h"
+#include "tls.h"
 
 #define SERVER_MT "luaio.http.server"
 
@@ -28,6 +29,7 @@ static void server_free(luaio_server *base) {
   if (s->box != NULL) *s->box = NULL;
   luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, s->handler_ref);
   if (s->access_ref != LUA_NOREF) luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, s->access_ref);
+  if (s->tls != NULL) luaio_tlsctx_unref(s->tls);
   free(s);
 }
 
@@ -84,8 +86,15 @@ static int http_listen(lua_State *L) {
   const char *name = lua_isstring(L, -1) ? lua_tostring(L, -1) : lua_isnil(L, -1) ? "luaio" : NULL;
   if (name != NULL) snprintf(s->server_header, sizeof s->server_header, "Server: %.60s\r\n", name);
   lua_pop(L, 1);
+  lua_getfield(L, 3, "tls"); /* a server context made by http.lua */
+  if (!lua_isnil(L, -1)) {
+    s->tls = luaio_tlsctx_check(L, -1);
+    luaio_tlsctx_ref(s->tls);
+  }
+  lua_pop(L, 1);
   int err = luaio_server_listen(L, &s->base, port, NULL, 3, on_connection);
   if (err < 0) {
+    if (s->tls != NULL) luaio_tlsctx_unref(s->tls), s->tls = NULL;
     if (!s->base.closing) free(s); /* else freed when its handle has closed */
     return luaio_pusherror(L, err);
   }
@@ -116,6 +125,18 @@ static int server_address(lua_State *L) {
 static int server_connections(lua_State *L) {
   hserver_t *s = check_server(L);
   lua_pushinteger(L, s ? s->base.connections : 0);
+  return 1;
+}
+
+/* server:setTLS(context): connections accepted from now on use it (http.lua makes it). */
+static int server_settls(lua_State *L) {
+  hserver_t *s = check_server(L);
+  luaio_tlsctx *ctx = luaio_tlsctx_check(L, 2);
+  if (s == NULL || s->closing) return luaio_pusherror(L, UV_EBADF);
+  luaio_tlsctx_ref(ctx);
+  if (s->tls != NULL) luaio_tlsctx_unref(s->tls);
+  s->tls = ctx;
+  lua_pushboolean(L, 1);
   return 1;
 }
 
@@ -151,7 +172,7 @@ static int http_init(lua_State *L) {
 
 static const luaL_Reg server_methods[] = {
   {"address", server_address}, {"close", server_close}, {"connections", server_connections},
-  {NULL, NULL}};
+  {"setTLS", server_settls}, {NULL, NULL}};
 static const luaL_Reg http_funcs[] = {
   {"done", http_done}, {"init", http_init}, {"listen", http_listen}, {"read", http_read},
   {"request", http_request_table}, {NULL, NULL}};
