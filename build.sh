@@ -49,6 +49,8 @@ install_test_tools() {
   command -v file >/dev/null || pkgs+=(file)
   command -v perl >/dev/null || pkgs+=(perl)
   command -v taskset >/dev/null || pkgs+=(util-linux)
+  command -v luajit >/dev/null || pkgs+=(luajit2) # with lua-cjson: what tests/json_test.lua compares
+  [ -e /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ] || pkgs+=(lua-cjson)
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
