@@ -490,7 +490,8 @@ static void no_free(void *ctx, void *p) {}
  * "100000000000000000000", like JavaScript). Returns the end. */
 static NOINLINE char *put_shortest(char *d, double x) {
   yyjson_val v;
-  unsafe_yyjson_set_real(&v, x);
+  v.tag = YYJSON_TYPE_NUM | YYJSON_SUBTYPE_REAL;
+  v.uni.f64 = x;
   yyjson_alc alc = {to_dest, no_realloc, no_free, d};
   size_t len = 0;
   if (yyjson_val_write_opts(&v, 0, &alc, &len, NULL) == NULL) return d;
@@ -865,60 +866,55 @@ static const char *token_name(const char *s, size_t n, int invalid_numbers) {
   return "invalid token";
 }
 
-/* The token that yyjson stopped at, found again with a light tokenizer (all that comes
- * before it is valid JSON), with what lua-cjson would have expected there. */
+/* Where yyjson stopped, found again by a light tokenizer (all that comes before is valid
+ * JSON): the bad token's offset and what lua-cjson would have expected there. */
 typedef struct {
-  const char *expected, *found;
-  size_t at; /* 0-based byte offset reported */
-} parse_err_t;
+  size_t tok;
+  const char *expected;
+} stop_t;
 
 enum { X_VALUE, X_KEY, X_COLON, X_AFTER };
 
-static NOINLINE void push_parse_error(lua_State *L, cfg_t *c, const char *s, size_t len) {
-  yyjson_read_err err = c->rerr;
-  int comments = c->allow_comment, stop_inside_end = 0;
-  /* a bad number or literal: yyjson may point at its end */
-  int stop_at_end = err.code == YYJSON_READ_ERROR_INVALID_NUMBER || err.code == YYJSON_READ_ERROR_LITERAL;
-  size_t at = err.pos;
-  if (err.code == YYJSON_READ_ERROR_MEMORY_ALLOCATION) {
-    lua_pushliteral(L, "not enough memory");
-    return;
+static const char *expectation(int state, const char *stack, size_t depth) {
+  switch (state) {
+  case X_VALUE: return "value";
+  case X_KEY: return "object key string";
+  case X_COLON: return "colon";
   }
-  if (err.code == YYJSON_READ_ERROR_EMPTY_CONTENT) at = len;
-  if (err.code == YYJSON_READ_ERROR_JSON_STRUCTURE) at++; /* a trailing comma: what follows */
-  if (err.code == YYJSON_READ_ERROR_UNEXPECTED_END) at = len, stop_inside_end = 1;
+  return depth == 0 ? "the end" : stack[depth - 1] == 'a' ? "comma or array end" : "comma or object end";
+}
+
+static stop_t find_stop(cfg_t *c, const char *s, size_t len, yyjson_read_err err) {
+  int comments = c->allow_comment;
+  int code = err.code, at_end = code == YYJSON_READ_ERROR_UNEXPECTED_END;
+  /* a bad number or literal: yyjson may point just past it */
+  int inside = code == YYJSON_READ_ERROR_INVALID_NUMBER || code == YYJSON_READ_ERROR_LITERAL;
+  size_t at = err.pos;
+  if (code == YYJSON_READ_ERROR_EMPTY_CONTENT || at_end) at = len;
+  if (code == YYJSON_READ_ERROR_JSON_STRUCTURE) at++; /* a trailing comma: what follows it */
   if (at > len) at = len;
 
-  /* Tokens before the error; the stack of open containers: 'a' or 'o' per level. */
-  char *stack = NULL;
-  size_t depth = 0, cap = 0, i = 0, tok = len;
+  char *stack = NULL; /* the open containers, 'a' or 'o' each */
+  size_t depth = 0, cap = 0, i = 0;
   int state = X_VALUE;
   for (;;) {
     i = skip_ws(s, len, i, comments);
-    if (i >= at || i >= len) {
-      tok = i;
-      break;
-    }
+    if (i >= at || i >= len) break;
     char ch = s[i];
     size_t j = token_end(s, len, i, comments);
-    int incomplete = ch == '"' ? string_end(s, len, i) == 0
-                               : token_name(s + i, j - i, c->decode_invalid_numbers)[0] == 'i';
-    if (j > at || (stop_at_end && j == at && !strchr("{}[],:\"", ch)) ||
-        (stop_inside_end && j == len && incomplete)) {
-      tok = i;
-      break;
-    }
+    int bad = ch == '"' ? string_end(s, len, i) == 0
+                        : token_name(s + i, j - i, c->decode_invalid_numbers)[0] == 'i';
+    if (j > at || (inside && j == at && !strchr("{}[],:\"", ch)) || (at_end && j == len && bad)) break;
     if (ch == '{' || ch == '[') {
       if (depth == cap) {
-        cap = cap ? cap * 2 : 64;
-        char *ns = realloc(stack, cap);
-        if (ns == NULL) break;
-        stack = ns;
+        char *grown = realloc(stack, cap = cap ? cap * 2 : 64);
+        if (grown == NULL) break;
+        stack = grown;
       }
       stack[depth++] = ch == '{' ? 'o' : 'a';
       state = ch == '{' ? X_KEY : X_VALUE;
     } else if (ch == '}' || ch == ']') {
-      if (depth > 0) depth--;
+      depth -= depth > 0;
       state = X_AFTER;
     } else if (ch == ',') {
       state = depth > 0 && stack[depth - 1] == 'o' ? X_KEY : X_VALUE;
@@ -929,34 +925,39 @@ static NOINLINE void push_parse_error(lua_State *L, cfg_t *c, const char *s, siz
     }
     i = j;
   }
-  const char *expected = state == X_VALUE ? "value"
-                         : state == X_KEY ? "object key string"
-                         : state == X_COLON ? "colon"
-                         : depth == 0 ? "the end"
-                         : stack[depth - 1] == 'a' ? "comma or array end"
-                                                   : "comma or object end";
+  stop_t stop = {i < len ? i : len, expectation(state, stack, depth)};
   free(stack);
+  return stop;
+}
 
-  const char *found = "T_END";
-  size_t where = tok;
-  if (tok < len) {
-    if (err.code == YYJSON_READ_ERROR_INVALID_COMMENT) {
-      found = "unclosed comment";
-    } else if (s[tok] == '"' && err.code == YYJSON_READ_ERROR_UNEXPECTED_END) {
-      found = "unexpected end of string";
-      where = len;
-    } else if (s[tok] == '"' && err.code == YYJSON_READ_ERROR_INVALID_STRING) {
-      /* lua-cjson points at the backslash of the bad escape */
-      where = err.pos < len ? err.pos : len;
-      for (size_t k = 0; k < 6 && where > tok && s[where] != '\\'; k++) where--;
-      if (where >= tok + 6 && is_high_surrogate(s + where - 6)) where -= 6; /* of a pair */
-      found = strstr(err.msg, "escaped character") ? "invalid escape code"
-                                                   : "invalid unicode escape code";
-    } else {
-      found = token_name(s + tok, token_end(s, len, tok, comments) - tok, c->decode_invalid_numbers);
-    }
+/* Pushes lua-cjson's message for yyjson's error: "Expected <what> but found <token> at
+ * character <1-based byte offset>". */
+static NOINLINE void push_parse_error(lua_State *L, cfg_t *c, const char *s, size_t len) {
+  yyjson_read_err err = c->rerr;
+  if (err.code == YYJSON_READ_ERROR_MEMORY_ALLOCATION) {
+    lua_pushliteral(L, "not enough memory");
+    return;
   }
-  lua_pushfstring(L, "Expected %s but found %s at character %d", expected, found, (int)where + 1);
+  stop_t stop = find_stop(c, s, len, err);
+  size_t tok = stop.tok, where = tok;
+  const char *found = "T_END";
+  if (tok == len) {
+    /* the end */
+  } else if (err.code == YYJSON_READ_ERROR_INVALID_COMMENT) {
+    found = "unclosed comment";
+  } else if (s[tok] == '"' && err.code == YYJSON_READ_ERROR_UNEXPECTED_END) {
+    found = "unexpected end of string";
+    where = len;
+  } else if (s[tok] == '"' && err.code == YYJSON_READ_ERROR_INVALID_STRING) {
+    /* lua-cjson points at the backslash of the bad escape (the first of a pair) */
+    where = err.pos < len ? err.pos : len;
+    for (int k = 0; k < 6 && where > tok && s[where] != '\\'; k++) where--;
+    if (where >= tok + 6 && is_high_surrogate(s + where - 6)) where -= 6;
+    found = strstr(err.msg, "escaped character") ? "invalid escape code" : "invalid unicode escape code";
+  } else {
+    found = token_name(s + tok, token_end(s, len, tok, c->allow_comment) - tok, c->decode_invalid_numbers);
+  }
+  lua_pushfstring(L, "Expected %s but found %s at character %d", stop.expected, found, (int)where + 1);
 }
 
 /* decode_max_depth: where the first container past the limit opens (1-based, as lua-cjson
