@@ -6,5 +6,5 @@ cd "$(dirname "$0")"
 ./idle_tcp.sh 10000
 ./tcp_echo.sh
 PIPELINE=16 IDLE_CONNS=0 ./http.sh
-./json.sh
 ./http.sh
+./json.sh
