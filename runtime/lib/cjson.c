@@ -538,36 +538,50 @@ static void put_number(lua_State *L, enc_t *e, int idx) {
 
 static int encode_value(lua_State *L, enc_t *e, int depth);
 
+/* Starts an element of an array or object: the comma after the one before, and with
+ * encode_indent its line. Returns where the element begins, to take it back. */
+static size_t begin_item(lua_State *L, enc_t *e, int depth, int written) {
+  size_t mark = (size_t)(e->cur - e->buf);
+  if (written) putc_(L, e, ',');
+  if (e->cfg->indent != NULL) put_newline(L, e, depth);
+  return mark;
+}
+
+/* Encodes the value on top of the stack as the element begun at mark; returns 1, or 0 when
+ * it was left out (encode_skip_unsupported_value_types) and the element taken back. */
+static int end_item(lua_State *L, enc_t *e, int depth, size_t mark) {
+  if (encode_value(L, e, depth) == WROTE) return 1;
+  e->cur = e->buf + mark;
+  return 0;
+}
+
+static void close_container(lua_State *L, enc_t *e, int depth, int written, char ch) {
+  if (e->cfg->indent != NULL && written) put_newline(L, e, depth - 1);
+  putc_(L, e, ch);
+}
+
 /* The table at t encoded as the array t[1..n] (holes are null). */
 static void encode_array(lua_State *L, enc_t *e, int t, double n, int depth) {
-  int pretty = e->cfg->indent != NULL, written = 0;
+  int written = 0;
   putc_(L, e, '[');
   for (double i = 1; i <= n; i++) {
-    size_t mark = (size_t)(e->cur - e->buf);
-    if (written) putc_(L, e, ',');
-    if (pretty) put_newline(L, e, depth);
+    size_t mark = begin_item(L, e, depth, written);
     lua_rawgeti(L, t, (int)i);
-    if (encode_value(L, e, depth) == SKIPPED)
-      e->cur = e->buf + mark;
-    else
-      written++;
+    written += end_item(L, e, depth, mark);
     lua_pop(L, 1);
   }
-  if (pretty && written) put_newline(L, e, depth - 1);
-  putc_(L, e, ']');
+  close_container(L, e, depth, written, ']');
 }
 
 /* The table at t encoded as an object; with `pending`, lua_next's first key and value are
  * already on the stack. */
 static void encode_object(lua_State *L, enc_t *e, int t, int depth, int pending) {
-  int pretty = e->cfg->indent != NULL, written = 0;
+  int written = 0;
   putc_(L, e, '{');
   if (!pending) lua_pushnil(L);
   while (pending || lua_next(L, t)) {
     pending = 0;
-    size_t mark = (size_t)(e->cur - e->buf);
-    if (written) putc_(L, e, ',');
-    if (pretty) put_newline(L, e, depth);
+    size_t mark = begin_item(L, e, depth, written);
     int ktype = lua_type(L, -2);
     if (ktype == LUA_TSTRING) {
       put_string(L, e, lua_tostring(L, -2), lua_objlen(L, -2));
@@ -578,35 +592,26 @@ static void encode_object(lua_State *L, enc_t *e, int t, int depth, int pending)
     } else {
       enc_fail(L, e, -2, "table key must be a number or string");
     }
-    if (pretty)
+    if (e->cfg->indent != NULL)
       put(L, e, ": ", 2);
     else
       putc_(L, e, ':');
-    if (encode_value(L, e, depth) == SKIPPED)
-      e->cur = e->buf + mark;
-    else
-      written++;
+    written += end_item(L, e, depth, mark);
     lua_pop(L, 1);
   }
-  if (pretty && written) put_newline(L, e, depth - 1);
-  putc_(L, e, '}');
+  close_container(L, e, depth, written, '}');
 }
 
 /* The common case in one pass: lua_next gives the keys 1, 2, ... n in order (the array part
  * does). The first key (1) and its value are on the stack. Returns 0, with the stack as it
  * was before lua_next, when a key breaks the sequence: the caller rewinds the output. */
 static int encode_sequence(lua_State *L, enc_t *e, int t, int depth) {
-  int pretty = e->cfg->indent != NULL, written = 0;
+  int written = 0;
   double expect = 1;
   putc_(L, e, '[');
   for (;;) {
-    size_t mark = (size_t)(e->cur - e->buf);
-    if (written) putc_(L, e, ',');
-    if (pretty) put_newline(L, e, depth);
-    if (encode_value(L, e, depth) == SKIPPED)
-      e->cur = e->buf + mark;
-    else
-      written++;
+    size_t mark = begin_item(L, e, depth, written);
+    written += end_item(L, e, depth, mark);
     lua_pop(L, 1);
     if (!lua_next(L, t)) break;
     expect++;
@@ -615,8 +620,7 @@ static int encode_sequence(lua_State *L, enc_t *e, int t, int depth) {
       return 0;
     }
   }
-  if (pretty && written) put_newline(L, e, depth - 1);
-  putc_(L, e, ']');
+  close_container(L, e, depth, written, ']');
   return 1;
 }
 
