@@ -22,9 +22,9 @@
  *
  * Re-entrancy: a __gc metamethod may run Lua code, including cjson, whenever Lua allocates.
  * A configuration's encode buffer and the decode memory are therefore marked busy in use;
- * a call that finds it busy uses memory of its own. A Lua error cjson does not raise itself
- * (out of memory) leaves the mark set: that configuration then always uses fresh memory,
- * which is slower but right.
+ * a call that finds them busy uses memory of its own. A Lua error cjson does not raise itself
+ * (out of memory) leaves the mark set: that memory is then never used again, and every call
+ * allocates its own, which is slower but right.
  */
 #include <ctype.h>
 #include <math.h>
