@@ -741,6 +741,7 @@ static enc_t *enc_begin(lua_State *L, cfg_t *c) {
     c->enc_busy = 1;
   }
   e->cur = e->buf;
+  reserve(L, e, 64); /* a buffer from here on, even for "" */
   return e;
 }
 
@@ -753,7 +754,7 @@ static int json_encode(lua_State *L) {
     enc_release(e);
     luaL_error(L, "Cannot serialise: result longer than %d bytes", LJ_MAX_STR);
   }
-  lua_pushlstring(L, e->buf != NULL ? e->buf : "", len);
+  lua_pushlstring(L, e->buf, len);
   enc_release(e);
   return 1;
 }
