@@ -927,7 +927,7 @@ void luaio_conn_close(luaio_conn *c, int err) {
     luaio_server *s = c->server;
     c->server = NULL;
     s->connections--;
-    if (s->listener_closed && s->connections == 0) s->free(s);
+    luaio_server_gone(s);
   }
   callback(c, CB_CLOSE, err);
   c->proto = NULL;
@@ -1028,11 +1028,12 @@ void luaio_addr_name(const struct sockaddr_storage *addr, char *buf, size_t size
     uv_ip4_name((const struct sockaddr_in *)addr, buf, size);
 }
 
-int luaio_conn_push_address(lua_State *L, luaio_conn *c, int peer) {
-  if (c->is_pipe) {
+int luaio_push_handle_address(lua_State *L, uv_handle_t *h, int peer) {
+  if (h->type == UV_NAMED_PIPE) {
     char path[1024];
     size_t n = sizeof path;
-    int err = peer ? uv_pipe_getpeername(&c->h.pipe, path, &n) : uv_pipe_getsockname(&c->h.pipe, path, &n);
+    uv_pipe_t *p = (uv_pipe_t *)h;
+    int err = peer ? uv_pipe_getpeername(p, path, &n) : uv_pipe_getsockname(p, path, &n);
     if (err < 0) return luaio_pusherror(L, err);
     lua_createtable(L, 0, 1);
     lua_pushlstring(L, path, n);
@@ -1041,8 +1042,9 @@ int luaio_conn_push_address(lua_State *L, luaio_conn *c, int peer) {
   }
   struct sockaddr_storage addr;
   int len = sizeof addr;
-  int err = peer ? uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&addr, &len)
-                 : uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&addr, &len);
+  uv_tcp_t *t = (uv_tcp_t *)h;
+  int err = peer ? uv_tcp_getpeername(t, (struct sockaddr *)&addr, &len)
+                 : uv_tcp_getsockname(t, (struct sockaddr *)&addr, &len);
   if (err < 0) return luaio_pusherror(L, err);
   luaio_push_addr(L, &addr);
   return 1;

@@ -117,6 +117,7 @@ struct luaio_server {
     uv_pipe_t pipe;
   } h;
   void (*free)(luaio_server *s);
+  struct luaio_tlsctx *tls; /* TLS for every connection accepted (server:setTLS swaps it) */
   int connections, max_connections;
   uint8_t closing, listener_closed, is_pipe;
 };
@@ -197,19 +198,25 @@ struct sockaddr_storage;
 int luaio_conn_peer(luaio_conn *c, struct sockaddr_storage *addr);
 /* The numeric address of addr ("127.0.0.1", "::1") into buf. */
 void luaio_addr_name(const struct sockaddr_storage *addr, char *buf, size_t size);
-/* Pushes a server's own address ({family, port, address} or {path}); returns 1, or 2. */
-int luaio_server_push_address(lua_State *L, luaio_server *s);
-/* Pushes the peer's or own address ({family, port, address} or {path}); returns 1, or 2
- * (nil, err). */
-int luaio_conn_push_address(lua_State *L, luaio_conn *c, int peer);
+
+/* Pushes a TCP or pipe handle's peer or own address ({family, port, address} or {path});
+ * returns 1, or 2 (nil, err). */
+int luaio_push_handle_address(lua_State *L, uv_handle_t *h, int peer);
+#define luaio_conn_push_address(L, c, peer) luaio_push_handle_address((L), &(c)->h.handle, (peer))
 
 /* Servers (tcp.c): binds and listens with the checked options table at opts (host,
- * tcp_backlog, tcp_reuseport, tcp_nodelay, tcp_keepalive, tcp_keepidle); port is a number,
- * or the path of a Unix socket when path != NULL. Returns 0 or a libuv error; on error the
- * caller frees s itself. */
+ * tcp_backlog, tcp_reuseport, tcp_nodelay, tcp_keepalive, tcp_keepidle, maxconnections, and
+ * tls: a server context); port is a number, or the path of a Unix socket when path != NULL.
+ * Returns 0 or a libuv error; on error the caller frees s itself, unless s->closing (then
+ * s->free runs when the handle has closed). */
 int luaio_server_listen(lua_State *L, luaio_server *s, int port, const char *path, int opts,
                         uv_connection_cb on_connection);
 /* Stops accepting: closes the listener; s->free runs once the last connection is gone. */
 void luaio_server_close(luaio_server *s);
+/* A connection of s went: frees s when it was the last and the listener is closed. */
+void luaio_server_gone(luaio_server *s);
+/* The methods every server has (address, connections, setTLS), for tcp and http server
+ * userdata (a box pointing at a struct that begins with luaio_server). */
+extern const luaL_Reg luaio_server_methods[];
 
 #endif

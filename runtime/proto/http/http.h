@@ -29,7 +29,6 @@ struct hserver_s {
   uint64_t max_body_size;
   uint32_t header_timeout, keepalive_timeout, body_timeout, send_timeout, write_buffer;
   char server_header[80]; /* "Server: luaio\r\n", or "" */
-  struct luaio_tlsctx *tls; /* HTTPS: every connection accepted gets TLS, or NULL */
   uint8_t closing;
 };
 

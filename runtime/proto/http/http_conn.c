@@ -437,7 +437,7 @@ void http_accept(hserver_t *s, uv_stream_t *listener, int fd) {
   c->high_water = s->write_buffer;
   c->send_timeout = s->send_timeout;
   luaio_conn_set_proto(c, &http_proto, h);
-  if (s->tls != NULL && luaio_tls_attach(c, s->tls, NULL) < 0) {
+  if (s->base.tls != NULL && luaio_tls_attach(c, s->base.tls, NULL) < 0) {
     h->state = H_CLOSED;
     unlink_conn(h);
     luaio_conn_close(c, UV_ENOMEM);

@@ -29,7 +29,6 @@ static void server_free(luaio_server *base) {
   if (s->box != NULL) *s->box = NULL;
   luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, s->handler_ref);
   if (s->access_ref != LUA_NOREF) luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, s->access_ref);
-  if (s->tls != NULL) luaio_tlsctx_unref(s->tls);
   free(s);
 }
 
@@ -86,15 +85,8 @@ static int http_listen(lua_State *L) {
   const char *name = lua_isstring(L, -1) ? lua_tostring(L, -1) : lua_isnil(L, -1) ? "luaio" : NULL;
   if (name != NULL) snprintf(s->server_header, sizeof s->server_header, "Server: %.60s\r\n", name);
   lua_pop(L, 1);
-  lua_getfield(L, 3, "tls"); /* a server context made by http.lua */
-  if (!lua_isnil(L, -1)) {
-    s->tls = luaio_tlsctx_check(L, -1);
-    luaio_tlsctx_ref(s->tls);
-  }
-  lua_pop(L, 1);
   int err = luaio_server_listen(L, &s->base, port, NULL, 3, on_connection);
   if (err < 0) {
-    if (s->tls != NULL) luaio_tlsctx_unref(s->tls), s->tls = NULL;
     if (!s->base.closing) free(s); /* else freed when its handle has closed */
     return luaio_pusherror(L, err);
   }
@@ -115,29 +107,6 @@ static int http_listen(lua_State *L) {
 static hserver_t *check_server(lua_State *L) {
   void **box = luaL_checkudata(L, 1, SERVER_MT);
   return *box;
-}
-
-static int server_address(lua_State *L) {
-  hserver_t *s = check_server(L);
-  return luaio_server_push_address(L, s ? &s->base : NULL);
-}
-
-static int server_connections(lua_State *L) {
-  hserver_t *s = check_server(L);
-  lua_pushinteger(L, s ? s->base.connections : 0);
-  return 1;
-}
-
-/* server:setTLS(context): connections accepted from now on use it (http.lua makes it). */
-static int server_settls(lua_State *L) {
-  hserver_t *s = check_server(L);
-  luaio_tlsctx *ctx = luaio_tlsctx_check(L, 2);
-  if (s == NULL || s->closing) return luaio_pusherror(L, UV_EBADF);
-  luaio_tlsctx_ref(ctx);
-  if (s->tls != NULL) luaio_tlsctx_unref(s->tls);
-  s->tls = ctx;
-  lua_pushboolean(L, 1);
-  return 1;
 }
 
 /* server:close(): stops accepting; see the top of this file for the connections open. */
@@ -170,9 +139,7 @@ static int http_init(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg server_methods[] = {
-  {"address", server_address}, {"close", server_close}, {"connections", server_connections},
-  {"setTLS", server_settls}, {NULL, NULL}};
+static const luaL_Reg server_methods[] = {{"close", server_close}, {NULL, NULL}};
 static const luaL_Reg http_funcs[] = {
   {"done", http_done}, {"init", http_init}, {"listen", http_listen}, {"read", http_read},
   {"request", http_request_table}, {NULL, NULL}};
@@ -181,6 +148,7 @@ int luaopen_luaio_http(lua_State *L) {
   http_response_register(L);
   luaL_newmetatable(L, SERVER_MT);
   lua_newtable(L);
+  luaL_setfuncs(L, luaio_server_methods, 0);
   luaL_setfuncs(L, server_methods, 0);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, server_gc);
