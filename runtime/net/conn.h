@@ -118,6 +118,8 @@ struct luaio_server {
   } h;
   void (*free)(luaio_server *s);
   struct luaio_tlsctx *tls; /* TLS for every connection accepted (server:setTLS swaps it) */
+  void **box;               /* the Lua userdata's slot, or NULL once it was collected */
+  int self_ref;             /* the userdata, kept while listening */
   int connections, max_connections;
   uint8_t closing, listener_closed, is_pipe;
 };
@@ -211,12 +213,20 @@ int luaio_push_handle_address(lua_State *L, uv_handle_t *h, int peer);
  * s->free runs when the handle has closed). */
 int luaio_server_listen(lua_State *L, luaio_server *s, int port, const char *path, int opts,
                         uv_connection_cb on_connection);
+/* luaio_server_listen, then pushes the server's userdata (with metatable mt, kept alive
+ * while listening) or nil, err (s is freed then). Returns 1 or 2. */
+int luaio_server_start(lua_State *L, luaio_server *s, int port, const char *path, int opts,
+                       uv_connection_cb on_connection, const char *mt);
+/* The server userdata at idx with metatable mt (NULL once freed). */
+luaio_server *luaio_server_check(lua_State *L, int idx, const char *mt);
+/* Stops accepting and lets the userdata go (connections go on). */
+void luaio_server_stop(lua_State *L, luaio_server *s);
 /* Stops accepting: closes the listener; s->free runs once the last connection is gone. */
 void luaio_server_close(luaio_server *s);
 /* A connection of s went: frees s when it was the last and the listener is closed. */
 void luaio_server_gone(luaio_server *s);
-/* The methods every server has (address, connections, setTLS), for tcp and http server
- * userdata (a box pointing at a struct that begins with luaio_server). */
-extern const luaL_Reg luaio_server_methods[];
+/* Fills the server metatable mt on the stack: the methods every server has (address,
+ * connections, setTLS), then `methods`, and __gc. */
+void luaio_server_metatable(lua_State *L, const luaL_Reg *methods);
 
 #endif

@@ -25,8 +25,7 @@
 
 typedef struct {
   luaio_server base;
-  void **box; /* the Lua userdata's slot, or NULL once it was collected */
-  int onconnect_ref, self_ref;
+  int onconnect_ref;
   luaio_sockopts opts;
 } tserver_t;
 
@@ -106,6 +105,7 @@ static int bind_tcp(lua_State *L, uv_tcp_t *handle, int port, int opts) {
 static void server_release(luaio_server *s) {
   if (s->tls != NULL) luaio_tlsctx_unref(s->tls);
   s->tls = NULL;
+  if (s->box != NULL) *s->box = NULL;
   s->free(s);
 }
 
@@ -154,13 +154,38 @@ void luaio_server_close(luaio_server *s) {
   uv_close(&s->h.handle, on_listener_close);
 }
 
+int luaio_server_start(lua_State *L, luaio_server *s, int port, const char *path, int opts,
+                       uv_connection_cb on_connection, const char *mt) {
+  s->self_ref = LUA_NOREF;
+  int err = luaio_server_listen(L, s, port, path, opts, on_connection);
+  if (err < 0) {
+    if (!s->closing) s->free(s); /* else freed when its handle has closed */
+    return luaio_pusherror(L, err);
+  }
+  void **box = lua_newuserdata(L, sizeof *box);
+  *box = s;
+  s->box = box;
+  luaL_getmetatable(L, mt);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* listening keeps the server alive */
+  return 1;
+}
+
+luaio_server *luaio_server_check(lua_State *L, int idx, const char *mt) {
+  void **box = luaL_checkudata(L, idx, mt);
+  return *box;
+}
+
+void luaio_server_stop(lua_State *L, luaio_server *s) {
+  luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
+  s->self_ref = LUA_NOREF;
+  luaio_server_close(s);
+}
+
 /* --- tcp servers ---------------------------------------------------------------------------------- */
 
-static void tserver_free(luaio_server *base) {
-  tserver_t *s = (tserver_t *)base;
-  if (s->box != NULL) *s->box = NULL;
-  free(s);
-}
+static void tserver_free(luaio_server *s) { free(s); }
 
 /* When a connection's task ends, its socket closes (the handler may have closed it). */
 static void serve_done(lua_State *co, void *data) {
@@ -181,7 +206,7 @@ static void accept_one(lua_State *L, void *arg) {
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->onconnect_ref);
   lua_pushvalue(L, -2);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->base.self_ref);
   luaio_spawn_with(L, 2, &serve_hook); /* socket (for the hook), onconnect(socket, server) */
 }
 
@@ -201,27 +226,13 @@ static int tcp_listen(lua_State *L) {
   if (s == NULL) return luaio_pusherror(L, UV_ENOMEM);
   s->base.free = tserver_free;
   read_sockopts(L, 3, &s->opts);
-  int err = luaio_server_listen(L, &s->base, port, path, 3, on_connection);
-  if (err < 0) {
-    if (!s->base.closing) free(s); /* else freed when its handle has closed */
-    return luaio_pusherror(L, err);
-  }
-  void **box = lua_newuserdata(L, sizeof *box);
-  *box = s;
-  s->box = box;
-  luaL_getmetatable(L, SERVER_MT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* listening keeps the server alive */
+  if (luaio_server_start(L, &s->base, port, path, 3, on_connection, SERVER_MT) == 2) return 2;
   lua_pushvalue(L, 2);
   s->onconnect_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
 
-static tserver_t *check_server(lua_State *L) {
-  void **box = luaL_checkudata(L, 1, SERVER_MT);
-  return *box;
-}
+static tserver_t *check_server(lua_State *L) { return (tserver_t *)luaio_server_check(L, 1, SERVER_MT); }
 
 /* --- what every server has (tcp and http) ------------------------------------------------------ */
 
@@ -260,23 +271,31 @@ static int server_settls(lua_State *L) {
   return 1;
 }
 
-const luaL_Reg luaio_server_methods[] = {
+static int server_gc(lua_State *L) {
+  void **box = lua_touserdata(L, 1);
+  if (*box != NULL) ((luaio_server *)*box)->box = NULL; /* only reached once closed */
+  return 0;
+}
+
+static const luaL_Reg common_methods[] = {
   {"address", server_address}, {"connections", server_connections}, {"setTLS", server_settls},
   {NULL, NULL}};
+
+void luaio_server_metatable(lua_State *L, const luaL_Reg *methods) {
+  lua_newtable(L);
+  luaL_setfuncs(L, common_methods, 0);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, server_gc);
+  lua_setfield(L, -2, "__gc");
+}
 
 /* server:close(): stops accepting; connections already open go on until they close. */
 static int server_close(lua_State *L) {
   tserver_t *s = check_server(L);
   if (s == NULL || s->base.closing) return 0;
   luaL_unref(L, LUA_REGISTRYINDEX, s->onconnect_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
-  luaio_server_close(&s->base);
-  return 0;
-}
-
-static int server_gc(lua_State *L) {
-  void **box = lua_touserdata(L, 1);
-  if (*box != NULL) ((tserver_t *)*box)->box = NULL; /* only reached once closed */
+  luaio_server_stop(L, &s->base);
   return 0;
 }
 
@@ -321,14 +340,7 @@ static const luaL_Reg tcp_funcs[] = {
 
 int luaopen_luaio_tcp(lua_State *L) {
   luaio_socket_register(L);
-  if (luaL_newmetatable(L, SERVER_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, luaio_server_methods, 0);
-    luaL_setfuncs(L, server_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, server_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  if (luaL_newmetatable(L, SERVER_MT)) luaio_server_metatable(L, server_methods);
   lua_pop(L, 1);
   luaio_newlib(L, tcp_funcs);
   return 1;

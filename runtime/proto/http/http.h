@@ -22,9 +22,8 @@ typedef struct hres_s hres_t;
 
 struct hserver_s {
   luaio_server base; /* first: a connection's c->server points here */
-  void **box;        /* the Lua userdata's slot, or NULL once collected */
   hconn_t *conns;    /* every open connection, for server:close() */
-  int handler_ref, self_ref, access_ref; /* access_ref: the access-log hook, or LUA_NOREF */
+  int handler_ref, access_ref; /* access_ref: the access-log hook, or LUA_NOREF */
   uint32_t max_header_size, max_headers, max_url, max_requests;
   uint64_t max_body_size;
   uint32_t header_timeout, keepalive_timeout, body_timeout, send_timeout, write_buffer;
