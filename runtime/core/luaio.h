@@ -192,6 +192,7 @@ int luaopen_luaio_http_client(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_task(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);
+int luaopen_luaio_websocket(lua_State *L);
 
 /* Bytecode of the Lua half of the standard library, generated at build time. */
 typedef struct {

@@ -31,6 +31,7 @@ static const luaL_Reg c_modules[] = {
   {"luaio.signal", luaopen_luaio_signal},
   {"luaio.task", luaopen_luaio_task},
   {"luaio.tcp", luaopen_luaio_tcp},
+  {"luaio.websocket", luaopen_luaio_websocket},
   {"system", luaopen_system},
   {NULL, NULL}};
 
