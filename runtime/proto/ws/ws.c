@@ -976,7 +976,7 @@ static int ws_publish(lua_State *L) {
       err = write_message(w, L, op, (const uint8_t *)p, n, 2);
     } else {
       push_frame_for(L, w, op, p, n);
-      err = lua_isnil(L, -1) ? UV_ENOMEM : luaio_conn_write_lua(w->conn, L, -1);
+      err = lua_isnil(L, -1) ? UV_ENOMEM : luaio_conn_write_shared(w->conn, L, -1);
       lua_pop(L, 1);
     }
     if (err == 0) count++;
