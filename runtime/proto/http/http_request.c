@@ -176,9 +176,8 @@ static int req_index(lua_State *L) {
       push_headers(L, c->in->data + c->in->kept, HCONN(c)->head_len);
     } else { /* over, or taken over: from the head kept then, if any */
       lua_rawgeti(L, 1, 3);
-      size_t len = 0;
-      const char *head = lua_isstring(L, -1) ? lua_tolstring(L, -1, &len) : "";
-      push_headers(L, head, len);
+      int kept = lua_type(L, -1) == LUA_TSTRING;
+      push_headers(L, kept ? lua_tostring(L, -1) : "", kept ? lua_objlen(L, -1) : 0);
     }
     lua_pushliteral(L, "host"); /* an absolute-form target's authority replaces Host */
     lua_rawget(L, 1);

@@ -140,14 +140,15 @@ __attribute__((noinline)) static void write_close(ws_t *w, lua_State *L, unsigne
     if (rlen > 123) rlen = 123;
     body[0] = (uint8_t)(code >> 8);
     body[1] = (uint8_t)code;
-    memcpy(body + 2, reason, rlen);
+    if (rlen > 0) memcpy(body + 2, reason, rlen);
     n = 2 + rlen;
   }
   write_frame(w, L, WS_CLOSE, 0, body, n, 0);
 }
 
-/* A data message: compressed when permessage-deflate was agreed. */
-static int write_message(ws_t *w, lua_State *L, int op, const uint8_t *p, size_t n, int idx) {
+/* A data message: compressed when permessage-deflate was agreed. (noinline: send yields,
+ * and a yielding frame must hold no address-taken locals; see docs/internals.md.) */
+__attribute__((noinline)) static int write_message(ws_t *w, lua_State *L, int op, const uint8_t *p, size_t n, int idx) {
   if (!w->pmd) return write_frame(w, L, op, 0, p, n, idx);
   const uint8_t *z;
   size_t zlen;
@@ -409,7 +410,7 @@ __attribute__((noinline)) static int control(lua_State *L, ws_t *w, const uint8_
                                              uint64_t total) {
   uint8_t p[125];
   int op = w->h.opcode;
-  memcpy(p, payload, n);
+  if (n > 0) memcpy(p, payload, n);
   frame_done(w, total);
   if (op == WS_PING) {
     if (w->state == S_OPEN) write_frame(w, L, WS_PONG, 0, p, n, 0);
@@ -423,6 +424,7 @@ __attribute__((noinline)) static int control(lua_State *L, ws_t *w, const uint8_
 }
 
 static int append(ws_t *w, const uint8_t *p, size_t n) {
+  if (n == 0) return 0;
   if (w->msg_len + n > w->msg_cap) {
     size_t cap = w->msg_cap ? w->msg_cap : 4096;
     while (cap < w->msg_len + n) cap *= 2;
@@ -897,8 +899,9 @@ __attribute__((noinline)) static void push_header(lua_State *L, int op, int rsv,
   lua_pushlstring(L, (const char *)head, hl);
 }
 
-/* Pushes the compressed frame for a window of bits; NULL-free: nothing pushed on failure. */
-static int push_compressed(lua_State *L, int op, int bits, const char *p, size_t n) {
+/* Pushes the compressed frame for a window of bits; returns 0 (nothing pushed) when out of
+ * memory. */
+__attribute__((noinline)) static int push_compressed(lua_State *L, int op, int bits, const char *p, size_t n) {
   const uint8_t *z;
   size_t zlen;
   if (ws_deflate(bits, (const uint8_t *)p, n, &z, &zlen) < 0) return 0;
