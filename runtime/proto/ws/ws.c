@@ -72,6 +72,11 @@ typedef struct {
 } ws_msg;
 
 static int ws_mt_ref = LUA_NOREF;
+/* The last text message receive returned, when of a size worth it: sending the same string
+ * as text again (an echo, a chat relay) skips checking its UTF-8 a second time. */
+static int last_text_ref = LUA_NOREF;
+#define RECHECK_MIN 1024
+#define RECHECK_MAX (1u << 20)
 static int topics_ref = LUA_NOREF; /* registry: topic -> {[lightuserdata ws_t] = ws} */
 static int mine_ref = LUA_NOREF;   /* registry: [lightuserdata ws_t] -> {[topic] = true} */
 static const luaio_conn_proto ws_proto;
@@ -534,6 +539,10 @@ static void message_done(ws_t *w, ws_msg *m) {
 /* Pushes data, "text" | "binary" on co; returns 2. */
 static int push_message(lua_State *co, ws_t *w, ws_msg *m) {
   lua_pushlstring(co, (const char *)m->p, m->len);
+  if (m->op == WS_TEXT && m->len >= RECHECK_MIN && m->len <= RECHECK_MAX) {
+    lua_pushvalue(co, -1);
+    lua_rawseti(co, LUA_REGISTRYINDEX, last_text_ref);
+  }
   if (m->op == WS_TEXT)
     lua_pushliteral(co, "text");
   else
@@ -706,6 +715,17 @@ __attribute__((noinline)) static int utf8_valid(const char *p, size_t n) {
   return ws_utf8(&st, (const uint8_t *)p, n) == 0 && st == WS_UTF8_OK;
 }
 
+/* Whether the string at arg (p, n) is valid text: known when it is the last text received. */
+static int text_ok(lua_State *L, int arg, const char *p, size_t n) {
+  if (n >= RECHECK_MIN && n <= RECHECK_MAX) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, last_text_ref);
+    int same = lua_rawequal(L, -1, arg);
+    lua_pop(L, 1);
+    if (same) return 1;
+  }
+  return utf8_valid(p, n);
+}
+
 static int bad_text(lua_State *L, int arg) {
   return luaL_argerror(L, arg, "invalid UTF-8 in a text message (send it as \"binary\")");
 }
@@ -717,7 +737,7 @@ static int ws_send(lua_State *L) {
   const char *p = lua_tostring(L, 2);
   size_t n = lua_objlen(L, 2);
   int op = check_kind(L, 3);
-  if (op == WS_TEXT && !utf8_valid(p, n)) return bad_text(L, 2);
+  if (op == WS_TEXT && !text_ok(L, 2, p, n)) return bad_text(L, 2);
   if (w->state != S_OPEN) return closed_for_sending(L, w);
   return sent(L, w, write_message(w, L, op, (const uint8_t *)p, n, 2));
 }
@@ -951,7 +971,7 @@ static int ws_publish(lua_State *L) {
   int op = check_kind(L, 3);
   const char *p = lua_tostring(L, 2);
   size_t n = lua_objlen(L, 2);
-  if (op == WS_TEXT && !utf8_valid(p, n)) return bad_text(L, 2);
+  if (op == WS_TEXT && !text_ok(L, 2, p, n)) return bad_text(L, 2);
   lua_settop(L, 3);
   lua_rawgeti(L, LUA_REGISTRYINDEX, topics_ref);
   lua_pushvalue(L, 1);
@@ -1164,6 +1184,8 @@ int luaopen_luaio_websocket(lua_State *L) {
     topics_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_newtable(L);
     mine_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushboolean(L, 0);
+    last_text_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
   luaio_newlib(L, ws_funcs);
   return 1;
