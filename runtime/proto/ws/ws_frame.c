@@ -68,28 +68,11 @@ static uint64_t mask_word(const uint8_t mask[4], uint64_t phase, uint8_t rot[4])
   return (uint64_t)m32 << 32 | m32;
 }
 
-void ws_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t phase) {
+/* dst = src XOR the key from byte (phase % 4); dst may be src (each word is read before it is
+ * written). */
+static void xor_key(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4], uint64_t phase) {
   uint8_t rot[4];
   uint64_t m = mask_word(mask, phase, rot);
-  size_t i = 0;
-  for (; i + 32 <= n; i += 32) {
-    uint64_t v[4];
-    memcpy(v, p + i, 32);
-    v[0] ^= m, v[1] ^= m, v[2] ^= m, v[3] ^= m;
-    memcpy(p + i, v, 32);
-  }
-  for (; i + 8 <= n; i += 8) {
-    uint64_t v;
-    memcpy(&v, p + i, 8);
-    v ^= m;
-    memcpy(p + i, &v, 8);
-  }
-  for (; i < n; i++) p[i] ^= rot[i & 3];
-}
-
-void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4]) {
-  uint8_t rot[4];
-  uint64_t m = mask_word(mask, 0, rot);
   size_t i = 0;
   for (; i + 32 <= n; i += 32) {
     uint64_t v[4];
@@ -104,6 +87,12 @@ void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask
     memcpy(dst + i, &v, 8);
   }
   for (; i < n; i++) dst[i] = src[i] ^ rot[i & 3];
+}
+
+void ws_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t phase) { xor_key(p, p, n, mask, phase); }
+
+void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4]) {
+  xor_key(dst, src, n, mask, 0);
 }
 
 /* --- UTF-8 ------------------------------------------------------------------------------------ */
