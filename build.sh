@@ -49,12 +49,20 @@ install_test_tools() {
   command -v file >/dev/null || pkgs+=(file)
   command -v perl >/dev/null || pkgs+=(perl)
   command -v taskset >/dev/null || pkgs+=(util-linux)
+  command -v npm >/dev/null || pkgs+=(npm)
+  /usr/bin/python3 -c 'import websockets' 2>/dev/null || pkgs+=(python3-websockets)
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
     else
       echo "build.sh: missing test tools (${pkgs[*]}): some tests will fail" >&2
     fi
+  fi
+  # node's ws package (npm) for the WebSocket tests, in a git-ignored folder
+  if [ ! -f out/peers/node_modules/ws/package.json ] && command -v npm >/dev/null; then
+    mkdir -p out/peers
+    (cd out/peers && npm install --no-save --no-audit --no-fund ws@8 >npm.log 2>&1) ||
+      echo "build.sh: npm install ws failed (see out/peers/npm.log): the WebSocket peer tests will fail" >&2
   fi
 }
 

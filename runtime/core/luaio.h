@@ -197,6 +197,7 @@ int luaopen_system(lua_State *L);
 int luaopen_luaio_task(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);
 int luaopen_luaio_tls(lua_State *L);
+int luaopen_luaio_websocket(lua_State *L);
 
 /* Bytecode of the Lua half of the standard library, generated at build time. */
 typedef struct {

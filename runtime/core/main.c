@@ -32,6 +32,7 @@ static const luaL_Reg c_modules[] = {
   {"luaio.task", luaopen_luaio_task},
   {"luaio.tcp", luaopen_luaio_tcp},
   {"luaio.tls", luaopen_luaio_tls},
+  {"luaio.websocket", luaopen_luaio_websocket},
   {"system", luaopen_system},
   {NULL, NULL}};
 

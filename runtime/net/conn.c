@@ -629,10 +629,26 @@ int luaio_conn_write(luaio_conn *c, const char *data, size_t len) {
   return write_state(c); /* a flush on the way may have failed */
 }
 
+static int write_ref(luaio_conn *c, lua_State *L, int idx, const char *s, size_t len);
+
 int luaio_conn_write_lua(luaio_conn *c, lua_State *L, int idx) {
   size_t len;
   const char *s = lua_tolstring(L, idx, &len);
   if (len < REF_MIN || len > UINT32_MAX) return luaio_conn_write(c, s, len);
+  return write_ref(c, L, idx, s, len);
+}
+
+/* Added for WebSocket fan-out (proto/ws/ws.c): one string queued on many connections at
+ * once is referenced by each, whatever its size, rather than copied into a block per
+ * connection (10,000 subscribers would take 10,000 blocks of 16 KiB). */
+int luaio_conn_write_shared(luaio_conn *c, lua_State *L, int idx) {
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  if (len > UINT32_MAX) return luaio_conn_write(c, s, len);
+  return write_ref(c, L, idx, s, len);
+}
+
+static int write_ref(luaio_conn *c, lua_State *L, int idx, const char *s, size_t len) {
   int err = write_state(c);
   if (err) return err;
   luaio_outq *q = outq_get(c, app_slot(c));

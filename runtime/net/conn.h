@@ -154,6 +154,9 @@ int luaio_conn_reserve_in(luaio_conn *c, uint32_t room);
  * or the connection's write error. */
 int luaio_conn_write(luaio_conn *c, const char *data, size_t len);
 int luaio_conn_write_lua(luaio_conn *c, lua_State *L, int idx);
+/* The Lua string at idx, always referenced (never copied): for one string queued on many
+ * connections (WebSocket publish). */
+int luaio_conn_write_shared(luaio_conn *c, lua_State *L, int idx);
 /* Room for n bytes at the end of the queue (for formatting in place), committed by
  * luaio_conn_commit(c, n) with the bytes actually written; NULL when out of memory. */
 char *luaio_conn_reserve(luaio_conn *c, size_t n);

@@ -270,11 +270,10 @@ int http_done(lua_State *L) {
     fprintf(stderr, "luaio: error in request handler: %s\n", luaL_optstring(L, 3, "?"));
     fflush(stderr);
   }
-  if (r->upgraded) { /* the socket res:upgrade() made lives as long as the handler */
+  if (r->takeover_end != NULL) { /* what took the connection over lives as long as the handler */
     lua_getfenv(L, 1);
     lua_rawgeti(L, -1, 2);
-    luaio_conn *sc = lua_isnil(L, -1) ? NULL : luaio_socket_check(L, -1);
-    if (sc != NULL) luaio_socket_close(L, sc);
+    if (!lua_isnil(L, -1)) r->takeover_end(L, lua_gettop(L));
   }
   if (c != NULL) {
     http_res_end(L, r, ok);
