@@ -32,6 +32,10 @@ jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 build() { # flavor out cc mode [make targets...]
   local deps
   deps=$(deps/deps.sh "$1")
+  if ! command -v zstd >/dev/null; then # compresses the embedded root store (runtime/Makefile)
+    [ "$(id -u)" = 0 ] || { echo "build.sh: the build needs the zstd command" >&2; exit 1; }
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >/dev/null
+  fi
   make -s -C runtime -j"$jobs" DEPS="$deps" OUT="$root/$2" CC="$3" MODE="$4" "${@:5}"
 }
 

@@ -33,7 +33,7 @@
 #include "conn.h"
 #include "tls.h"
 
-#define SHARED_SIZE 65536
+#define SHARED_SIZE 131072 /* a 64 KiB message and its framing fit: parsed in place */
 #define BLOCKS_MAX 64        /* free blocks kept */
 #define OUTQS_MAX 64         /* free output queues kept */
 #define FLUSH_NOW 65536      /* queued bytes that are written at once, not at the loop's end */
@@ -401,6 +401,15 @@ void luaio_conn_consume(luaio_conn *c, uint32_t n) {
     /* Decrypted or raw input may wait in the TLS transport, with no socket event to come
      * for it: the loop delivers it (not here: this may run inside the protocol's call). */
     if (c->tls != NULL && luaio_tls_has_input(c)) schedule_input(c);
+  }
+}
+
+void luaio_conn_need(luaio_conn *c, uint32_t n) {
+  if (n <= c->in_max) return;
+  c->in_max = n;
+  if (c->full && (c->in == NULL || c->in->len - c->in->off < c->in_max)) {
+    c->full = 0;
+    update_reading(c);
   }
 }
 

@@ -140,6 +140,8 @@ void luaio_conn_read_stop(luaio_conn *c);
 /* The protocol consumed n bytes at c->in->data + c->in->off. The buffer goes once nothing in
  * it is unread or kept. */
 void luaio_conn_consume(luaio_conn *c, uint32_t n);
+/* A read needs n unread bytes at once (socket:read(n), a large frame): in_max grows to n. */
+void luaio_conn_need(luaio_conn *c, uint32_t n);
 /* Consumes the next n unread bytes but keeps them in the buffer (a request's head while its
  * handler runs), until luaio_conn_unkeep. The buffer may move: find them at
  * c->in->data + c->in->kept. */

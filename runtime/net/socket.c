@@ -246,6 +246,7 @@ static int read_generic(lua_State *L, read_mode mode, uint32_t want, const char 
   int n = try_read(L, c, mode, want);
   if (n > 0) return n;
   luaio_checktask(L, what);
+  if (mode == READ_EXACT) luaio_conn_need(c, want); /* more than read_buffer_size at once */
   luaio_conn_read_start(c);
   s->reader = L;
   s->reader_ref = luaio_anchor(L);

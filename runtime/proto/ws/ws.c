@@ -595,7 +595,7 @@ static void on_close(lua_State *L, luaio_conn *c, int err) {
   detach(L, w);
 }
 
-static const luaio_conn_proto ws_proto = {on_read, on_drain, on_timeout, on_close};
+static const luaio_conn_proto ws_proto = {on_read, on_drain, on_timeout, on_close, NULL};
 
 /* --- the object -------------------------------------------------------------------------------- */
 
