@@ -1,6 +1,6 @@
 /*
- * cjson_fuzz.c: libFuzzer target for runtime/lib/cjson.c (./build.sh fuzz), run on LuaJIT
- * and yyjson as luaio runs it.
+ * json_fuzz.c: libFuzzer target for `require "cjson.safe"` (runtime/lib/cjson.c), on the
+ * whole runtime built for fuzzing (./build.sh fuzz): LuaJIT and yyjson as luaio runs them.
  *
  * The first input byte picks options (comments, NaN and Infinity, '/' escapes, indentation,
  * %.17g numbers, array_mt); the rest is the JSON text. Checked besides memory safety:
@@ -15,35 +15,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lauxlib.h"
-#include "lua.h"
+#include "luaio.h"
 #include "luajit.h"
-#include "lualib.h"
-
-int luaopen_cjson_safe(lua_State *L);
 
 #define ASSERT(c) ((c) ? (void)0 : abort())
 
 static lua_State *L;
 static int mod; /* index of the cjson.safe table on L's stack */
 
-/* Lua's memory from malloc, not LuaJIT's own mmap arenas, so that LeakSanitizer sees what
- * Lua objects point to (the encode buffer a configuration keeps). */
-static void *lua_alloc(void *ud, void *p, size_t old, size_t size) {
-  if (size == 0) {
-    free(p);
-    return NULL;
-  }
-  return realloc(p, size);
-}
-
-static void setup(void) {
-  L = lua_newstate(lua_alloc, NULL);
-  ASSERT(L != NULL);
-  luaL_openlibs(L);
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+  (void)argc, (void)argv;
+  L = luaio_state_new("json_fuzz", 0, NULL);
   luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF); /* the interpreter: same each run */
-  luaopen_cjson_safe(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "cjson.safe");
+  lua_call(L, 1, 1);
   mod = lua_gettop(L);
+  return 0;
 }
 
 /* cjson.safe.<name>(arg) where arg is a boolean, an integer or a string. */
@@ -103,7 +91,6 @@ static int call(const char *name, int idx) {
 static int starts(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  if (L == NULL) setup();
   if (size == 0) return 0;
   int opts = data[0];
   config("decode_allow_comment", LUA_TBOOLEAN, opts & 1, NULL);
