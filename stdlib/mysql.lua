@@ -258,7 +258,7 @@ local function handshake(sock, o)
     seq = seq + 1
     local topts = {}
     if type(o.tls) == "table" then for k, v in pairs(o.tls) do topts[k] = v end end
-    if topts.servername == nil and topts.verify ~= false and o.host then topts.servername = o.host end
+    if topts.servername == nil then topts.servername = o.host or (o.path and "localhost" or "127.0.0.1") end
     local tok, terr = sock:starttls(topts)
     if not tok then return nil, terr end
     secure = true
