@@ -138,15 +138,33 @@ int mw_binary_row(mw_buf *b, unsigned ncols, const uint8_t **nulls) {
   return take(b, (ncols + 9) / 8, nulls);
 }
 
+/* Writes v in `width` digits at least (musl's snprintf costs more than the whole row). */
+static char *put_digits(char *out, uint64_t v, int width) {
+  char d[20];
+  int n = 0;
+  do d[n++] = (char)('0' + v % 10); while ((v /= 10) > 0);
+  while (n < width) d[n++] = '0';
+  while (n > 0) *out++ = d[--n];
+  return out;
+}
+
 /* Appends ".ffffff" cut to `decimals` digits (all six when the column does not say). */
-static int put_micro(char *out, uint32_t micro, uint8_t decimals) {
-  if (decimals == 0 || (decimals > 6 && micro == 0)) return 0;
+static char *put_micro(char *out, uint32_t micro, uint8_t decimals) {
+  if (decimals == 0 || (decimals > 6 && micro == 0)) return out;
   if (decimals > 6) decimals = 6;
-  char digits[8];
-  snprintf(digits, sizeof digits, "%06u", micro % 1000000u);
-  out[0] = '.';
-  memcpy(out + 1, digits, decimals);
-  return 1 + decimals;
+  char six[6];
+  put_digits(six, micro % 1000000u, 6);
+  *out++ = '.';
+  memcpy(out, six, decimals);
+  return out + decimals;
+}
+
+static char *put_hms(char *p, uint64_t h, const uint8_t *d) {
+  p = put_digits(p, h, 2);
+  *p++ = ':';
+  p = put_digits(p, d[0], 2);
+  *p++ = ':';
+  return put_digits(p, d[1], 2);
 }
 
 static int binary_date(mw_buf *b, uint8_t type, uint8_t decimals, mw_value *v, char *tmp) {
@@ -157,15 +175,19 @@ static int binary_date(mw_buf *b, uint8_t type, uint8_t decimals, mw_value *v, c
   if (take(b, len, &p)) return MW_ERROR;
   uint8_t d[11] = {0};
   memcpy(d, p, len);
-  unsigned year = (unsigned)le(d, 2);
-  int n = snprintf(tmp, 64, "%04u-%02u-%02u", year, d[2], d[3]);
+  char *o = put_digits(tmp, le(d, 2), 4);
+  *o++ = '-';
+  o = put_digits(o, d[2], 2);
+  *o++ = '-';
+  o = put_digits(o, d[3], 2);
   if (type != MW_DATE && type != MW_NEWDATE) {
-    n += snprintf(tmp + n, 64 - (size_t)n, " %02u:%02u:%02u", d[4], d[5], d[6]);
-    n += put_micro(tmp + n, (uint32_t)le(d + 7, 4), decimals);
+    *o++ = ' ';
+    o = put_hms(o, d[4], d + 5);
+    o = put_micro(o, (uint32_t)le(d + 7, 4), decimals);
   }
   v->kind = MW_V_BYTES;
   v->s = tmp;
-  v->n = (size_t)n;
+  v->n = (size_t)(o - tmp);
   return 0;
 }
 
@@ -177,12 +199,13 @@ static int binary_time(mw_buf *b, uint8_t decimals, mw_value *v, char *tmp) {
   if (take(b, len, &p)) return MW_ERROR;
   uint8_t d[12] = {0};
   memcpy(d, p, len);
-  uint64_t hours = le(d + 1, 4) * 24 + d[5];
-  int n = snprintf(tmp, 64, "%s%02llu:%02u:%02u", d[0] ? "-" : "", (unsigned long long)hours, d[6], d[7]);
-  n += put_micro(tmp + n, (uint32_t)le(d + 8, 4), decimals);
+  char *o = tmp;
+  if (d[0]) *o++ = '-';
+  o = put_hms(o, le(d + 1, 4) * 24 + d[5], d + 6);
+  o = put_micro(o, (uint32_t)le(d + 8, 4), decimals);
   v->kind = MW_V_BYTES;
   v->s = tmp;
-  v->n = (size_t)n;
+  v->n = (size_t)(o - tmp);
   return 0;
 }
 
