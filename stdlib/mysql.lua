@@ -363,7 +363,7 @@ local function cached(u, r, sql)
     C.close_stmt(st)
     return have
   end
-  if r.nstmts >= r.cache_max then
+  if r.cache_max > 0 and r.nstmts >= r.cache_max then
     local old, ost = next(r.stmts)
     r.stmts[old] = nil
     r.nstmts = r.nstmts - 1
