@@ -334,6 +334,12 @@ test.case("prepare, execute with parameters, close; the statement cache", functi
   end
   local count = assert(db:query("SHOW SESSION STATUS LIKE 'Prepared_stmt_count'"))
   test.ok(tonumber(count[1].Value) <= 3, "statements closed: " .. count[1].Value)
+  local nocache = mh.connect(mh.server(), { statement_cache = 0 })
+  local function prepared() return assert(nocache:query("SHOW GLOBAL STATUS LIKE 'Prepared_stmt_count'"))[1].Value end
+  local before = prepared()
+  for i = 1, 3 do test.eq(assert(nocache:execute("SELECT ? AS v", i))[1].v, i) end
+  test.eq(prepared(), before, "statement_cache = 0 closes each statement")
+  nocache:close()
   -- the columns of a cached statement change with the table
   fresh_table(db, "alt", "(a INT)")
   assert(db:query("INSERT INTO alt VALUES (1)"))
