@@ -80,7 +80,7 @@ local function start(opts)
   for _, a in ipairs(opts and opts.args or {}) do args[#args + 1] = a end
   local out = sh("(" .. table.concat(args, " ") .. " >/dev/null 2>&1 & echo $! > " .. dir .. "/mpid;" ..
     " while kill -0 " .. process.pid .. " 2>/dev/null; do sleep 1; done; kill -9 $(cat " .. dir .. "/mpid)) " ..
-    ">/dev/null 2>&1 & sleep 0.1; cat " .. dir .. "/mpid")
+    ">/dev/null 2>&1 & for i in $(seq 100); do [ -s " .. dir .. "/mpid ] && break; sleep 0.05; done; cat " .. dir .. "/mpid")
   local srv = { dir = dir, port = port, sock = dir .. "/sock", pid = tonumber(out:match("(%d+)")) }
   local deadline = task.now() + 30000
   while true do
@@ -120,6 +120,18 @@ function mh.own_server(opts)
   local srv = start(opts)
   test.cleanup(function() mh.kill(srv) end)
   return srv
+end
+
+-- Waits until connection `id` runs a statement starting with `prefix` (a kill must find it).
+function mh.wait_running(srv, id, prefix)
+  local deadline = task.now() + 10000
+  while true do
+    local r = assert(srv.root:query("SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID = " .. id ..
+      " AND INFO LIKE " .. mysql.quote(prefix .. "%")))
+    if tonumber(r[1].n) > 0 then return end
+    if task.now() > deadline then error("connection " .. id .. " never ran " .. prefix, 2) end
+    task.sleep(10)
+  end
 end
 
 -- A connection as `native` to srv over TCP (extra options merged), or raises.
