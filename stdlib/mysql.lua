@@ -420,6 +420,7 @@ end
 function Conn:transaction(fn)
   local u, r = check(self, "transaction")
   if type(fn) ~= "function" then error("bad argument #1 to 'transaction' (function expected, got " .. type(fn) .. ")", 2) end
+  if r.owner == sched.current() then error("transaction: already in a transaction (they do not nest)", 2) end
   if r.owner then wait_turn(r) end
   r.owner = sched.current()
   local ok, err = C.query(u, "BEGIN")

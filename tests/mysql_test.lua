@@ -408,6 +408,8 @@ test.case("transactions: commit, a forced rollback, and other tasks wait their t
   test.eq(order, { "tx begins", "tx ends", "other ran" })
   local _, _, in_trans = db:state()
   test.eq(in_trans, false)
+  local _, nested = db:transaction(function(tx) tx:transaction(function() end) end)
+  test.match(tostring(nested), "do not nest")
   db:close()
 end)
 
