@@ -39,26 +39,9 @@ static int digest(const char *md, const void *a, size_t alen, const void *b, siz
 
 static int crypto_error(lua_State *L, const char *what) { return luaL_error(L, "mysql: %s failed", what); }
 
-/* native(password, nonce) -> 20 bytes ("" for an empty password) */
-static int auth_native(lua_State *L) {
-  size_t plen, nlen;
-  const char *pw = luaL_checklstring(L, 1, &plen), *nonce = luaL_checklstring(L, 2, &nlen);
-  if (plen == 0) {
-    lua_pushliteral(L, "");
-    return 1;
-  }
-  uint8_t h1[20], h2[20], h3[20];
-  if (nlen > 20) nlen = 20; /* the server's 20 bytes; a trailing NUL is not part of them */
-  if (!digest("SHA1", pw, plen, NULL, 0, h1) || !digest("SHA1", h1, 20, NULL, 0, h2) ||
-      !digest("SHA1", nonce, nlen, h2, 20, h3))
-    return crypto_error(L, "SHA1");
-  for (int i = 0; i < 20; i++) h1[i] ^= h3[i];
-  lua_pushlstring(L, (const char *)h1, 20);
-  return 1;
-}
-
-/* sha256(password, nonce) -> 32 bytes ("" for an empty password) */
-static int auth_sha256(lua_State *L) {
+/* The two scrambles: H(pw) xor H(nonce, H(H(pw))) for native (SHA1, 20 bytes), H(pw) xor
+ * H(H(H(pw)), nonce) for caching_sha2 (SHA256, 32 bytes); "" for an empty password. */
+static int scramble(lua_State *L, const char *md, size_t n, int nonce_first) {
   size_t plen, nlen;
   const char *pw = luaL_checklstring(L, 1, &plen), *nonce = luaL_checklstring(L, 2, &nlen);
   if (plen == 0) {
@@ -66,14 +49,20 @@ static int auth_sha256(lua_State *L) {
     return 1;
   }
   uint8_t h1[32], h2[32], h3[32];
-  if (nlen > 20) nlen = 20;
-  if (!digest("SHA256", pw, plen, NULL, 0, h1) || !digest("SHA256", h1, 32, NULL, 0, h2) ||
-      !digest("SHA256", h2, 32, nonce, nlen, h3))
-    return crypto_error(L, "SHA256");
-  for (int i = 0; i < 32; i++) h1[i] ^= h3[i];
-  lua_pushlstring(L, (const char *)h1, 32);
+  if (nlen > 20) nlen = 20; /* the server's 20 bytes; a trailing NUL is not part of them */
+  int ok = digest(md, pw, plen, NULL, 0, h1) && digest(md, h1, n, NULL, 0, h2) &&
+           (nonce_first ? digest(md, nonce, nlen, h2, n, h3) : digest(md, h2, n, nonce, nlen, h3));
+  if (!ok) return crypto_error(L, md);
+  for (size_t i = 0; i < n; i++) h1[i] ^= h3[i];
+  lua_pushlstring(L, (const char *)h1, n);
   return 1;
 }
+
+/* native(password, nonce) -> 20 bytes */
+static int auth_native(lua_State *L) { return scramble(L, "SHA1", 20, 1); }
+
+/* sha256(password, nonce) -> 32 bytes */
+static int auth_sha256(lua_State *L) { return scramble(L, "SHA256", 32, 0); }
 
 /* rsa_encrypt(pem, password, nonce) -> ciphertext | nil, message */
 static int auth_rsa(lua_State *L) {
