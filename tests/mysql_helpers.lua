@@ -78,8 +78,9 @@ local function start(opts)
     "--local-infile=1", "--ssl-cert=" .. c.cert, "--ssl-key=" .. c.key, "--ssl-ca=" .. c.ca,
   }
   for _, a in ipairs(opts and opts.args or {}) do args[#args + 1] = a end
-  local out = sh("(" .. table.concat(args, " ") .. " >/dev/null 2>&1 & echo $! > " .. dir .. "/mpid;" ..
-    " while kill -0 " .. process.pid .. " 2>/dev/null; do sleep 1; done; kill -9 $(cat " .. dir .. "/mpid)) " ..
+  -- the pid is the watcher's own variable: the run removes its temporary folders first
+  local out = sh("(" .. table.concat(args, " ") .. " >/dev/null 2>&1 & m=$!; echo $m > " .. dir .. "/mpid;" ..
+    " while kill -0 " .. process.pid .. " 2>/dev/null; do sleep 1; done; kill -9 $m) " ..
     ">/dev/null 2>&1 & for i in $(seq 100); do [ -s " .. dir .. "/mpid ] && break; sleep 0.05; done; cat " .. dir .. "/mpid")
   local srv = { dir = dir, port = port, sock = dir .. "/sock", pid = tonumber(out:match("(%d+)")) }
   local deadline = task.now() + 30000
