@@ -255,8 +255,11 @@ int luaio_conn_reserve_in(luaio_conn *c, uint32_t room) {
   uint32_t used = in->kept_len + (in->len - in->off);
   if (used < in->len) compact_into(in, in); /* reclaim what was consumed */
   if (in->cap - in->len >= room) return 0;
+  /* Grows as far as the bound allows: when that is less than asked, the room there is is
+   * still taken (a read fills it), and the caller hears ENOBUFS. */
   uint64_t want = (uint64_t)in->len + room, limit = c->in_max > INBUF_CAP ? c->in_max : INBUF_CAP;
-  if (want > limit) return UV_ENOBUFS;
+  if (limit <= in->cap) return UV_ENOBUFS;
+  if (want > limit) want = limit;
   uint64_t cap = (uint64_t)in->cap * 2;
   while (cap < want) cap *= 2;
   if (cap > limit) cap = limit;
@@ -272,7 +275,7 @@ int luaio_conn_reserve_in(luaio_conn *c, uint32_t room) {
   }
   grown->cap = (uint32_t)cap;
   c->in = grown;
-  return 0;
+  return grown->cap - grown->len >= room ? 0 : UV_ENOBUFS;
 }
 
 char *luaio_conn_in_space(luaio_conn *c, uint32_t *room) {
@@ -285,9 +288,7 @@ char *luaio_conn_in_space(luaio_conn *c, uint32_t *room) {
   } else if (in->len - in->off >= c->in_max) {
     return NULL; /* the protocol has enough waiting */
   } else if (in != SHARED && in->cap - in->len < in->cap / 4) {
-    /* a quarter more, or what the bound still allows */
-    uint32_t want = in->cap / 4, left = c->in_max - (in->len - in->off);
-    luaio_conn_reserve_in(c, want < left ? want : left);
+    luaio_conn_reserve_in(c, in->cap / 4); /* a quarter more, or what the bound allows */
     in = c->in;
   }
   *room = in->cap - in->len;

@@ -816,13 +816,7 @@ static void end_join(mconn *s) {
  * resumes reading from the socket but not the plaintext a TLS transport already holds back
  * (all of the packet may be there, with no socket event to come): consume(0) on a "full"
  * connection does both. (Fixes for both belong in conn.c.) */
-static void grow_input(luaio_conn *c, uint32_t n) {
-  if (n <= c->in_max) return;
-  c->in_max = n < (1u << 30) ? 2 * n : n; /* slack: the TLS transport grows the buffer by a
-                                           * quarter of it at a time, within in_max */
-  c->full = 1;
-  luaio_conn_consume(c, 0);
-}
+static void grow_input(luaio_conn *c, uint32_t n) { luaio_conn_need(c, n); }
 
 /* Parses what is buffered, packet by packet, waking each waiter whose response is done. */
 static void parse(lua_State *L, mconn *s) {

@@ -359,7 +359,7 @@ static int frame_start(lua_State *L, ws_t *w, int n) {
   uint64_t have = c->in->len - c->in->off;
   if (total > have) {
     int err = luaio_conn_reserve_in(c, (uint32_t)(total - have));
-    if (err < 0) return fail(L, w, 1011, "out of memory");
+    if (err == UV_ENOMEM) return fail(L, w, 1011, "out of memory");
   }
   return P_WAIT;
 }
