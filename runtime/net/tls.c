@@ -925,6 +925,34 @@ static void server_settings(luaio_tlsctx *x, luaio_tlsctx *main) {
   SSL_CTX_set_tlsext_servername_arg(ctx, main);
 }
 
+/* Client certificates: requested when the server names client_ca, required with
+ * verify_client. SNI children verify the same way (a handshake moved to a child's SSL_CTX
+ * verifies against that SSL_CTX's store). The session id context is a digest of these
+ * settings, so that a session resumes only where it would have been verified the same
+ * way (OpenSSL refuses to resume without one when it verifies peers). */
+static int client_verify(luaio_tlsctx *x, const char *ca, size_t calen, int verify_client) {
+  unsigned char sid[32];
+  unsigned sid_len = 0;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) && EVP_DigestUpdate(md, verify_client ? "1" : "0", 1) &&
+           (ca == NULL || EVP_DigestUpdate(md, ca, calen)) && EVP_DigestFinal_ex(md, sid, &sid_len);
+  EVP_MD_CTX_free(md);
+  if (!ok) return 0;
+  int mode = ca != NULL || verify_client ? SSL_VERIFY_PEER | (verify_client ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0)
+                                          : SSL_VERIFY_NONE;
+  X509_STORE *store = SSL_CTX_get_cert_store(x->ctx);
+  STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(x->ctx);
+  for (int i = -1; i < x->nchildren; i++) {
+    SSL_CTX *ctx = i < 0 ? x->ctx : x->children[i].ctx->ctx;
+    if (!SSL_CTX_set_session_id_context(ctx, sid, sid_len)) return 0;
+    SSL_CTX_set_verify(ctx, mode, NULL);
+    if (i < 0) continue;
+    SSL_CTX_set1_cert_store(ctx, store);
+    if (names != NULL) SSL_CTX_set_client_CA_list(ctx, SSL_dup_CA_list(names));
+  }
+  return 1;
+}
+
 /* C.context(options, server) -> context | nil, err. The options are checked by tls.lua;
  * certificates and keys are PEM text here (tls.lua reads files and bundle paths). */
 static int tls_context(lua_State *L) {
@@ -989,8 +1017,7 @@ static int tls_context(lua_State *L) {
       ERR_clear_error();
       SSL_CTX_set_client_CA_list(x->ctx, names);
     }
-    if (verify_client)
-      SSL_CTX_set_verify(x->ctx, SSL_VERIFY_PEER | (verify_client ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+    if (!client_verify(x, ca, calen, verify_client)) return ctx_error(L, x, "client_ca");
     if (cert == NULL && x->nchildren == 0 && x->sni_ref == LUA_NOREF)
       return ctx_error(L, x, "a server needs cert and key, certs, or sni");
   } else {
