@@ -206,6 +206,15 @@ int luaio_tls_has_input(luaio_conn *c) {
 
 static void session_save(luaio_tls *t);
 
+/* The stream ended (err: UV_EOF or a read error) in the middle of the handshake or of a
+ * record: a read error as itself, an end as a TLS failure. */
+static int cut_short(luaio_tls *t, int err) {
+  if (err != UV_EOF) return err;
+  t->reason_kind = 1;
+  snprintf(t->reason, sizeof t->reason, "unexpected eof while reading");
+  return UV_EPROTO;
+}
+
 int luaio_tls_input(luaio_conn *c, size_t n) {
   luaio_tls *t = c->tls;
   int flags = 0;
@@ -223,7 +232,7 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
     if (r <= 0) {
       int e = SSL_get_error(t->ssl, r);
       keep_leftover(t);
-      if (e == SSL_ERROR_WANT_READ) return 0;
+      if (e == SSL_ERROR_WANT_READ) return c->read_err == 0 ? 0 : cut_short(t, c->read_err);
       fail_reason(t);
       return UV_EPROTO;
     }
@@ -241,7 +250,15 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
       continue;
     }
     int e = SSL_get_error(t->ssl, r);
-    if (e == SSL_ERROR_WANT_READ) break;
+    if (e == SSL_ERROR_WANT_READ) {
+      /* the stream ended inside a record: a cut, not an end (an end without close_notify
+       * between records is taken as one: SSL_OP_IGNORE_UNEXPECTED_EOF) */
+      if (c->read_err != 0 && (t->src_len > 0 || SSL_has_pending(t->ssl))) {
+        keep_leftover(t);
+        return cut_short(t, c->read_err);
+      }
+      break;
+    }
     if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: the peer's clean end */
       if (c->read_err == 0) c->read_err = UV_EOF;
       break;
