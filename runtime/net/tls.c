@@ -288,8 +288,13 @@ int luaio_tls_encrypt(luaio_conn *c) {
     const char *data = p->base + p->off;
     size_t len = p->len - p->off;
     if (len >= RECORD && fill == 0) { /* large: straight from the piece */
-      if (SSL_write(t->ssl, data, (int)len) <= 0) goto failed;
-      done += len;
+      while (len > 0) { /* SSL_MODE_ENABLE_PARTIAL_WRITE: a record or so per call */
+        int w = SSL_write(t->ssl, data, len > (1u << 30) ? 1 << 30 : (int)len);
+        if (w <= 0) goto failed;
+        data += w;
+        len -= (size_t)w;
+        done += (size_t)w;
+      }
       continue;
     }
     while (len > 0) { /* small ones share records */
