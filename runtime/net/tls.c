@@ -77,6 +77,7 @@ struct luaio_tls {
   int reason_kind;   /* 0, or 1 (ETLS) / 2 (ECERT) once failed */
   char reason[120];
   uint8_t shared_raw, handshake_done, closed_notify;
+  uint8_t notify_pending; /* close_notify asked for before the handshake was done */
 };
 
 static struct {
@@ -269,13 +270,22 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
   }
   keep_leftover(t);
   if (t->session_key != NULL && (flags & (LUAIO_TLS_DATA | LUAIO_TLS_HANDSHAKE_DONE))) session_save(t);
+  /* Plaintext written (or a close_notify asked for) during the handshake goes now: the
+   * handshake's last message may have been the peer's, and then nothing else flushes. */
+  if ((flags & LUAIO_TLS_HANDSHAKE_DONE) && ((t->plain != NULL && t->plain->n > 0) || t->notify_pending))
+    luaio_conn_flush(c);
   return flags;
 }
 
 int luaio_tls_encrypt(luaio_conn *c) {
   luaio_tls *t = c->tls;
   luaio_outq *q = t->plain;
-  if (q == NULL || q->n == 0 || !t->handshake_done) return 0;
+  if (!t->handshake_done) return 0;
+  if (t->notify_pending && (q == NULL || q->n == 0)) { /* after the last of the plaintext */
+    t->notify_pending = 0;
+    luaio_tls_close_notify(c);
+  }
+  if (q == NULL || q->n == 0) return 0;
   if (t->closed_notify) { /* nothing may follow close_notify */
     luaio_outq_advance(q, q->bytes);
     return 0;
@@ -312,6 +322,10 @@ int luaio_tls_encrypt(luaio_conn *c) {
   }
   if (fill > 0 && SSL_write(t->ssl, record, (int)fill) <= 0) goto failed;
   luaio_outq_advance(q, done);
+  if (t->notify_pending) {
+    t->notify_pending = 0;
+    luaio_tls_close_notify(c);
+  }
   return 0;
 failed:
   fail_reason(t);
@@ -320,7 +334,11 @@ failed:
 
 void luaio_tls_close_notify(luaio_conn *c) {
   luaio_tls *t = c->tls;
-  if (t == NULL || t->closed_notify || !t->handshake_done) return;
+  if (t == NULL || t->closed_notify) return;
+  if (!t->handshake_done) { /* sent once it is (luaio_tls_encrypt) */
+    t->notify_pending = 1;
+    return;
+  }
   t->closed_notify = 1;
   ERR_clear_error();
   SSL_shutdown(t->ssl);
