@@ -878,6 +878,8 @@ void luaio_conn_timeout(luaio_conn *c, uint64_t ms) {
 void luaio_conn_tls_started(luaio_conn *c) {
   if (c->dl_send) luaio_deadline_disarm(&c->dl), c->dl_send = 0;
   arm_core_deadline(c);
+  /* ciphertext that came with the plain text (STARTTLS): no socket event will bring it */
+  if (luaio_tls_has_input(c)) schedule_input(c);
 }
 
 /* --- closing ---------------------------------------------------------------------------------- */
