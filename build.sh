@@ -49,6 +49,9 @@ install_test_tools() {
   command -v file >/dev/null || pkgs+=(file)
   command -v perl >/dev/null || pkgs+=(perl)
   command -v taskset >/dev/null || pkgs+=(util-linux)
+  command -v openssl >/dev/null || pkgs+=(openssl)       # test certificates, s_client
+  command -v python3 >/dev/null || pkgs+=(python3)       # raw TLS peers (ssl module)
+  command -v testssl >/dev/null || pkgs+=(testssl.sh)    # tests/testssl_test.lua
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
