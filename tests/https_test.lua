@@ -256,13 +256,7 @@ else:
     print("body", len(body), hashlib.sha256(body).hexdigest(), flush=True)
 ]]
 
-local function python(source, ...)
-  local path = test.tmpdir() .. "/peer.py"
-  test.write(path, source)
-  local args = { "python3", q(path) }
-  for _, a in ipairs({ ... }) do args[#args + 1] = q(tostring(a)) end
-  return helpers.start(table.concat(args, " "))
-end
+local python = helpers.python
 
 test.case("HTTPS: pipelined requests in one record, and a 16 MiB response to a slow reader", function()
   local c = certs.make()
@@ -520,32 +514,13 @@ test.case("HTTPS: a client that never says hello is closed at keepalive_timeout"
   test.ok(task.now() - started < 300, "at once")
 end)
 
--- python: sends a request, reads to the end with ragged EOFs reported, prints how it ended.
-local PY_END = [[
-import socket, ssl, sys
-ctx = ssl.create_default_context(cafile=sys.argv[2])
-s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))),
-                    server_hostname="localhost", suppress_ragged_eofs=False)
-s.sendall(sys.argv[3].encode())
-data = b""
-try:
-    while True:
-        d = s.recv(65536)
-        if not d:
-            print("clean end", data.count(b"HTTP/1.1 200"), flush=True)
-            break
-        data += d
-except ssl.SSLEOFError as e:
-    print("ragged end", data.count(b"HTTP/1.1 200"), e, flush=True)
-]]
-
 test.case("HTTPS: Connection: close ends with close_notify; the keep-alive timeout closes", function()
   local c = certs.make()
   local port = https_server(hello, nil, { keepalive_timeout = 300 })
-  local peer = python(PY_END, port, c.ca, "GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-  test.eq(helpers.wait_output(peer, "(%a+ end %d+)"), "clean end 1")
+  local peer = python(certs.PY_END_READER, port, c.ca, "GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+  test.match(helpers.wait_output(peer, "(%a+ end %d+ %d+)"), "^clean end %d+ 1$", "Connection: close")
   -- an idle keep-alive connection is closed at once (luaio_conn_close), without close_notify
   -- (nginx does the same with a timed-out connection); the response was whole anyway
-  peer = python(PY_END, port, c.ca, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
-  test.match(helpers.wait_output(peer, "(%a+ end %d+)"), "^%a+ end 1$", "after the idle timeout")
+  peer = python(certs.PY_END_READER, port, c.ca, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
+  test.eq(helpers.wait_output(peer, "%a+ end %d+ (%d+)"), "1", "after the idle timeout")
 end)

@@ -121,7 +121,30 @@ function certs.make()
   return made
 end
 
--- certs.server_opts([name]) -> {cert, key} for tls options (paths).
+-- A python TLS client for "does the peer end with close_notify": connects to 127.0.0.1:argv[1]
+-- trusting argv[2], sends argv[3] (when not empty), reads to the end with ragged EOFs
+-- reported, and prints "clean end BYTES RESPONSES" or "ragged end BYTES RESPONSES ..."
+-- (RESPONSES: how many "HTTP/1.1 200" came).
+certs.PY_END_READER = [[
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))),
+                    server_hostname="localhost", suppress_ragged_eofs=False)
+if sys.argv[3]:
+    s.sendall(sys.argv[3].encode())
+data, how = b"", "clean end"
+try:
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+except ssl.SSLEOFError as e:
+    how = "ragged end"
+print(how, len(data), data.count(b"HTTP/1.1 200"), flush=True)
+]]
+
+-- certs.pair([name]) -> {cert, key} for tls options (paths).
 function certs.pair(name)
   local c = certs.make()
   return { cert = c[name or "server"], key = c[(name or "server") .. "_key"] }

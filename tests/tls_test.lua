@@ -31,13 +31,7 @@ local function line_server(seen)
   end
 end
 
-local function python(source, ...)
-  local path = test.tmpdir() .. "/peer.py"
-  test.write(path, source)
-  local args = { "python3", q(path) }
-  for _, a in ipairs({ ... }) do args[#args + 1] = q(tostring(a)) end
-  return helpers.start(table.concat(args, " "))
-end
+local python = helpers.python
 
 -- --- basics ----------------------------------------------------------------------------------
 
@@ -348,25 +342,7 @@ end)
 
 -- --- the end of a stream -------------------------------------------------------------------------
 
--- python: connects, reads to the end with ragged EOFs reported, prints how it ended.
-local PY_READER = [[
-import socket, ssl, sys
-ctx = ssl.create_default_context(cafile=sys.argv[2])
-s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))),
-                    server_hostname="localhost", suppress_ragged_eofs=False)
-if sys.argv[3]:
-    s.sendall(sys.argv[3].encode())
-data = b""
-try:
-    while True:
-        d = s.recv(65536)
-        if not d:
-            print("clean end", len(data), flush=True)
-            break
-        data += d
-except ssl.SSLEOFError as e:
-    print("ragged end", len(data), e, flush=True)
-]]
+local PY_READER = certs.PY_END_READER
 
 test.case("close_notify on close: the peer sees a clean end (server return, close, shutdown)", function()
   -- "early": the server writes and ends before the handshake is over (the client's Finished
