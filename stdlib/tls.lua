@@ -150,6 +150,9 @@ function tls.server(opts, argn, fname)
   if (o.cert == nil) ~= (o.key == nil) then
     options.argerror(argn, fname, "options 'cert' and 'key' go together", 3)
   end
+  if o.verify_client and not o.client_ca then -- else no client certificate could verify
+    options.argerror(argn, fname, "option 'verify_client' needs 'client_ca'", 3)
+  end
   if not o.cert and not o.certs and not o.sni then
     options.argerror(argn, fname, "a server needs 'cert' and 'key', 'certs' or 'sni'", 3)
   end

@@ -101,6 +101,8 @@ test.case("options are checked; PEM text or a file path; bad PEM raises", functi
     "neither PEM text nor a readable file")
   test.raises(function() tcp.connect(1, "127.0.0.1", { tls = { alpn = { "" } } }) end, "alpn")
   test.raises(function() tcp.createServer(0, function() end, { tls = {} }) end, "a server needs")
+  test.raises(function() tls.server({ cert = c.server, key = c.server_key, verify_client = true }) end,
+    "'verify_client' needs 'client_ca'")
   test.raises(function() tcp.createServer(0, function() end, { tls = { cert = c.server, key = c.other_key } }) end,
     "cert/key")
   test.raises(function() tls.server({ cert = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
