@@ -1,4 +1,4 @@
--- http: an HTTP/1.1 server (the request loop is in C: runtime/proto/http/http.c).
+-- http: an HTTP/1.1 server (the request loop is in C: runtime/proto/http/).
 --
 --   local http = require "http"
 --   http.createServer(8080, function(req, res)
@@ -127,6 +127,12 @@ end
 
 -- router:all(pattern, handler): any method
 function Router:all(pattern, handler) return self:add(nil, pattern, handler) end
+
+-- router:websocket(pattern, fn[, options]): a WebSocket endpoint; fn(ws, req) runs once the
+-- handshake is done (see the websocket module; options are websocket.upgrade's).
+function Router:websocket(pattern, fn, options)
+  return self:add("GET", pattern, require("websocket").handler(fn, options))
+end
 
 local function hex_byte(h) return string.char(tonumber(h, 16)) end
 

@@ -33,7 +33,7 @@
 #include "conn.h"
 #include "tls.h"
 
-#define SHARED_SIZE 65536
+#define SHARED_SIZE 131072 /* a 64 KiB message and its framing fit: parsed in place */
 #define BLOCKS_MAX 64        /* free blocks kept */
 #define OUTQS_MAX 64         /* free output queues kept */
 #define FLUSH_NOW 65536      /* queued bytes that are written at once, not at the loop's end */
@@ -407,6 +407,15 @@ void luaio_conn_consume(luaio_conn *c, uint32_t n) {
   }
 }
 
+void luaio_conn_need(luaio_conn *c, uint32_t n) {
+  if (n <= c->in_max) return;
+  c->in_max = n;
+  if (c->full && (c->in == NULL || c->in->len - c->in->off < c->in_max)) {
+    c->full = 0;
+    update_reading(c);
+  }
+}
+
 void luaio_conn_keep(luaio_conn *c, uint32_t n) {
   c->in->kept = c->in->off;
   c->in->kept_len = n;
@@ -632,10 +641,26 @@ int luaio_conn_write(luaio_conn *c, const char *data, size_t len) {
   return write_state(c); /* a flush on the way may have failed */
 }
 
+static int write_ref(luaio_conn *c, lua_State *L, int idx, const char *s, size_t len);
+
 int luaio_conn_write_lua(luaio_conn *c, lua_State *L, int idx) {
   size_t len;
   const char *s = lua_tolstring(L, idx, &len);
   if (len < REF_MIN || len > UINT32_MAX) return luaio_conn_write(c, s, len);
+  return write_ref(c, L, idx, s, len);
+}
+
+/* Added for WebSocket fan-out (proto/ws/ws.c): one string queued on many connections at
+ * once is referenced by each, whatever its size, rather than copied into a block per
+ * connection (10,000 subscribers would take 10,000 blocks of 16 KiB). */
+int luaio_conn_write_shared(luaio_conn *c, lua_State *L, int idx) {
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  if (len > UINT32_MAX) return luaio_conn_write(c, s, len);
+  return write_ref(c, L, idx, s, len);
+}
+
+static int write_ref(luaio_conn *c, lua_State *L, int idx, const char *s, size_t len) {
   int err = write_state(c);
   if (err) return err;
   luaio_outq *q = outq_get(c, app_slot(c));
@@ -932,7 +957,7 @@ void luaio_conn_close(luaio_conn *c, int err) {
     luaio_server *s = c->server;
     c->server = NULL;
     s->connections--;
-    if (s->listener_closed && s->connections == 0) s->free(s);
+    luaio_server_gone(s);
   }
   callback(c, CB_CLOSE, err);
   c->proto = NULL;
@@ -1033,11 +1058,12 @@ void luaio_addr_name(const struct sockaddr_storage *addr, char *buf, size_t size
     uv_ip4_name((const struct sockaddr_in *)addr, buf, size);
 }
 
-int luaio_conn_push_address(lua_State *L, luaio_conn *c, int peer) {
-  if (c->is_pipe) {
+int luaio_push_handle_address(lua_State *L, uv_handle_t *h, int peer) {
+  if (h->type == UV_NAMED_PIPE) {
     char path[1024];
     size_t n = sizeof path;
-    int err = peer ? uv_pipe_getpeername(&c->h.pipe, path, &n) : uv_pipe_getsockname(&c->h.pipe, path, &n);
+    uv_pipe_t *p = (uv_pipe_t *)h;
+    int err = peer ? uv_pipe_getpeername(p, path, &n) : uv_pipe_getsockname(p, path, &n);
     if (err < 0) return luaio_pusherror(L, err);
     lua_createtable(L, 0, 1);
     lua_pushlstring(L, path, n);
@@ -1046,8 +1072,9 @@ int luaio_conn_push_address(lua_State *L, luaio_conn *c, int peer) {
   }
   struct sockaddr_storage addr;
   int len = sizeof addr;
-  int err = peer ? uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&addr, &len)
-                 : uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&addr, &len);
+  uv_tcp_t *t = (uv_tcp_t *)h;
+  int err = peer ? uv_tcp_getpeername(t, (struct sockaddr *)&addr, &len)
+                 : uv_tcp_getsockname(t, (struct sockaddr *)&addr, &len);
   if (err < 0) return luaio_pusherror(L, err);
   luaio_push_addr(L, &addr);
   return 1;

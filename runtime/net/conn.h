@@ -117,6 +117,9 @@ struct luaio_server {
     uv_pipe_t pipe;
   } h;
   void (*free)(luaio_server *s);
+  struct luaio_tlsctx *tls; /* TLS for every connection accepted (server:setTLS swaps it) */
+  void **box;               /* the Lua userdata's slot, or NULL once it was collected */
+  int self_ref;             /* the userdata, kept while listening */
   int connections, max_connections;
   uint8_t closing, listener_closed, is_pipe;
 };
@@ -137,6 +140,8 @@ void luaio_conn_read_stop(luaio_conn *c);
 /* The protocol consumed n bytes at c->in->data + c->in->off. The buffer goes once nothing in
  * it is unread or kept. */
 void luaio_conn_consume(luaio_conn *c, uint32_t n);
+/* A read needs n unread bytes at once (socket:read(n), a large frame): in_max grows to n. */
+void luaio_conn_need(luaio_conn *c, uint32_t n);
 /* Consumes the next n unread bytes but keeps them in the buffer (a request's head while its
  * handler runs), until luaio_conn_unkeep. The buffer may move: find them at
  * c->in->data + c->in->kept. */
@@ -151,6 +156,9 @@ int luaio_conn_reserve_in(luaio_conn *c, uint32_t room);
  * or the connection's write error. */
 int luaio_conn_write(luaio_conn *c, const char *data, size_t len);
 int luaio_conn_write_lua(luaio_conn *c, lua_State *L, int idx);
+/* The Lua string at idx, always referenced (never copied): for one string queued on many
+ * connections (WebSocket publish). */
+int luaio_conn_write_shared(luaio_conn *c, lua_State *L, int idx);
 /* Room for n bytes at the end of the queue (for formatting in place), committed by
  * luaio_conn_commit(c, n) with the bytes actually written; NULL when out of memory. */
 char *luaio_conn_reserve(luaio_conn *c, size_t n);
@@ -197,19 +205,33 @@ struct sockaddr_storage;
 int luaio_conn_peer(luaio_conn *c, struct sockaddr_storage *addr);
 /* The numeric address of addr ("127.0.0.1", "::1") into buf. */
 void luaio_addr_name(const struct sockaddr_storage *addr, char *buf, size_t size);
-/* Pushes a server's own address ({family, port, address} or {path}); returns 1, or 2. */
-int luaio_server_push_address(lua_State *L, luaio_server *s);
-/* Pushes the peer's or own address ({family, port, address} or {path}); returns 1, or 2
- * (nil, err). */
-int luaio_conn_push_address(lua_State *L, luaio_conn *c, int peer);
+
+/* Pushes a TCP or pipe handle's peer or own address ({family, port, address} or {path});
+ * returns 1, or 2 (nil, err). */
+int luaio_push_handle_address(lua_State *L, uv_handle_t *h, int peer);
+#define luaio_conn_push_address(L, c, peer) luaio_push_handle_address((L), &(c)->h.handle, (peer))
 
 /* Servers (tcp.c): binds and listens with the checked options table at opts (host,
- * tcp_backlog, tcp_reuseport, tcp_nodelay, tcp_keepalive, tcp_keepidle); port is a number,
- * or the path of a Unix socket when path != NULL. Returns 0 or a libuv error; on error the
- * caller frees s itself. */
+ * tcp_backlog, tcp_reuseport, tcp_nodelay, tcp_keepalive, tcp_keepidle, maxconnections, and
+ * tls: a server context); port is a number, or the path of a Unix socket when path != NULL.
+ * Returns 0 or a libuv error; on error the caller frees s itself, unless s->closing (then
+ * s->free runs when the handle has closed). */
 int luaio_server_listen(lua_State *L, luaio_server *s, int port, const char *path, int opts,
                         uv_connection_cb on_connection);
+/* luaio_server_listen, then pushes the server's userdata (with metatable mt, kept alive
+ * while listening) or nil, err (s is freed then). Returns 1 or 2. */
+int luaio_server_start(lua_State *L, luaio_server *s, int port, const char *path, int opts,
+                       uv_connection_cb on_connection, const char *mt);
+/* The server userdata at idx with metatable mt (NULL once freed). */
+luaio_server *luaio_server_check(lua_State *L, int idx, const char *mt);
+/* Stops accepting and lets the userdata go (connections go on). */
+void luaio_server_stop(lua_State *L, luaio_server *s);
 /* Stops accepting: closes the listener; s->free runs once the last connection is gone. */
 void luaio_server_close(luaio_server *s);
+/* A connection of s went: frees s when it was the last and the listener is closed. */
+void luaio_server_gone(luaio_server *s);
+/* Fills the server metatable mt on the stack: the methods every server has (address,
+ * connections, setTLS), then `methods`, and __gc. */
+void luaio_server_metatable(lua_State *L, const luaL_Reg *methods);
 
 #endif

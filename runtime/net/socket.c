@@ -246,6 +246,7 @@ static int read_generic(lua_State *L, read_mode mode, uint32_t want, const char 
   int n = try_read(L, c, mode, want);
   if (n > 0) return n;
   luaio_checktask(L, what);
+  if (mode == READ_EXACT) luaio_conn_need(c, want); /* more than read_buffer_size at once */
   luaio_conn_read_start(c);
   s->reader = L;
   s->reader_ref = luaio_anchor(L);
@@ -585,6 +586,23 @@ static int sock_tostring(lua_State *L) {
 }
 
 static const luaio_conn_proto socket_proto = {on_read, on_drain, on_timeout, on_close, on_tls};
+
+/* --- handing the connection to another protocol ---------------------------------------------- */
+
+/* A protocol that starts over a plain socket (a WebSocket client after its handshake) takes
+ * the socket's connection: the socket is left closed, bytes it buffered stay in c->in. NULL
+ * when the socket is closed or a task waits on it. */
+luaio_conn *luaio_socket_release(lua_State *L, int idx) {
+  luaio_conn *c = luaio_socket_check(L, idx);
+  if (c == NULL) return NULL;
+  sock_t *s = SOCK(c);
+  if (s->reader != NULL || s->writer != NULL || s->shutter != NULL) return NULL;
+  s->connecting = 0;
+  luaio_conn_timeout(c, 0);
+  detach(L, c, UV_ECANCELED);
+  luaio_conn_set_proto(c, NULL, NULL);
+  return c;
+}
 
 static const luaL_Reg sock_methods[] = {
   {"close", sock_close},

@@ -23,6 +23,10 @@ void luaio_socket_configure(luaio_conn *c, const luaio_sockopts *o);
 /* Puts a socket (pushed) on a connection another protocol handed over; returns 0 or an
  * error. */
 int luaio_socket_adopt(lua_State *L, luaio_conn *c);
+/* Detaches the socket at idx from its connection and returns the connection (no protocol on
+ * it: the caller sets its own; bytes already buffered stay in c->in); the socket is left
+ * closed. NULL when it is closed already or a task waits on it. */
+luaio_conn *luaio_socket_release(lua_State *L, int idx);
 /* The connection of the socket at arg, or NULL once it was closed. */
 luaio_conn *luaio_socket_check(lua_State *L, int arg);
 /* A connect is under way (on = 1) or done: the socket's timeout covers it. */

@@ -31,6 +31,7 @@
 #include <openssl/x509v3.h>
 
 #include "tls.h"
+#include "zstd.h"
 
 #define CTX_MT "luaio.tls.context"
 #define RAW_SHARED 65536
@@ -39,8 +40,8 @@
 #define TICKET_PERIOD 43200    /* seconds a ticket key is the current one */
 #define HANDSHAKE_TIMEOUT 10000
 
-extern const unsigned char luaio_roots_der[];
-extern const size_t luaio_roots_der_len;
+extern const unsigned char luaio_roots_zst[]; /* the Mozilla roots, DER, zstd (roots.c) */
+extern const size_t luaio_roots_zst_len;
 
 struct luaio_tlsctx {
   SSL_CTX *ctx;
@@ -576,13 +577,20 @@ static int count_store(X509_STORE *store) {
 }
 
 static int load_embedded(X509_STORE *store) {
-  const unsigned char *p = luaio_roots_der, *end = luaio_roots_der + luaio_roots_der_len;
+  unsigned long long size = ZSTD_getFrameContentSize(luaio_roots_zst, luaio_roots_zst_len);
+  unsigned char *der = size < (1u << 24) ? malloc(size) : NULL;
+  if (der == NULL || ZSTD_decompress(der, size, luaio_roots_zst, luaio_roots_zst_len) != size) {
+    free(der);
+    return 0;
+  }
+  const unsigned char *p = der, *end = der + size;
   while (p < end) {
     X509 *x = d2i_X509(NULL, &p, end - p);
     if (x == NULL) break;
     X509_STORE_add_cert(store, x);
     X509_free(x);
   }
+  free(der);
   ERR_clear_error();
   return count_store(store);
 }
@@ -594,8 +602,9 @@ static X509_STORE *roots(void) {
   if (store == NULL) return NULL;
   const char *file = getenv("SSL_CERT_FILE"), *dir = getenv("SSL_CERT_DIR");
   if ((file && *file) || (dir && *dir)) {
-    if (file && *file && X509_STORE_load_file(store, file)) roots_source = "SSL_CERT_FILE", roots_path = file;
+    /* both may be given: the file is what is counted and named */
     if (dir && *dir && X509_STORE_load_path(store, dir)) roots_source = "SSL_CERT_DIR", roots_path = dir;
+    if (file && *file && X509_STORE_load_file(store, file)) roots_source = "SSL_CERT_FILE", roots_path = file;
   } else {
     for (int i = 0; system_bundles[i] != NULL; i++) {
       FILE *f = fopen(system_bundles[i], "r");

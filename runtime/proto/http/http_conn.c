@@ -270,11 +270,10 @@ int http_done(lua_State *L) {
     fprintf(stderr, "luaio: error in request handler: %s\n", luaL_optstring(L, 3, "?"));
     fflush(stderr);
   }
-  if (r->upgraded) { /* the socket res:upgrade() made lives as long as the handler */
+  if (r->takeover_end != NULL) { /* what took the connection over lives as long as the handler */
     lua_getfenv(L, 1);
     lua_rawgeti(L, -1, 2);
-    luaio_conn *sc = lua_isnil(L, -1) ? NULL : luaio_socket_check(L, -1);
-    if (sc != NULL) luaio_socket_close(L, sc);
+    if (!lua_isnil(L, -1)) r->takeover_end(L, lua_gettop(L));
   }
   if (c != NULL) {
     http_res_end(L, r, ok);
@@ -437,7 +436,7 @@ void http_accept(hserver_t *s, uv_stream_t *listener, int fd) {
   c->high_water = s->write_buffer;
   c->send_timeout = s->send_timeout;
   luaio_conn_set_proto(c, &http_proto, h);
-  if (s->tls != NULL && luaio_tls_attach(c, s->tls, NULL) < 0) {
+  if (s->base.tls != NULL && luaio_tls_attach(c, s->base.tls, NULL) < 0) {
     h->state = H_CLOSED;
     unlink_conn(h);
     luaio_conn_close(c, UV_ENOMEM);
