@@ -57,6 +57,9 @@ install_test_tools() {
   /usr/bin/python3 -c 'import websockets' 2>/dev/null || pkgs+=(python3-websockets)
   command -v luajit >/dev/null || pkgs+=(luajit2) # with lua-cjson: what tests/json_test.lua compares
   [ -e /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ] || pkgs+=(lua-cjson)
+  command -v openssl >/dev/null || pkgs+=(openssl)       # test certificates, s_client
+  command -v python3 >/dev/null || pkgs+=(python3)       # raw TLS peers (ssl module)
+  command -v testssl >/dev/null || pkgs+=(testssl.sh)    # tests/testssl_test.lua
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null

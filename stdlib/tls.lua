@@ -59,8 +59,12 @@ local function pem(value, name, argn, fname)
     f:close()
     return text
   end
-  local ok, text = pcall(require("bundle").read, value)
-  if ok and text then return text end
+  -- the bundle holds relative paths only (bundle.read raises for others, from a C frame
+  -- that the sanitizer build then sees poisoned: docs/internals.md, Conventions)
+  if value:sub(1, 1) ~= "/" and not value:find("..", 1, true) then
+    local ok, text = pcall(require("bundle").read, value)
+    if ok and text then return text end
+  end
   options.argerror(argn, fname, ("option '%s': '%s' is neither PEM text nor a readable file"):format(name, value), 4)
 end
 
@@ -145,6 +149,9 @@ function tls.server(opts, argn, fname)
   end
   if (o.cert == nil) ~= (o.key == nil) then
     options.argerror(argn, fname, "options 'cert' and 'key' go together", 3)
+  end
+  if o.verify_client and not o.client_ca then -- else no client certificate could verify
+    options.argerror(argn, fname, "option 'verify_client' needs 'client_ca'", 3)
   end
   if not o.cert and not o.certs and not o.sni then
     options.argerror(argn, fname, "a server needs 'cert' and 'key', 'certs' or 'sni'", 3)

@@ -62,6 +62,16 @@ function helpers.node_script(source)
   return path
 end
 
+-- helpers.python(source, ...) -> peer: runs a python3 script (written to a temporary file)
+-- with the arguments, in the background, like helpers.start.
+function helpers.python(source, ...)
+  local path = test.tmpdir() .. "/peer.py"
+  test.write(path, source)
+  local args = { "python3", test.quote(path) }
+  for _, a in ipairs({ ... }) do args[#args + 1] = test.quote(tostring(a)) end
+  return helpers.start(table.concat(args, " "))
+end
+
 -- Waits until a TCP port accepts connections (peers started in the background).
 function helpers.wait_port(port, host)
   local tcp = require "tcp"

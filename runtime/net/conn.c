@@ -339,6 +339,18 @@ static void tls_deliver(luaio_conn *c, size_t n) {
   }
   if ((r & LUAIO_TLS_DATA) || c->read_err != 0) deliver(c);
   else if (c->in == SHARED) c->in = NULL;
+  /* Decryption stopped when c->in was full. If the protocol then took it all, the rest
+   * would wait for a socket event that may never come: go on from the loop. If nothing
+   * could be decrypted (no room: a kept request head), pause as a full buffer does, until
+   * a consume makes room (luaio_conn_consume redrives then). */
+  if (!c->closing && !c->full && luaio_tls_has_input(c)) {
+    if (r & LUAIO_TLS_DATA) {
+      schedule_input(c);
+    } else {
+      c->full = 1;
+      update_reading(c);
+    }
+  }
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {

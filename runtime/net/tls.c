@@ -78,6 +78,7 @@ struct luaio_tls {
   int reason_kind;   /* 0, or 1 (ETLS) / 2 (ECERT) once failed */
   char reason[120];
   uint8_t shared_raw, handshake_done, closed_notify;
+  uint8_t notify_pending; /* close_notify asked for before the handshake was done */
 };
 
 static struct {
@@ -207,6 +208,15 @@ int luaio_tls_has_input(luaio_conn *c) {
 
 static void session_save(luaio_tls *t);
 
+/* The stream ended (err: UV_EOF or a read error) in the middle of the handshake or of a
+ * record: a read error as itself, an end as a TLS failure. */
+static int cut_short(luaio_tls *t, int err) {
+  if (err != UV_EOF) return err;
+  t->reason_kind = 1;
+  snprintf(t->reason, sizeof t->reason, "unexpected eof while reading");
+  return UV_EPROTO;
+}
+
 int luaio_tls_input(luaio_conn *c, size_t n) {
   luaio_tls *t = c->tls;
   int flags = 0;
@@ -224,7 +234,7 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
     if (r <= 0) {
       int e = SSL_get_error(t->ssl, r);
       keep_leftover(t);
-      if (e == SSL_ERROR_WANT_READ) return 0;
+      if (e == SSL_ERROR_WANT_READ) return c->read_err == 0 ? 0 : cut_short(t, c->read_err);
       fail_reason(t);
       return UV_EPROTO;
     }
@@ -242,7 +252,15 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
       continue;
     }
     int e = SSL_get_error(t->ssl, r);
-    if (e == SSL_ERROR_WANT_READ) break;
+    if (e == SSL_ERROR_WANT_READ) {
+      /* the stream ended inside a record: a cut, not an end (an end without close_notify
+       * between records is taken as one: SSL_OP_IGNORE_UNEXPECTED_EOF) */
+      if (c->read_err != 0 && (t->src_len > 0 || SSL_has_pending(t->ssl))) {
+        keep_leftover(t);
+        return cut_short(t, c->read_err);
+      }
+      break;
+    }
     if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: the peer's clean end */
       if (c->read_err == 0) c->read_err = UV_EOF;
       break;
@@ -253,13 +271,22 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
   }
   keep_leftover(t);
   if (t->session_key != NULL && (flags & (LUAIO_TLS_DATA | LUAIO_TLS_HANDSHAKE_DONE))) session_save(t);
+  /* Plaintext written (or a close_notify asked for) during the handshake goes now: the
+   * handshake's last message may have been the peer's, and then nothing else flushes. */
+  if ((flags & LUAIO_TLS_HANDSHAKE_DONE) && ((t->plain != NULL && t->plain->n > 0) || t->notify_pending))
+    luaio_conn_flush(c);
   return flags;
 }
 
 int luaio_tls_encrypt(luaio_conn *c) {
   luaio_tls *t = c->tls;
   luaio_outq *q = t->plain;
-  if (q == NULL || q->n == 0 || !t->handshake_done) return 0;
+  if (!t->handshake_done) return 0;
+  if (t->notify_pending && (q == NULL || q->n == 0)) { /* after the last of the plaintext */
+    t->notify_pending = 0;
+    luaio_tls_close_notify(c);
+  }
+  if (q == NULL || q->n == 0) return 0;
   if (t->closed_notify) { /* nothing may follow close_notify */
     luaio_outq_advance(q, q->bytes);
     return 0;
@@ -272,8 +299,13 @@ int luaio_tls_encrypt(luaio_conn *c) {
     const char *data = p->base + p->off;
     size_t len = p->len - p->off;
     if (len >= RECORD && fill == 0) { /* large: straight from the piece */
-      if (SSL_write(t->ssl, data, (int)len) <= 0) goto failed;
-      done += len;
+      while (len > 0) { /* SSL_MODE_ENABLE_PARTIAL_WRITE: a record or so per call */
+        int w = SSL_write(t->ssl, data, len > (1u << 30) ? 1 << 30 : (int)len);
+        if (w <= 0) goto failed;
+        data += w;
+        len -= (size_t)w;
+        done += (size_t)w;
+      }
       continue;
     }
     while (len > 0) { /* small ones share records */
@@ -291,6 +323,10 @@ int luaio_tls_encrypt(luaio_conn *c) {
   }
   if (fill > 0 && SSL_write(t->ssl, record, (int)fill) <= 0) goto failed;
   luaio_outq_advance(q, done);
+  if (t->notify_pending) {
+    t->notify_pending = 0;
+    luaio_tls_close_notify(c);
+  }
   return 0;
 failed:
   fail_reason(t);
@@ -299,7 +335,11 @@ failed:
 
 void luaio_tls_close_notify(luaio_conn *c) {
   luaio_tls *t = c->tls;
-  if (t == NULL || t->closed_notify || !t->handshake_done) return;
+  if (t == NULL || t->closed_notify) return;
+  if (!t->handshake_done) { /* sent once it is (luaio_tls_encrypt) */
+    t->notify_pending = 1;
+    return;
+  }
   t->closed_notify = 1;
   ERR_clear_error();
   SSL_shutdown(t->ssl);
@@ -934,6 +974,34 @@ static void server_settings(luaio_tlsctx *x, luaio_tlsctx *main) {
   SSL_CTX_set_tlsext_servername_arg(ctx, main);
 }
 
+/* Client certificates: requested when the server names client_ca, required with
+ * verify_client. SNI children verify the same way (a handshake moved to a child's SSL_CTX
+ * verifies against that SSL_CTX's store). The session id context is a digest of these
+ * settings, so that a session resumes only where it would have been verified the same
+ * way (OpenSSL refuses to resume without one when it verifies peers). */
+static int client_verify(luaio_tlsctx *x, const char *ca, size_t calen, int verify_client) {
+  unsigned char sid[32];
+  unsigned sid_len = 0;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) && EVP_DigestUpdate(md, verify_client ? "1" : "0", 1) &&
+           (ca == NULL || EVP_DigestUpdate(md, ca, calen)) && EVP_DigestFinal_ex(md, sid, &sid_len);
+  EVP_MD_CTX_free(md);
+  if (!ok) return 0;
+  int mode = ca != NULL || verify_client ? SSL_VERIFY_PEER | (verify_client ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0)
+                                          : SSL_VERIFY_NONE;
+  X509_STORE *store = SSL_CTX_get_cert_store(x->ctx);
+  STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(x->ctx);
+  for (int i = -1; i < x->nchildren; i++) {
+    SSL_CTX *ctx = i < 0 ? x->ctx : x->children[i].ctx->ctx;
+    if (!SSL_CTX_set_session_id_context(ctx, sid, sid_len)) return 0;
+    SSL_CTX_set_verify(ctx, mode, NULL);
+    if (i < 0) continue;
+    SSL_CTX_set1_cert_store(ctx, store);
+    if (names != NULL) SSL_CTX_set_client_CA_list(ctx, SSL_dup_CA_list(names));
+  }
+  return 1;
+}
+
 /* C.context(options, server) -> context | nil, err. The options are checked by tls.lua;
  * certificates and keys are PEM text here (tls.lua reads files and bundle paths). */
 static int tls_context(lua_State *L) {
@@ -998,8 +1066,7 @@ static int tls_context(lua_State *L) {
       ERR_clear_error();
       SSL_CTX_set_client_CA_list(x->ctx, names);
     }
-    if (verify_client)
-      SSL_CTX_set_verify(x->ctx, SSL_VERIFY_PEER | (verify_client ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+    if (!client_verify(x, ca, calen, verify_client)) return ctx_error(L, x, "client_ca");
     if (cert == NULL && x->nchildren == 0 && x->sni_ref == LUA_NOREF)
       return ctx_error(L, x, "a server needs cert and key, certs, or sni");
   } else {
