@@ -60,6 +60,7 @@ static int flush_ready;
 static void conn_fail(luaio_conn *c, int err);
 static void write_failed(luaio_conn *c, int err);
 static void schedule_input(luaio_conn *c);
+static void mark_dirty(luaio_outq *q);
 static void unschedule_input(luaio_conn *c);
 static void end_continue(luaio_conn *c);
 static void update_reading(luaio_conn *c);
@@ -333,6 +334,11 @@ static void tls_deliver(luaio_conn *c, size_t n) {
     if (c->dl_hs) {
       c->dl_hs = 0;
       luaio_deadline_disarm(&c->dl);
+    }
+    if (c->shut_after) { /* a half close asked for during the handshake goes out now */
+      luaio_tls_encrypt(c);
+      luaio_tls_close_notify(c);
+      if (c->out != NULL) mark_dirty(c->out);
     }
     callback(c, CB_TLS, 0);
     if (c->closing) return;
@@ -722,7 +728,7 @@ static void outq_drop(luaio_outq **slot) {
 /* After progress: below the low-water mark, or all written, the protocol hears of it. */
 static void drained(luaio_conn *c) {
   luaio_outq *q = c->out;
-  if (q != NULL && q->n == 0 && q->wreq == NULL) outq_free(&c->out);
+  if (q != NULL && q->n == 0 && q->wreq == NULL && q->shut == NULL) outq_free(&c->out);
   int empty = luaio_conn_queued(c) == 0 && c->out == NULL;
   if (c->ending) {
     if (empty) end_continue(c);
@@ -823,7 +829,7 @@ static void flush(luaio_conn *c, int notify) {
     q->flying = n;
     arm_send(c);
   }
-  if (q->shut != NULL && q->flying == q->n) { /* all of it is with libuv now */
+  if (q->shut != NULL && q->flying == q->n && !luaio_tls_handshaking(c)) { /* all of it is with libuv */
     uv_shutdown_t *sreq = q->shut;
     q->shut = NULL;
     int err = uv_shutdown(sreq, &c->h.stream, q->shut_cb);
@@ -1049,11 +1055,14 @@ int luaio_conn_shutdown(luaio_conn *c, uv_shutdown_t *req, uv_shutdown_cb cb) {
   c->shut_after = 1;
   if (c->tls != NULL) { /* TLS half close: close_notify, then the TCP one */
     luaio_tls_encrypt(c);
-    luaio_tls_close_notify(c);
+    luaio_tls_close_notify(c); /* during the handshake: when it is over (tls_deliver) */
   }
-  if (c->out == NULL) return uv_shutdown(req, &c->h.stream, cb);
-  c->out->shut = req; /* after the pieces queued so far (flush) */
-  c->out->shut_cb = cb;
+  int handshaking = luaio_tls_handshaking(c);
+  if (c->out == NULL && !handshaking) return uv_shutdown(req, &c->h.stream, cb);
+  luaio_outq *q = outq_get(c, &c->out);
+  if (q == NULL) return UV_ENOMEM;
+  q->shut = req; /* after the pieces queued so far (flush), and after the handshake */
+  q->shut_cb = cb;
   flush(c, 0);
   return 0;
 }

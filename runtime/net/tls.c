@@ -831,6 +831,8 @@ static void call_sni(lua_State *L, void *arg) {
   lua_pushstring(L, a->name);
   lua_call(L, 1, 1);
   luaio_tlsctx **box = luaL_testudata(L, -1, CTX_MT);
+  if (box == NULL && !lua_isnil(L, -1))
+    luaL_error(L, "sni callback: a context from tls.server{...} or nil expected, got %s", luaL_typename(L, -1));
   a->chosen = box ? *box : NULL;
   lua_pop(L, 1);
 }

@@ -388,7 +388,7 @@ static void on_timeout(lua_State *L, luaio_conn *c) {
   default: /* idle keep-alive, a grace period, or a discarded body that stopped coming */
     h->state = H_CLOSED;
     unlink_conn(h);
-    luaio_conn_close(c, UV_ETIMEDOUT);
+    luaio_conn_end(c, 0); /* with TLS, close_notify first: a clean end, not a cut */
     return;
   }
 }
