@@ -189,6 +189,7 @@ int luaopen_luaio_fs(lua_State *L);
 int luaopen_luaio_log(lua_State *L);
 int luaopen_luaio_http(lua_State *L);
 int luaopen_luaio_http_client(lua_State *L);
+int luaopen_luaio_redis(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_task(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);

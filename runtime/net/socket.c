@@ -141,6 +141,19 @@ void luaio_socket_close(lua_State *L, luaio_conn *c) {
   luaio_conn_end(c, 0);
 }
 
+/* --- handing the connection over ---------------------------------------------------------- */
+
+luaio_conn *luaio_socket_release(lua_State *L, int arg) {
+  luaio_conn *c = luaio_socket_check(L, arg);
+  if (c == NULL) return NULL;
+  sock_t *s = SOCK(c);
+  if (s->reader || s->writer || s->shutter || s->connecting) return NULL;
+  detach(L, c, UV_ECANCELED); /* wakes nobody: nobody waits */
+  luaio_conn_set_proto(c, NULL, NULL);
+  luaio_conn_timeout(c, 0);
+  return c;
+}
+
 /* --- the deadline --------------------------------------------------------------------------- */
 
 /* Runs while a task waits: restarted by every wait that begins or ends. */

@@ -27,6 +27,11 @@ int luaio_socket_adopt(lua_State *L, luaio_conn *c);
 luaio_conn *luaio_socket_check(lua_State *L, int arg);
 /* A connect is under way (on = 1) or done: the socket's timeout covers it. */
 void luaio_socket_connecting(luaio_conn *c, int on);
+/* Hands the socket's connection to another protocol (the Redis client): the socket lets go
+ * of it (the userdata reads as closed afterwards) and returns it with no protocol, reading,
+ * its deadline disarmed; the caller sets its own with luaio_conn_set_proto. NULL when the
+ * socket is closed or a task waits on it. */
+luaio_conn *luaio_socket_release(lua_State *L, int arg);
 /* Graceful close: queued output is still written. */
 void luaio_socket_close(lua_State *L, luaio_conn *c);
 void luaio_socket_register(lua_State *L);
