@@ -360,15 +360,22 @@ static void track(rclient *s, int flags) {
   if (flags & F_EXEC) s->multi = s->watch = 0;
   if (flags & F_WATCH) s->watch = 1;
   if (flags & F_UNWATCH) s->watch = 0;
-  if (flags & (F_UNSAFE | F_CLIENT)) s->unsafe = 1;
+  if (flags & F_UNSAFE) s->unsafe = 1;
   if (flags & F_RESET) s->multi = s->watch = 0, s->unsafe = 1;
 }
 
-/* "client reply off|skip" would leave replies missing: the FIFO could not match them. */
-static __attribute__((noinline)) int client_reply(lua_State *L, int arg) {
+/* CLIENT's subcommand at arg: -1 for REPLY (OFF or SKIP would leave replies missing, which
+ * the FIFO could not match), F_UNSAFE for those that change the connection, else 0. */
+static __attribute__((noinline)) int client_sub(lua_State *L, int arg) {
+  static const char *const changing[] = {"tracking", "setname", "setinfo", "no-evict",
+                                         "no-touch", "caching"};
   size_t len;
   const char *sub = lua_type(L, arg) == LUA_TSTRING ? lua_tolstring(L, arg, &len) : NULL;
-  return sub != NULL && len == 5 && strncasecmp(sub, "reply", 5) == 0;
+  if (sub == NULL) return 0;
+  if (len == 5 && strncasecmp(sub, "reply", 5) == 0) return -1;
+  for (size_t i = 0; i < sizeof changing / sizeof changing[0]; i++)
+    if (strlen(changing[i]) == len && strncasecmp(changing[i], sub, len) == 0) return F_UNSAFE;
+  return 0;
 }
 
 /* --- values ---------------------------------------------------------------------------------- */
@@ -808,8 +815,11 @@ static int send_and_wait(lua_State *L, rclient *s, const char *name, size_t nlen
                          int kind) {
   luaio_checktask(L, "redis command");
   if (flags & F_REFUSE) return luaL_error(L, "redis: '%s' is not supported by this client", name);
-  if ((flags & F_CLIENT) && client_reply(L, first))
-    return luaL_error(L, "redis: 'client reply' is not supported (replies would go missing)");
+  if (flags & F_CLIENT) {
+    int sub = client_sub(L, first);
+    if (sub < 0) return luaL_error(L, "redis: 'client reply' is not supported (replies would go missing)");
+    flags |= sub;
+  }
   if (s->c == NULL) return push_closed(L, s);
   int err = fifo_reserve(s);
   if (err) return luaio_pusherror(L, err);
@@ -1011,29 +1021,44 @@ static int client_pipeline(lua_State *L) {
   return luaio_yield(L);
 }
 
-/* A pipeline's method: upvalue 1 the name, 2 its flags. p:name(args...) records the command. */
-static int pipe_command(lua_State *L) {
+/* Records the command name_idx, L[first..top] in pipeline 1. */
+static int pipe_add(lua_State *L, int name_idx, int first, int flags) {
   int *acc = luaio_checkudata(L, 1, pipe_mt_ref, "redis pipeline");
-  int flags = (int)lua_tointeger(L, lua_upvalueindex(2));
+  if (flags & (F_SUB | F_REFUSE)) return luaL_error(L, "redis: '%s' cannot be pipelined", lua_tostring(L, name_idx));
+  if (flags & F_CLIENT) {
+    int sub = client_sub(L, first);
+    if (sub < 0) return luaL_error(L, "redis: 'client reply' is not supported (replies would go missing)");
+    flags |= sub;
+  }
   *acc |= flags;
-  if (flags & (F_SUB | F_REFUSE)) return luaL_error(L, "redis: '%s' cannot be pipelined", lua_tostring(L, lua_upvalueindex(1)));
   int top = lua_gettop(L);
-  for (int i = 2; i <= top; i++) {
+  for (int i = first; i <= top; i++) {
     int t = lua_type(L, i);
     if (t != LUA_TSTRING && t != LUA_TNUMBER) luaL_argerror(L, i, lua_pushfstring(L, "string or number expected, got %s", luaL_typename(L, i)));
   }
   lua_getfenv(L, 1);
   int len = (int)lua_objlen(L, -1);
-  lua_pushinteger(L, top); /* the name and top - 1 arguments */
+  lua_pushinteger(L, top - first + 2); /* the name and the arguments */
   lua_rawseti(L, -2, ++len);
-  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, name_idx);
   lua_rawseti(L, -2, ++len);
-  for (int i = 2; i <= top; i++) {
+  for (int i = first; i <= top; i++) {
     lua_pushvalue(L, i);
     lua_rawseti(L, -2, ++len);
   }
   lua_settop(L, 1);
   return 1; /* the pipeline: p:set(...):get(...) chains */
+}
+
+/* A pipeline's method: upvalue 1 the name, 2 its flags. p:name(args...) records the command. */
+static int pipe_command(lua_State *L) {
+  return pipe_add(L, lua_upvalueindex(1), 2, (int)lua_tointeger(L, lua_upvalueindex(2)));
+}
+
+/* p:call(name, args...) */
+static int pipe_call(lua_State *L) {
+  luaL_checktype(L, 2, LUA_TSTRING);
+  return pipe_add(L, 2, 3, command_flags(lua_tostring(L, 2), lua_objlen(L, 2)));
 }
 
 static int redis_pipe_method(lua_State *L) {
@@ -1306,6 +1331,8 @@ int luaopen_luaio_redis(lua_State *L) {
   lua_pushvalue(L, -1);
   pipe_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
+  lua_pushcfunction(L, pipe_call);
+  lua_setfield(L, -2, "call");
   lua_pushvalue(L, -1);
   lua_setfield(L, -4, "pipe_methods");
   lua_setfield(L, -2, "__index");

@@ -1,0 +1,136 @@
+-- Real redis-server peers for the Redis tests: each on a free loopback port, in a folder of
+-- its own, stopped when the case ends; never the system's service. (Not a *_test.lua file,
+-- so the runner does not run it.)
+local test = require "test"
+local task = require "task"
+local helpers = require "tests.helpers"
+local redis = require "redis"
+
+local rh = {}
+
+-- Skips the case when redis-server is not installed (./build.sh test installs it).
+function rh.need()
+  if not test.sh("command -v redis-server"):find("redis%-server") then
+    test.skip("redis-server is not installed (./build.sh test installs redis-server and redis-tools)")
+  end
+end
+
+-- Waits until the server answers PING (it loads nothing, so this is quick).
+local function wait_ready(srv)
+  local deadline = task.now() + 10000
+  while true do
+    local r = redis.connect({ port = srv.port, connect_timeout = 500, password = srv.password })
+    if r then
+      local pong = r:ping()
+      r:close()
+      if pong == "PONG" then return end
+    end
+    if task.now() > deadline then
+      error("redis-server on port " .. srv.port .. " never answered; log:\n" .. helpers.output(srv.peer), 3)
+    end
+    task.sleep(20)
+  end
+end
+
+-- rh.server([lines[, options]]) -> {port, dir, sock, url, pid, peer, password}: a redis-server
+-- with `lines` added to its configuration (an array of config lines). options.password: set
+-- as requirepass (and used to wait for it).
+function rh.server(lines, opts)
+  rh.need()
+  opts = opts or {}
+  local dir = test.tmpdir()
+  local port = opts.port or helpers.free_port()
+  local conf = {
+    "port " .. port, "bind 127.0.0.1", "dir " .. dir, 'save ""', "appendonly no",
+    "unixsocket " .. dir .. "/redis.sock", "unixsocketperm 700", "daemonize no",
+    "protected-mode no", "enable-debug-command yes", "loglevel warning",
+  }
+  if opts.password then conf[#conf + 1] = "requirepass " .. opts.password end
+  for _, l in ipairs(lines or {}) do conf[#conf + 1] = l end
+  test.write(dir .. "/redis.conf", table.concat(conf, "\n") .. "\n")
+  local srv = { port = port, dir = dir, sock = dir .. "/redis.sock", password = opts.password,
+    url = "redis://127.0.0.1:" .. port }
+  srv.peer = helpers.start("exec redis-server " .. dir .. "/redis.conf")
+  srv.pid = srv.peer.pid -- exec: the shell's pid is the server's
+  wait_ready(srv)
+  return srv
+end
+
+-- Kills a server at once (SIGKILL): its clients see their connections reset.
+function rh.kill(srv)
+  test.sh("kill -KILL " .. srv.pid .. " 2>/dev/null")
+  local deadline = task.now() + 5000
+  while test.sh("kill -0 " .. srv.pid .. " 2>/dev/null && echo alive"):find("alive") do
+    if task.now() > deadline then error("redis-server " .. srv.pid .. " did not die", 2) end
+    task.sleep(10)
+  end
+end
+
+-- A client to srv (raises when it cannot connect).
+function rh.connect(srv, opts)
+  local o = { port = srv.port, password = srv.password }
+  for k, v in pairs(opts or {}) do o[k] = v end
+  return assert(redis.connect(o))
+end
+
+-- Waits (polling every 50 ms, without blocking the loop) until fn() returns a true value,
+-- at most timeout_ms; returns it, or raises with what.
+function rh.wait_for(what, timeout_ms, fn)
+  local deadline = task.now() + timeout_ms
+  while true do
+    local v = fn()
+    if v then return v end
+    if task.now() > deadline then error("timed out waiting for " .. what, 2) end
+    task.sleep(50)
+  end
+end
+
+local function info_field(r, section, field)
+  local text = r:info(section)
+  return type(text) == "string" and text:match(field .. ":([^\r\n]*)") or nil
+end
+rh.info_field = info_field
+
+-- rh.cluster() -> {nodes = {srv...}, seeds = {"127.0.0.1:port"...}}: 6 servers made a
+-- cluster of 3 masters and 3 replicas by `redis-cli --cluster create`, every node agreeing
+-- that all slots are served and every replica in sync. cluster-node-timeout is 1000 ms, so
+-- a failover takes a few seconds.
+function rh.cluster()
+  rh.need()
+  local nodes, addrs, seeds = {}, {}, {}
+  for i = 1, 6 do
+    nodes[i] = rh.server({
+      "cluster-enabled yes", "cluster-config-file nodes.conf", "cluster-node-timeout 1000",
+      "cluster-port " .. helpers.free_port(), "cluster-replica-validity-factor 0",
+      "cluster-allow-replica-migration no", "repl-diskless-sync-delay 0",
+    })
+    addrs[i] = "127.0.0.1:" .. nodes[i].port
+    seeds[i] = addrs[i]
+  end
+  local out, status = test.sh("redis-cli --cluster create " .. table.concat(addrs, " ") ..
+    " --cluster-replicas 1 --cluster-yes")
+  if status ~= 0 then error("redis-cli --cluster create failed:\n" .. out, 2) end
+  for _, srv in ipairs(nodes) do
+    local r = rh.connect(srv)
+    rh.wait_for("cluster_state:ok on " .. srv.port, 20000, function()
+      local ci = r:cluster("info")
+      return type(ci) == "string" and ci:find("cluster_state:ok") and ci:find("cluster_slots_ok:16384")
+        and ci:find("cluster_known_nodes:6")
+    end)
+    rh.wait_for("replication on " .. srv.port, 20000, function()
+      local role = info_field(r, "replication", "role")
+      return role == "master" or info_field(r, "replication", "master_link_status") == "up"
+    end)
+    r:close()
+  end
+  return { nodes = nodes, seeds = seeds }
+end
+
+-- The server (from c.nodes) listening on addr "127.0.0.1:port".
+function rh.node_at(c, addr)
+  for _, srv in ipairs(c.nodes) do
+    if "127.0.0.1:" .. srv.port == addr then return srv end
+  end
+end
+
+return rh
