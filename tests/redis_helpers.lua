@@ -91,11 +91,13 @@ local function info_field(r, section, field)
 end
 rh.info_field = info_field
 
--- rh.cluster() -> {nodes = {srv...}, seeds = {"127.0.0.1:port"...}}: 6 servers made a
+-- rh.cluster([opts]) -> {nodes = {srv...}, seeds = {"127.0.0.1:port"...}}: 6 servers made a
 -- cluster of 3 masters and 3 replicas by `redis-cli --cluster create`, every node agreeing
 -- that all slots are served and every replica in sync. cluster-node-timeout is 1000 ms, so
--- a failover takes a few seconds.
-function rh.cluster()
+-- a failover takes a few seconds. opts.replicas_listed: also wait until every node lists
+-- every replica in CLUSTER SLOTS (for reads from replicas).
+function rh.cluster(opts)
+  opts = opts or {}
   rh.need()
   local nodes, addrs, seeds = {}, {}, {}
   for i = 1, 6 do
@@ -121,6 +123,14 @@ function rh.cluster()
       local role = info_field(r, "replication", "role")
       return role == "master" or info_field(r, "replication", "master_link_status") == "up"
     end)
+    if opts.replicas_listed then -- gossip may take seconds to tell every node
+      rh.wait_for("every replica in the slot map of " .. srv.port, 30000, function()
+        local slots = r:cluster("slots")
+        if type(slots) ~= "table" or #slots ~= 3 then return false end
+        for _, range in ipairs(slots) do if #range < 4 then return false end end
+        return true
+      end)
+    end
     r:close()
   end
   return { nodes = nodes, seeds = seeds }

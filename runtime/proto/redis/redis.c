@@ -77,6 +77,7 @@ struct rclient {
   int close_err; /* why it closed */
   waiter_t *w;   /* ring of waiters, w[head] first; cap a power of two */
   uint32_t whead, wcount, wcap;
+  uint32_t eligible; /* waiters that may take the replies being parsed: those there before */
   resp_parser rp;
   lua_State *B; /* builder thread: [the pinned client,] aggregates being built */
   int B_ref, pushq_ref;
@@ -207,6 +208,7 @@ static waiter_t fifo_pop(rclient *s) {
   waiter_t w = s->w[s->whead];
   s->whead = (s->whead + 1) & (s->wcap - 1);
   s->wcount--;
+  if (s->eligible > 0) s->eligible--;
   if (s->wcount == 0 && s->c != NULL && s->timeout) luaio_conn_timeout(s->c, 0);
   return w;
 }
@@ -527,9 +529,11 @@ static void on_reply(lua_State *L, rclient *s) {
     return;
   }
   waiter_t *w = fifo_head(s);
-  if (w == NULL) {
+  if (w == NULL || s->eligible == 0) {
+    /* A reply nobody asked for: the stream is lost. (A waiter that came during this parse,
+     * a task resumed here sending its next command, cannot own bytes received before.) */
     lua_pop(B, 1);
-    luaio_conn_close(s->c, UV_EPROTO); /* a reply nobody asked for: the stream is lost */
+    luaio_conn_close(s->c, UV_EPROTO);
     return;
   }
   if (w->kind == W_PIPE) {
@@ -657,6 +661,7 @@ static void parse(lua_State *L, rclient *s) {
   s->parsing = 1;
   s->busy++;
   s->stalled = 0;
+  s->eligible = s->wcount;
   int stopped = 0;
   for (;;) {
     luaio_conn *c = s->c;
