@@ -49,6 +49,9 @@ install_test_tools() {
   command -v file >/dev/null || pkgs+=(file)
   command -v perl >/dev/null || pkgs+=(perl)
   command -v taskset >/dev/null || pkgs+=(util-linux)
+  # the Redis client's tests start their own servers (never the system's service)
+  command -v redis-server >/dev/null || pkgs+=(redis-server)
+  command -v redis-cli >/dev/null || pkgs+=(redis-tools)
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null

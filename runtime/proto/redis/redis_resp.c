@@ -212,7 +212,7 @@ long resp_next(resp_parser *p, const char *buf, size_t len, resp_token *t, size_
   t->depth = (uint8_t)d;
   t->skip = (uint8_t)(parent_skip || type == RESP_ATTRIBUTE);
   t->role = RESP_ITEM;
-  if (d > 0 && p->stack[d - 1].type == RESP_MAP)
+  if (!t->skip && d > 0 && p->stack[d - 1].type == RESP_MAP)
     t->role = p->stack[d - 1].left % 2 == 0 ? RESP_KEY : RESP_VALUE;
   int aggregate = t->type == RESP_ARRAY || t->type == RESP_MAP || t->type == RESP_SET ||
                   t->type == RESP_PUSH || t->type == RESP_ATTRIBUTE;
