@@ -130,8 +130,15 @@ static void maybe_free(rclient *s) {
   free(s);
 }
 
+/* The client at arg. Per command, so the metatable is compared by address (it lives as
+ * long as the module) instead of through the registry. */
+static const void *client_mt;
+
 static rclient *check_client(lua_State *L, int arg) {
-  rclient **box = luaio_checkudata(L, arg, client_mt_ref, "redis client");
+  rclient **box = lua_touserdata(L, arg);
+  if (box == NULL || !lua_getmetatable(L, arg) || lua_topointer(L, -1) != client_mt)
+    luaL_typerror(L, arg, "redis client");
+  lua_pop(L, 1);
   if (*box == NULL) luaL_argerror(L, arg, "redis client released to its pool");
   return *box;
 }
@@ -228,32 +235,53 @@ static size_t format_number(lua_Number d, char *out) {
   return 0;
 }
 
+/* memcpy for the few bytes of a key or a small value: the C library's routine costs more
+ * to start than these copies take (fixed-size copies compile to moves). */
+static inline void copy_bytes(char *d, const char *s, size_t n) {
+  if (n > 16) {
+    memcpy(d, s, n);
+  } else if (n >= 8) {
+    uint64_t a, b;
+    memcpy(&a, s, 8);
+    memcpy(&b, s + n - 8, 8);
+    memcpy(d, &a, 8);
+    memcpy(d + n - 8, &b, 8);
+  } else if (n >= 4) {
+    uint32_t a, b;
+    memcpy(&a, s, 4);
+    memcpy(&b, s + n - 4, 4);
+    memcpy(d, &a, 4);
+    memcpy(d + n - 4, &b, 4);
+  } else {
+    for (size_t i = 0; i < n; i++) d[i] = s[i];
+  }
+}
+
+/* `type` n CRLF, e.g. "$5\r\n". */
 static char *put_header(char *p, char type, size_t n) {
-  char digits[24];
-  int k = 0;
-  do digits[k++] = (char)('0' + n % 10); while ((n /= 10) > 0);
   *p++ = type;
-  while (k > 0) *p++ = digits[--k];
+  if (n < 10) {
+    *p++ = (char)('0' + n);
+  } else if (n < 100) {
+    *p++ = (char)('0' + n / 10);
+    *p++ = (char)('0' + n % 10);
+  } else {
+    char digits[24];
+    int k = 0;
+    do digits[k++] = (char)('0' + n % 10); while ((n /= 10) > 0);
+    while (k > 0) *p++ = digits[--k];
+  }
   *p++ = '\r';
   *p++ = '\n';
   return p;
 }
 
-/* Bytes an argument takes on the wire, or 0 when it is neither a string nor a number. */
-static size_t arg_size(lua_State *L, int i, char *num) {
+static int is_arg(lua_State *L, int i) {
   int t = lua_type(L, i);
-  size_t len;
-  if (t == LUA_TSTRING)
-    len = lua_objlen(L, i);
-  else if (t == LUA_TNUMBER)
-    len = format_number(lua_tonumber(L, i), num);
-  else
-    return 0;
-  return 1 + 20 + 2 + len + 2;
+  return t == LUA_TSTRING || t == LUA_TNUMBER;
 }
 
-/* The encoder's output, in pieces: small parts copied into reserved room, large strings
- * referenced. */
+/* The encoder's output: small parts copied into reserved room, large strings referenced. */
 typedef struct {
   luaio_conn *c;
   char *p, *end; /* reserved room */
@@ -281,42 +309,36 @@ static int out_room(out_t *o, size_t n) {
   return 1;
 }
 
-/* One argument (checked to be a string or a number) onto the output. */
-static void out_arg(out_t *o, lua_State *L, int i) {
-  char num[32];
-  const char *data;
-  size_t len;
-  if (lua_type(L, i) == LUA_TNUMBER) {
-    len = format_number(lua_tonumber(L, i), num);
-    data = num;
-  } else {
-    data = lua_tolstring(L, i, &len);
-  }
-  if (len >= BIG_ARG) {
-    if (!out_room(o, 24)) return;
-    o->p = put_header(o->p, '$', len);
-    out_commit(o);
-    int err = luaio_conn_write_lua(o->c, L, i);
-    if (err == 0) err = luaio_conn_write(o->c, "\r\n", 2);
-    if (err) o->err = err;
-    return;
-  }
+/* One bulk string onto the output. */
+static void out_bulk(out_t *o, const char *data, size_t len) {
   if (!out_room(o, 24 + len + 2)) return;
   o->p = put_header(o->p, '$', len);
-  memcpy(o->p, data, len);
+  copy_bytes(o->p, data, len);
   o->p += len;
   *o->p++ = '\r';
   *o->p++ = '\n';
 }
 
-static void out_name(out_t *o, size_t argc, const char *name, size_t nlen) {
-  if (!out_room(o, 48 + nlen)) return;
-  o->p = put_header(o->p, '*', argc);
-  o->p = put_header(o->p, '$', nlen);
-  memcpy(o->p, name, nlen);
-  o->p += nlen;
-  *o->p++ = '\r';
-  *o->p++ = '\n';
+/* One argument (checked to be a string or a number) onto the output. */
+static void out_arg(out_t *o, lua_State *L, int i) {
+  char num[32];
+  size_t len;
+  if (lua_type(L, i) == LUA_TNUMBER) {
+    len = format_number(lua_tonumber(L, i), num);
+    out_bulk(o, num, len);
+    return;
+  }
+  const char *data = lua_tolstring(L, i, &len);
+  if (len < BIG_ARG) {
+    out_bulk(o, data, len);
+    return;
+  }
+  if (!out_room(o, 24)) return;
+  o->p = put_header(o->p, '$', len);
+  out_commit(o);
+  int err = luaio_conn_write_lua(o->c, L, i);
+  if (err == 0) err = luaio_conn_write(o->c, "\r\n", 2);
+  if (err) o->err = err;
 }
 
 /* Writes the command name + the arguments at L[first..last]. Returns 0, the index of the
@@ -324,16 +346,12 @@ static void out_name(out_t *o, size_t argc, const char *name, size_t nlen) {
  * error. Never raises. */
 static __attribute__((noinline)) int encode_command(lua_State *L, luaio_conn *c, const char *name,
                                                     size_t nlen, int first, int last) {
-  char num[32];
-  size_t total = 0;
-  for (int i = first; i <= last; i++) {
-    size_t n = arg_size(L, i, num);
-    if (n == 0) return i;
-    total += n;
-  }
+  for (int i = first; i <= last; i++)
+    if (!is_arg(L, i)) return i;
   out_t o = {c, NULL, NULL, NULL, 0};
-  if (!out_room(&o, total + 48 + nlen > 65536 ? 48 + nlen : total + 48 + nlen)) return o.err;
-  out_name(&o, (size_t)(last - first + 2), name, nlen);
+  if (!out_room(&o, 48 + nlen)) return o.err;
+  o.p = put_header(o.p, '*', (size_t)(last - first + 2));
+  out_bulk(&o, name, nlen);
   for (int i = first; i <= last && o.err == 0; i++) out_arg(&o, L, i);
   out_commit(&o);
   return o.err;
@@ -954,7 +972,6 @@ typedef struct {
 } pipe_scan;
 
 static __attribute__((noinline)) pipe_scan pipe_check(lua_State *L, int t) {
-  char num[32];
   pipe_scan r = {0, 0};
   int len = (int)lua_objlen(L, t);
   for (int i = 1; i <= len;) {
@@ -967,9 +984,9 @@ static __attribute__((noinline)) pipe_scan pipe_check(lua_State *L, int t) {
     }
     for (int k = 1; k <= argc; k++) {
       lua_rawgeti(L, t, i + k);
-      size_t sz = arg_size(L, -1, num);
+      int ok = is_arg(L, -1);
       lua_pop(L, 1);
-      if (sz == 0) {
+      if (!ok) {
         r.bad = i + k;
         return r;
       }
@@ -1316,6 +1333,7 @@ int luaopen_luaio_redis(lua_State *L) {
   luaL_newmetatable(L, CLIENT_MT);
   lua_pushvalue(L, -1);
   client_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  client_mt = lua_topointer(L, -1);
   lua_newtable(L);
   luaL_setfuncs(L, client_methods, 0);
   for (int k = 0; k < NSUB; k++) {
