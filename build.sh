@@ -32,6 +32,10 @@ jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
 build() { # flavor out cc mode [make targets...]
   local deps
   deps=$(deps/deps.sh "$1")
+  if ! command -v zstd >/dev/null; then # compresses the embedded root store (runtime/Makefile)
+    [ "$(id -u)" = 0 ] || { echo "build.sh: the build needs the zstd command" >&2; exit 1; }
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zstd >/dev/null
+  fi
   make -s -C runtime -j"$jobs" DEPS="$deps" OUT="$root/$2" CC="$3" MODE="$4" "${@:5}"
 }
 
@@ -49,6 +53,8 @@ install_test_tools() {
   command -v file >/dev/null || pkgs+=(file)
   command -v perl >/dev/null || pkgs+=(perl)
   command -v taskset >/dev/null || pkgs+=(util-linux)
+  command -v npm >/dev/null || pkgs+=(npm)
+  /usr/bin/python3 -c 'import websockets' 2>/dev/null || pkgs+=(python3-websockets)
   # the Redis client's tests start their own servers (never the system's service)
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   command -v redis-cli >/dev/null || pkgs+=(redis-tools)
@@ -58,6 +64,12 @@ install_test_tools() {
     else
       echo "build.sh: missing test tools (${pkgs[*]}): some tests will fail" >&2
     fi
+  fi
+  # node's ws package (npm) for the WebSocket tests, in a git-ignored folder
+  if [ ! -f out/peers/node_modules/ws/package.json ] && command -v npm >/dev/null; then
+    mkdir -p out/peers
+    (cd out/peers && npm install --no-save --no-audit --no-fund ws@8 >npm.log 2>&1) ||
+      echo "build.sh: npm install ws failed (see out/peers/npm.log): the WebSocket peer tests will fail" >&2
   fi
 }
 
@@ -72,21 +84,35 @@ install_fuzz_tools() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-14-dev >/dev/null
 }
 
-# Each tests/fuzz/NAME_fuzz.c is one target, linked with the runtime file NAME.c. New inputs
-# go to out/fuzz/corpus-NAME; the committed seeds in tests/fuzz/corpus/ are only read.
+# Each tests/fuzz/NAME_fuzz.c is one target: linked with the runtime file NAME.c when there is
+# one (a pure-C unit: a parser), else with the whole runtime built for fuzzing (out/fuzz/rt:
+# clang, the sanitizers, the host flavor's libraries), for targets that drive the server's
+# loop. New inputs go to out/fuzz/corpus-NAME; the seeds in tests/fuzz/corpus/ are only read.
 fuzz() { # seconds
-  local src name bin
+  local src name bin unit includes leaks
   mkdir -p out/fuzz
+  includes=$(find runtime -type d -printf "-I%p ")
   for src in tests/fuzz/*_fuzz.c; do
     name=$(basename "$src" _fuzz.c)
     bin=out/fuzz/${name}_fuzz
-    clang -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $(find runtime -type d -printf "-I%p ") \
-      -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-      -o "$bin" "$src" "$(find runtime -name "$name.c")"
+    unit=$(find runtime -name "$name.c")
+    leaks=1
+    if [ -n "$unit" ]; then
+      clang -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $includes \
+        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+        -o "$bin" "$src" "$unit"
+    else # Lua's heap lives across inputs: not a leak per input
+      leaks=0
+      build host out/fuzz/rt clang fuzz lib
+      clang -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $includes \
+        -I"$(deps/deps.sh host)/include" -fsanitize=fuzzer,address,undefined \
+        -fno-sanitize-recover=undefined -o "$bin" "$src" out/fuzz/rt/libluaio.a \
+        $(cat out/fuzz/rt/libs) -lm -ldl -lpthread
+    fi
     mkdir -p "out/fuzz/corpus-$name"
     echo "fuzz: $bin for $1 s"
-    if ! "$bin" -max_total_time="$1" -max_len=4096 -timeout=10 -print_final_stats=1 \
-      -artifact_prefix="out/fuzz/$name-" "out/fuzz/corpus-$name" tests/fuzz/corpus \
+    if ! "$bin" -max_total_time="$1" -max_len=4096 -timeout=10 -detect_leaks=$leaks \
+      -print_final_stats=1 -artifact_prefix="out/fuzz/$name-" "out/fuzz/corpus-$name" tests/fuzz/corpus \
       >"out/fuzz/$name.log" 2>&1; then
       tail -n 40 "out/fuzz/$name.log" >&2
       echo "fuzz: $name found a bug: the input is out/fuzz/$name-*" >&2

@@ -176,6 +176,13 @@ openssl_options=(no-shared no-module no-dso no-engine no-legacy no-comp no-ssl3 
 build_openssl() {
   local src target occ=$cc
   src=$(unpack openssl)
+  # Memory per TLS connection: since 3.2 each direction of every connection has a record
+  # layer with arrays for SSL_MAX_PIPELINES (32) records and buffers, about 4.4 KB each,
+  # 8.8 KB a connection, used only by the pipelining API (SSL_CTX_set_max_pipelines), which
+  # needs an engine and which luaio never calls. One pipeline makes them about 0.2 KB.
+  sed -i 's/^# *define SSL_MAX_PIPELINES 32$/# define SSL_MAX_PIPELINES 1/' "$src/include/openssl/ssl.h.in"
+  grep -q '^# define SSL_MAX_PIPELINES 1$' "$src/include/openssl/ssl.h.in" ||
+    die "openssl: SSL_MAX_PIPELINES not found in ssl.h.in (the pipelines change needs a look)"
   if [ "$flavor" = musl ]; then
     # musl ships no linux/*.h: the kernel's headers, reached only through these three
     # names and only after musl's own (-idirafter), so no glibc header can slip in.

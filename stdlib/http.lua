@@ -1,4 +1,4 @@
--- http: an HTTP/1.1 server (the request loop is in C: runtime/proto/http/http.c).
+-- http: an HTTP/1.1 server (the request loop is in C: runtime/proto/http/).
 --
 --   local http = require "http"
 --   http.createServer(8080, function(req, res)
@@ -128,6 +128,12 @@ end
 -- router:all(pattern, handler): any method
 function Router:all(pattern, handler) return self:add(nil, pattern, handler) end
 
+-- router:websocket(pattern, fn[, options]): a WebSocket endpoint; fn(ws, req) runs once the
+-- handshake is done (see the websocket module; options are websocket.upgrade's).
+function Router:websocket(pattern, fn, options)
+  return self:add("GET", pattern, require("websocket").handler(fn, options))
+end
+
 local function hex_byte(h) return string.char(tonumber(h, 16)) end
 
 -- Routes match the path as sent (so "%2F" in a parameter does not split it); the
@@ -202,12 +208,30 @@ local OPTIONS = {
   shutdown_timeout = { "ms" },
   workers = { "integer", min = 0, max = 4096 },
   access_log = { { "string", "boolean", "table" } },
+  tls = { "table" }, -- HTTPS: tls.lua's server options (cert, key, certs, sni, alpn, ...)
 }
 
 local function check_options(options)
   local copy = options_checker.check(options, OPTIONS, 3, "createServer", 3)
   if copy.server_name == true then copy.server_name = nil end
+  if copy.tls then
+    local tls = {}
+    for k, v in pairs(copy.tls) do tls[k] = v end
+    tls.alpn = tls.alpn or { "http/1.1" } -- HTTP/2 will add "h2"
+    copy.tls = require("tls").server(tls, 3, "createServer")
+  end
   return copy
+end
+
+-- server:setTLS(options): new connections get these certificates (tls.lua's server options),
+-- those open keep theirs: a renewed certificate is picked up without a restart.
+local server_methods = debug.getregistry()["luaio.http.server"].__index
+local raw_settls = server_methods.setTLS
+function server_methods.setTLS(server, opts)
+  local tls = {}
+  for k, v in pairs(type(opts) == "table" and opts or {}) do tls[k] = v end
+  tls.alpn = tls.alpn or { "http/1.1" }
+  return raw_settls(server, require("tls").server(tls, 1, "setTLS"))
 end
 
 local function callable(f)

@@ -183,6 +183,7 @@ local OPTIONS = {
   send_timeout = "number", read_timeout = "number", total_timeout = "number",
   follow_redirects = "boolean", keepalive = "boolean", keepalive_timeout = "number",
   keepalive_pool = "number", max_body_size = "number",
+  ca = "string", verify = "boolean", tls = "table", -- https: tls.lua's client options
 }
 
 local TOKEN = "^[%w!#$%%&'*+.^_`|~-]+$"
@@ -264,6 +265,18 @@ local function check_options(options, fname, argn)
   opts.keepalive = opts.keepalive ~= false
   opts.keepalive_timeout = opts.keepalive_timeout or POOL_IDLE
   opts.keepalive_pool = opts.keepalive_pool or POOL_SIZE
+  -- https: the TLS options (ca and verify are shortcuts into them); connections with other
+  -- TLS settings are not interchangeable, so the settings are part of the pool key
+  local tls_opts = {}
+  for k, v in pairs(opts.tls or {}) do tls_opts[k] = v end
+  if opts.ca then tls_opts.ca = opts.ca end
+  if opts.verify ~= nil then tls_opts.verify = opts.verify end
+  if tls_opts.servername then argerror(fname, argn, "options.tls.servername: the URL's host is the name verified", 3) end
+  opts.tls = tls_opts
+  local parts = {}
+  for k, v in pairs(tls_opts) do parts[#parts + 1] = k .. "=" .. tostring(type(v) == "table" and table.concat(v, ",") or v) end
+  table.sort(parts)
+  opts.tls_key = table.concat(parts, ";")
   return opts
 end
 
@@ -307,8 +320,14 @@ local function write_within(ms, sock, data)
   return sock:write(data)
 end
 
-local function connect_within(ms, target)
-  return tcp.connect(target.port, target.host, { timeout = ms })
+local function connect_within(ms, target, opts)
+  local tls
+  if target.scheme == "https" then
+    tls = {}
+    for k, v in pairs(opts.tls) do tls[k] = v end
+    tls.servername = target.host
+  end
+  return tcp.connect(target.port, target.host, { timeout = ms, tls = tls })
 end
 
 local function timed_read(sock, opts)
@@ -333,9 +352,11 @@ local idle = pool.new({
   alive = function(sock) return idle_socket(sock, false) end,
 })
 
--- Connections under one key are interchangeable (https and its settings will join it).
-local function pool_key(target)
-  return target.scheme .. " " .. target.host .. " " .. target.port
+-- Connections under one key are interchangeable: same scheme, host, port and TLS settings.
+local function pool_key(target, opts)
+  local key = target.scheme .. " " .. target.host .. " " .. target.port
+  if target.scheme == "https" and opts then key = key .. " " .. opts.tls_key end
+  return key
 end
 
 -- client.pooled([host, port]) -> idle connections in the pool (to host:port, or in all).
@@ -565,14 +586,14 @@ end
 
 -- One request on one connection, from the pool when one is there: res | nil, err.
 local function exchange(opts, target, method, body, headers)
-  local key = pool_key(target)
+  local key = pool_key(target, opts)
   local head_bytes = request_head(opts, target, method, body, headers)
   local reused = opts.keepalive and idle:take(key) or nil
   local retry = reused and IDEMPOTENT[method]
   while true do
     local sock, err = reused, nil
     if not sock then
-      sock, err = timed(opts, opts.connect_timeout, connect_within, target)
+      sock, err = timed(opts, opts.connect_timeout, connect_within, target, opts)
       if not sock then return nil, err end
     end
     local sent, sent_err = timed(opts, opts.send_timeout, write_within, sock,
@@ -640,7 +661,6 @@ local function perform(opts)
   if opts.total_timeout > 0 then opts.deadline = task.now() + opts.total_timeout end
   local hops = 0
   while true do
-    if target.scheme == "https" then return fail("ENOTSUP", "https is not supported yet") end
     local res, err = exchange(opts, target, method, body, headers)
     if not res then return nil, err end
     local status, location = res.status, res.headers.location

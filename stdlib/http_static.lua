@@ -1,8 +1,12 @@
 -- http_static: files over HTTP, from a folder on disk or from the app's bundle.
 --
---   router:get("/assets/*", http.static("public"))                -- disk
---   router:get("/ui/*", http.static("web", { bundle = true }))     -- the app's own files
+--   router:get("/assets/*", http.static("public"))                -- the app's "public" folder
+--   router:get("/data/*", http.static("/var/lib/app/files"))      -- an absolute path: disk
 --   res:sendFile("reports/today.pdf")                             -- one file, from a handler
+--
+-- A relative path is the app's own: under `luaio run app/` it is app/public (whatever the
+-- current directory), in a built executable the bundle's public/ (bundle = true forces the
+-- bundle).
 --
 -- ETag and Last-Modified, If-None-Match and If-Modified-Since (304), single byte ranges
 -- (206, 416), a Content-Type from the extension, HEAD without reading the file. Disk files
@@ -76,9 +80,10 @@ local function parse_range(header, size)
   return first, last
 end
 
--- URL path -> a relative path inside the root, or nil for one that would leave it.
+-- A decoded URL path (req.path and route parameters are decoded by the server: decoding
+-- again would let "%252e%252e" become ".." here) -> a relative path inside the root, or nil
+-- for one that would leave it.
 local function safe_path(path)
-  path = path:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end)
   if path:find("%z") or path:find("\\", 1, true) then return nil end
   local parts = {}
   for part in path:gmatch("[^/]+") do
@@ -185,13 +190,27 @@ end
 
 -- http.static(root[, options]) -> handler(req, res). options: bundle (serve the app's
 -- files under root), index ("index.html"), max_age (seconds, Cache-Control).
+-- Where a relative path lives: the app's own files, whether it runs from its folder (luaio
+-- run: that folder, not the current directory) or as a built executable (the bundle). An
+-- absolute path is a file on disk. options.bundle = true always means the bundle.
+local function locate(path, options)
+  if options.bundle or (path:sub(1, 1) ~= "/" and bundle.bundled) then
+    return path:gsub("^%./", ""):gsub("^%.$", ""), true
+  end
+  if path:sub(1, 1) ~= "/" and bundle.folder and bundle.folder ~= "." then
+    return bundle.folder .. "/" .. path, false
+  end
+  return path, false
+end
+
 function static.handler(root, options)
   if type(root) ~= "string" then
     error("bad argument #1 to 'static' (folder path expected, got " .. type(root) .. ")", 2)
   end
   options = options or {}
-  root = root:gsub("/+$", "")
-  if options.bundle then root = root:gsub("^%./", ""):gsub("^%.$", "") end
+  local in_bundle
+  root, in_bundle = locate((root:gsub("/+$", "")), options)
+  options = setmetatable({ bundle = in_bundle }, { __index = options })
   local index = options.index or "index.html"
   return function(req, res)
     local rel = safe_path((req.params and req.params["*"]) or req.path)
@@ -204,10 +223,12 @@ function static.handler(root, options)
   end
 end
 
--- res:sendFile(path[, options]): one file from disk (options.bundle: from the bundle).
+-- res:sendFile(path[, options]): one file: relative paths are the app's (see above).
 function static.send_file(req, res, path, options)
   options = options or {}
-  local info = options.bundle and from_bundle("", safe_path(path) or "") or from_disk(path, "", "")
+  local in_bundle
+  path, in_bundle = locate(path, options)
+  local info = in_bundle and from_bundle("", safe_path(path) or "") or (not in_bundle and from_disk(path, "", ""))
   if not info then
     res:status(404)
     return res:finish("not found\n")

@@ -54,7 +54,7 @@ local CONNECT = {
   name = { "string" }, -- CLIENT SETNAME
   timeout = { "ms" }, -- silence while replies are due before the connection is dropped
   connect_timeout = { "ms" },
-  tls = { { "table", "boolean" } },
+  tls = { { "table", "boolean" } }, -- true, or the tls module's client options
   max_pushes = { "integer", min = 1, max = 1073741824 },
 }
 redis.CONNECT_OPTIONS = CONNECT
@@ -153,7 +153,6 @@ local function config(target, given, fname, spec, depth)
   o.protocol = o.protocol or 2
   o.timeout = o.timeout or 0
   o.connect_timeout = o.connect_timeout or (o.timeout > 0 and o.timeout or 10000)
-  if o.tls == true then o.tls = {} end
   if o.tls == false then o.tls = nil end
   return o
 end
@@ -187,14 +186,10 @@ local function handshake(r, o)
   return true
 end
 
--- Opens a connection with checked settings o.
+-- Opens a connection with checked settings o. TLS is the connection core's: tcp.connect
+-- returns a socket whose handshake is done, and the client speaks plaintext over it.
 local function open(o)
-  local sopts = { timeout = o.connect_timeout, family = o.family }
-  if o.tls then
-    -- TLS goes under the protocol in the connection core: tcp.connect(port, host, {tls = ...})
-    -- hands over a connection that already speaks it. Until the core has it:
-    return nil, E.new("ENOTSUP", "TLS (rediss://, tls = {...}) is not supported yet")
-  end
+  local sopts = { timeout = o.connect_timeout, family = o.family, tls = o.tls }
   local sock, err
   if o.path then
     sock, err = tcp.connect(o.path, sopts)

@@ -27,6 +27,7 @@ local CONNECT_OPTIONS = {
   read_buffer_size = { "integer", min = 1, max = 1048576 }, -- KiB
   write_buffer_size = { "integer", min = 1, max = 1048576 }, -- KiB: a write waits above it
   send_timeout = { "ms" }, -- written bytes the peer takes nothing of for this long: closed
+  tls = { { "boolean", "table" } }, -- true or tls.lua's client options
 }
 local SERVER_OPTIONS = {
   host = { "string" },
@@ -35,6 +36,7 @@ local SERVER_OPTIONS = {
   maxconnections = { "integer", min = 0, max = 2147483647 },
 }
 for name, rule in pairs(CONNECT_OPTIONS) do SERVER_OPTIONS[name] = rule end
+SERVER_OPTIONS.tls = { "table" } -- tls.lua's server options
 
 local function check_options(opts, spec, argn, fname)
   opts = options.check(opts, spec, argn, fname, 3)
@@ -68,6 +70,7 @@ function tcp.createServer(port, onconnect, given)
     error("bad argument #2 to 'createServer' (function expected, got " .. type(onconnect) .. ")", 2)
   end
   local opts = check_options(given, SERVER_OPTIONS, 3, "createServer")
+  if opts.tls then opts.tls = require("tls").server(opts.tls, 3, "createServer") end
   if type(port) == "number" then
     if opts.host then
       local host, err = resolve(opts.host, opts.family)
@@ -89,10 +92,44 @@ function tcp.connect(port, host, given)
     error("bad argument #2 to 'connect' (string expected, got " .. type(host) .. ")", 2)
   end
   local opts = check_options(given, CONNECT_OPTIONS, argn, "connect")
+  local name = host or (opts.family == 6 and "::1" or "127.0.0.1")
+  if opts.tls then
+    local servername
+    opts.tls, servername = require("tls").client(opts.tls, argn, "connect")
+    opts.servername = servername or (type(port) == "number" and name or nil)
+  else
+    opts.tls = nil
+  end
   if type(port) == "string" then return C.connect(port, nil, opts) end
-  local address, err = resolve(host or (opts.family == 6 and "::1" or "127.0.0.1"), opts.family)
+  local address, err = resolve(name, opts.family)
   if not address then return nil, err end
   return C.connect(port, address, opts)
+end
+
+-- socket:starttls([options]) -> true | nil, err: TLS from here on. options: tls.lua's client
+-- options (servername is then required to verify), or its server ones with server = true.
+local socket_methods = debug.getregistry()["luaio.socket"].__index
+local raw_starttls = socket_methods.starttls
+function socket_methods.starttls(socket, opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'starttls' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  local t = require "tls"
+  if opts and opts.server then
+    local copy = {}
+    for k, v in pairs(opts) do if k ~= "server" then copy[k] = v end end
+    return raw_starttls(socket, t.server(copy, 1, "starttls"))
+  end
+  local ctx, servername = t.client(opts or {}, 1, "starttls")
+  return raw_starttls(socket, ctx, servername)
+end
+
+-- server:setTLS(options): new connections use these certificates (tls.lua's server options);
+-- those open keep theirs. For a renewed certificate: on SIGHUP, say.
+local server_methods = debug.getregistry()["luaio.server"].__index
+local raw_settls = server_methods.setTLS
+function server_methods.setTLS(server, opts)
+  return raw_settls(server, require("tls").server(opts, 1, "setTLS"))
 end
 
 return tcp

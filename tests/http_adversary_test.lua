@@ -595,3 +595,45 @@ test.case("res:status sends the IANA reason phrase", function()
   table.sort(wrong)
   test.eq(wrong, {}, "status lines with a wrong reason phrase")
 end)
+
+-- --- 13. out of memory inside callbacks fails requests, not the process ------------------------
+
+test.case("out of memory under load fails some requests, never the process", function()
+  -- A 400 MB address-space limit and handlers that each hold 20 MiB across a wait: memory
+  -- runs out in handlers and in the C callbacks that build requests. Every Lua entry from
+  -- a callback is protected, so only the requests involved fail.
+  test.static() -- AddressSanitizer needs far more address space than the limit
+  local dir = test.tmpdir()
+  test.write(dir .. "/server.lua", [[
+local http = require "http"
+local task = require "task"
+local server = assert(http.createServer(0, function(req, res)
+  local n = tonumber(req.query.mb) or 0
+  local big = n > 0 and ("x"):rep(n * 1024 * 1024) .. req.url or ""
+  task.sleep(200)
+  res:finish(tostring(#big))
+end, { host = "127.0.0.1" }))
+print("listening " .. server:address().port)
+io.stdout:flush()
+]])
+  local peer = helpers.start("ulimit -v 400000; exec " .. test.quote(test.luaio) .. " run " .. dir .. "/server.lua")
+  local port = tonumber(helpers.wait_output(peer, "listening (%d+)"))
+  local tasks = {}
+  for i = 1, 60 do
+    tasks[i] = task.spawn(function()
+      return helpers.exchange(port, "GET /?mb=20&i=" .. i .. " HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        { idle = 10000 })
+    end)
+  end
+  local codes = {}
+  for i = 1, 60 do
+    local _, data = tasks[i]:join()
+    local code = data and data:match("^HTTP/1%.1 (%d+)") or "none"
+    codes[code] = (codes[code] or 0) + 1
+  end
+  local data = helpers.exchange(port, "GET /?mb=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", { idle = 5000 })
+  test.match(data, "^HTTP/1%.1 200 ", "the server still answers after the load")
+  test.match(data, "\r\n\r\n1048582$")
+  test.ok((codes["200"] or 0) > 0, "some requests were served")
+  test.eq(select(2, test.sh("kill -0 " .. peer.pid)), 0, "the process is alive")
+end)

@@ -404,6 +404,8 @@ end)
 router:get("/files/*", http.static(arg[1]))
 router:get("/app/*", http.static("assets", { bundle = true, max_age = 60 }))
 router:get("/one", function(req, res) res:sendFile(arg[1] .. "/hello.txt") end)
+router:get("/rel/*", http.static("assets")) -- relative: the app's own folder, or its bundle
+router:get("/relone", function(req, res) res:sendFile("assets/logo.svg") end)
 local server = assert(http.createServer(0, router, { host = "127.0.0.1" }))
 print("listening " .. server:address().port)
 io.stdout:flush()
@@ -477,6 +479,24 @@ test.case("static files from the bundle, the same under luaio run and in a built
   local out2 = test.sh("curl -si http://127.0.0.1:" .. port2 .. "/app/logo.svg")
   test.eq(out2:match("ETag: ([^\r]+)"), out:match("ETag: ([^\r]+)"))
   test.match(out2, "\r\n\r\n<svg/>$")
+end)
+
+test.case("relative static roots and sendFile paths are the app's files, not the current directory's", function()
+  local _, root, app = serve_routed()
+  -- luaio run from another directory
+  local peer = helpers.start("cd / && " .. q(test.luaio) .. " run " .. app .. " " .. root)
+  local port = tonumber(helpers.wait_output(peer, "listening (%d+)"))
+  test.eq((test.sh("curl -s http://127.0.0.1:" .. port .. "/rel/logo.svg")), "<svg/>")
+  test.eq((test.sh("curl -s http://127.0.0.1:" .. port .. "/relone")), "<svg/>")
+  test.match(test.sh("curl -si http://127.0.0.1:" .. port .. "/rel/%252e%252e/main.lua"), "^HTTP/1.1 404 ",
+    "a path is decoded once, by the server")
+  -- and built: the same paths come from the bundle
+  local exe = test.tmpdir() .. "/routed"
+  test.eq(select(2, test.sh(q(test.luaio) .. " build " .. app .. " -o " .. exe)), 0)
+  local peer2 = helpers.start("cd / && " .. exe .. " " .. root)
+  local port2 = tonumber(helpers.wait_output(peer2, "listening (%d+)"))
+  test.eq((test.sh("curl -s http://127.0.0.1:" .. port2 .. "/rel/logo.svg")), "<svg/>")
+  test.eq((test.sh("curl -s http://127.0.0.1:" .. port2 .. "/relone")), "<svg/>")
 end)
 
 test.case("access_log writes one combined-format line per response", function()

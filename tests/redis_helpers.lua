@@ -15,11 +15,11 @@ function rh.need()
   end
 end
 
--- Waits until the server answers PING (it loads nothing, so this is quick).
+-- Waits until the server answers PING on its Unix socket (it loads nothing: this is quick).
 local function wait_ready(srv)
   local deadline = task.now() + 10000
   while true do
-    local r = redis.connect({ port = srv.port, connect_timeout = 500, password = srv.password })
+    local r = redis.connect({ path = srv.sock, connect_timeout = 500, password = srv.password })
     if r then
       local pong = r:ping()
       r:close()
@@ -34,18 +34,26 @@ end
 
 -- rh.server([lines[, options]]) -> {port, dir, sock, url, pid, peer, password}: a redis-server
 -- with `lines` added to its configuration (an array of config lines). options.password: set
--- as requirepass (and used to wait for it).
+-- as requirepass (and used to wait for it). options.port: that port. options.tls: TLS only
+-- on the port ({cert, key, ca} files, auth_clients = "no" | "optional" | "yes").
 function rh.server(lines, opts)
   rh.need()
   opts = opts or {}
   local dir = test.tmpdir()
   local port = opts.port or helpers.free_port()
   local conf = {
-    "port " .. port, "bind 127.0.0.1", "dir " .. dir, 'save ""', "appendonly no",
+    opts.tls and "port 0" or "port " .. port, "bind 127.0.0.1", "dir " .. dir, 'save ""', "appendonly no",
     "unixsocket " .. dir .. "/redis.sock", "unixsocketperm 700", "daemonize no",
     "protected-mode no", "enable-debug-command yes", "loglevel warning",
   }
   if opts.password then conf[#conf + 1] = "requirepass " .. opts.password end
+  if opts.tls then
+    conf[#conf + 1] = "tls-port " .. port
+    conf[#conf + 1] = "tls-cert-file " .. opts.tls.cert
+    conf[#conf + 1] = "tls-key-file " .. opts.tls.key
+    conf[#conf + 1] = "tls-ca-cert-file " .. opts.tls.ca
+    conf[#conf + 1] = "tls-auth-clients " .. (opts.tls.auth_clients or "no")
+  end
   for _, l in ipairs(lines or {}) do conf[#conf + 1] = l end
   test.write(dir .. "/redis.conf", table.concat(conf, "\n") .. "\n")
   local srv = { port = port, dir = dir, sock = dir .. "/redis.sock", password = opts.password,
@@ -54,6 +62,28 @@ function rh.server(lines, opts)
   srv.pid = srv.peer.pid -- exec: the shell's pid is the server's
   wait_ready(srv)
   return srv
+end
+
+-- rh.certs() -> {ca, server_cert, server_key, client_cert, client_key} (file paths): a test CA
+-- (openssl), a server certificate for localhost and 127.0.0.1, a client certificate.
+function rh.certs()
+  local dir = test.tmpdir()
+  local function sh(cmd)
+    local out, status = test.sh("cd " .. dir .. " && " .. cmd)
+    if status ~= 0 then error("openssl: " .. out, 3) end
+  end
+  local ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes"
+  sh("openssl req -x509 " .. ec .. " -keyout ca.key -out ca.pem -days 2 -subj '/CN=luaio test CA'")
+  for _, who in ipairs({ "server", "client" }) do
+    sh("openssl req " .. ec .. " -keyout " .. who .. ".key -out " .. who .. ".csr -subj '/CN=" ..
+      (who == "server" and "localhost" or "redis client") .. "'")
+    sh("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=" ..
+      (who == "server" and "serverAuth" or "clientAuth") .. "\\n' > " .. who .. ".ext")
+    sh("openssl x509 -req -in " .. who .. ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -out " ..
+      who .. ".pem -extfile " .. who .. ".ext")
+  end
+  return { ca = dir .. "/ca.pem", server_cert = dir .. "/server.pem", server_key = dir .. "/server.key",
+    client_cert = dir .. "/client.pem", client_key = dir .. "/client.key" }
 end
 
 -- Kills a server at once (SIGKILL): its clients see their connections reset.

@@ -44,9 +44,42 @@ test.case("connect: refused, bad URLs and options raise", function()
   test.raises(function() redis.connect({ port = 70000 }) end, "option 'port'")
   test.raises(function() redis.connect("redis://127.0.0.1:1?nope=1") end, "unknown URL option 'nope'")
   test.raises(function() redis.connect("redis://127.0.0.1:1", 5) end, "bad argument #2 to 'connect'")
-  local t, terr = redis.connect("rediss://127.0.0.1:" .. port)
-  test.eq(t, nil)
-  test.eq(terr.name, "ENOTSUP", "TLS waits for the connection core")
+  test.raises(function() redis.connect({ port = 1, tls = { nope = 1 } }) end, "unknown option 'nope'")
+end)
+
+test.case("TLS: rediss:// and tls options, verified against a CA, mutual TLS", function()
+  local certs = rh.certs()
+  local srv = rh.server(nil, { tls = { cert = certs.server_cert, key = certs.server_key, ca = certs.ca,
+    auth_clients = "optional" } })
+  local r = assert(redis.connect("rediss://localhost:" .. srv.port, { tls = { ca = certs.ca } }))
+  test.eq(r:set("k", "over tls"), "OK")
+  test.eq(r:get("k"), "over tls")
+  local big = string.rep("0123456789", 200000) -- 2 MB each way: many records
+  test.eq(r:set("big", big), "OK")
+  test.eq(r:get("big"), big)
+  test.eq(#assert(r:pipeline(function(p) for i = 1, 1000 do p:incr("n") end end)), 1000)
+  local r2 = assert(redis.connect({ port = srv.port, tls = { ca = certs.ca, servername = "localhost" }, protocol = 3 }))
+  test.eq(r2:get("n"), "1000", "RESP3 over TLS, an IP address and a servername")
+  local bad, err = redis.connect("rediss://localhost:" .. srv.port) -- the system's roots
+  test.eq(bad, nil)
+  test.ok(type(err) == "table", "not trusted: " .. tostring(err))
+  local plain = assert(redis.connect({ port = srv.port, timeout = 2000 })) -- no AUTH: no round trip yet
+  local v, perr = plain:ping()
+  test.eq(v, nil, "plaintext to a TLS port")
+  test.ok(type(perr) == "table", "an I/O error: " .. tostring(perr))
+  local mtls = rh.server(nil, { tls = { cert = certs.server_cert, key = certs.server_key, ca = certs.ca,
+    auth_clients = "yes" } })
+  -- TLS 1.3: the server refuses a missing client certificate after the client's handshake
+  local anon, aerr = redis.connect({ port = mtls.port, tls = { ca = certs.ca, servername = "localhost" } })
+  if anon then anon, aerr = anon:ping() end
+  test.eq(anon, nil, "no client certificate: refused")
+  test.ok(type(aerr) == "table", tostring(aerr))
+  local me = assert(redis.connect({ port = mtls.port, tls = { ca = certs.ca, servername = "localhost",
+    cert = certs.client_cert, key = certs.client_key } }))
+  test.eq(me:ping(), "PONG", "mutual TLS")
+  local p = redis.pool("rediss://localhost:" .. srv.port, { tls = { ca = certs.ca }, size = 2 })
+  test.eq(p:call("get", "k"), "over tls", "a pool over TLS")
+  p:close()
 end)
 
 test.case("replies: strings, numbers, nil, arrays, binary data", function()

@@ -364,6 +364,20 @@ test.case("a handler that raises has its socket closed: the client reads EOF, no
   s:close()
 end)
 
+test.case("read(n) larger than read_buffer_size waits for all n bytes, not for a timeout", function()
+  local payload = ("r"):rep(100 * 1024)
+  local _, port = serve_here(function(socket)
+    socket:readline()
+    socket:write(payload)
+  end)
+  local s = assert(tcp.connect(port, { read_buffer_size = 16, timeout = 5000 }))
+  s:write("go\n")
+  local data, err = s:read(#payload)
+  s:close()
+  test.eq(err, nil)
+  test.eq(data and #data, #payload)
+end)
+
 test.case("close() right after a large write still delivers every byte", function()
   local payload = ("0123456789abcdef"):rep(256 * 1024) -- 4 MiB
   local _, port = serve_here(function(socket)

@@ -612,6 +612,10 @@ int luaopen_bundle(lua_State *L) {
   lua_setfield(L, -2, "bundled"); /* true inside a built executable, false under luaio run */
   lua_pushstring(L, store.entry);
   lua_setfield(L, -2, "entry"); /* "main.lua", or the .lua file luaio ran */
+  if (!store.mounted && store.folder != NULL) {
+    lua_pushstring(L, store.folder);
+    lua_setfield(L, -2, "folder"); /* the app folder under luaio run; nil in a bundle */
+  }
   return 1;
 }
 

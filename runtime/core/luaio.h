@@ -147,6 +147,10 @@ void luaio_deadline_arm(luaio_deadline *d, uint64_t ms, luaio_expire_fn expire);
 void luaio_deadline_disarm(luaio_deadline *d);
 #define luaio_deadline_armed(d) ((d)->list != 0)
 
+/* A fresh state (main.c): standard libraries, luaio's modules, the app searcher, the
+ * scheduler and `arg`. For the entry point, and for harnesses (the server fuzzer). */
+lua_State *luaio_state_new(const char *script, int argc, char **argv);
+
 /* --- the app store: the bundle inside the executable, or the app folder (bundle.c) ------ */
 
 typedef enum { LUAIO_NO_PAYLOAD = 0, LUAIO_PAYLOAD = 1 } luaio_payload;
@@ -193,6 +197,8 @@ int luaopen_luaio_redis(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_task(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);
+int luaopen_luaio_tls(lua_State *L);
+int luaopen_luaio_websocket(lua_State *L);
 
 /* Bytecode of the Lua half of the standard library, generated at build time. */
 typedef struct {

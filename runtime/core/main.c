@@ -32,6 +32,8 @@ static const luaL_Reg c_modules[] = {
   {"luaio.signal", luaopen_luaio_signal},
   {"luaio.task", luaopen_luaio_task},
   {"luaio.tcp", luaopen_luaio_tcp},
+  {"luaio.tls", luaopen_luaio_tls},
+  {"luaio.websocket", luaopen_luaio_websocket},
   {"system", luaopen_system},
   {NULL, NULL}};
 
@@ -61,7 +63,7 @@ static void register_modules(lua_State *L) {
 
 /* A fresh state: standard libraries, luaio's modules, the app searcher and `arg`
  * (arg[0] is the script, arg[1..n] its arguments, as with the lua command). */
-static lua_State *new_state(const char *script, int argc, char **argv) {
+lua_State *luaio_state_new(const char *script, int argc, char **argv) {
   lua_State *L = luaL_newstate();
   if (L == NULL) {
     fprintf(stderr, "luaio: cannot create a Lua state (out of memory)\n");
@@ -90,7 +92,7 @@ static int pload_main(lua_State *L) {
 
 /* Runs the app's entry chunk as the main task with the arguments, then the loop. */
 static int run_entry(const char *script, const char *entry, int argc, char **argv) {
-  lua_State *L = new_state(script, argc, argv);
+  lua_State *L = luaio_state_new(script, argc, argv);
   lua_pushcfunction(L, pload_main);
   lua_pushstring(L, entry);
   if (lua_pcall(L, 1, 1, 0) != 0) {
@@ -123,7 +125,7 @@ static int run_path(const char *path, int argc, char **argv) {
 /* A command implemented in Lua (module.main(args...)), with the current folder as its app. */
 static int run_tool(const char *module, int argc, char **argv) {
   luaio_bundle_use_folder(".");
-  lua_State *L = new_state(module, argc, argv);
+  lua_State *L = luaio_state_new(module, argc, argv);
   if (luaL_loadstring(L, "local name = ...; return require(name).main(select(2, ...))") != 0) {
     fprintf(stderr, "luaio: %s\n", lua_tostring(L, -1));
     return 1;

@@ -31,8 +31,9 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "tls.h"
 
-#define SHARED_SIZE 65536
+#define SHARED_SIZE 131072 /* a 64 KiB message and its framing fit: parsed in place */
 #define BLOCKS_MAX 64        /* free blocks kept */
 #define OUTQS_MAX 64         /* free output queues kept */
 #define FLUSH_NOW 65536      /* queued bytes that are written at once, not at the loop's end */
@@ -58,6 +59,8 @@ static int flush_ready;
 
 static void conn_fail(luaio_conn *c, int err);
 static void write_failed(luaio_conn *c, int err);
+static void schedule_input(luaio_conn *c);
+static void unschedule_input(luaio_conn *c);
 static void end_continue(luaio_conn *c);
 static void update_reading(luaio_conn *c);
 
@@ -93,7 +96,7 @@ static void piece_release(luaio_piece *p) {
 
 /* --- the protocol's callbacks, protected ------------------------------------------------- */
 
-enum { CB_READ, CB_DRAIN, CB_TIMEOUT, CB_CLOSE };
+enum { CB_READ, CB_DRAIN, CB_TIMEOUT, CB_CLOSE, CB_TLS };
 
 typedef struct {
   luaio_conn *c;
@@ -109,6 +112,7 @@ static void run_callback(lua_State *L, void *arg) {
   case CB_READ: p->on_read(L, c); break;
   case CB_DRAIN: if (p->on_drain) p->on_drain(L, c); break;
   case CB_TIMEOUT: if (p->on_timeout) p->on_timeout(L, c); break;
+  case CB_TLS: if (p->on_tls) p->on_tls(L, c, cb->err); break;
   default: p->on_close(L, c, cb->err); break;
   }
 }
@@ -117,7 +121,7 @@ static void callback(luaio_conn *c, int what, int err) {
   if (c->proto == NULL) return;
   callback_t cb = {c, what, err};
   static const char *names[] = {"connection read", "connection drain", "connection timeout",
-                                "connection close"};
+                                "connection close", "connection handshake"};
   if (luaio_protect(run_callback, &cb, names[what]) != 0 && what != CB_CLOSE)
     luaio_conn_close(c, UV_ECANCELED);
 }
@@ -150,7 +154,9 @@ luaio_conn *luaio_conn_new(int is_pipe, size_t extra, int *err) {
 
 static void on_handle_close(uv_handle_t *h) {
   luaio_conn *c = h->data;
+  unschedule_input(c);
   inbuf_free(c);
+  if (c->tls != NULL) luaio_tls_free(c);
   free(c);
 }
 
@@ -186,6 +192,10 @@ void luaio_conn_set_proto(luaio_conn *c, const luaio_conn_proto *proto, void *ud
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
   luaio_conn *c = h->data;
+  if (c->tls != NULL) { /* ciphertext: the TLS transport has its own buffer */
+    luaio_tls_alloc(c, buf);
+    return;
+  }
   luaio_inbuf *in = c->in;
   if (in == NULL) {
     in = c->in = SHARED;
@@ -265,23 +275,28 @@ int luaio_conn_reserve_in(luaio_conn *c, uint32_t room) {
   return 0;
 }
 
-static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  (void)buf;
-  luaio_conn *c = s->data;
-  if (nread > 0) {
-    c->in->len += (uint32_t)nread;
-  } else if (nread == 0 || nread == UV_ENOBUFS) { /* EAGAIN, or no room: a pause */
-    if (nread == UV_ENOBUFS) {
-      c->full = 1;
-      update_reading(c);
-    }
-    if (c->in == SHARED) c->in = NULL;
-    return;
-  } else {
-    c->read_err = (int16_t)(nread < INT16_MIN ? UV_EIO : nread);
-    if (c->in == SHARED && c->in->len == 0) c->in = NULL;
-    update_reading(c);
+char *luaio_conn_in_space(luaio_conn *c, uint32_t *room) {
+  luaio_inbuf *in = c->in;
+  *room = 0;
+  if (in == NULL) {
+    in = c->in = SHARED;
+    in->off = in->len = in->kept = in->kept_len = 0;
+    in->cap = SHARED_SIZE;
+  } else if (in->len - in->off >= c->in_max) {
+    return NULL; /* the protocol has enough waiting */
+  } else if (in != SHARED && in->cap - in->len < in->cap / 4) {
+    luaio_conn_reserve_in(c, in->cap / 4);
+    in = c->in;
   }
+  *room = in->cap - in->len;
+  return in->data + in->len;
+}
+
+void luaio_conn_in_added(luaio_conn *c, uint32_t n) { c->in->len += n; }
+
+/* After bytes were added to c->in (or the read side ended): the protocol's turn, then what
+ * it left moves to an owned buffer, and reading pauses when that is full. */
+static void deliver(luaio_conn *c) {
   if (c->ending) { /* nobody listens any more: read and forget */
     if (c->in != NULL) c->in->off = c->in->len;
     luaio_conn_unkeep(c);
@@ -294,6 +309,58 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     c->full = 1;
     update_reading(c);
   }
+}
+
+/* Ciphertext arrived (n bytes, 0 after a pause): decrypt, tell the protocol. */
+static void tls_deliver(luaio_conn *c, size_t n) {
+  int r = luaio_tls_input(c, n);
+  if (c->closing) return;
+  if (r < 0) { /* the handshake failed, or the peer sent garbage */
+    callback(c, CB_TLS, r);
+    if (c->closing || c->ending) return;
+    /* The protocol goes now; the alert OpenSSL queued still goes out before the close, so
+     * that the peer learns why (a protocol_version alert, a bad certificate). */
+    if (c->write_err == 0) c->write_err = (int16_t)r;
+    callback(c, CB_CLOSE, r);
+    c->proto = NULL;
+    luaio_conn_end(c, 0);
+    return;
+  }
+  if (r & LUAIO_TLS_HANDSHAKE_DONE) {
+    if (c->dl_hs) {
+      c->dl_hs = 0;
+      luaio_deadline_disarm(&c->dl);
+    }
+    callback(c, CB_TLS, 0);
+    if (c->closing) return;
+  }
+  if ((r & LUAIO_TLS_DATA) || c->read_err != 0) deliver(c);
+  else if (c->in == SHARED) c->in = NULL;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  (void)buf;
+  luaio_conn *c = s->data;
+  if (nread == 0 || nread == UV_ENOBUFS) { /* EAGAIN, or no room: a pause */
+    if (nread == UV_ENOBUFS) {
+      c->full = 1;
+      update_reading(c);
+    }
+    if (c->in == SHARED) c->in = NULL;
+    return;
+  }
+  if (nread < 0) {
+    c->read_err = (int16_t)(nread < INT16_MIN ? UV_EIO : nread);
+    if (c->in == SHARED && c->in->len == 0) c->in = NULL;
+    update_reading(c);
+  } else if (c->tls == NULL) {
+    c->in->len += (uint32_t)nread;
+  }
+  if (c->tls != NULL) {
+    tls_deliver(c, nread > 0 ? (size_t)nread : 0);
+    return;
+  }
+  deliver(c);
 }
 
 /* Reads while the protocol wants bytes, the buffer has room and the stream is open. */
@@ -331,6 +398,18 @@ void luaio_conn_consume(luaio_conn *c, uint32_t n) {
   if (c->full && (c->in == NULL || c->in->len - c->in->off < c->in_max)) {
     c->full = 0;
     update_reading(c);
+    /* Decrypted or raw input may wait in the TLS transport, with no socket event to come
+     * for it: the loop delivers it (not here: this may run inside the protocol's call). */
+    if (c->tls != NULL && luaio_tls_has_input(c)) schedule_input(c);
+  }
+}
+
+void luaio_conn_need(luaio_conn *c, uint32_t n) {
+  if (n <= c->in_max) return;
+  c->in_max = n;
+  if (c->full && (c->in == NULL || c->in->len - c->in->off < c->in_max)) {
+    c->full = 0;
+    update_reading(c);
   }
 }
 
@@ -350,26 +429,54 @@ void luaio_conn_unkeep(luaio_conn *c) {
 
 static void flush(luaio_conn *c, int notify);
 static void flush_dirty(void);
+static void tls_deliver(luaio_conn *c, size_t n);
 
 static void on_flush_prepare(uv_prepare_t *h) { (void)h; flush_dirty(); }
 static void on_flush_check(uv_check_t *h) { (void)h; flush_dirty(); }
+
+/* Connections whose TLS transport holds input for them after a pause (tls_deliver runs from
+ * the loop, not from inside the call that unpaused them). */
+static luaio_conn **redrive;
+static size_t nredrive, redrive_cap;
+
+static void flush_handles_start(void) {
+  if (!flush_ready) {
+    uv_prepare_init(luaio_loop(), &flush_prepare);
+    uv_check_init(luaio_loop(), &flush_check);
+    uv_unref((uv_handle_t *)&flush_prepare);
+    uv_unref((uv_handle_t *)&flush_check);
+    flush_ready = 1;
+  }
+  uv_prepare_start(&flush_prepare, on_flush_prepare);
+  uv_check_start(&flush_check, on_flush_check);
+}
 
 static void mark_dirty(luaio_outq *q) {
   if (q->dirty) return;
   q->dirty = 1;
   q->dirty_next = dirty_head;
-  if (dirty_head == NULL) {
-    if (!flush_ready) {
-      uv_prepare_init(luaio_loop(), &flush_prepare);
-      uv_check_init(luaio_loop(), &flush_check);
-      uv_unref((uv_handle_t *)&flush_prepare);
-      uv_unref((uv_handle_t *)&flush_check);
-      flush_ready = 1;
-    }
-    uv_prepare_start(&flush_prepare, on_flush_prepare);
-    uv_check_start(&flush_check, on_flush_check);
-  }
+  if (dirty_head == NULL && nredrive == 0) flush_handles_start();
   dirty_head = q;
+}
+
+static void schedule_input(luaio_conn *c) {
+  if (c->redrive) return;
+  if (nredrive == redrive_cap) {
+    size_t cap = redrive_cap ? redrive_cap * 2 : 16;
+    luaio_conn **p = realloc(redrive, cap * sizeof *p);
+    if (p == NULL) return; /* the next socket event delivers it */
+    redrive = p;
+    redrive_cap = cap;
+  }
+  c->redrive = 1;
+  redrive[nredrive++] = c;
+  if (dirty_head == NULL && nredrive == 1) flush_handles_start();
+}
+
+static void unschedule_input(luaio_conn *c) {
+  for (size_t i = 0; c->redrive && i < nredrive; i++)
+    if (redrive[i] == c) redrive[i] = redrive[--nredrive];
+  c->redrive = 0;
 }
 
 static void outq_release(luaio_outq *q) {
@@ -385,16 +492,21 @@ static void outq_release(luaio_outq *q) {
   }
 }
 
-/* The queue is empty and nothing is in flight: it goes back to the free list (later, when
- * it is still in the dirty list). */
-static void outq_free(luaio_conn *c) {
-  luaio_outq *q = c->out;
-  c->out = NULL;
+/* The queue in *slot is empty and nothing is in flight: it goes back to the free list
+ * (later, when it is still in the dirty list). */
+static void outq_free(luaio_outq **slot) {
+  luaio_outq *q = *slot;
+  *slot = NULL;
   q->conn = NULL;
   if (!q->dirty) outq_release(q);
 }
 
 static void flush_dirty(void) {
+  while (nredrive > 0) {
+    luaio_conn *c = redrive[--nredrive];
+    c->redrive = 0;
+    if (!c->closing && c->tls != NULL) tls_deliver(c, 0);
+  }
   while (dirty_head != NULL) {
     luaio_outq *q = dirty_head;
     dirty_head = q->dirty_next;
@@ -404,18 +516,24 @@ static void flush_dirty(void) {
     else
       flush(q->conn, 1);
   }
-  uv_prepare_stop(&flush_prepare);
-  uv_check_stop(&flush_check);
+  if (nredrive == 0) {
+    uv_prepare_stop(&flush_prepare);
+    uv_check_stop(&flush_check);
+  }
 }
 
-static luaio_outq *outq_get(luaio_conn *c) {
-  if (c->out != NULL) return c->out;
+static luaio_outq *outq_get(luaio_conn *c, luaio_outq **slot) {
+  if (*slot != NULL) return *slot;
   luaio_outq *q = noutqs > 0 ? free_outqs[--noutqs] : calloc(1, sizeof *q);
   if (q == NULL) return NULL;
   q->conn = c;
-  c->out = q;
+  *slot = q;
   return q;
 }
+
+/* The queue protocols write to: the wire itself (c->out), or with TLS the plaintext that
+ * the next flush encrypts onto the wire. */
+static luaio_outq **app_slot(luaio_conn *c) { return c->tls ? luaio_tls_plain(c) : &c->out; }
 
 static luaio_piece *piece_add(luaio_outq *q) {
   if (q->n == q->cap) {
@@ -445,9 +563,10 @@ static int write_state(luaio_conn *c) {
   return 0;
 }
 
-char *luaio_conn_reserve(luaio_conn *c, size_t n) {
-  if (write_state(c) || n > UINT32_MAX) return NULL;
-  luaio_outq *q = outq_get(c);
+/* Room for n bytes at the end of the queue in slot. */
+static char *reserve(luaio_conn *c, luaio_outq **slot, size_t n) {
+  if (n > UINT32_MAX) return NULL;
+  luaio_outq *q = outq_get(c, slot);
   if (q == NULL) return NULL;
   luaio_piece *p = open_piece(q);
   if (p != NULL && p->cap - p->len >= n) return p->base + p->len;
@@ -461,49 +580,87 @@ char *luaio_conn_reserve(luaio_conn *c, size_t n) {
   return p->base;
 }
 
+/* Copies data to the end of the queue in slot; returns the bytes queued (less than len
+ * only when out of memory). */
+static size_t append(luaio_conn *c, luaio_outq **slot, const char *data, size_t len) {
+  size_t done = 0;
+  while (done < len) {
+    luaio_outq *q = outq_get(c, slot);
+    luaio_piece *p = q ? open_piece(q) : NULL;
+    size_t room = p ? p->cap - p->len : len - done > LUAIO_BLOCK ? len - done : LUAIO_BLOCK;
+    if (p == NULL && reserve(c, slot, room) == NULL) break;
+    p = &(*slot)->pieces[(*slot)->n - 1];
+    size_t n = len - done < room ? len - done : room;
+    memcpy(p->base + p->len, data + done, n);
+    p->len += (uint32_t)n;
+    (*slot)->bytes += n;
+    done += n;
+  }
+  return done;
+}
+
+uint64_t luaio_conn_queued(luaio_conn *c) {
+  uint64_t n = c->out ? c->out->bytes : 0;
+  if (c->tls != NULL && *luaio_tls_plain(c) != NULL) n += (*luaio_tls_plain(c))->bytes;
+  return n;
+}
+
+int luaio_conn_above_high(luaio_conn *c) { return luaio_conn_queued(c) > c->high_water; }
+
 /* n more bytes are queued: written now when many wait, else at the end of this turn. */
-static void queued(luaio_conn *c, size_t n) {
-  luaio_outq *q = c->out;
-  q->bytes += n;
-  if (q->bytes > c->high_water) c->over_high = 1;
-  if (q->bytes >= FLUSH_NOW)
+static void queued(luaio_conn *c) {
+  uint64_t bytes = luaio_conn_queued(c);
+  if (bytes > c->high_water) c->over_high = 1;
+  if (bytes >= FLUSH_NOW)
     flush(c, 0);
   else
-    mark_dirty(q);
+    mark_dirty(*app_slot(c));
+}
+
+char *luaio_conn_reserve(luaio_conn *c, size_t n) {
+  if (write_state(c)) return NULL;
+  return reserve(c, app_slot(c), n);
 }
 
 void luaio_conn_commit(luaio_conn *c, size_t n) {
   if (n == 0) return;
-  c->out->pieces[c->out->n - 1].len += (uint32_t)n;
-  queued(c, n);
+  luaio_outq *q = *app_slot(c);
+  q->pieces[q->n - 1].len += (uint32_t)n;
+  q->bytes += n;
+  queued(c);
 }
 
 int luaio_conn_write(luaio_conn *c, const char *data, size_t len) {
   int err = write_state(c);
-  while (err == 0 && len > 0) {
-    luaio_outq *q = outq_get(c);
-    luaio_piece *p = q ? open_piece(q) : NULL;
-    size_t room = p ? p->cap - p->len : len > LUAIO_BLOCK ? len : LUAIO_BLOCK;
-    if (p == NULL && luaio_conn_reserve(c, room) == NULL) return UV_ENOMEM;
-    p = &c->out->pieces[c->out->n - 1];
-    size_t n = len < room ? len : room;
-    memcpy(p->base + p->len, data, n);
-    p->len += (uint32_t)n;
-    data += n;
-    len -= n;
-    queued(c, n);
-    err = write_state(c); /* a flush on the way may have failed */
-  }
-  return err;
+  if (err || len == 0) return err;
+  if (append(c, app_slot(c), data, len) < len) return UV_ENOMEM;
+  queued(c);
+  return write_state(c); /* a flush on the way may have failed */
 }
+
+static int write_ref(luaio_conn *c, lua_State *L, int idx, const char *s, size_t len);
 
 int luaio_conn_write_lua(luaio_conn *c, lua_State *L, int idx) {
   size_t len;
   const char *s = lua_tolstring(L, idx, &len);
   if (len < REF_MIN || len > UINT32_MAX) return luaio_conn_write(c, s, len);
+  return write_ref(c, L, idx, s, len);
+}
+
+/* Added for WebSocket fan-out (proto/ws/ws.c): one string queued on many connections at
+ * once is referenced by each, whatever its size, rather than copied into a block per
+ * connection (10,000 subscribers would take 10,000 blocks of 16 KiB). */
+int luaio_conn_write_shared(luaio_conn *c, lua_State *L, int idx) {
+  size_t len;
+  const char *s = lua_tolstring(L, idx, &len);
+  if (len > UINT32_MAX) return luaio_conn_write(c, s, len);
+  return write_ref(c, L, idx, s, len);
+}
+
+static int write_ref(luaio_conn *c, lua_State *L, int idx, const char *s, size_t len) {
   int err = write_state(c);
   if (err) return err;
-  luaio_outq *q = outq_get(c);
+  luaio_outq *q = outq_get(c, app_slot(c));
   luaio_piece *p = q ? piece_add(q) : NULL;
   if (p == NULL) return UV_ENOMEM;
   lua_pushvalue(L, idx);
@@ -511,12 +668,19 @@ int luaio_conn_write_lua(luaio_conn *c, lua_State *L, int idx) {
   p->base = (char *)s;
   p->len = (uint32_t)len;
   p->cap = 0;
-  queued(c, len);
+  q->bytes += len;
+  queued(c);
   return write_state(c);
 }
 
-/* n bytes at the front of the queue were written: release them. */
-static void outq_advance(luaio_outq *q, size_t n) {
+int luaio_conn_wire_write(luaio_conn *c, const char *data, size_t len) {
+  if (append(c, &c->out, data, len) < len) return UV_ENOMEM;
+  mark_dirty(c->out);
+  return 0;
+}
+
+/* n bytes at the front of the queue were written (or encrypted): release them. */
+void luaio_outq_advance(luaio_outq *q, size_t n) {
   uint32_t i = 0;
   q->bytes -= n;
   while (i < q->n && n >= q->pieces[i].len - q->pieces[i].off) {
@@ -529,16 +693,25 @@ static void outq_advance(luaio_outq *q, size_t n) {
   q->flying = q->flying > i ? q->flying - i : 0;
 }
 
+/* Drops what the queue in slot holds but the write in flight; frees it when nothing flies. */
+static void outq_drop(luaio_outq **slot) {
+  luaio_outq *q = *slot;
+  if (q == NULL) return;
+  for (uint32_t i = q->flying; i < q->n; i++) piece_release(&q->pieces[i]);
+  q->n = q->flying;
+  if (q->wreq == NULL) outq_free(slot);
+}
+
 /* After progress: below the low-water mark, or all written, the protocol hears of it. */
 static void drained(luaio_conn *c) {
   luaio_outq *q = c->out;
-  if (q != NULL && q->n == 0 && q->wreq == NULL) outq_free(c);
+  if (q != NULL && q->n == 0 && q->wreq == NULL) outq_free(&c->out);
+  int empty = luaio_conn_queued(c) == 0 && c->out == NULL;
   if (c->ending) {
-    end_continue(c);
+    if (empty) end_continue(c);
     return;
   }
-  uint64_t bytes = c->out ? c->out->bytes : 0;
-  if ((c->over_high && bytes <= c->high_water / 2) || c->out == NULL) {
+  if ((c->over_high && luaio_conn_queued(c) <= c->high_water / 2) || empty) {
     c->over_high = 0;
     callback(c, CB_DRAIN, 0);
   }
@@ -549,6 +722,7 @@ static void send_expire(luaio_deadline *d);
 static void arm_send(luaio_conn *c) {
   if (c->send_timeout == 0 || (luaio_deadline_armed(&c->dl) && !c->dl_send)) return;
   c->dl_send = 1;
+  c->dl_hs = 0;
   c->out->progress = (uint32_t)uv_stream_get_write_queue_size(&c->h.stream);
   luaio_deadline_arm(&c->dl, c->send_timeout, send_expire);
 }
@@ -560,14 +734,14 @@ static void on_write(uv_write_t *req, int status) {
   q->wreq = NULL;
   size_t done = 0;
   for (uint32_t i = 0; i < q->flying; i++) done += q->pieces[i].len - q->pieces[i].off;
-  outq_advance(q, done);
+  luaio_outq_advance(q, done);
   q->flying = 0;
   if (c->dl_send) {
     c->dl_send = 0;
     luaio_deadline_disarm(&c->dl);
   }
   if (c->closing) {
-    if (q->n == 0) outq_free(c);
+    if (q->n == 0) outq_free(&c->out);
     return;
   }
   if (status < 0) {
@@ -589,8 +763,20 @@ static unsigned collect(luaio_outq *q, uv_buf_t *iov) {
 
 /* notify: the caller is the loop (not Lua), so on_drain may run. */
 static void flush(luaio_conn *c, int notify) {
+  if (c->closing) return;
+  if (c->tls != NULL) { /* plaintext becomes records on the wire first */
+    int err = luaio_tls_encrypt(c);
+    if (err < 0) {
+      write_failed(c, err);
+      return;
+    }
+  }
   luaio_outq *q = c->out;
-  if (q == NULL || q->wreq != NULL || c->closing) return;
+  if (q == NULL) {
+    if (notify) drained(c);
+    return;
+  }
+  if (q->wreq != NULL) return;
   static uv_buf_t iov[MAX_IOV];
   int r = 0;
   if (q->n > 0) {
@@ -600,7 +786,7 @@ static void flush(luaio_conn *c, int notify) {
       write_failed(c, r);
       return;
     }
-    if (r > 0) outq_advance(q, (size_t)r);
+    if (r > 0) luaio_outq_advance(q, (size_t)r);
   }
   if (q->n > 0) {
     uv_write_t *req = malloc(sizeof *req);
@@ -637,16 +823,23 @@ static void flush(luaio_conn *c, int notify) {
 void luaio_conn_flush(luaio_conn *c) { flush(c, 0); }
 
 void luaio_conn_flush_all(void) {
-  for (luaio_outq *q = dirty_head; q != NULL; q = q->dirty_next) {
+  while (dirty_head != NULL) {
+    luaio_outq *q = dirty_head;
+    dirty_head = q->dirty_next;
+    q->dirty = 0;
     luaio_conn *c = q->conn;
-    if (c == NULL || q->wreq != NULL || q->n == 0 || c->closing) continue;
+    if (c == NULL || c->closing) continue;
+    if (c->tls != NULL) luaio_tls_encrypt(c); /* may put c->out on the list: popped below */
+    luaio_outq *w = c->out;
+    if (w == NULL || w->wreq != NULL || w->n == 0) continue;
     uv_buf_t iov[64];
-    unsigned n = q->n < 64 ? q->n : 64;
+    unsigned n = w->n < 64 ? w->n : 64;
     for (unsigned i = 0; i < n; i++) {
-      luaio_piece *p = &q->pieces[i];
+      luaio_piece *p = &w->pieces[i];
       iov[i] = uv_buf_init(p->base + p->off, p->len - p->off);
     }
-    uv_try_write(&c->h.stream, iov, n);
+    int r = uv_try_write(&c->h.stream, iov, n);
+    if (r > 0) luaio_outq_advance(w, (size_t)r);
   }
 }
 
@@ -654,11 +847,12 @@ void luaio_conn_flush_all(void) {
 
 #define conn_of(d) ((luaio_conn *)((char *)(d) - offsetof(luaio_conn, dl)))
 
+static void arm_core_deadline(luaio_conn *c);
+
 static void proto_expire(luaio_deadline *d) {
   luaio_conn *c = conn_of(d);
   callback(c, CB_TIMEOUT, 0);
-  if (!c->closing && !luaio_deadline_armed(&c->dl) && c->out != NULL && c->out->wreq != NULL)
-    arm_send(c);
+  if (!c->closing) arm_core_deadline(c);
 }
 
 /* The send timeout: closes unless the kernel took some of the output meanwhile. */
@@ -677,11 +871,35 @@ static void send_expire(luaio_deadline *d) {
 
 static void linger_expire(luaio_deadline *d) { luaio_conn_close(conn_of(d), 0); }
 
+/* A TLS handshake that takes too long, while the protocol waits for nothing. */
+static void handshake_expire(luaio_deadline *d) {
+  luaio_conn *c = conn_of(d);
+  c->dl_hs = 0;
+  callback(c, CB_TLS, UV_ETIMEDOUT);
+  conn_fail(c, UV_ETIMEDOUT);
+}
+
+/* With nothing armed by the protocol: the handshake's or the send timeout. */
+static void arm_core_deadline(luaio_conn *c) {
+  if (luaio_deadline_armed(&c->dl)) return;
+  if (c->tls != NULL && luaio_tls_handshaking(c)) {
+    c->dl_hs = 1;
+    luaio_deadline_arm(&c->dl, luaio_tls_handshake_timeout(c), handshake_expire);
+  } else if (c->out != NULL && c->out->wreq != NULL) {
+    arm_send(c);
+  }
+}
+
 void luaio_conn_timeout(luaio_conn *c, uint64_t ms) {
   if (c->closing) return;
-  c->dl_send = 0;
+  c->dl_send = c->dl_hs = 0;
   luaio_deadline_arm(&c->dl, ms, proto_expire);
-  if (!luaio_deadline_armed(&c->dl) && c->out != NULL && c->out->wreq != NULL) arm_send(c);
+  arm_core_deadline(c);
+}
+
+void luaio_conn_tls_started(luaio_conn *c) {
+  if (c->dl_send) luaio_deadline_disarm(&c->dl), c->dl_send = 0;
+  arm_core_deadline(c);
 }
 
 /* --- closing ---------------------------------------------------------------------------------- */
@@ -691,16 +909,15 @@ void luaio_conn_timeout(luaio_conn *c, uint64_t ms) {
  * resetting). The protocol hears of it through on_drain, maybe from inside a Lua call. */
 static void write_failed(luaio_conn *c, int err) {
   if (c->write_err == 0) c->write_err = (int16_t)(err < INT16_MIN ? UV_EIO : err);
+  if (c->tls != NULL) outq_drop(luaio_tls_plain(c));
   luaio_outq *q = c->out;
   if (q != NULL) {
-    for (uint32_t i = q->flying; i < q->n; i++) piece_release(&q->pieces[i]);
-    q->n = q->flying;
     if (q->shut != NULL) {
       uv_shutdown_t *req = q->shut;
       q->shut = NULL;
       q->shut_cb(req, err);
     }
-    if (q->wreq == NULL && c->out == q) outq_free(c);
+    outq_drop(&c->out);
   }
   if (c->dl_send) {
     c->dl_send = 0;
@@ -724,6 +941,8 @@ void luaio_conn_close(luaio_conn *c, int err) {
   if (c->write_err == 0 && err < 0) c->write_err = (int16_t)(err < INT16_MIN ? UV_EIO : err);
   update_reading(c);
   luaio_deadline_disarm(&c->dl);
+  unschedule_input(c);
+  if (c->tls != NULL) outq_drop(luaio_tls_plain(c));
   luaio_outq *q = c->out;
   if (q != NULL) { /* what is not in flight goes now; the write in flight is cancelled */
     for (uint32_t i = q->flying; i < q->n; i++) piece_release(&q->pieces[i]);
@@ -733,7 +952,7 @@ void luaio_conn_close(luaio_conn *c, int err) {
     luaio_server *s = c->server;
     c->server = NULL;
     s->connections--;
-    if (s->listener_closed && s->connections == 0) s->free(s);
+    luaio_server_gone(s);
   }
   callback(c, CB_CLOSE, err);
   c->proto = NULL;
@@ -743,7 +962,7 @@ void luaio_conn_close(luaio_conn *c, int err) {
       q->shut = NULL;
       q->shut_cb(req, UV_ECANCELED);
     }
-    if (q->wreq == NULL) outq_free(c);
+    if (q->wreq == NULL) outq_free(&c->out);
   }
   if (c->in == SHARED) c->in = NULL;
   uv_close(&c->h.handle, on_handle_close);
@@ -762,7 +981,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
 /* An ending connection goes on: once its output is written, linger or close. */
 static void end_continue(luaio_conn *c) {
-  if (c->closing || c->out != NULL) return;
+  if (c->closing || luaio_conn_queued(c) > 0 || c->out != NULL) return;
   if (!c->lingering || c->read_err != 0) {
     luaio_conn_close(c, 0);
     return;
@@ -791,6 +1010,10 @@ void luaio_conn_end(luaio_conn *c, unsigned linger_ms) {
   }
   c->full = 0;
   update_reading(c); /* read and drop: a close with unread input would send a reset */
+  if (c->tls != NULL) {
+    luaio_tls_encrypt(c);
+    luaio_tls_close_notify(c); /* so that a client can tell our end from a cut */
+  }
   if (c->out != NULL) {
     flush(c, 0); /* the loop goes on from drained() */
     return;
@@ -804,6 +1027,10 @@ int luaio_conn_shutdown(luaio_conn *c, uv_shutdown_t *req, uv_shutdown_cb cb) {
   int err = write_state(c);
   if (err) return err;
   c->shut_after = 1;
+  if (c->tls != NULL) { /* TLS half close: close_notify, then the TCP one */
+    luaio_tls_encrypt(c);
+    luaio_tls_close_notify(c);
+  }
   if (c->out == NULL) return uv_shutdown(req, &c->h.stream, cb);
   c->out->shut = req; /* after the pieces queued so far (flush) */
   c->out->shut_cb = cb;
@@ -826,11 +1053,12 @@ void luaio_addr_name(const struct sockaddr_storage *addr, char *buf, size_t size
     uv_ip4_name((const struct sockaddr_in *)addr, buf, size);
 }
 
-int luaio_conn_push_address(lua_State *L, luaio_conn *c, int peer) {
-  if (c->is_pipe) {
+int luaio_push_handle_address(lua_State *L, uv_handle_t *h, int peer) {
+  if (h->type == UV_NAMED_PIPE) {
     char path[1024];
     size_t n = sizeof path;
-    int err = peer ? uv_pipe_getpeername(&c->h.pipe, path, &n) : uv_pipe_getsockname(&c->h.pipe, path, &n);
+    uv_pipe_t *p = (uv_pipe_t *)h;
+    int err = peer ? uv_pipe_getpeername(p, path, &n) : uv_pipe_getsockname(p, path, &n);
     if (err < 0) return luaio_pusherror(L, err);
     lua_createtable(L, 0, 1);
     lua_pushlstring(L, path, n);
@@ -839,8 +1067,9 @@ int luaio_conn_push_address(lua_State *L, luaio_conn *c, int peer) {
   }
   struct sockaddr_storage addr;
   int len = sizeof addr;
-  int err = peer ? uv_tcp_getpeername(&c->h.tcp, (struct sockaddr *)&addr, &len)
-                 : uv_tcp_getsockname(&c->h.tcp, (struct sockaddr *)&addr, &len);
+  uv_tcp_t *t = (uv_tcp_t *)h;
+  int err = peer ? uv_tcp_getpeername(t, (struct sockaddr *)&addr, &len)
+                 : uv_tcp_getsockname(t, (struct sockaddr *)&addr, &len);
   if (err < 0) return luaio_pusherror(L, err);
   luaio_push_addr(L, &addr);
   return 1;

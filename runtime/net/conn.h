@@ -44,6 +44,9 @@ typedef struct {
    * this may run inside another task's call) and release the protocol's state. Called
    * once; nothing is called afterwards. Not called after luaio_conn_end. */
   void (*on_close)(lua_State *L, luaio_conn *c, int err);
+  /* The TLS handshake is done (err 0) or failed (err < 0; luaio_tls_pusherror tells why;
+   * the connection closes right after). May be NULL. */
+  void (*on_tls)(lua_State *L, luaio_conn *c, int err);
 } luaio_conn_proto;
 
 /* Received bytes: data[off..len) are unread; data[kept..kept + kept_len), before off, are
@@ -77,9 +80,12 @@ struct luaio_outq {
   uint8_t dirty;
 };
 
+typedef struct luaio_tls luaio_tls;
+
 struct luaio_conn {
   const luaio_conn_proto *proto;
   void *ud;             /* the protocol's state */
+  luaio_tls *tls;       /* the TLS transport (net/tls.c), or NULL: plain */
   luaio_server *server; /* the server that accepted it (its connection count), or NULL */
   luaio_inbuf *in;
   luaio_outq *out;
@@ -90,8 +96,9 @@ struct luaio_conn {
   int16_t read_err;      /* 0, or UV_EOF or a read error: reading has ended */
   int16_t write_err;     /* the first write error (or why it closed): later writes fail with it */
   uint16_t linger_ms;
-  uint16_t want_read : 1, reading : 1, full : 1, over_high : 1, dl_send : 1, closing : 1,
-    ending : 1, shut_after : 1, shut_sent : 1, lingering : 1, is_pipe : 1;
+  uint16_t want_read : 1, reading : 1, full : 1, over_high : 1, dl_send : 1, dl_hs : 1,
+    closing : 1, ending : 1, shut_after : 1, shut_sent : 1, lingering : 1, is_pipe : 1,
+    redrive : 1;
   union {
     uv_handle_t handle;
     uv_stream_t stream;
@@ -110,6 +117,9 @@ struct luaio_server {
     uv_pipe_t pipe;
   } h;
   void (*free)(luaio_server *s);
+  struct luaio_tlsctx *tls; /* TLS for every connection accepted (server:setTLS swaps it) */
+  void **box;               /* the Lua userdata's slot, or NULL once it was collected */
+  int self_ref;             /* the userdata, kept while listening */
   int connections, max_connections;
   uint8_t closing, listener_closed, is_pipe;
 };
@@ -130,6 +140,8 @@ void luaio_conn_read_stop(luaio_conn *c);
 /* The protocol consumed n bytes at c->in->data + c->in->off. The buffer goes once nothing in
  * it is unread or kept. */
 void luaio_conn_consume(luaio_conn *c, uint32_t n);
+/* A read needs n unread bytes at once (socket:read(n), a large frame): in_max grows to n. */
+void luaio_conn_need(luaio_conn *c, uint32_t n);
 /* Consumes the next n unread bytes but keeps them in the buffer (a request's head while its
  * handler runs), until luaio_conn_unkeep. The buffer may move: find them at
  * c->in->data + c->in->kept. */
@@ -144,6 +156,9 @@ int luaio_conn_reserve_in(luaio_conn *c, uint32_t room);
  * or the connection's write error. */
 int luaio_conn_write(luaio_conn *c, const char *data, size_t len);
 int luaio_conn_write_lua(luaio_conn *c, lua_State *L, int idx);
+/* The Lua string at idx, always referenced (never copied): for one string queued on many
+ * connections (WebSocket publish). */
+int luaio_conn_write_shared(luaio_conn *c, lua_State *L, int idx);
 /* Room for n bytes at the end of the queue (for formatting in place), committed by
  * luaio_conn_commit(c, n) with the bytes actually written; NULL when out of memory. */
 char *luaio_conn_reserve(luaio_conn *c, size_t n);
@@ -151,8 +166,9 @@ void luaio_conn_commit(luaio_conn *c, size_t n);
 /* Writes what is queued now (try first; the rest goes to libuv). on_drain is not called
  * from here (the caller may be inside Lua): it comes from the loop. */
 void luaio_conn_flush(luaio_conn *c);
-#define luaio_conn_queued(c) ((c)->out ? (c)->out->bytes : 0)
-#define luaio_conn_above_high(c) ((c)->out != NULL && (c)->out->bytes > (c)->high_water)
+/* Output bytes queued and not yet written (plaintext and records, with TLS). */
+uint64_t luaio_conn_queued(luaio_conn *c);
+int luaio_conn_above_high(luaio_conn *c);
 
 /* A duration (luaio_opt_ms, luaio_checkms) as the 32-bit ms a connection keeps, 0 meaning
  * none: deadlines past 2^31 ms (24 days) never come (core/deadline.c). */
@@ -175,24 +191,47 @@ int luaio_conn_shutdown(luaio_conn *c, uv_shutdown_t *req, uv_shutdown_cb cb);
  * the kernel takes it: before the process exits. */
 void luaio_conn_flush_all(void);
 
+/* For the TLS transport (tls.c): room for plaintext in c->in (the shared buffer when it has
+ * none; room 0 when in_max bytes wait unread) and the bytes put there; ciphertext onto the
+ * wire; the handshake begun (its deadline); the front of a queue released. */
+char *luaio_conn_in_space(luaio_conn *c, uint32_t *room);
+void luaio_conn_in_added(luaio_conn *c, uint32_t n);
+int luaio_conn_wire_write(luaio_conn *c, const char *data, size_t len);
+void luaio_conn_tls_started(luaio_conn *c);
+void luaio_outq_advance(luaio_outq *q, size_t n);
+
 /* Addresses. */
 struct sockaddr_storage;
 int luaio_conn_peer(luaio_conn *c, struct sockaddr_storage *addr);
 /* The numeric address of addr ("127.0.0.1", "::1") into buf. */
 void luaio_addr_name(const struct sockaddr_storage *addr, char *buf, size_t size);
-/* Pushes a server's own address ({family, port, address} or {path}); returns 1, or 2. */
-int luaio_server_push_address(lua_State *L, luaio_server *s);
-/* Pushes the peer's or own address ({family, port, address} or {path}); returns 1, or 2
- * (nil, err). */
-int luaio_conn_push_address(lua_State *L, luaio_conn *c, int peer);
+
+/* Pushes a TCP or pipe handle's peer or own address ({family, port, address} or {path});
+ * returns 1, or 2 (nil, err). */
+int luaio_push_handle_address(lua_State *L, uv_handle_t *h, int peer);
+#define luaio_conn_push_address(L, c, peer) luaio_push_handle_address((L), &(c)->h.handle, (peer))
 
 /* Servers (tcp.c): binds and listens with the checked options table at opts (host,
- * tcp_backlog, tcp_reuseport, tcp_nodelay, tcp_keepalive, tcp_keepidle); port is a number,
- * or the path of a Unix socket when path != NULL. Returns 0 or a libuv error; on error the
- * caller frees s itself. */
+ * tcp_backlog, tcp_reuseport, tcp_nodelay, tcp_keepalive, tcp_keepidle, maxconnections, and
+ * tls: a server context); port is a number, or the path of a Unix socket when path != NULL.
+ * Returns 0 or a libuv error; on error the caller frees s itself, unless s->closing (then
+ * s->free runs when the handle has closed). */
 int luaio_server_listen(lua_State *L, luaio_server *s, int port, const char *path, int opts,
                         uv_connection_cb on_connection);
+/* luaio_server_listen, then pushes the server's userdata (with metatable mt, kept alive
+ * while listening) or nil, err (s is freed then). Returns 1 or 2. */
+int luaio_server_start(lua_State *L, luaio_server *s, int port, const char *path, int opts,
+                       uv_connection_cb on_connection, const char *mt);
+/* The server userdata at idx with metatable mt (NULL once freed). */
+luaio_server *luaio_server_check(lua_State *L, int idx, const char *mt);
+/* Stops accepting and lets the userdata go (connections go on). */
+void luaio_server_stop(lua_State *L, luaio_server *s);
 /* Stops accepting: closes the listener; s->free runs once the last connection is gone. */
 void luaio_server_close(luaio_server *s);
+/* A connection of s went: frees s when it was the last and the listener is closed. */
+void luaio_server_gone(luaio_server *s);
+/* Fills the server metatable mt on the stack: the methods every server has (address,
+ * connections, setTLS), then `methods`, and __gc. */
+void luaio_server_metatable(lua_State *L, const luaL_Reg *methods);
 
 #endif

@@ -22,10 +22,13 @@
 #include <sys/socket.h>
 
 #include "socket.h"
+#include "tls.h"
 
 #define MAX_WRITE_PIECES 64
 
-typedef enum { READ_ANY, READ_EXACT, READ_LINE } read_mode;
+/* What the task in `reader` waits for: bytes, or (READ_HANDSHAKE) the TLS handshake of a
+ * connect or a starttls. */
+typedef enum { READ_ANY, READ_EXACT, READ_LINE, READ_HANDSHAKE } read_mode;
 
 typedef struct {
   luaio_conn **box;  /* the Lua userdata's slot pointing at the connection */
@@ -33,6 +36,7 @@ typedef struct {
   lua_State *writer; /* the task waiting for output to drain, or NULL */
   lua_State *shutter; /* the task waiting for its shutdown, or NULL */
   int reader_ref, writer_ref, shutter_ref;
+  int result_ref; /* READ_HANDSHAKE: the socket a connect returns (LUA_NOREF: true) */
   uint32_t mark;    /* READ_EXACT: bytes wanted; READ_LINE: bytes already searched */
   uint32_t timeout; /* ms of inactivity before a wait fails; 0 = never */
   uint8_t mode, timed_out, connecting, allocated;
@@ -53,7 +57,7 @@ static int push_busy(lua_State *L, const char *what) { return luaio_pushnamederr
 
 static void sock_init(lua_State *L, luaio_conn *c, sock_t *s) {
   memset(s, 0, sizeof *s);
-  s->reader_ref = s->writer_ref = s->shutter_ref = LUA_NOREF;
+  s->reader_ref = s->writer_ref = s->shutter_ref = s->result_ref = LUA_NOREF;
   luaio_conn **box = lua_newuserdata(L, sizeof *box);
   *box = c;
   s->box = box;
@@ -105,15 +109,16 @@ void luaio_socket_connecting(luaio_conn *c, int on) {
   luaio_conn_timeout(c, on ? SOCK(c)->timeout : 0);
 }
 
-/* Wakes a waiting task (by the ready queue: this may run inside another task's call). */
-static void wake(lua_State *L, lua_State **co, int *ref, int err) {
+/* Wakes a waiting task (by the ready queue: this may run inside another task's call) with
+ * true, or nil and the error (TLS failures say why). */
+static void wake(lua_State *L, luaio_conn *c, lua_State **co, int *ref, int err) {
   lua_State *t = *co;
   if (t == NULL) return;
   *co = NULL;
   luaio_unanchor(*ref);
   *ref = LUA_NOREF;
   if (err < 0)
-    luaio_pusherror(L, err);
+    luaio_tls_pusherror(L, c, err);
   else
     lua_pushboolean(L, 1);
   luaio_ready(L, t, err < 0 ? 2 : 1);
@@ -122,9 +127,11 @@ static void wake(lua_State *L, lua_State **co, int *ref, int err) {
 /* The socket lets go of its connection: waiting tasks learn why, the userdata is cleared. */
 static void detach(lua_State *L, luaio_conn *c, int err) {
   sock_t *s = SOCK(c);
-  wake(L, &s->reader, &s->reader_ref, s->timed_out ? UV_ETIMEDOUT : err);
-  wake(L, &s->writer, &s->writer_ref, s->timed_out ? UV_ETIMEDOUT : err);
-  wake(L, &s->shutter, &s->shutter_ref, err);
+  wake(L, c, &s->reader, &s->reader_ref, s->timed_out ? UV_ETIMEDOUT : err);
+  wake(L, c, &s->writer, &s->writer_ref, s->timed_out ? UV_ETIMEDOUT : err);
+  wake(L, c, &s->shutter, &s->shutter_ref, err);
+  luaL_unref(L, LUA_REGISTRYINDEX, s->result_ref);
+  s->result_ref = LUA_NOREF;
   if (s->box != NULL) *s->box = NULL;
   s->box = NULL;
   if (s->allocated) free(s);
@@ -139,19 +146,6 @@ static void on_close(lua_State *L, luaio_conn *c, int err) {
 void luaio_socket_close(lua_State *L, luaio_conn *c) {
   detach(L, c, UV_ECANCELED);
   luaio_conn_end(c, 0);
-}
-
-/* --- handing the connection over ---------------------------------------------------------- */
-
-luaio_conn *luaio_socket_release(lua_State *L, int arg) {
-  luaio_conn *c = luaio_socket_check(L, arg);
-  if (c == NULL) return NULL;
-  sock_t *s = SOCK(c);
-  if (s->reader || s->writer || s->shutter || s->connecting) return NULL;
-  detach(L, c, UV_ECANCELED); /* wakes nobody: nobody waits */
-  luaio_conn_set_proto(c, NULL, NULL);
-  luaio_conn_timeout(c, 0);
-  return c;
 }
 
 /* --- the deadline --------------------------------------------------------------------------- */
@@ -231,7 +225,7 @@ static void on_read(lua_State *L, luaio_conn *c) {
   (void)L;
   sock_t *s = SOCK(c);
   lua_State *co = s->reader;
-  if (co == NULL) return; /* kept for the next read; reading pauses when the buffer is full */
+  if (co == NULL || s->mode == READ_HANDSHAKE) return; /* kept for the next read */
   int n = try_read(co, c, (read_mode)s->mode, s->mark);
   if (n == 0) {
     timer_update(c); /* bytes arrived: the inactivity timeout starts again */
@@ -252,6 +246,7 @@ static int read_generic(lua_State *L, read_mode mode, uint32_t want, const char 
   int n = try_read(L, c, mode, want);
   if (n > 0) return n;
   luaio_checktask(L, what);
+  if (mode == READ_EXACT) luaio_conn_need(c, want); /* more than read_buffer_size at once */
   luaio_conn_read_start(c);
   s->reader = L;
   s->reader_ref = luaio_anchor(L);
@@ -282,7 +277,7 @@ static int sock_readline(lua_State *L) { return read_generic(L, READ_LINE, 0, "r
 static void on_drain(lua_State *L, luaio_conn *c) {
   sock_t *s = SOCK(c);
   if (s->writer == NULL) return;
-  wake(L, &s->writer, &s->writer_ref, c->write_err); /* true, or the write error */
+  wake(L, c, &s->writer, &s->writer_ref, c->write_err); /* true, or the write error */
   timer_update(c);
 }
 
@@ -335,6 +330,151 @@ static int sock_write(lua_State *L) {
   s->writer_ref = luaio_anchor(L);
   timer_update(c);
   return luaio_yield(L);
+}
+
+/* --- TLS and connecting ---------------------------------------------------------------------- */
+
+/* Waits in the calling task for the TLS handshake; result_ref: what it returns (the socket
+ * of a connect), or LUA_NOREF for true. */
+static int wait_handshake(lua_State *L, luaio_conn *c, int result_ref) {
+  sock_t *s = SOCK(c);
+  s->reader = L;
+  s->reader_ref = luaio_anchor(L);
+  s->mode = READ_HANDSHAKE;
+  s->result_ref = result_ref;
+  timer_update(c);
+  return luaio_yield(L);
+}
+
+static void on_tls(lua_State *L, luaio_conn *c, int err) {
+  sock_t *s = SOCK(c);
+  if (s->reader == NULL || s->mode != READ_HANDSHAKE) return; /* failures reach readers at close */
+  lua_State *co = s->reader;
+  s->reader = NULL;
+  luaio_unanchor(s->reader_ref);
+  s->reader_ref = LUA_NOREF;
+  s->connecting = 0;
+  timer_update(c);
+  if (err < 0) {
+    luaio_tls_pusherror(L, c, err);
+  } else if (s->result_ref != LUA_NOREF) {
+    lua_pushnil(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->result_ref);
+  } else {
+    lua_pushnil(L);
+    lua_pushboolean(L, 1);
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, s->result_ref);
+  s->result_ref = LUA_NOREF;
+  if (err >= 0) lua_remove(L, -2); /* the result alone */
+  luaio_ready(L, co, err < 0 ? 2 : 1);
+}
+
+typedef struct {
+  uv_connect_t req;
+  lua_State *co;
+  int co_ref, sock_ref;
+  luaio_tlsctx *tls; /* a reference, or NULL */
+  char servername[];
+} connect_t;
+
+static void on_connect(uv_connect_t *req, int status) {
+  connect_t *k = (connect_t *)req;
+  lua_State *co = k->co;
+  luaio_conn *c = req->handle->data;
+  luaio_unanchor(k->co_ref);
+  if (status == 0 && c->closing) status = UV_ECANCELED;
+  if (c->closing && c->write_err < 0) status = c->write_err; /* ETIMEDOUT */
+  if (status == 0) {
+    luaio_conn_read_start(c);
+    if (k->tls != NULL) status = luaio_tls_attach(c, k->tls, k->servername[0] ? k->servername : NULL);
+  }
+  if (k->tls != NULL) luaio_tlsctx_unref(k->tls);
+  if (status < 0) {
+    int n = luaio_tls_pusherror(co, c, status);
+    luaio_conn_close(c, status);
+    luaL_unref(co, LUA_REGISTRYINDEX, k->sock_ref);
+    free(k);
+    luaio_resume(co, n);
+    return;
+  }
+  if (c->tls != NULL) { /* the task goes on waiting: for the handshake */
+    sock_t *s = SOCK(c);
+    s->reader = co;
+    s->reader_ref = luaio_anchor(co);
+    s->mode = READ_HANDSHAKE;
+    s->result_ref = k->sock_ref;
+    free(k);
+    timer_update(c);
+    return;
+  }
+  luaio_socket_connecting(c, 0);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, k->sock_ref);
+  luaL_unref(co, LUA_REGISTRYINDEX, k->sock_ref);
+  free(k);
+  luaio_resume(co, 1);
+}
+
+int luaio_socket_connect(lua_State *L, const char *path, const struct sockaddr *addr,
+                         const luaio_sockopts *o, int nodelay, int keepalive, int keepidle,
+                         luaio_tlsctx *tls, const char *servername) {
+  luaio_checktask(L, "connect");
+  size_t slen = servername ? strlen(servername) : 0;
+  connect_t *k = calloc(1, sizeof *k + slen + 1);
+  if (k == NULL) return luaio_pusherror(L, UV_ENOMEM);
+  int err;
+  luaio_conn *c = luaio_socket_new(L, path != NULL, o, &err);
+  if (c == NULL) {
+    free(k);
+    return luaio_pusherror(L, err);
+  }
+  if (slen) memcpy(k->servername, servername, slen + 1);
+  err = 0;
+  if (path != NULL) {
+    uv_pipe_connect(&k->req, &c->h.pipe, path, on_connect);
+  } else {
+    if (nodelay) uv_tcp_nodelay(&c->h.tcp, 1);
+    err = uv_tcp_connect(&k->req, &c->h.tcp, addr, on_connect);
+    if (err == 0 && keepalive) luaio_tcp_keepalive(&c->h.tcp, 1, keepidle);
+  }
+  if (err < 0) {
+    free(k);
+    luaio_socket_close(L, c);
+    return luaio_pusherror(L, err);
+  }
+  if (tls != NULL) {
+    k->tls = tls;
+    luaio_tlsctx_ref(tls);
+  }
+  k->sock_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the socket userdata */
+  k->co = L;
+  k->co_ref = luaio_anchor(L);
+  luaio_socket_connecting(c, 1);
+  return luaio_yield(L);
+}
+
+/* socket:starttls(context[, servername]) -> true | nil, err: TLS from now on, as the
+ * context's side (a client verifying servername, or a server); waits for the handshake.
+ * (tcp.lua makes the context from the options.) */
+static int sock_starttls(lua_State *L) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  luaio_tlsctx *ctx = luaio_tlsctx_check(L, 2);
+  const char *servername = luaL_optstring(L, 3, NULL);
+  if (c == NULL) return push_closed(L);
+  if (c->tls != NULL) return luaio_pushnamederror(L, "EALREADY", "the socket already speaks TLS");
+  if (SOCK(c)->reader != NULL) return push_busy(L, "another task is reading this socket");
+  luaio_checktask(L, "starttls");
+  luaio_conn_flush(c); /* what was written before goes out in the clear, first */
+  int err = luaio_tls_attach(c, ctx, servername);
+  if (err < 0) return luaio_tls_pusherror(L, c, err);
+  return wait_handshake(L, c, LUA_NOREF);
+}
+
+/* socket:tlsinfo() -> {version, cipher, alpn, resumed, servername, peer} | nil */
+static int sock_tlsinfo(lua_State *L) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  luaio_tls_push_info(L, c);
+  return 1;
 }
 
 /* --- shutdown, close, options ------------------------------------------------------------------------ */
@@ -445,7 +585,24 @@ static int sock_tostring(lua_State *L) {
   return 1;
 }
 
-static const luaio_conn_proto socket_proto = {on_read, on_drain, on_timeout, on_close};
+static const luaio_conn_proto socket_proto = {on_read, on_drain, on_timeout, on_close, on_tls};
+
+/* --- handing the connection to another protocol ---------------------------------------------- */
+
+/* A protocol that starts over a plain socket (a WebSocket client after its handshake) takes
+ * the socket's connection: the socket is left closed, bytes it buffered stay in c->in. NULL
+ * when the socket is closed or a task waits on it. */
+luaio_conn *luaio_socket_release(lua_State *L, int idx) {
+  luaio_conn *c = luaio_socket_check(L, idx);
+  if (c == NULL) return NULL;
+  sock_t *s = SOCK(c);
+  if (s->reader != NULL || s->writer != NULL || s->shutter != NULL) return NULL;
+  s->connecting = 0;
+  luaio_conn_timeout(c, 0);
+  detach(L, c, UV_ECANCELED);
+  luaio_conn_set_proto(c, NULL, NULL);
+  return c;
+}
 
 static const luaL_Reg sock_methods[] = {
   {"close", sock_close},
@@ -457,6 +614,8 @@ static const luaL_Reg sock_methods[] = {
   {"setNodelay", sock_setnodelay},
   {"setTimeout", sock_settimeout},
   {"shutdown", sock_shutdown},
+  {"starttls", sock_starttls},
+  {"tlsinfo", sock_tlsinfo},
   {"write", sock_write},
   {NULL, NULL}};
 

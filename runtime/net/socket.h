@@ -23,15 +23,22 @@ void luaio_socket_configure(luaio_conn *c, const luaio_sockopts *o);
 /* Puts a socket (pushed) on a connection another protocol handed over; returns 0 or an
  * error. */
 int luaio_socket_adopt(lua_State *L, luaio_conn *c);
+/* Detaches the socket at idx from its connection and returns the connection (no protocol on
+ * it: the caller sets its own; bytes already buffered stay in c->in); the socket is left
+ * closed. NULL when it is closed already or a task waits on it. */
+luaio_conn *luaio_socket_release(lua_State *L, int idx);
 /* The connection of the socket at arg, or NULL once it was closed. */
 luaio_conn *luaio_socket_check(lua_State *L, int arg);
 /* A connect is under way (on = 1) or done: the socket's timeout covers it. */
 void luaio_socket_connecting(luaio_conn *c, int on);
-/* Hands the socket's connection to another protocol (the Redis client): the socket lets go
- * of it (the userdata reads as closed afterwards) and returns it with no protocol, reading,
- * its deadline disarmed; the caller sets its own with luaio_conn_set_proto. NULL when the
- * socket is closed or a task waits on it. */
-luaio_conn *luaio_socket_release(lua_State *L, int arg);
+struct sockaddr;
+typedef struct luaio_tlsctx luaio_tlsctx;
+/* Connects a new socket (TCP to addr, or the Unix socket at path) in the calling task, then,
+ * with tls, does the TLS handshake as a client verifying servername; returns the socket or
+ * nil, err (yields). */
+int luaio_socket_connect(lua_State *L, const char *path, const struct sockaddr *addr,
+                         const luaio_sockopts *o, int nodelay, int keepalive, int keepidle,
+                         luaio_tlsctx *tls, const char *servername);
 /* Graceful close: queued output is still written. */
 void luaio_socket_close(lua_State *L, luaio_conn *c);
 void luaio_socket_register(lua_State *L);

@@ -19,21 +19,15 @@
 #include <sys/socket.h>
 
 #include "socket.h"
+#include "tls.h"
 
 #define SERVER_MT "luaio.server"
 
 typedef struct {
   luaio_server base;
-  void **box; /* the Lua userdata's slot, or NULL once it was collected */
-  int onconnect_ref, self_ref;
+  int onconnect_ref;
   luaio_sockopts opts;
 } tserver_t;
-
-typedef struct {
-  uv_connect_t req;
-  lua_State *co;
-  int co_ref, sock_ref;
-} connect_t;
 
 /* --- options and addresses ------------------------------------------------------------------ */
 
@@ -107,10 +101,22 @@ static int bind_tcp(lua_State *L, uv_tcp_t *handle, int port, int opts) {
   return 0;
 }
 
+/* The server's memory goes once its listener and every connection are closed. */
+static void server_release(luaio_server *s) {
+  if (s->tls != NULL) luaio_tlsctx_unref(s->tls);
+  s->tls = NULL;
+  if (s->box != NULL) *s->box = NULL;
+  s->free(s);
+}
+
 static void on_listener_close(uv_handle_t *h) {
   luaio_server *s = h->data;
   s->listener_closed = 1;
-  if (s->connections == 0) s->free(s);
+  if (s->connections == 0) server_release(s);
+}
+
+void luaio_server_gone(luaio_server *s) {
+  if (s->listener_closed && s->connections == 0) server_release(s);
 }
 
 int luaio_server_listen(lua_State *L, luaio_server *s, int port, const char *path, int opts,
@@ -118,6 +124,12 @@ int luaio_server_listen(lua_State *L, luaio_server *s, int port, const char *pat
   int err;
   s->h.handle.data = s;
   s->is_pipe = path != NULL;
+  lua_getfield(L, opts, "tls"); /* a server context (tls.lua) */
+  if (!lua_isnil(L, -1)) {
+    s->tls = luaio_tlsctx_check(L, -1);
+    luaio_tlsctx_ref(s->tls);
+  }
+  lua_pop(L, 1);
   s->max_connections = (int)luaio_opt_uint(L, opts, "maxconnections", 65535, 0, 2147483647);
   if (path != NULL) {
     if ((err = uv_pipe_init(luaio_loop(), &s->h.pipe, 0)) < 0) return err;
@@ -129,6 +141,9 @@ int luaio_server_listen(lua_State *L, luaio_server *s, int port, const char *pat
   if (err < 0 && s->h.handle.loop != NULL) { /* initialised: freed in its close callback */
     s->closing = 1;
     uv_close(&s->h.handle, on_listener_close);
+  } else if (err < 0 && s->tls != NULL) { /* the caller frees s */
+    luaio_tlsctx_unref(s->tls);
+    s->tls = NULL;
   }
   return err;
 }
@@ -139,13 +154,38 @@ void luaio_server_close(luaio_server *s) {
   uv_close(&s->h.handle, on_listener_close);
 }
 
+int luaio_server_start(lua_State *L, luaio_server *s, int port, const char *path, int opts,
+                       uv_connection_cb on_connection, const char *mt) {
+  s->self_ref = LUA_NOREF;
+  int err = luaio_server_listen(L, s, port, path, opts, on_connection);
+  if (err < 0) {
+    if (!s->closing) s->free(s); /* else freed when its handle has closed */
+    return luaio_pusherror(L, err);
+  }
+  void **box = lua_newuserdata(L, sizeof *box);
+  *box = s;
+  s->box = box;
+  luaL_getmetatable(L, mt);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* listening keeps the server alive */
+  return 1;
+}
+
+luaio_server *luaio_server_check(lua_State *L, int idx, const char *mt) {
+  void **box = luaL_checkudata(L, idx, mt);
+  return *box;
+}
+
+void luaio_server_stop(lua_State *L, luaio_server *s) {
+  luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
+  s->self_ref = LUA_NOREF;
+  luaio_server_close(s);
+}
+
 /* --- tcp servers ---------------------------------------------------------------------------------- */
 
-static void tserver_free(luaio_server *base) {
-  tserver_t *s = (tserver_t *)base;
-  if (s->box != NULL) *s->box = NULL;
-  free(s);
-}
+static void tserver_free(luaio_server *s) { free(s); }
 
 /* When a connection's task ends, its socket closes (the handler may have closed it). */
 static void serve_done(lua_State *co, void *data) {
@@ -157,10 +197,16 @@ static const luaio_hook serve_hook = {serve_done};
 
 static void accept_one(lua_State *L, void *arg) {
   tserver_t *s = arg;
-  if (luaio_socket_accept(L, &s->base, &s->opts) == NULL) return;
+  luaio_conn *c = luaio_socket_accept(L, &s->base, &s->opts);
+  if (c == NULL) return;
+  if (s->base.tls != NULL && luaio_tls_attach(c, s->base.tls, NULL) < 0) {
+    lua_pop(L, 1);
+    luaio_conn_close(c, UV_ENOMEM);
+    return;
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->onconnect_ref);
   lua_pushvalue(L, -2);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->base.self_ref);
   luaio_spawn_with(L, 2, &serve_hook); /* socket (for the hook), onconnect(socket, server) */
 }
 
@@ -180,60 +226,68 @@ static int tcp_listen(lua_State *L) {
   if (s == NULL) return luaio_pusherror(L, UV_ENOMEM);
   s->base.free = tserver_free;
   read_sockopts(L, 3, &s->opts);
-  int err = luaio_server_listen(L, &s->base, port, path, 3, on_connection);
-  if (err < 0) {
-    if (!s->base.closing) free(s); /* else freed when its handle has closed */
-    return luaio_pusherror(L, err);
-  }
-  void **box = lua_newuserdata(L, sizeof *box);
-  *box = s;
-  s->box = box;
-  luaL_getmetatable(L, SERVER_MT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* listening keeps the server alive */
+  if (luaio_server_start(L, &s->base, port, path, 3, on_connection, SERVER_MT) == 2) return 2;
   lua_pushvalue(L, 2);
   s->onconnect_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return 1;
 }
 
-static tserver_t *check_server(lua_State *L) {
-  void **box = luaL_checkudata(L, 1, SERVER_MT);
-  return *box;
-}
+static tserver_t *check_server(lua_State *L) { return (tserver_t *)luaio_server_check(L, 1, SERVER_MT); }
 
-/* Pushes a server's own address ({family, port, address} or {path}); also http's. */
-int luaio_server_push_address(lua_State *L, luaio_server *s) {
-  if (s == NULL || s->closing) return luaio_pusherror(L, UV_EBADF);
-  if (s->is_pipe) {
-    char path[1024];
-    size_t n = sizeof path;
-    int err = uv_pipe_getsockname(&s->h.pipe, path, &n);
-    if (err < 0) return luaio_pusherror(L, err);
-    lua_createtable(L, 0, 1);
-    lua_pushlstring(L, path, n);
-    lua_setfield(L, -2, "path");
-    return 1;
-  }
-  struct sockaddr_storage addr;
-  int len = sizeof addr;
-  int err = uv_tcp_getsockname(&s->h.tcp, (struct sockaddr *)&addr, &len);
-  if (err < 0) return luaio_pusherror(L, err);
-  luaio_push_addr(L, &addr);
-  return 1;
+/* --- what every server has (tcp and http) ------------------------------------------------------ */
+
+/* The server at 1: a tcp or an http server (NULL once freed). */
+static luaio_server *any_server(lua_State *L) {
+  void **box = luaL_testudata(L, 1, SERVER_MT);
+  if (box == NULL) box = luaL_testudata(L, 1, "luaio.http.server");
+  if (box == NULL) luaL_typerror(L, 1, "server");
+  return *box;
 }
 
 /* server:address() -> {family, port, address} (or {path}) */
 static int server_address(lua_State *L) {
-  tserver_t *s = check_server(L);
-  return luaio_server_push_address(L, s ? &s->base : NULL);
+  luaio_server *s = any_server(L);
+  if (s == NULL || s->closing) return luaio_pusherror(L, UV_EBADF);
+  return luaio_push_handle_address(L, &s->h.handle, 0);
 }
 
 /* server:connections() -> the number of open connections */
 static int server_connections(lua_State *L) {
-  tserver_t *s = check_server(L);
-  lua_pushinteger(L, s ? s->base.connections : 0);
+  luaio_server *s = any_server(L);
+  lua_pushinteger(L, s ? s->connections : 0);
   return 1;
+}
+
+/* server:setTLS(context) (the Lua half makes it from options): connections accepted from now
+ * on use it; those open keep theirs. */
+static int server_settls(lua_State *L) {
+  luaio_server *s = any_server(L);
+  luaio_tlsctx *ctx = luaio_tlsctx_check(L, 2);
+  if (s == NULL || s->closing) return luaio_pusherror(L, UV_EBADF);
+  luaio_tlsctx_ref(ctx);
+  if (s->tls != NULL) luaio_tlsctx_unref(s->tls);
+  s->tls = ctx;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int server_gc(lua_State *L) {
+  void **box = lua_touserdata(L, 1);
+  if (*box != NULL) ((luaio_server *)*box)->box = NULL; /* only reached once closed */
+  return 0;
+}
+
+static const luaL_Reg common_methods[] = {
+  {"address", server_address}, {"connections", server_connections}, {"setTLS", server_settls},
+  {NULL, NULL}};
+
+void luaio_server_metatable(lua_State *L, const luaL_Reg *methods) {
+  lua_newtable(L);
+  luaL_setfuncs(L, common_methods, 0);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, server_gc);
+  lua_setfield(L, -2, "__gc");
 }
 
 /* server:close(): stops accepting; connections already open go on until they close. */
@@ -241,50 +295,19 @@ static int server_close(lua_State *L) {
   tserver_t *s = check_server(L);
   if (s == NULL || s->base.closing) return 0;
   luaL_unref(L, LUA_REGISTRYINDEX, s->onconnect_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
-  luaio_server_close(&s->base);
+  luaio_server_stop(L, &s->base);
   return 0;
 }
 
-static int server_gc(lua_State *L) {
-  void **box = lua_touserdata(L, 1);
-  if (*box != NULL) ((tserver_t *)*box)->box = NULL; /* only reached once closed */
-  return 0;
-}
-
-static const luaL_Reg server_methods[] = {
-  {"address", server_address}, {"close", server_close}, {"connections", server_connections},
-  {NULL, NULL}};
+static const luaL_Reg server_methods[] = {{"close", server_close}, {NULL, NULL}};
 
 /* --- connecting ------------------------------------------------------------------------------ */
 
-static void on_connect(uv_connect_t *req, int status) {
-  connect_t *k = (connect_t *)req;
-  lua_State *co = k->co;
-  luaio_conn *c = req->handle->data;
-  luaio_unanchor(k->co_ref);
-  if (status == 0 && c->closing) status = UV_ECANCELED;
-  if (c->closing && c->write_err < 0) status = c->write_err; /* ETIMEDOUT */
-  if (status < 0) {
-    luaio_conn_close(c, status);
-    luaL_unref(co, LUA_REGISTRYINDEX, k->sock_ref);
-    free(k);
-    luaio_resume(co, luaio_pusherror(co, status));
-    return;
-  }
-  luaio_socket_connecting(c, 0);
-  luaio_conn_read_start(c);
-  lua_rawgeti(co, LUA_REGISTRYINDEX, k->sock_ref);
-  luaL_unref(co, LUA_REGISTRYINDEX, k->sock_ref);
-  free(k);
-  luaio_resume(co, 1);
-}
-
-/* C.connect(port | path, host, options) -> socket | nil, err. host is numeric here. */
+/* C.connect(port | path, host, options) -> socket | nil, err. host is numeric here;
+ * options.tls is a client context (tls.lua) and options.servername the name it verifies. */
 static int tcp_connect(lua_State *L) {
   const char *path = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL;
   luaL_checktype(L, 3, LUA_TTABLE);
-  luaio_checktask(L, "connect");
   struct sockaddr_storage addr;
   if (path == NULL) {
     int err = make_addr(luaL_checkstring(L, 2), (int)luaL_checkinteger(L, 1), &addr);
@@ -292,33 +315,16 @@ static int tcp_connect(lua_State *L) {
   }
   luaio_sockopts o;
   read_sockopts(L, 3, &o);
-  connect_t *k = calloc(1, sizeof *k);
-  if (k == NULL) return luaio_pusherror(L, UV_ENOMEM);
-  int err;
-  luaio_conn *c = luaio_socket_new(L, path != NULL, &o, &err);
-  if (c == NULL) {
-    free(k);
-    return luaio_pusherror(L, err);
-  }
-  err = 0;
-  if (path != NULL) {
-    uv_pipe_connect(&k->req, &c->h.pipe, path, on_connect);
-  } else {
-    if (luaio_opt_bool(L, 3, "tcp_nodelay", 1)) uv_tcp_nodelay(&c->h.tcp, 1);
-    err = uv_tcp_connect(&k->req, &c->h.tcp, (struct sockaddr *)&addr, on_connect);
-    if (err == 0 && luaio_opt_bool(L, 3, "tcp_keepalive", 1))
-      luaio_tcp_keepalive(&c->h.tcp, 1, (int)luaio_opt_uint(L, 3, "tcp_keepidle", 0, 0, 32767));
-  }
-  if (err < 0) {
-    free(k);
-    luaio_socket_close(L, c);
-    return luaio_pusherror(L, err);
-  }
-  k->sock_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* pops the socket userdata */
-  k->co = L;
-  k->co_ref = luaio_anchor(L);
-  luaio_socket_connecting(c, 1);
-  return luaio_yield(L);
+  int nodelay = luaio_opt_bool(L, 3, "tcp_nodelay", 1), keepalive = luaio_opt_bool(L, 3, "tcp_keepalive", 1);
+  int keepidle = (int)luaio_opt_uint(L, 3, "tcp_keepidle", 0, 0, 32767);
+  luaio_tlsctx *tls = NULL;
+  lua_getfield(L, 3, "tls");
+  if (!lua_isnil(L, -1)) tls = luaio_tlsctx_check(L, -1);
+  lua_getfield(L, 3, "servername");
+  const char *servername = lua_tostring(L, -1);
+  lua_pop(L, 2); /* the options table keeps them alive */
+  return luaio_socket_connect(L, path, (struct sockaddr *)&addr, &o, nodelay, keepalive, keepidle, tls,
+                              servername);
 }
 
 /* C.isIP(address) -> 4, 6 or 0 */
@@ -334,13 +340,7 @@ static const luaL_Reg tcp_funcs[] = {
 
 int luaopen_luaio_tcp(lua_State *L) {
   luaio_socket_register(L);
-  if (luaL_newmetatable(L, SERVER_MT)) {
-    lua_newtable(L);
-    luaL_setfuncs(L, server_methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, server_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  if (luaL_newmetatable(L, SERVER_MT)) luaio_server_metatable(L, server_methods);
   lua_pop(L, 1);
   luaio_newlib(L, tcp_funcs);
   return 1;

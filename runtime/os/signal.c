@@ -61,11 +61,16 @@ static handler_t *handlers[MAX_SIGNAL + 1];
 
 static void handler_free(uv_handle_t *handle) { free(handle->data); }
 
+typedef struct {
+  handler_t *h;
+  int signum;
+} delivery_t;
+
 /* Starts a task per handler, in order. The array is copied onto the stack first: a handler
  * runs until its first wait inside luaio_spawn and may call process.on/off meanwhile. */
-static void on_signal(uv_signal_t *handle, int signum) {
-  handler_t *h = handle->data;
-  lua_State *L = luaio_mainstate();
+static void deliver(lua_State *L, void *arg) {
+  handler_t *h = ((delivery_t *)arg)->h;
+  int signum = ((delivery_t *)arg)->signum;
   lua_rawgeti(L, LUA_REGISTRYINDEX, h->fns);
   int n = (int)lua_objlen(L, -1);
   luaL_checkstack(L, n + 2, "signal handlers");
@@ -82,6 +87,11 @@ static void on_signal(uv_signal_t *handle, int signum) {
     luaio_spawn(L, 1);
   }
   lua_pop(L, n);
+}
+
+static void on_signal(uv_signal_t *handle, int signum) {
+  delivery_t d = {handle->data, signum};
+  luaio_protect(deliver, &d, "signal");
 }
 
 /* Checks a signal argument for on/off: these cannot or must not be handled. */

@@ -22,9 +22,8 @@ typedef struct hres_s hres_t;
 
 struct hserver_s {
   luaio_server base; /* first: a connection's c->server points here */
-  void **box;        /* the Lua userdata's slot, or NULL once collected */
   hconn_t *conns;    /* every open connection, for server:close() */
-  int handler_ref, self_ref, access_ref; /* access_ref: the access-log hook, or LUA_NOREF */
+  int handler_ref, access_ref; /* access_ref: the access-log hook, or LUA_NOREF */
   uint32_t max_header_size, max_headers, max_url, max_requests;
   uint64_t max_body_size;
   uint32_t header_timeout, keepalive_timeout, body_timeout, send_timeout, write_buffer;
@@ -72,8 +71,9 @@ struct hres_s {
   uint64_t bytes_sent;     /* body bytes that went on the wire */
   uint16_t status;
   uint8_t minor;
+  void (*takeover_end)(lua_State *L, int idx); /* set by http_res_bind, or NULL */
   unsigned head_sent : 1, finished : 1, chunked : 1, head_method : 1, keep_alive : 1,
-    has_length : 1, user_server : 1, user_date : 1, aborted : 1, upgraded : 1;
+    has_length : 1, user_server : 1, user_date : 1, aborted : 1;
 };
 
 #define HCONN(c) ((hconn_t *)(c)->ud)
@@ -105,6 +105,8 @@ int64_t http_body_ready(luaio_conn *c);
  * when more is to come, -1 when it is malformed. */
 int http_body_discard(luaio_conn *c);
 int http_read(lua_State *L);
+/* The connection is being taken over: req.headers will be made from this copy of the head. */
+void http_request_keep_head(lua_State *L, int res, const char *head, size_t len);
 int http_request_table(lua_State *L);
 void http_request_register(lua_State *L, int methods);
 
@@ -117,6 +119,16 @@ hres_t *http_res_new(lua_State *L, luaio_conn *c, int minor, int head_method, in
 void http_res_end(lua_State *L, hres_t *r, int ok);
 /* The request is over for this response: wake whoever waits on it with err. */
 void http_res_detach(lua_State *L, hres_t *r, int err);
+/* Taking a connection over (res:upgrade(), websocket.upgrade): sends "101 Switching
+ * Protocols" with the headers set so far and detaches the connection from HTTP (no protocol
+ * on it: the caller sets its own). Bytes the client sent after the head stay in c->in.
+ * res: the response's stack index. Returns NULL with nil, err pushed when the connection is
+ * gone; raises when the head was sent or a request body is still unread. */
+luaio_conn *http_res_takeover(lua_State *L, int res);
+/* The object at stack index obj now owns the connection taken over for the response at
+ * index res: end(L, idx) ends it when the handler returns (idx: where the object is). */
+typedef void (*http_takeover_end)(lua_State *L, int idx);
+void http_res_bind(lua_State *L, int res, int obj, http_takeover_end end);
 /* A canned response (Date, Server, Connection: close) for errors found before a handler. */
 void http_reply_error(lua_State *L, luaio_conn *c, int status);
 void http_response_register(lua_State *L);

@@ -29,6 +29,7 @@
 
 #include "http.h"
 #include "socket.h"
+#include "tls.h"
 
 #define POOL_MAX 256          /* idle worker tasks kept */
 #define LINGER_MS 2000        /* how long an ending connection reads what the client still sends */
@@ -269,11 +270,10 @@ int http_done(lua_State *L) {
     fprintf(stderr, "luaio: error in request handler: %s\n", luaL_optstring(L, 3, "?"));
     fflush(stderr);
   }
-  if (r->upgraded) { /* the socket res:upgrade() made lives as long as the handler */
+  if (r->takeover_end != NULL) { /* what took the connection over lives as long as the handler */
     lua_getfenv(L, 1);
     lua_rawgeti(L, -1, 2);
-    luaio_conn *sc = lua_isnil(L, -1) ? NULL : luaio_socket_check(L, -1);
-    if (sc != NULL) luaio_socket_close(L, sc);
+    if (!lua_isnil(L, -1)) r->takeover_end(L, lua_gettop(L));
   }
   if (c != NULL) {
     http_res_end(L, r, ok);
@@ -400,7 +400,7 @@ static void on_close(lua_State *L, luaio_conn *c, int err) {
   h->state = H_CLOSED;
 }
 
-const luaio_conn_proto http_proto = {on_read, on_drain, on_timeout, on_close};
+const luaio_conn_proto http_proto = {on_read, on_drain, on_timeout, on_close, NULL};
 
 /* --- accepting ------------------------------------------------------------------------------------ */
 
@@ -436,7 +436,14 @@ void http_accept(hserver_t *s, uv_stream_t *listener, int fd) {
   c->high_water = s->write_buffer;
   c->send_timeout = s->send_timeout;
   luaio_conn_set_proto(c, &http_proto, h);
-  go_idle(c); /* a client that connects and says nothing gets the idle timeout */
+  if (s->base.tls != NULL && luaio_tls_attach(c, s->base.tls, NULL) < 0) {
+    h->state = H_CLOSED;
+    unlink_conn(h);
+    luaio_conn_close(c, UV_ENOMEM);
+    return;
+  }
+  go_idle(c); /* a client that connects and says nothing gets the idle timeout (the
+               * handshake included) */
 }
 
 /* --- the worker pool -------------------------------------------------------------------------------- */

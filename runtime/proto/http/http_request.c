@@ -172,10 +172,13 @@ static int req_index(lua_State *L) {
   if (key == NULL) return 0;
   if (strcmp(key, "headers") == 0) { /* while the request is served; afterwards, empty */
     luaio_conn *c = served_conn(L);
-    if (c != NULL)
+    if (c != NULL) {
       push_headers(L, c->in->data + c->in->kept, HCONN(c)->head_len);
-    else
-      push_headers(L, "", 0);
+    } else { /* over, or taken over: from the head kept then, if any */
+      lua_rawgeti(L, 1, 3);
+      int kept = lua_type(L, -1) == LUA_TSTRING;
+      push_headers(L, kept ? lua_tostring(L, -1) : "", kept ? lua_objlen(L, -1) : 0);
+    }
     lua_pushliteral(L, "host"); /* an absolute-form target's authority replaces Host */
     lua_rawget(L, 1);
     if (lua_isstring(L, -1))
@@ -217,6 +220,17 @@ static int req_index(lua_State *L) {
   lua_pushvalue(L, -2);
   lua_rawset(L, 1);
   return 1;
+}
+
+void http_request_keep_head(lua_State *L, int res, const char *head, size_t len) {
+  lua_getfenv(L, res);
+  lua_pushliteral(L, "headers");
+  lua_rawget(L, -2); /* made already: nothing to keep */
+  if (lua_isnil(L, -1)) {
+    lua_pushlstring(L, head, len);
+    lua_rawseti(L, -3, 3);
+  }
+  lua_pop(L, 2);
 }
 
 /* C.request(res) -> the request table of a response */

@@ -504,38 +504,63 @@ static int res_getheader(lua_State *L) {
   return 0;
 }
 
-/* res:upgrade() -> socket | nil, err: sends "101 Switching Protocols" with the headers set
- * by setHeader (Upgrade, Connection, ...) and hands the connection over to the returned
- * socket; bytes the client already sent after its head are the socket's first. The socket
- * closes when the handler returns. */
-static int res_upgrade(lua_State *L) {
-  hres_t *r = http_check_res(L, 1);
+luaio_conn *http_res_takeover(lua_State *L, int res) {
+  hres_t *r = http_check_res(L, res);
   luaio_conn *c = r->conn;
-  if (c == NULL) return luaio_pusherror(L, UV_ENOTCONN);
-  if (r->head_sent) return luaL_error(L, "upgrade: headers already sent");
+  if (c == NULL) {
+    luaio_pusherror(L, UV_ENOTCONN);
+    return NULL;
+  }
+  if (r->head_sent) luaL_error(L, "upgrade: headers already sent");
   hconn_t *h = HCONN(c);
-  if (!BODY_CONSUMED(h)) return luaL_error(L, "upgrade: the request has a body still to read");
+  if (!BODY_CONSUMED(h)) luaL_error(L, "upgrade: the request has a body still to read");
   r->status = 101;
   r->keep_alive = 1;
   send_head(r, c, 0);
   r->finished = 1;
-  r->upgraded = 1;
-  luaio_conn_unkeep(c); /* the head is not needed any more */
+  /* req.headers outlives the head in the input buffer: the request keeps the head as a
+   * string (req[3]) unless its headers were already made. */
+  http_request_keep_head(L, res, c->in->data + c->in->kept, h->head_len);
+  luaio_conn_unkeep(c);
   http_res_detach(L, r, UV_ECANCELED);
   h->state = H_CLOSED;
   if (h->prev) h->prev->next = h->next; else h->server->conns = h->next;
   if (h->next) h->next->prev = h->prev;
   h->prev = h->next = NULL;
   luaio_conn_timeout(c, 0);
+  luaio_conn_set_proto(c, NULL, NULL);
+  return c;
+}
+
+void http_res_bind(lua_State *L, int res, int obj, http_takeover_end end) {
+  hres_t *r = http_check_res(L, res);
+  r->takeover_end = end;
+  lua_getfenv(L, res); /* the request keeps the object, for http_done to end it */
+  lua_pushvalue(L, obj);
+  lua_rawseti(L, -2, 2);
+  lua_pop(L, 1);
+}
+
+static void socket_end(lua_State *L, int idx) {
+  luaio_conn *c = luaio_socket_check(L, idx);
+  if (c != NULL) luaio_socket_close(L, c);
+}
+
+/* res:upgrade() -> socket | nil, err: sends "101 Switching Protocols" with the headers set
+ * by setHeader (Upgrade, Connection, ...) and hands the connection over to the returned
+ * socket; bytes the client already sent after its head are the socket's first. The socket
+ * closes when the handler returns. */
+static int res_upgrade(lua_State *L) {
+  http_check_res(L, 1);
+  lua_settop(L, 1);
+  luaio_conn *c = http_res_takeover(L, 1);
+  if (c == NULL) return 2;
   int err = luaio_socket_adopt(L, c);
   if (err < 0) {
     luaio_conn_close(c, err);
     return luaio_pusherror(L, err);
   }
-  lua_getfenv(L, 1); /* the request keeps the socket, for http_done to close it */
-  lua_pushvalue(L, -2);
-  lua_rawseti(L, -2, 2);
-  lua_pop(L, 1);
+  http_res_bind(L, 1, 2, socket_end);
   return 1;
 }
 

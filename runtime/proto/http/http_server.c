@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include "http.h"
+#include "tls.h"
 
 #define SERVER_MT "luaio.http.server"
 
@@ -25,7 +26,6 @@ static uint32_t opt_ms(lua_State *L, int opts, const char *name, uint64_t def) {
 
 static void server_free(luaio_server *base) {
   hserver_t *s = (hserver_t *)base;
-  if (s->box != NULL) *s->box = NULL;
   luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, s->handler_ref);
   if (s->access_ref != LUA_NOREF) luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, s->access_ref);
   free(s);
@@ -84,18 +84,7 @@ static int http_listen(lua_State *L) {
   const char *name = lua_isstring(L, -1) ? lua_tostring(L, -1) : lua_isnil(L, -1) ? "luaio" : NULL;
   if (name != NULL) snprintf(s->server_header, sizeof s->server_header, "Server: %.60s\r\n", name);
   lua_pop(L, 1);
-  int err = luaio_server_listen(L, &s->base, port, NULL, 3, on_connection);
-  if (err < 0) {
-    if (!s->base.closing) free(s); /* else freed when its handle has closed */
-    return luaio_pusherror(L, err);
-  }
-  void **box = lua_newuserdata(L, sizeof *box);
-  *box = s;
-  s->box = box;
-  luaL_getmetatable(L, SERVER_MT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (luaio_server_start(L, &s->base, port, NULL, 3, on_connection, SERVER_MT) == 2) return 2;
   lua_pushvalue(L, 2);
   s->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, 3, "access_hook");
@@ -103,40 +92,19 @@ static int http_listen(lua_State *L) {
   return 1;
 }
 
-static hserver_t *check_server(lua_State *L) {
-  void **box = luaL_checkudata(L, 1, SERVER_MT);
-  return *box;
-}
-
-static int server_address(lua_State *L) {
-  hserver_t *s = check_server(L);
-  return luaio_server_push_address(L, s ? &s->base : NULL);
-}
-
-static int server_connections(lua_State *L) {
-  hserver_t *s = check_server(L);
-  lua_pushinteger(L, s ? s->base.connections : 0);
-  return 1;
-}
+static hserver_t *check_server(lua_State *L) { return (hserver_t *)luaio_server_check(L, 1, SERVER_MT); }
 
 /* server:close(): stops accepting; see the top of this file for the connections open. */
 static int server_close(lua_State *L) {
   hserver_t *s = check_server(L);
   if (s == NULL || s->closing) return 0;
   s->closing = 1;
-  luaL_unref(L, LUA_REGISTRYINDEX, s->self_ref);
   drain_backlog(s); /* these clients are about to send a request */
   for (hconn_t *h = s->conns, *next; h != NULL; h = next) {
     next = h->next; /* h may end, and leave the list, right here */
     http_conn_closing(h->conn);
   }
-  luaio_server_close(&s->base);
-  return 0;
-}
-
-static int server_gc(lua_State *L) {
-  void **box = lua_touserdata(L, 1);
-  if (*box != NULL) ((hserver_t *)*box)->box = NULL;
+  luaio_server_stop(L, &s->base);
   return 0;
 }
 
@@ -149,9 +117,7 @@ static int http_init(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg server_methods[] = {
-  {"address", server_address}, {"close", server_close}, {"connections", server_connections},
-  {NULL, NULL}};
+static const luaL_Reg server_methods[] = {{"close", server_close}, {NULL, NULL}};
 static const luaL_Reg http_funcs[] = {
   {"done", http_done}, {"init", http_init}, {"listen", http_listen}, {"read", http_read},
   {"request", http_request_table}, {NULL, NULL}};
@@ -159,11 +125,7 @@ static const luaL_Reg http_funcs[] = {
 int luaopen_luaio_http(lua_State *L) {
   http_response_register(L);
   luaL_newmetatable(L, SERVER_MT);
-  lua_newtable(L);
-  luaL_setfuncs(L, server_methods, 0);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, server_gc);
-  lua_setfield(L, -2, "__gc");
+  luaio_server_metatable(L, server_methods);
   lua_pop(L, 1);
   luaio_newlib(L, http_funcs);
   return 1;

@@ -790,7 +790,7 @@ static void on_close(lua_State *L, luaio_conn *c, int err) {
   detach(L, s, err < 0 ? err : UV_ECANCELED);
 }
 
-static const luaio_conn_proto redis_proto = {on_read, on_drain, on_timeout, on_close};
+static const luaio_conn_proto redis_proto = {on_read, on_drain, on_timeout, on_close, NULL};
 
 /* The client lets go of its connection: every waiter learns err (through the ready queue:
  * this may run inside a task's call). Pushes already queued can still be received. */

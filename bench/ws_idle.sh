@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Server memory per idle WebSocket connection, with its handler waiting in ws:receive():
+# the echo server (bench/ws_echo_server.lua, router:websocket) pinned to one core; N
+# connections (node's ws, bench/ws_idle.js, on the other core) each echo one message and then
+# stay open and silent. KiB/conn = (RSS with N idle connections - RSS before) / N. Node's ws
+# echo (../shared/bench/peers/node-ws-echo.js) is measured the same way in the same run.
+# Kernel socket buffers are not in RSS (for any server).
+#   bench/ws_idle.sh [N=10000]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-10000}
+luaio=$(pwd)/out/luaio
+[ -x "$luaio" ] || { echo "bench: build first (./build.sh)" >&2; exit 1; }
+[ -f out/peers/node_modules/ws/package.json ] || { echo "bench: node's ws is missing (./build.sh test installs it)" >&2; exit 1; }
+export NODE_PATH=$(pwd)/out/peers/node_modules
+ulimit -n 65536 2>/dev/null || true
+command -v bc >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null; }
+peers=$(pwd)/../shared/bench/peers
+[ -d "$peers" ] || peers=/work/shared/bench/peers
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+measure() { # name port command...
+  local name=$1 port=$2
+  shift 2
+  taskset -c 0 "$@" >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05; done
+  sleep 0.3
+  local before after log
+  before=$(rss_kib $pid)
+  log=$(mktemp)
+  taskset -c 1 node bench/ws_idle.js "$port" "$n" >"$log" &
+  local client=$!
+  for _ in $(seq 600); do grep -q READY "$log" && break; sleep 0.1; done
+  sleep 1
+  after=$(rss_kib $pid)
+  printf '%-8s %s  RSS before %6d KiB, with %d idle: %7d KiB  => %.2f KiB/conn\n' \
+    "$name" "$(cat "$log")" "$before" "$n" "$after" "$(echo "($after - $before) / $n" | bc -l)"
+  kill $client $pid 2>/dev/null || true
+  wait $client $pid 2>/dev/null || true
+  rm -f "$log"
+}
+
+base=$((20000 + RANDOM % 20000))
+measure luaio $base "$luaio" run bench/ws_echo_server.lua $base
+if [ -f "$peers/node-ws-echo.js" ]; then measure node-ws $((base + 1)) node "$peers/node-ws-echo.js" $((base + 1)); fi

@@ -1,0 +1,1061 @@
+/*
+ * tls.c: TLS 1.2 and 1.3 as a transport of the connection core, on OpenSSL 3.5.
+ *
+ * One custom BIO per connection joins OpenSSL to the core, as h2o's socket does: its read
+ * hands OpenSSL the ciphertext libuv just read (from a static buffer shared by every
+ * connection, so an idle connection holds none; only a partial record left over is copied
+ * into a buffer of its own), its write appends records to the connection's output queue.
+ * Plaintext is decrypted straight into the connection's input buffer, and the plaintext a
+ * protocol writes is encrypted once per flush, small pieces coalesced into full records.
+ * OpenSSL's own buffers are released while a connection is idle (SSL_MODE_RELEASE_BUFFERS).
+ *
+ * Contexts (luaio_tlsctx) wrap an SSL_CTX with what luaio adds: several certificates chosen
+ * by SNI (one child SSL_CTX each) or an sni(servername) Lua callback, ALPN, client session
+ * caching, and session-ticket keys derived from one secret by time period, rotated every 12
+ * hours, the same in every worker process (the secret travels in the environment to the
+ * processes the app forks). Verification (chain and host name) is on by default in clients;
+ * roots come from SSL_CERT_FILE / SSL_CERT_DIR, else the system's bundle, else the Mozilla
+ * store compiled into the binary (roots.c, generated at build time).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "tls.h"
+#include "zstd.h"
+
+#define CTX_MT "luaio.tls.context"
+#define RAW_SHARED 65536
+#define RECORD 16384           /* plaintext coalesced into records of this size */
+#define SESSIONS_MAX 64        /* client sessions kept per context */
+#define TICKET_PERIOD 43200    /* seconds a ticket key is the current one */
+#define HANDSHAKE_TIMEOUT 10000
+
+extern const unsigned char luaio_roots_zst[]; /* the Mozilla roots, DER, zstd (roots.c) */
+extern const size_t luaio_roots_zst_len;
+
+struct luaio_tlsctx {
+  SSL_CTX *ctx;
+  int refs;
+  uint8_t server, verify;
+  uint32_t handshake_timeout;
+  /* servers: more certificates, chosen by SNI (child contexts), or a Lua callback */
+  struct child {
+    luaio_tlsctx *ctx;
+    char **names; /* the certificate's DNS names, lower case; "*.example.com" wildcards */
+    int nnames;
+  } *children;
+  int nchildren;
+  int sni_ref;
+  unsigned char *alpn; /* wire format: length-prefixed protocol names */
+  unsigned alpn_len;
+  /* clients: the last session per "host:port" */
+  struct session {
+    char *key;
+    SSL_SESSION *sess;
+  } sessions[SESSIONS_MAX];
+  int nsessions;
+};
+
+struct luaio_tls {
+  SSL *ssl;
+  luaio_tlsctx *ctx;
+  luaio_outq *plain;
+  char *raw; /* ciphertext OpenSSL has not taken yet: raw[roff..rlen) */
+  uint32_t roff, rlen, rcap;
+  const char *src; /* what the BIO's read hands out now */
+  size_t src_len;
+  char *session_key; /* clients: where to keep the session */
+  int reason_kind;   /* 0, or 1 (ETLS) / 2 (ECERT) once failed */
+  char reason[120];
+  uint8_t shared_raw, handshake_done, closed_notify;
+};
+
+static struct {
+  char data[RAW_SHARED];
+} raw_shared;
+
+static BIO_METHOD *bio_method;
+static int ssl_conn_index = -1; /* SSL ex_data: the luaio_conn */
+static int ctx_index = -1;      /* SSL_CTX ex_data: the luaio_tlsctx */
+static X509_STORE *default_store;
+static const char *roots_source = "none", *roots_path;
+static int roots_count;
+
+/* --- the BIO between OpenSSL and the core ------------------------------------------------- */
+
+static int bio_write(BIO *b, const char *data, int len) {
+  luaio_conn *c = BIO_get_data(b);
+  BIO_clear_retry_flags(b);
+  if (luaio_conn_wire_write(c, data, (size_t)len) < 0) return -1;
+  return len;
+}
+
+static int bio_read(BIO *b, char *out, int len) {
+  luaio_conn *c = BIO_get_data(b);
+  luaio_tls *t = c->tls;
+  BIO_clear_retry_flags(b);
+  if (t->src_len == 0) {
+    BIO_set_retry_read(b);
+    return -1;
+  }
+  size_t n = (size_t)len < t->src_len ? (size_t)len : t->src_len;
+  memcpy(out, t->src, n);
+  t->src += n;
+  t->src_len -= n;
+  return (int)n;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr) {
+  (void)b, (void)num, (void)ptr;
+  return cmd == BIO_CTRL_FLUSH || cmd == BIO_CTRL_PUSH || cmd == BIO_CTRL_POP ? 1 : 0;
+}
+
+static int bio_create(BIO *b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+/* --- errors ---------------------------------------------------------------------------------- */
+
+/* Records why the handshake or the stream failed, from OpenSSL's error queue or the
+ * verification result. */
+static void fail_reason(luaio_tls *t) {
+  long verify = SSL_get_verify_result(t->ssl);
+  unsigned long e = ERR_peek_last_error();
+  if (verify != X509_V_OK && ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+    t->reason_kind = 2;
+    snprintf(t->reason, sizeof t->reason, "%s", X509_verify_cert_error_string(verify));
+  } else {
+    t->reason_kind = 1;
+    const char *why = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(t->reason, sizeof t->reason, "%s", why ? why : "the TLS stream failed");
+  }
+  ERR_clear_error();
+}
+
+int luaio_tls_pusherror(lua_State *L, luaio_conn *c, int err) {
+  luaio_tls *t = c ? c->tls : NULL;
+  if (t == NULL || t->reason_kind == 0 || err != UV_EPROTO) return luaio_pusherror(L, err);
+  return luaio_pushnamederror(L, t->reason_kind == 2 ? "ECERT" : "ETLS", t->reason);
+}
+
+/* --- the transport ---------------------------------------------------------------------------- */
+
+luaio_outq **luaio_tls_plain(luaio_conn *c) { return &c->tls->plain; }
+
+int luaio_tls_handshaking(luaio_conn *c) { return c->tls != NULL && !c->tls->handshake_done; }
+
+uint64_t luaio_tls_handshake_timeout(luaio_conn *c) { return c->tls->ctx->handshake_timeout; }
+
+void luaio_tls_alloc(luaio_conn *c, uv_buf_t *buf) {
+  luaio_tls *t = c->tls;
+  if (t->rlen == t->roff) { /* nothing left over: read into the shared buffer */
+    t->shared_raw = 1;
+    *buf = uv_buf_init(raw_shared.data, sizeof raw_shared.data);
+    return;
+  }
+  t->shared_raw = 0;
+  if (t->roff > 0) { /* slide the leftover to the front */
+    memmove(t->raw, t->raw + t->roff, t->rlen - t->roff);
+    t->rlen -= t->roff;
+    t->roff = 0;
+  }
+  if (t->rcap - t->rlen < 4096) {
+    uint32_t cap = t->rcap ? t->rcap * 2 : 16384;
+    char *p = realloc(t->raw, cap);
+    if (p != NULL) {
+      t->raw = p;
+      t->rcap = cap;
+    }
+  }
+  *buf = uv_buf_init(t->raw + t->rlen, t->rcap - t->rlen);
+}
+
+/* Keeps the ciphertext OpenSSL did not take (t->src) for the next round. */
+static void keep_leftover(luaio_tls *t) {
+  if (!t->shared_raw) {
+    t->roff = t->rlen - (uint32_t)t->src_len;
+    return;
+  }
+  t->shared_raw = 0;
+  t->roff = t->rlen = 0;
+  if (t->src_len == 0) return;
+  if (t->rcap < t->src_len) {
+    char *p = realloc(t->raw, t->src_len);
+    if (p == NULL) return; /* dropped: the stream then fails, and says so */
+    t->raw = p;
+    t->rcap = (uint32_t)t->src_len;
+  }
+  memcpy(t->raw, t->src, t->src_len);
+  t->rlen = (uint32_t)t->src_len;
+}
+
+int luaio_tls_has_input(luaio_conn *c) {
+  luaio_tls *t = c->tls;
+  return t != NULL && (t->rlen > t->roff || SSL_pending(t->ssl) > 0);
+}
+
+static void session_save(luaio_tls *t);
+
+int luaio_tls_input(luaio_conn *c, size_t n) {
+  luaio_tls *t = c->tls;
+  int flags = 0;
+  if (t->shared_raw) {
+    t->src = raw_shared.data;
+    t->src_len = n;
+  } else {
+    t->rlen += (uint32_t)n;
+    t->src = t->raw + t->roff;
+    t->src_len = t->rlen - t->roff;
+  }
+  ERR_clear_error();
+  if (!t->handshake_done) {
+    int r = SSL_do_handshake(t->ssl);
+    if (r <= 0) {
+      int e = SSL_get_error(t->ssl, r);
+      keep_leftover(t);
+      if (e == SSL_ERROR_WANT_READ) return 0;
+      fail_reason(t);
+      return UV_EPROTO;
+    }
+    t->handshake_done = 1;
+    flags |= LUAIO_TLS_HANDSHAKE_DONE;
+  }
+  for (;;) {
+    uint32_t room;
+    char *p = luaio_conn_in_space(c, &room);
+    if (room == 0) break; /* the protocol reads slower: the rest waits (luaio_tls_has_input) */
+    int r = SSL_read(t->ssl, p, (int)(room > INT32_MAX ? INT32_MAX : room));
+    if (r > 0) {
+      luaio_conn_in_added(c, (uint32_t)r);
+      flags |= LUAIO_TLS_DATA;
+      continue;
+    }
+    int e = SSL_get_error(t->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) break;
+    if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: the peer's clean end */
+      if (c->read_err == 0) c->read_err = UV_EOF;
+      break;
+    }
+    keep_leftover(t);
+    fail_reason(t);
+    return UV_EPROTO;
+  }
+  keep_leftover(t);
+  if (t->session_key != NULL && (flags & (LUAIO_TLS_DATA | LUAIO_TLS_HANDSHAKE_DONE))) session_save(t);
+  return flags;
+}
+
+int luaio_tls_encrypt(luaio_conn *c) {
+  luaio_tls *t = c->tls;
+  luaio_outq *q = t->plain;
+  if (q == NULL || q->n == 0 || !t->handshake_done) return 0;
+  if (t->closed_notify) { /* nothing may follow close_notify */
+    luaio_outq_advance(q, q->bytes);
+    return 0;
+  }
+  static char record[RECORD];
+  size_t fill = 0, done = 0;
+  ERR_clear_error();
+  for (uint32_t i = 0; i < q->n; i++) {
+    luaio_piece *p = &q->pieces[i];
+    const char *data = p->base + p->off;
+    size_t len = p->len - p->off;
+    if (len >= RECORD && fill == 0) { /* large: straight from the piece */
+      if (SSL_write(t->ssl, data, (int)len) <= 0) goto failed;
+      done += len;
+      continue;
+    }
+    while (len > 0) { /* small ones share records */
+      size_t k = RECORD - fill < len ? RECORD - fill : len;
+      memcpy(record + fill, data, k);
+      fill += k;
+      data += k;
+      len -= k;
+      done += k;
+      if (fill == RECORD) {
+        if (SSL_write(t->ssl, record, RECORD) <= 0) goto failed;
+        fill = 0;
+      }
+    }
+  }
+  if (fill > 0 && SSL_write(t->ssl, record, (int)fill) <= 0) goto failed;
+  luaio_outq_advance(q, done);
+  return 0;
+failed:
+  fail_reason(t);
+  return UV_EPROTO;
+}
+
+void luaio_tls_close_notify(luaio_conn *c) {
+  luaio_tls *t = c->tls;
+  if (t == NULL || t->closed_notify || !t->handshake_done) return;
+  t->closed_notify = 1;
+  ERR_clear_error();
+  SSL_shutdown(t->ssl);
+  ERR_clear_error();
+}
+
+void luaio_tls_free(luaio_conn *c) {
+  luaio_tls *t = c->tls;
+  c->tls = NULL;
+  if (t->plain != NULL) { /* emptied by the core at close; the struct goes */
+    luaio_outq_advance(t->plain, t->plain->bytes);
+    free(t->plain->pieces);
+    free(t->plain);
+  }
+  SSL_free(t->ssl);
+  luaio_tlsctx_unref(t->ctx);
+  free(t->raw);
+  free(t->session_key);
+  free(t);
+}
+
+/* --- client sessions --------------------------------------------------------------------------- */
+
+static void session_save(luaio_tls *t) {
+  SSL_SESSION *s = SSL_get1_session(t->ssl);
+  if (s == NULL) return;
+  if (!SSL_SESSION_is_resumable(s)) {
+    SSL_SESSION_free(s);
+    return;
+  }
+  luaio_tlsctx *x = t->ctx;
+  for (int i = 0; i < x->nsessions; i++) {
+    if (strcmp(x->sessions[i].key, t->session_key) != 0) continue;
+    SSL_SESSION_free(x->sessions[i].sess);
+    x->sessions[i].sess = s;
+    return;
+  }
+  if (x->nsessions == SESSIONS_MAX) { /* full: the oldest goes */
+    free(x->sessions[0].key);
+    SSL_SESSION_free(x->sessions[0].sess);
+    memmove(x->sessions, x->sessions + 1, (SESSIONS_MAX - 1) * sizeof x->sessions[0]);
+    x->nsessions--;
+  }
+  char *key = strdup(t->session_key);
+  if (key == NULL) {
+    SSL_SESSION_free(s);
+    return;
+  }
+  x->sessions[x->nsessions].key = key;
+  x->sessions[x->nsessions++].sess = s;
+}
+
+static SSL_SESSION *session_find(luaio_tlsctx *x, const char *key) {
+  for (int i = 0; i < x->nsessions; i++)
+    if (strcmp(x->sessions[i].key, key) == 0) return x->sessions[i].sess;
+  return NULL;
+}
+
+/* --- attaching ------------------------------------------------------------------------------------- */
+
+static int is_ip(const char *s) {
+  unsigned char buf[16];
+  return uv_inet_pton(AF_INET, s, buf) == 0 || uv_inet_pton(AF_INET6, s, buf) == 0;
+}
+
+int luaio_tls_attach(luaio_conn *c, luaio_tlsctx *ctx, const char *servername) {
+  if (c->tls != NULL) return UV_EALREADY;
+  luaio_tls *t = calloc(1, sizeof *t);
+  if (t == NULL) return UV_ENOMEM;
+  t->ssl = SSL_new(ctx->ctx);
+  BIO *bio = BIO_new(bio_method);
+  if (t->ssl == NULL || bio == NULL) {
+    BIO_free(bio);
+    SSL_free(t->ssl);
+    free(t);
+    return UV_ENOMEM;
+  }
+  BIO_set_data(bio, c);
+  SSL_set_bio(t->ssl, bio, bio);
+  SSL_set_ex_data(t->ssl, ssl_conn_index, c);
+  t->ctx = ctx;
+  luaio_tlsctx_ref(ctx);
+  c->tls = t;
+  if (ctx->server) {
+    SSL_set_accept_state(t->ssl);
+  } else {
+    SSL_set_connect_state(t->ssl);
+    if (servername != NULL && *servername != '\0') {
+      if (!is_ip(servername)) SSL_set_tlsext_host_name(t->ssl, servername);
+      if (ctx->verify) {
+        if (is_ip(servername))
+          X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), servername);
+        else
+          SSL_set1_host(t->ssl, servername);
+      }
+      char key[300];
+      struct sockaddr_storage addr;
+      int port = 0;
+      if (luaio_conn_peer(c, &addr) == 0)
+        port = ntohs(addr.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&addr)->sin6_port
+                                                : ((struct sockaddr_in *)&addr)->sin_port);
+      snprintf(key, sizeof key, "%.255s:%d", servername, port);
+      t->session_key = strdup(key);
+      SSL_SESSION *s = t->session_key ? session_find(ctx, t->session_key) : NULL;
+      if (s != NULL) SSL_set_session(t->ssl, s);
+    }
+  }
+  /* What arrived before TLS began (a STARTTLS peer that did not wait) is its first
+   * ciphertext. */
+  if (c->in != NULL && c->in->len > c->in->off) {
+    uint32_t n = c->in->len - c->in->off;
+    if ((t->raw = malloc(n)) != NULL) {
+      memcpy(t->raw, c->in->data + c->in->off, n);
+      t->rlen = t->rcap = n;
+    }
+    luaio_conn_consume(c, n);
+  }
+  luaio_conn_tls_started(c);
+  if (!ctx->server) { /* the client speaks first */
+    ERR_clear_error();
+    int r = SSL_do_handshake(t->ssl);
+    if (r <= 0 && SSL_get_error(t->ssl, r) != SSL_ERROR_WANT_READ) {
+      fail_reason(t);
+      return UV_EPROTO;
+    }
+  }
+  luaio_conn_flush(c);
+  return 0;
+}
+
+/* --- info ------------------------------------------------------------------------------------------ */
+
+static void push_name(lua_State *L, X509_NAME *name) {
+  BIO *b = BIO_new(BIO_s_mem());
+  if (b == NULL) {
+    lua_pushnil(L);
+    return;
+  }
+  X509_NAME_print_ex(b, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB);
+  char *data;
+  long n = BIO_get_mem_data(b, &data);
+  lua_pushlstring(L, data, (size_t)n);
+  BIO_free(b);
+}
+
+static void push_time(lua_State *L, const ASN1_TIME *at) {
+  struct tm tm;
+  if (at == NULL || !ASN1_TIME_to_tm(at, &tm)) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_pushnumber(L, (lua_Number)timegm(&tm));
+}
+
+static void push_peer(lua_State *L, X509 *x) {
+  lua_createtable(L, 0, 6);
+  push_name(L, X509_get_subject_name(x));
+  lua_setfield(L, -2, "subject");
+  push_name(L, X509_get_issuer_name(x));
+  lua_setfield(L, -2, "issuer");
+  push_time(L, X509_get0_notBefore(x));
+  lua_setfield(L, -2, "not_before");
+  push_time(L, X509_get0_notAfter(x));
+  lua_setfield(L, -2, "not_after");
+  BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
+  char *hex = bn ? BN_bn2hex(bn) : NULL;
+  if (hex) lua_pushstring(L, hex); else lua_pushnil(L);
+  lua_setfield(L, -2, "serial");
+  OPENSSL_free(hex);
+  BN_free(bn);
+  lua_newtable(L);
+  GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+  for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
+    GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+    if (g->type != GEN_DNS) continue;
+    lua_pushlstring(L, (const char *)ASN1_STRING_get0_data(g->d.dNSName), (size_t)ASN1_STRING_length(g->d.dNSName));
+    lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+  }
+  GENERAL_NAMES_free(names);
+  lua_setfield(L, -2, "names");
+}
+
+void luaio_tls_push_info(lua_State *L, luaio_conn *c) {
+  luaio_tls *t = c ? c->tls : NULL;
+  if (t == NULL || !t->handshake_done) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_createtable(L, 0, 7);
+  lua_pushstring(L, SSL_get_version(t->ssl));
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, SSL_get_cipher_name(t->ssl));
+  lua_setfield(L, -2, "cipher");
+  const char *group = SSL_get0_group_name(t->ssl);
+  if (group) {
+    lua_pushstring(L, group);
+    lua_setfield(L, -2, "group");
+  }
+  const unsigned char *alpn;
+  unsigned alen;
+  SSL_get0_alpn_selected(t->ssl, &alpn, &alen);
+  if (alen > 0) {
+    lua_pushlstring(L, (const char *)alpn, alen);
+    lua_setfield(L, -2, "alpn");
+  }
+  lua_pushboolean(L, SSL_session_reused(t->ssl));
+  lua_setfield(L, -2, "resumed");
+  const char *sni = SSL_get_servername(t->ssl, TLSEXT_NAMETYPE_host_name);
+  if (sni) {
+    lua_pushstring(L, sni);
+    lua_setfield(L, -2, "servername");
+  }
+  X509 *peer = SSL_get0_peer_certificate(t->ssl);
+  if (peer) {
+    push_peer(L, peer);
+    lua_setfield(L, -2, "peer");
+  }
+}
+
+/* --- roots ----------------------------------------------------------------------------------------- */
+
+static const char *const system_bundles[] = {
+  "/etc/ssl/certs/ca-certificates.crt", /* Debian, Ubuntu, Alpine */
+  "/etc/pki/tls/certs/ca-bundle.crt",   /* Fedora, RHEL */
+  "/etc/ssl/ca-bundle.pem",             /* openSUSE */
+  "/etc/ssl/cert.pem",                  /* Alpine, macOS-like layouts */
+  NULL};
+
+static int count_store(X509_STORE *store) {
+  STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
+  int n = 0;
+  for (int i = 0; i < sk_X509_OBJECT_num(objs); i++)
+    if (X509_OBJECT_get_type(sk_X509_OBJECT_value(objs, i)) == X509_LU_X509) n++;
+  return n;
+}
+
+static int load_embedded(X509_STORE *store) {
+  unsigned long long size = ZSTD_getFrameContentSize(luaio_roots_zst, luaio_roots_zst_len);
+  unsigned char *der = size < (1u << 24) ? malloc(size) : NULL;
+  if (der == NULL || ZSTD_decompress(der, size, luaio_roots_zst, luaio_roots_zst_len) != size) {
+    free(der);
+    return 0;
+  }
+  const unsigned char *p = der, *end = der + size;
+  while (p < end) {
+    X509 *x = d2i_X509(NULL, &p, end - p);
+    if (x == NULL) break;
+    X509_STORE_add_cert(store, x);
+    X509_free(x);
+  }
+  free(der);
+  ERR_clear_error();
+  return count_store(store);
+}
+
+/* The store every verifying client shares unless it names its own CA: loaded once. */
+static X509_STORE *roots(void) {
+  if (default_store != NULL) return default_store;
+  X509_STORE *store = X509_STORE_new();
+  if (store == NULL) return NULL;
+  const char *file = getenv("SSL_CERT_FILE"), *dir = getenv("SSL_CERT_DIR");
+  if ((file && *file) || (dir && *dir)) {
+    /* both may be given: the file is what is counted and named */
+    if (dir && *dir && X509_STORE_load_path(store, dir)) roots_source = "SSL_CERT_DIR", roots_path = dir;
+    if (file && *file && X509_STORE_load_file(store, file)) roots_source = "SSL_CERT_FILE", roots_path = file;
+  } else {
+    for (int i = 0; system_bundles[i] != NULL; i++) {
+      FILE *f = fopen(system_bundles[i], "r");
+      if (f == NULL) continue;
+      fclose(f);
+      if (X509_STORE_load_file(store, system_bundles[i])) {
+        roots_source = "system";
+        roots_path = system_bundles[i];
+        break;
+      }
+    }
+    if (roots_path == NULL) {
+      load_embedded(store);
+      roots_source = "embedded";
+    }
+  }
+  ERR_clear_error();
+  roots_count = count_store(store);
+  default_store = store;
+  return store;
+}
+
+/* tls.roots() -> {source = "SSL_CERT_FILE" | "SSL_CERT_DIR" | "system" | "embedded", path,
+ * count}; count is 0 for a directory (its files are read when needed) */
+static int tls_roots(lua_State *L) {
+  roots();
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, roots_source);
+  lua_setfield(L, -2, "source");
+  if (roots_path) {
+    lua_pushstring(L, roots_path);
+    lua_setfield(L, -2, "path");
+  }
+  lua_pushinteger(L, roots_count);
+  lua_setfield(L, -2, "count");
+  return 1;
+}
+
+/* --- session tickets -------------------------------------------------------------------------------- */
+
+static unsigned char ticket_secret[32];
+static int ticket_secret_ready;
+
+/* The secret behind the ticket keys: LUAIO_TLS_TICKET_SECRET when the environment has it (a
+ * worker forked by the app), else made now and put there, so the app's workers share it. */
+static void ticket_secret_init(void) {
+  if (ticket_secret_ready) return;
+  const char *hex = getenv("LUAIO_TLS_TICKET_SECRET");
+  int ok = hex != NULL && strlen(hex) == 64;
+  for (int i = 0; ok && i < 32; i++) {
+    unsigned v;
+    ok = sscanf(hex + 2 * i, "%2x", &v) == 1;
+    ticket_secret[i] = (unsigned char)v;
+  }
+  if (!ok) {
+    char out[65];
+    RAND_bytes(ticket_secret, sizeof ticket_secret);
+    for (int i = 0; i < 32; i++) snprintf(out + 2 * i, 3, "%02x", ticket_secret[i]);
+    setenv("LUAIO_TLS_TICKET_SECRET", out, 1);
+  }
+  ticket_secret_ready = 1;
+}
+
+typedef struct {
+  unsigned char name[16], aes[32], hmac[32];
+} ticket_key;
+
+/* The key of a period: HMAC-SHA256 of the secret over the period and the part's label. */
+static void ticket_key_for(long period, ticket_key *k) {
+  unsigned char out[32];
+  unsigned len;
+  char label[48];
+  snprintf(label, sizeof label, "luaio ticket %ld name", period);
+  HMAC(EVP_sha256(), ticket_secret, 32, (unsigned char *)label, strlen(label), out, &len);
+  memcpy(k->name, out, 16);
+  snprintf(label, sizeof label, "luaio ticket %ld aes", period);
+  HMAC(EVP_sha256(), ticket_secret, 32, (unsigned char *)label, strlen(label), k->aes, &len);
+  snprintf(label, sizeof label, "luaio ticket %ld hmac", period);
+  HMAC(EVP_sha256(), ticket_secret, 32, (unsigned char *)label, strlen(label), k->hmac, &len);
+}
+
+static int ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+                     EVP_MAC_CTX *hctx, int enc) {
+  (void)s;
+  long period = (long)(time(NULL) / TICKET_PERIOD);
+  ticket_key k;
+  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+                         OSSL_PARAM_construct_end()};
+  if (enc) {
+    ticket_key_for(period, &k);
+    if (RAND_bytes(iv, 16) <= 0) return -1;
+    memcpy(name, k.name, 16);
+    if (!EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv)) return -1;
+    return EVP_MAC_init(hctx, k.hmac, sizeof k.hmac, params) ? 1 : -1;
+  }
+  for (int age = 0; age < 2; age++) { /* the current key, or the one before it */
+    ticket_key_for(period - age, &k);
+    if (memcmp(name, k.name, 16) != 0) continue;
+    if (!EVP_MAC_init(hctx, k.hmac, sizeof k.hmac, params)) return -1;
+    if (!EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv)) return -1;
+    return age == 0 ? 1 : 2; /* 2: accepted, and a ticket under the new key is sent */
+  }
+  return 0; /* unknown key: a full handshake */
+}
+
+/* --- contexts ------------------------------------------------------------------------------------- */
+
+void luaio_tlsctx_ref(luaio_tlsctx *x) { x->refs++; }
+
+void luaio_tlsctx_unref(luaio_tlsctx *x) {
+  if (--x->refs > 0) return;
+  for (int i = 0; i < x->nchildren; i++) {
+    for (int j = 0; j < x->children[i].nnames; j++) free(x->children[i].names[j]);
+    free(x->children[i].names);
+    luaio_tlsctx_unref(x->children[i].ctx);
+  }
+  free(x->children);
+  for (int i = 0; i < x->nsessions; i++) {
+    free(x->sessions[i].key);
+    SSL_SESSION_free(x->sessions[i].sess);
+  }
+  if (x->sni_ref != LUA_NOREF) luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, x->sni_ref);
+  free(x->alpn);
+  SSL_CTX_free(x->ctx);
+  free(x);
+}
+
+luaio_tlsctx *luaio_tlsctx_check(lua_State *L, int idx) {
+  luaio_tlsctx **box = luaL_checkudata(L, idx, CTX_MT);
+  if (*box == NULL) luaL_argerror(L, idx, "TLS context already freed");
+  return *box;
+}
+
+/* A string option, or NULL. */
+static const char *opt_string(lua_State *L, int opts, const char *name, size_t *len) {
+  lua_getfield(L, opts, name);
+  const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
+  lua_pop(L, 1); /* the options table keeps it alive */
+  return s;
+}
+
+/* Fails a context creation: raises with OpenSSL's reason. */
+static int ctx_error(lua_State *L, luaio_tlsctx *x, const char *what) {
+  unsigned long e = ERR_peek_last_error();
+  const char *why = e ? ERR_reason_error_string(e) : NULL;
+  ERR_clear_error();
+  if (x != NULL) luaio_tlsctx_unref(x);
+  lua_pushnil(L);
+  luaio_namederror(L, "ETLS", lua_pushfstring(L, "%s: %s", what, why ? why : "failed"));
+  lua_remove(L, -2);
+  return 2;
+}
+
+/* Loads the PEM certificate chain and key (strings) into ctx. */
+static int use_cert(SSL_CTX *ctx, const char *cert, size_t cert_len, const char *key, size_t key_len) {
+  BIO *b = BIO_new_mem_buf(cert, (int)cert_len);
+  X509 *x = b ? PEM_read_bio_X509_AUX(b, NULL, NULL, NULL) : NULL;
+  int ok = x != NULL && SSL_CTX_use_certificate(ctx, x) == 1;
+  X509_free(x);
+  SSL_CTX_clear_chain_certs(ctx);
+  while (ok) { /* the rest of the PEM is the chain */
+    X509 *extra = PEM_read_bio_X509(b, NULL, NULL, NULL);
+    if (extra == NULL) break;
+    if (!SSL_CTX_add0_chain_cert(ctx, extra)) {
+      X509_free(extra);
+      ok = 0;
+    }
+  }
+  BIO_free(b);
+  ERR_clear_error(); /* the end of the PEM reads as an error */
+  if (!ok) return 0;
+  b = BIO_new_mem_buf(key, (int)key_len);
+  EVP_PKEY *k = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+  BIO_free(b);
+  ok = k != NULL && SSL_CTX_use_PrivateKey(ctx, k) == 1 && SSL_CTX_check_private_key(ctx) == 1;
+  EVP_PKEY_free(k);
+  return ok;
+}
+
+/* Adds the PEM certificates in pem to store; returns how many. */
+static int add_pem_certs(X509_STORE *store, const char *pem, size_t len) {
+  BIO *b = BIO_new_mem_buf(pem, (int)len);
+  int n = 0;
+  X509 *x;
+  while (b != NULL && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+    if (X509_STORE_add_cert(store, x)) n++;
+    X509_free(x);
+  }
+  BIO_free(b);
+  ERR_clear_error();
+  return n;
+}
+
+static int alpn_select(SSL *s, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned inlen, void *arg) {
+  (void)s;
+  luaio_tlsctx *x = arg;
+  if (x->alpn == NULL) return SSL_TLSEXT_ERR_NOACK;
+  /* the server's order of preference decides */
+  if (SSL_select_next_proto((unsigned char **)out, outlen, x->alpn, x->alpn_len, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
+    return SSL_TLSEXT_ERR_ALERT_FATAL; /* RFC 7301: no common protocol */
+  return SSL_TLSEXT_ERR_OK;
+}
+
+/* Whether a certificate name ("www.example.com" or "*.example.com") covers host. */
+static int name_matches(const char *pattern, const char *host) {
+  if (pattern[0] == '*' && pattern[1] == '.') {
+    const char *dot = strchr(host, '.');
+    return dot != NULL && dot != host && strcasecmp(dot + 1, pattern + 2) == 0;
+  }
+  return strcasecmp(pattern, host) == 0;
+}
+
+typedef struct {
+  luaio_tlsctx *x;
+  const char *name;
+  luaio_tlsctx *chosen;
+} sni_call_t;
+
+static void call_sni(lua_State *L, void *arg) {
+  sni_call_t *a = arg;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->x->sni_ref);
+  lua_pushstring(L, a->name);
+  lua_call(L, 1, 1);
+  luaio_tlsctx **box = luaL_testudata(L, -1, CTX_MT);
+  a->chosen = box ? *box : NULL;
+  lua_pop(L, 1);
+}
+
+static int servername_cb(SSL *s, int *alert, void *arg) {
+  (void)alert;
+  luaio_tlsctx *x = arg;
+  const char *name = SSL_get_servername(s, TLSEXT_NAMETYPE_host_name);
+  if (name == NULL) return SSL_TLSEXT_ERR_NOACK; /* the first certificate answers */
+  for (int i = 0; i < x->nchildren; i++)
+    for (int j = 0; j < x->children[i].nnames; j++)
+      if (name_matches(x->children[i].names[j], name)) {
+        SSL_set_SSL_CTX(s, x->children[i].ctx->ctx);
+        return SSL_TLSEXT_ERR_OK;
+      }
+  if (x->sni_ref != LUA_NOREF) {
+    sni_call_t a = {x, name, NULL};
+    if (luaio_protect(call_sni, &a, "tls sni callback") != 0) return SSL_TLSEXT_ERR_ALERT_FATAL;
+    if (a.chosen != NULL && a.chosen->ctx != NULL) SSL_set_SSL_CTX(s, a.chosen->ctx);
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+/* The DNS names of ctx's certificate (subjectAltName, else the CN), lower case. */
+static void collect_names(struct child *ch) {
+  X509 *x = SSL_CTX_get0_certificate(ch->ctx->ctx);
+  if (x == NULL) return;
+  GENERAL_NAMES *names = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+  int n = names ? sk_GENERAL_NAME_num(names) : 0;
+  ch->names = calloc((size_t)n + 1, sizeof *ch->names);
+  for (int i = 0; ch->names && i < n; i++) {
+    GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
+    if (g->type == GEN_DNS)
+      ch->names[ch->nnames++] = strndup((const char *)ASN1_STRING_get0_data(g->d.dNSName),
+                                        (size_t)ASN1_STRING_length(g->d.dNSName));
+  }
+  GENERAL_NAMES_free(names);
+  if (ch->names != NULL && ch->nnames == 0) { /* no SAN: the subject's CN */
+    char cn[256];
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, sizeof cn) > 0)
+      ch->names[ch->nnames++] = strdup(cn);
+  }
+}
+
+/* The settings every context shares: versions, ciphers, modes. */
+static int base_settings(lua_State *L, SSL_CTX *ctx, int opts) {
+  size_t n;
+  const char *min = opt_string(L, opts, "min_version", &n);
+  int version = TLS1_2_VERSION;
+  if (min != NULL) {
+    if (strcmp(min, "1.3") == 0) version = TLS1_3_VERSION;
+    else if (strcmp(min, "1.2") != 0) return 0;
+  }
+  SSL_CTX_set_min_proto_version(ctx, version);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION |
+                             SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  const char *ciphers = opt_string(L, opts, "ciphers", &n);
+  /* TLS 1.2: forward secrecy and AEAD only (Mozilla's "intermediate", without DHE) */
+  if (!SSL_CTX_set_cipher_list(ctx, ciphers ? ciphers
+                                            : "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                              "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                              "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"))
+    return 0;
+  const char *suites = opt_string(L, opts, "ciphersuites", &n);
+  if (suites != NULL && !SSL_CTX_set_ciphersuites(ctx, suites)) return 0;
+  return 1;
+}
+
+static luaio_tlsctx *ctx_new(lua_State *L, int server) {
+  luaio_tlsctx *x = calloc(1, sizeof *x);
+  if (x == NULL) return NULL;
+  x->refs = 1;
+  x->server = (uint8_t)server;
+  x->sni_ref = LUA_NOREF;
+  x->handshake_timeout = HANDSHAKE_TIMEOUT;
+  x->ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+  if (x->ctx == NULL) {
+    free(x);
+    return NULL;
+  }
+  SSL_CTX_set_ex_data(x->ctx, ctx_index, x);
+  (void)L;
+  return x;
+}
+
+static void push_ctx(lua_State *L, luaio_tlsctx *x) {
+  luaio_tlsctx **box = lua_newuserdata(L, sizeof *box);
+  *box = x;
+  luaL_getmetatable(L, CTX_MT);
+  lua_setmetatable(L, -2);
+}
+
+/* Reads alpn = {"h2", "http/1.1"} into wire format. */
+static int read_alpn(lua_State *L, int opts, luaio_tlsctx *x) {
+  lua_getfield(L, opts, "alpn");
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  size_t total = 0, count = lua_objlen(L, -1);
+  for (size_t i = 1; i <= count; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    size_t n = 0;
+    lua_tolstring(L, -1, &n);
+    lua_pop(L, 1);
+    if (n == 0 || n > 255) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    total += n + 1;
+  }
+  x->alpn = malloc(total ? total : 1);
+  if (x->alpn == NULL) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  for (size_t i = 1; i <= count; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    x->alpn[x->alpn_len++] = (unsigned char)n;
+    memcpy(x->alpn + x->alpn_len, s, n);
+    x->alpn_len += (unsigned)n;
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* Server settings on one SSL_CTX (the main one and each SNI child). */
+static void server_settings(luaio_tlsctx *x, luaio_tlsctx *main) {
+  SSL_CTX *ctx = x->ctx;
+  ticket_secret_init();
+  SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+  SSL_CTX_set_num_tickets(ctx, 1);
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets carry the sessions */
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, main);
+  SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
+  SSL_CTX_set_tlsext_servername_arg(ctx, main);
+}
+
+/* C.context(options, server) -> context | nil, err. The options are checked by tls.lua;
+ * certificates and keys are PEM text here (tls.lua reads files and bundle paths). */
+static int tls_context(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int server = lua_toboolean(L, 2);
+  luaio_tlsctx *x = ctx_new(L, server);
+  if (x == NULL) return ctx_error(L, NULL, "SSL_CTX_new");
+  if (!base_settings(L, x->ctx, 1)) return ctx_error(L, x, "min_version, ciphers or ciphersuites");
+  lua_getfield(L, 1, "handshake_timeout");
+  if (lua_isnumber(L, -1)) x->handshake_timeout = luaio_ms32((uint64_t)lua_tonumber(L, -1));
+  lua_pop(L, 1);
+  if (!read_alpn(L, 1, x)) return ctx_error(L, x, "alpn");
+  size_t clen, klen, calen;
+  const char *cert = opt_string(L, 1, "cert", &clen), *key = opt_string(L, 1, "key", &klen);
+  const char *ca = opt_string(L, 1, server ? "client_ca" : "ca", &calen);
+  if (cert != NULL && (key == NULL || !use_cert(x->ctx, cert, clen, key, klen)))
+    return ctx_error(L, x, "cert/key");
+  if (server) {
+    server_settings(x, x);
+    lua_getfield(L, 1, "certs"); /* more certificates, chosen by the client's SNI */
+    int nc = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+    if (nc > 0 && (x->children = calloc((size_t)nc, sizeof *x->children)) == NULL) return ctx_error(L, x, "certs");
+    for (int i = 1; i <= nc; i++) {
+      lua_rawgeti(L, -1, i);
+      int o = lua_gettop(L);
+      luaio_tlsctx *child = ctx_new(L, 1);
+      if (child == NULL) return ctx_error(L, x, "certs");
+      x->children[x->nchildren++].ctx = child;
+      size_t cl, kl;
+      const char *cc = opt_string(L, o, "cert", &cl), *ck = opt_string(L, o, "key", &kl);
+      if (!base_settings(L, child->ctx, 1) || cc == NULL || ck == NULL || !use_cert(child->ctx, cc, cl, ck, kl))
+        return ctx_error(L, x, "certs");
+      server_settings(child, x);
+      collect_names(&x->children[i - 1]);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (cert == NULL && x->nchildren > 0) { /* no default certificate: the first one */
+      luaio_tlsctx *first = x->children[0].ctx;
+      SSL_CTX_use_certificate(x->ctx, SSL_CTX_get0_certificate(first->ctx));
+      SSL_CTX_use_PrivateKey(x->ctx, SSL_CTX_get0_privatekey(first->ctx));
+    }
+    lua_getfield(L, 1, "sni");
+    if (lua_isfunction(L, -1))
+      x->sni_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    else
+      lua_pop(L, 1);
+    lua_getfield(L, 1, "verify_client");
+    int verify_client = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (ca != NULL) {
+      X509_STORE *store = SSL_CTX_get_cert_store(x->ctx);
+      if (add_pem_certs(store, ca, calen) == 0) return ctx_error(L, x, "client_ca");
+      STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+      BIO *b = BIO_new_mem_buf(ca, (int)calen);
+      X509 *c;
+      while (names && b && (c = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL) {
+        sk_X509_NAME_push(names, X509_NAME_dup(X509_get_subject_name(c)));
+        X509_free(c);
+      }
+      BIO_free(b);
+      ERR_clear_error();
+      SSL_CTX_set_client_CA_list(x->ctx, names);
+    }
+    if (verify_client)
+      SSL_CTX_set_verify(x->ctx, SSL_VERIFY_PEER | (verify_client ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0), NULL);
+    if (cert == NULL && x->nchildren == 0 && x->sni_ref == LUA_NOREF)
+      return ctx_error(L, x, "a server needs cert and key, certs, or sni");
+  } else {
+    lua_getfield(L, 1, "verify");
+    x->verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    SSL_CTX_set_session_cache_mode(x->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    if (x->alpn) SSL_CTX_set_alpn_protos(x->ctx, x->alpn, x->alpn_len);
+    if (x->verify) {
+      SSL_CTX_set_verify(x->ctx, SSL_VERIFY_PEER, NULL);
+      if (ca != NULL) {
+        if (add_pem_certs(SSL_CTX_get_cert_store(x->ctx), ca, calen) == 0) return ctx_error(L, x, "ca");
+      } else {
+        X509_STORE *store = roots();
+        if (store == NULL) return ctx_error(L, x, "roots");
+        SSL_CTX_set1_cert_store(x->ctx, store);
+      }
+    }
+  }
+  push_ctx(L, x);
+  return 1;
+}
+
+static int ctx_gc(lua_State *L) {
+  luaio_tlsctx **box = lua_touserdata(L, 1);
+  if (*box != NULL) luaio_tlsctx_unref(*box);
+  *box = NULL;
+  return 0;
+}
+
+static int ctx_tostring(lua_State *L) {
+  luaio_tlsctx *x = luaio_tlsctx_check(L, 1);
+  lua_pushfstring(L, "tls context (%s, %p)", x->server ? "server" : "client", (void *)x);
+  return 1;
+}
+
+static const luaL_Reg tls_funcs[] = {{"context", tls_context}, {"roots", tls_roots}, {NULL, NULL}};
+
+int luaopen_luaio_tls(lua_State *L) {
+  if (bio_method == NULL) {
+    OPENSSL_init_ssl(OPENSSL_INIT_NO_LOAD_CONFIG, NULL); /* a static binary reads no openssl.cnf */
+    bio_method = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "luaio");
+    BIO_meth_set_write(bio_method, bio_write);
+    BIO_meth_set_read(bio_method, bio_read);
+    BIO_meth_set_ctrl(bio_method, bio_ctrl);
+    BIO_meth_set_create(bio_method, bio_create);
+    ssl_conn_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+    ctx_index = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+  }
+  if (luaL_newmetatable(L, CTX_MT)) {
+    lua_pushcfunction(L, ctx_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, ctx_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  luaio_newlib(L, tls_funcs);
+  return 1;
+}

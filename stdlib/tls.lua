@@ -1,0 +1,157 @@
+-- tls: TLS contexts for clients and servers, the options every module that speaks TLS
+-- takes (tcp, http, https, websocket, redis, mysql). The transport itself is C
+-- (runtime/net/tls.c, under the connection core).
+--
+--   tcp.connect(443, "example.com", { tls = true })                    -- verify, SNI
+--   tcp.connect(8443, "127.0.0.1", { tls = { ca = "ca.pem", servername = "test" } })
+--   tcp.createServer(8443, onconnect, { tls = { cert = "cert.pem", key = "key.pem" } })
+--
+-- Certificates, keys and CAs are PEM text or the path of a PEM file (on disk, or in the
+-- app's bundle). Contexts are made once per distinct options and shared: they hold the
+-- parsed certificates, the client's session cache and the root store.
+local C = require "luaio.tls"
+local options = require "luaio.options"
+
+local concat, pairs, sort, tostring, type = table.concat, pairs, table.sort, tostring, type
+
+local tls = {}
+
+-- tls.roots() -> {source, path, count}: the store clients verify against when they name no
+-- `ca`: "SSL_CERT_FILE", "SSL_CERT_DIR", "system" (a bundle on disk) or "embedded" (the
+-- Mozilla store compiled into luaio, for FROM scratch images).
+tls.roots = C.roots
+
+local VERSIONS = { "1.2", "1.3" }
+
+local CLIENT = {
+  servername = { "string" }, -- SNI and the name verified (default: the host connected to)
+  verify = { "boolean" },    -- false: no verification at all, for tests only (warned about)
+  ca = { "string" },         -- PEM or path: trust these instead of the root store
+  cert = { "string" },       -- a client certificate (mutual TLS) ...
+  key = { "string" },        -- ... and its key
+  alpn = { "table" },        -- {"h2", "http/1.1"}
+  min_version = { "string", values = VERSIONS },
+  ciphers = { "string" },      -- TLS 1.2 cipher list (OpenSSL syntax)
+  ciphersuites = { "string" }, -- TLS 1.3 suites
+  handshake_timeout = { "ms" },
+}
+
+local SERVER = {
+  cert = { "string" },
+  key = { "string" },
+  certs = { "table" },       -- {{cert = ..., key = ...}, ...}: chosen by the client's SNI
+  sni = { "function" },      -- sni(servername) -> a context from tls.server{...}, or nil
+  alpn = { "table" },        -- the server's preference order
+  client_ca = { "string" },  -- PEM or path: the CAs client certificates must chain to
+  verify_client = { "boolean" }, -- require a client certificate
+  min_version = { "string", values = VERSIONS },
+  ciphers = { "string" },
+  ciphersuites = { "string" },
+  handshake_timeout = { "ms" },
+}
+
+-- PEM text given as is, or read from a file (disk first, then the app's bundle).
+local function pem(value, name, argn, fname)
+  if value:find("-----BEGIN", 1, true) then return value end
+  local f = io.open(value, "rb")
+  if f then
+    local text = f:read("*a")
+    f:close()
+    return text
+  end
+  local ok, text = pcall(require("bundle").read, value)
+  if ok and text then return text end
+  options.argerror(argn, fname, ("option '%s': '%s' is neither PEM text nor a readable file"):format(name, value), 4)
+end
+
+local function check_alpn(list, argn, fname)
+  for i = 1, #list do
+    local p = list[i]
+    if type(p) ~= "string" or #p == 0 or #p > 255 then
+      options.argerror(argn, fname, "option 'alpn': an array of protocol names (1 to 255 bytes) expected", 4)
+    end
+  end
+end
+
+-- A key for the context cache: the checked options, in a stable order.
+local function cache_key(opts)
+  local parts = {}
+  for k, v in pairs(opts) do
+    if type(v) == "table" then
+      local items = {}
+      for i = 1, #v do
+        local item = v[i]
+        items[i] = type(item) == "table" and (tostring(item.cert) .. "\0" .. tostring(item.key)) or tostring(item)
+      end
+      v = concat(items, "\1")
+    end
+    parts[#parts + 1] = k .. "=" .. tostring(v)
+  end
+  sort(parts)
+  return concat(parts, "\2")
+end
+
+local cache = setmetatable({}, { __mode = "v" }) -- contexts, by their options
+local warned
+
+-- tls.client(options) -> context, servername: for tcp.connect, starttls and the clients.
+-- options: true, or the table CLIENT lists.
+function tls.client(opts, argn, fname)
+  argn, fname = argn or 1, fname or "client"
+  if opts == true then opts = {} end
+  local o = options.check(opts, CLIENT, argn, fname, 3)
+  if o.ca then o.ca = pem(o.ca, "ca", argn, fname) end
+  if o.cert then o.cert = pem(o.cert, "cert", argn, fname) end
+  if o.key then o.key = pem(o.key, "key", argn, fname) end
+  if o.alpn then check_alpn(o.alpn, argn, fname) end
+  if (o.cert == nil) ~= (o.key == nil) then
+    options.argerror(argn, fname, "options 'cert' and 'key' go together", 3)
+  end
+  if o.verify == false and not warned then
+    warned = true
+    io.stderr:write("luaio: TLS certificate verification is off (verify = false): for tests only\n")
+  end
+  local servername = o.servername
+  o.servername = nil
+  local key = "client\3" .. cache_key(o)
+  local ctx = cache[key]
+  if not ctx then
+    local err
+    ctx, err = C.context(o, false)
+    if not ctx then error(("bad argument #%d to '%s' (%s)"):format(argn, fname, tostring(err)), 3) end
+    cache[key] = ctx
+  end
+  return ctx, servername
+end
+
+-- tls.server(options) -> context: for tcp.createServer, http.createServer, server:setTLS,
+-- starttls on the server side, and sni callbacks.
+function tls.server(opts, argn, fname)
+  argn, fname = argn or 1, fname or "server"
+  local o = options.check(opts, SERVER, argn, fname, 3)
+  if o.cert then o.cert = pem(o.cert, "cert", argn, fname) end
+  if o.key then o.key = pem(o.key, "key", argn, fname) end
+  if o.client_ca then o.client_ca = pem(o.client_ca, "client_ca", argn, fname) end
+  if o.alpn then check_alpn(o.alpn, argn, fname) end
+  if o.certs then
+    local certs = {}
+    for i, entry in ipairs(o.certs) do
+      if type(entry) ~= "table" or type(entry.cert) ~= "string" or type(entry.key) ~= "string" then
+        options.argerror(argn, fname, "option 'certs': an array of {cert = ..., key = ...} expected", 3)
+      end
+      certs[i] = { cert = pem(entry.cert, "certs", argn, fname), key = pem(entry.key, "certs", argn, fname) }
+    end
+    o.certs = certs
+  end
+  if (o.cert == nil) ~= (o.key == nil) then
+    options.argerror(argn, fname, "options 'cert' and 'key' go together", 3)
+  end
+  if not o.cert and not o.certs and not o.sni then
+    options.argerror(argn, fname, "a server needs 'cert' and 'key', 'certs' or 'sni'", 3)
+  end
+  local ctx, err = C.context(o, true)
+  if not ctx then error(("bad argument #%d to '%s' (%s)"):format(argn, fname, tostring(err)), 3) end
+  return ctx
+end
+
+return tls
