@@ -151,3 +151,23 @@ test.case("a subscriber that does not read holds the server back, not its memory
   end
   test.eq(sub:ping(), { "pong", "" }, "and the connection goes on")
 end)
+
+test.case("a message larger than the input buffer, met while reading is paused", function()
+  local srv = rh.server()
+  local sub = rh.connect(srv, { max_pushes = 1 })
+  local pub = rh.connect(srv)
+  local admin = rh.connect(srv)
+  test.eq(sub:subscribe("c"), 1)
+  local huge = string.rep("h", 3 * 1024 * 1024)
+  -- "small" fills the queue: parsing stops before the huge one, whose first bytes then fill
+  -- the input buffer; receiving "small" restarts parsing, which must grow the buffer past
+  -- its usual limit (and have reading go on) to get the rest
+  assert(pub:publish("c", "small"))
+  assert(pub:publish("c", huge))
+  assert(pub:publish("c", "after"))
+  test.eq(admin:ping(), "PONG")
+  task.sleep(200) -- the bytes arrive meanwhile (the result does not depend on it)
+  test.eq({ sub:receive(5000) }, { "message", "c", "small" })
+  test.eq({ sub:receive(5000) }, { "message", "c", huge }, "read past the usual limit")
+  test.eq({ sub:receive(5000) }, { "message", "c", "after" })
+end)

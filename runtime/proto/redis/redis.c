@@ -598,7 +598,7 @@ static int make_room(rclient *s, size_t need, size_t have) {
   if (need == 0) /* a line with no end yet: it may not fill the buffer */
     return have >= c->in_max ? UV_EPROTO : 0;
   if (need > UINT32_MAX - 64) return UV_ENOBUFS;
-  if (need > c->in_max) c->in_max = (uint32_t)need;
+  luaio_conn_need(c, (uint32_t)need); /* past the usual limit; reading resumes if it paused */
   return luaio_conn_reserve_in(c, (uint32_t)(need - have));
 }
 
