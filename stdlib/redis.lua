@@ -216,15 +216,41 @@ end
 
 -- --- the client's Lua methods ---------------------------------------------------------------
 
+-- The pipeline fn records (for fname: "pipeline" or "transaction", which adds MULTI and
+-- EXEC around it); the cluster client records its pipelines here too.
+function redis._record(fn, fname)
+  if type(fn) ~= "function" then
+    error(("bad argument #1 to '%s' (function expected, got %s)"):format(fname, type(fn)), 3)
+  end
+  local p = C.newpipeline()
+  if fname == "transaction" then p:multi() end
+  fn(p)
+  if fname == "transaction" then p:exec() end
+  return p
+end
+local record = redis._record
+
+-- A transaction's replies (MULTI's, QUEUED..., EXEC's) -> EXEC's reply, or nil and why it
+-- failed: the first command the server refused while queueing says it better than
+-- EXECABORT.
+function redis._exec_result(replies, err)
+  if not replies then return nil, err end
+  local exec = replies[#replies]
+  if type(exec) == "table" and exec.err then
+    for i = 1, #replies - 1 do
+      local v = replies[i]
+      if type(v) == "table" and v.err then return nil, v.err end
+    end
+    return nil, exec.err
+  end
+  return exec
+end
+local exec_result = redis._exec_result
+
 -- r:pipeline(fn) -> {replies...} | nil, err. fn(p) records commands (p:set(...), p:get(...));
 -- they are sent together once it returns. Error replies are {err = message} in the list.
 function methods:pipeline(fn)
-  if type(fn) ~= "function" then
-    error("bad argument #1 to 'pipeline' (function expected, got " .. type(fn) .. ")", 2)
-  end
-  local p = C.newpipeline()
-  fn(p)
-  return C.pipeline(self, p)
+  return C.pipeline(self, record(fn, "pipeline"))
 end
 
 -- r:transaction(fn) -> {results...} | redis.null (a WATCHed key changed) | nil, err.
@@ -232,24 +258,7 @@ end
 -- between, even on a shared client. A command the server refuses while queueing aborts the
 -- transaction: nil and its message.
 function methods:transaction(fn)
-  if type(fn) ~= "function" then
-    error("bad argument #1 to 'transaction' (function expected, got " .. type(fn) .. ")", 2)
-  end
-  local p = C.newpipeline()
-  p:multi()
-  fn(p)
-  p:exec()
-  local replies, err = C.pipeline(self, p)
-  if not replies then return nil, err end
-  local exec = replies[#replies]
-  if type(exec) == "table" and exec.err then
-    for i = 1, #replies - 1 do -- the first refused command says why better than EXECABORT
-      local v = replies[i]
-      if type(v) == "table" and v.err then return nil, v.err end
-    end
-    return nil, exec.err
-  end
-  return exec
+  return exec_result(C.pipeline(self, record(fn, "transaction")))
 end
 
 -- r:stream(sink, name, args...) -> length | reply | nil, err. Sends a command whose reply is

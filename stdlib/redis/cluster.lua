@@ -409,12 +409,7 @@ end
 -- pipeline per node, all at once; the replies come back in the order of the commands.
 -- Commands redirected meanwhile (a slot that moved) are sent again one by one, in order.
 function Cluster:pipeline(fn)
-  if type(fn) ~= "function" then
-    error("bad argument #1 to 'pipeline' (function expected, got " .. type(fn) .. ")", 2)
-  end
-  local p = C.newpipeline()
-  fn(p)
-  local cmds = records(C.pipetable(p))
+  local cmds = records(C.pipetable(redis._record(fn, "pipeline")))
   local groups, order = {}, {}
   for i, cmd in ipairs(cmds) do
     local info, err = self:_info(cmd.name)
@@ -483,12 +478,7 @@ end
 -- EXEC on the node of the first key (every key must be in slots of that node; keep them in
 -- one slot with a {hash tag}). Sent again, whole, when a slot moved meanwhile.
 function Cluster:transaction(fn)
-  if type(fn) ~= "function" then
-    error("bad argument #1 to 'transaction' (function expected, got " .. type(fn) .. ")", 2)
-  end
-  local p = C.newpipeline()
-  fn(p)
-  local t = C.pipetable(p)
+  local t = C.pipetable(redis._record(fn, "transaction"))
   local slot
   for _, cmd in ipairs(records(t)) do
     local info, err = self:_info(cmd.name)
@@ -499,22 +489,13 @@ function Cluster:transaction(fn)
       break
     end
   end
-  local body = { 1, "multi" }
-  for i = 1, #t do body[#body + 1] = t[i] end
-  body[#body + 1] = 1
-  body[#body + 1] = "exec"
   return self:_run(slot, false, function(r)
-    local replies, err = C.pipeline(r, body)
-    if not replies then return nil, err end
-    local exec = replies[#replies]
-    if type(exec) == "table" and exec.err then
-      for i = 2, #replies - 1 do -- a redirection while queueing: the whole thing again
-        local v = replies[i]
-        if type(v) == "table" and v.err then return nil, v.err end
-      end
-      return nil, exec.err
+    local exec, err = redis._exec_result(C.pipeline(r, t))
+    if exec == nil and type(err) == "string" and err:match("^ASK ") then
+      -- a slot being migrated: ASKING covers one command, not a transaction; wait it out
+      return nil, "TRYAGAIN " .. err
     end
-    return exec
+    return exec, err -- MOVED while queueing: the whole transaction goes to the new node
   end)
 end
 

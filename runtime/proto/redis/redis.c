@@ -833,15 +833,16 @@ static void detach(lua_State *L, rclient *s, int err) {
 
 /* --- the Lua API: the client ------------------------------------------------------------------ */
 
-/* Sends name + L[first..top] and waits for the reply. */
+/* Sends name + L[first..top] and waits: for the reply (W_CMD, W_STREAM), or for `left`
+ * confirmations of subscribe kind `sub` (W_SUB). */
 static int send_and_wait(lua_State *L, rclient *s, const char *name, size_t nlen, int first, int flags,
-                         int kind) {
-  luaio_checktask(L, "redis command");
+                         int kind, uint32_t left, int sub) {
+  luaio_checktask(L, name);
   if (flags & F_REFUSE) return luaL_error(L, "redis: '%s' is not supported by this client", name);
   if (flags & F_CLIENT) {
-    int sub = client_sub(L, first);
-    if (sub < 0) return luaL_error(L, "redis: 'client reply' is not supported (replies would go missing)");
-    flags |= sub;
+    int cs = client_sub(L, first);
+    if (cs < 0) return luaL_error(L, "redis: 'client reply' is not supported (replies would go missing)");
+    flags |= cs;
   }
   if (s->c == NULL) return push_closed(L, s);
   int err = fifo_reserve(s);
@@ -851,7 +852,7 @@ static int send_and_wait(lua_State *L, rclient *s, const char *name, size_t nlen
   if (err < 0) return luaio_pusherror(L, err);
   if (s->c == NULL) return push_closed(L, s); /* a flush on the way failed */
   track(s, flags);
-  fifo_push(L, s, kind, 1, 0);
+  fifo_push(L, s, kind, left, sub);
   return luaio_yield(L);
 }
 
@@ -862,7 +863,7 @@ static int client_command(lua_State *L) {
   const char *name = lua_tostring(L, lua_upvalueindex(1));
   int flags = (int)lua_tointeger(L, lua_upvalueindex(2));
   if (flags & F_SUB) return luaL_error(L, "redis: '%s' has a method of its own", name);
-  return send_and_wait(L, s, name, lua_objlen(L, lua_upvalueindex(1)), 2, flags, W_CMD);
+  return send_and_wait(L, s, name, lua_objlen(L, lua_upvalueindex(1)), 2, flags, W_CMD, 1, 0);
 }
 
 static int subscribe_call(lua_State *L, rclient *s, int kind, int first);
@@ -875,7 +876,7 @@ static int client_call(lua_State *L) {
   size_t nlen = lua_objlen(L, 2);
   int flags = command_flags(name, nlen);
   if (flags & F_SUB) return subscribe_call(L, s, flags >> 9, 3);
-  return send_and_wait(L, s, name, nlen, 3, flags, W_CMD);
+  return send_and_wait(L, s, name, nlen, 3, flags, W_CMD, 1, 0);
 }
 
 /* method(name) -> the command method for name (stdlib/redis.lua caches them). */
@@ -897,16 +898,7 @@ static int subscribe_call(lua_State *L, rclient *s, int kind, int first) {
     uint32_t have = kind == 3 ? s->nchan : kind == 4 ? s->npat : s->nshard;
     n = have > 0 ? have : 1;
   }
-  luaio_checktask(L, sub_names[kind]);
-  if (s->c == NULL) return push_closed(L, s);
-  int err = fifo_reserve(s);
-  if (err) return luaio_pusherror(L, err);
-  err = encode_command(L, s->c, sub_names[kind], strlen(sub_names[kind]), first, top);
-  if (err > 0) return luaL_argerror(L, err, lua_pushfstring(L, "string or number expected, got %s", luaL_typename(L, err)));
-  if (err < 0) return luaio_pusherror(L, err);
-  if (s->c == NULL) return push_closed(L, s);
-  fifo_push(L, s, W_SUB, n, kind);
-  return luaio_yield(L);
+  return send_and_wait(L, s, sub_names[kind], strlen(sub_names[kind]), first, 0, W_SUB, n, kind);
 }
 
 static int client_subscribe(lua_State *L) {
@@ -1116,7 +1108,7 @@ static int client_stream(lua_State *L) {
   size_t nlen = lua_objlen(L, 2);
   int flags = command_flags(name, nlen);
   if (flags & F_SUB) return luaL_error(L, "redis: '%s' cannot be streamed", name);
-  return send_and_wait(L, s, name, nlen, 3, flags, W_STREAM);
+  return send_and_wait(L, s, name, nlen, 3, flags, W_STREAM, 1, 0);
 }
 
 static waiter_t *own_stream(lua_State *L, rclient *s) {
