@@ -104,7 +104,7 @@ test.case("cluster: a slot migrates during traffic (ASK, then MOVED)", function(
   end
   local nkeys = 400
   for i = 1, nkeys do assert(cl:set("{mig}:" .. i, i)) end
-  local stop, failures, done = false, {}, {}
+  local stop, failures, done, txs = false, {}, {}, {}
   local workers = {}
   for w = 1, 8 do
     workers[w] = task.spawn(function()
@@ -115,6 +115,14 @@ test.case("cluster: a slot migrates during traffic (ASK, then MOVED)", function(
         if v ~= tostring(i) then failures[#failures + 1] = ("get %d: %s %s"):format(i, tostring(v), tostring(err)) end
         local n, ierr = cl:incr("{mig}:count:" .. w)
         if n ~= count + 1 then failures[#failures + 1] = ("incr %d: %s %s"):format(w, tostring(n), tostring(ierr)) end
+        if count % 10 == 0 then -- a transaction now and then: ASK waits, MOVED sends it again
+          local res, terr = cl:transaction(function(t) t:incr("{mig}:tx:" .. w) t:get("{mig}:1") end)
+          if type(res) ~= "table" or res[2] ~= "1" then
+            failures[#failures + 1] = ("transaction %d: %s %s"):format(w, tostring(res), tostring(terr))
+          else
+            txs[w] = res[1]
+          end
+        end
         count = count + 1
       end
       done[w] = count
@@ -146,6 +154,10 @@ test.case("cluster: a slot migrates during traffic (ASK, then MOVED)", function(
   for w = 1, 8 do test.ok(workers[w]:join()) end
   test.eq(failures, {}, "every command of the traffic succeeded")
   for w = 1, 8 do test.eq(cl:get("{mig}:count:" .. w), tostring(done[w]), "the counter of worker " .. w) end
+  for w = 1, 8 do
+    test.eq(tonumber(cl:get("{mig}:tx:" .. w)), math.ceil(done[w] / 10), "transactions of worker " .. w)
+    test.eq(txs[w], math.ceil(done[w] / 10))
+  end
   test.ok(done[1] > 0)
   for i = 1, nkeys do test.eq(cl:get("{mig}:" .. i), tostring(i)) end
   test.eq(cl:get("{mig}:fresh"), "new")
