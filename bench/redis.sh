@@ -7,7 +7,10 @@
 #   conns     TASKS tasks, a connection each, SET then GET in a loop, no pipelining;
 #             redis-benchmark -c TASKS -P 1
 #   shared    TASKS tasks sharing one client: luaio's automatic pipelining, ioredis with
-#             enableAutoPipelining (and with its defaults: "plain"); redis-benchmark -P 16
+#             enableAutoPipelining (and with its defaults: "plain"); redis-benchmark -P 16.
+#             One connection carries at most TASKS commands per round trip (redis-benchmark
+#             -P 16 -c 50: 800), so this is round-trip bound; the row with two shared
+#             clients (TASKS/2 tasks each) shows what overlapping two round trips gives.
 #   pipeline  one task, explicit pipelines of 100 commands (50 SET + 50 GET)
 # ioredis is installed with npm into out/bench/node (git ignores out/) when missing.
 set -euo pipefail
@@ -91,6 +94,8 @@ for round in $(seq "$ROUNDS"); do
   echo "shared: $TASKS tasks on one client (automatic pipelining)"
   read -r l_ops l_cpu l_pct < <(client out/luaio run bench/redis_client.lua "$port" shared "$DURATION" "$TASKS")
   row "luaio" "$l_ops" "$l_cpu" "$l_pct"
+  read -r t_ops t_cpu t_pct < <(client out/luaio run bench/redis_client.lua "$port" shared "$DURATION" "$TASKS" 2)
+  row "luaio, two shared clients (for info)" "$t_ops" "$t_cpu" "$t_pct"
   if [ $have_node = 1 ]; then
     read -r n_ops n_cpu n_pct < <(NODE_PATH=$node_dir/node_modules client node bench/redis_client.js "$port" shared "$DURATION" "$TASKS")
     row "ioredis enableAutoPipelining" "$n_ops" "$n_cpu" "$n_pct"
