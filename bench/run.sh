@@ -7,3 +7,4 @@ cd "$(dirname "$0")"
 ./tcp_echo.sh
 PIPELINE=16 IDLE_CONNS=0 ./http.sh
 ./http.sh
+./redis.sh
