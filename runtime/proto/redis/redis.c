@@ -444,8 +444,10 @@ static void attach(rclient *s, int d, int role) {
   lua_State *B = s->B;
   switch (s->fr[d - 1].type) {
   case RESP_MAP:
-    fix_key(B); /* a value: a key is not NaN (then it is not checked) */
-    if (role == RESP_KEY) return; /* stays on the stack until its value comes */
+    if (role == RESP_KEY) { /* stays on the stack until its value comes */
+      fix_key(B);
+      return;
+    }
     lua_rawset(B, -3);
     break;
   case RESP_SET:
