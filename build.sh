@@ -55,6 +55,8 @@ install_test_tools() {
   command -v taskset >/dev/null || pkgs+=(util-linux)
   command -v npm >/dev/null || pkgs+=(npm)
   /usr/bin/python3 -c 'import websockets' 2>/dev/null || pkgs+=(python3-websockets)
+  command -v luajit >/dev/null || pkgs+=(luajit2) # with lua-cjson: what tests/json_test.lua compares
+  [ -e /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ] || pkgs+=(lua-cjson)
   # the Redis client's tests start their own servers (never the system's service)
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   command -v redis-cli >/dev/null || pkgs+=(redis-tools)

@@ -7,4 +7,5 @@ cd "$(dirname "$0")"
 ./tcp_echo.sh
 PIPELINE=16 IDLE_CONNS=0 ./http.sh
 ./http.sh
+./json.sh
 ./redis.sh

@@ -183,6 +183,8 @@ void luaio_push_addr(lua_State *L, const struct sockaddr_storage *addr);
 /* --- modules ---------------------------------------------------------------------------- */
 
 int luaopen_bundle(lua_State *L);
+int luaopen_cjson(lua_State *L);
+int luaopen_cjson_safe(lua_State *L);
 int luaopen_dns(lua_State *L);
 int luaopen_luaio_process(lua_State *L);
 int luaopen_luaio_signal(lua_State *L);

@@ -19,6 +19,8 @@
 
 static const luaL_Reg c_modules[] = {
   {"bundle", luaopen_bundle},
+  {"cjson", luaopen_cjson},
+  {"cjson.safe", luaopen_cjson_safe},
   {"dns", luaopen_dns},
   {"luaio.archive", luaopen_luaio_archive},
   {"luaio.error", luaopen_luaio_error},

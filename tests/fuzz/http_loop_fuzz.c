@@ -60,13 +60,24 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 /* Sends the input on a new connection, half-closes, and runs the loop until the server has
  * closed its end (reading and dropping what it answers, so that it never waits for us). */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a;
   memset(&a, 0, sizeof a);
   a.sin_family = AF_INET;
   a.sin_port = htons((uint16_t)port);
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) abort();
+  int fd = -1;
+  for (int tries = 0; fd < 0 && tries < 100; tries++) { /* local ports may run short */
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+      close(fd);
+      fd = -1;
+      usleep(10000);
+    }
+  }
+  if (fd < 0) abort();
+  /* Closed with a reset when done: no TIME_WAIT per input (a run makes thousands). */
+  struct linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   fcntl(fd, F_SETFL, O_NONBLOCK);
   size_t sent = 0;
   int shut = 0;
