@@ -105,10 +105,10 @@ void luaio_ready(lua_State *L, lua_State *co, int nargs);
  * For libuv callbacks that start work (an accepted connection, a signal); L is the main
  * state. The task runs until its first wait; an uncaught error is reported, not raised. */
 void luaio_spawn(lua_State *L, int nargs);
-/* luaio_spawn, plus a hook called when the task ends (returns or raises): on L's stack a
- * value for the hook (a userdata: the hook gets its address), then fn and its nargs
- * arguments. The value stays on the task's stack, alive, until the hook has run. It costs
- * no allocation beyond a slot in a table, which matters per connection. */
+/* luaio_spawn, plus a hook called when the task ends (returns or raises: the error is
+ * reported first): on L's stack a value for the hook (a userdata: the hook gets its address),
+ * then fn and its nargs arguments. The value stays on the task's stack, alive, until the
+ * hook has run. It costs no allocation, which matters per connection. */
 typedef struct {
   void (*done)(lua_State *co, void *data);
 } luaio_hook;

@@ -65,72 +65,37 @@ static void report(lua_State *co, const char *what) {
   lua_pop(mainL, 1);
 }
 
-/* The tasks started by luaio_spawn_with, with their hooks: a small open-addressing table keyed
- * by the coroutine. (Not the task's stack: after an error, a coroutine's stack index 1 is the
- * base of the frame that raised, not of the task.) The value for the hook stays on the
- * task's stack, below its function, which keeps it alive until the hook has run. */
-typedef struct {
-  lua_State *co;
-  const luaio_hook *hook;
-  void *data;
-} hooked_t;
+/* A task started by luaio_spawn_with runs xpcall(fn, traceback, args...) with, below it on
+ * its stack, the hook key, a pointer to its luaio_hook and the value given to the hook. The
+ * xpcall keeps an error from unwinding the task's stack (after an error, a coroutine's index
+ * 1 would be the raising frame's base, not the task's), so the hook finds its value where it
+ * was put, however the task ended; the error is reported here. Nothing a Lua function
+ * returns can be the key, so a finished task is recognised by its first stack slot. No table
+ * entry, no Lua wrapper: both would cost memory per idle connection. */
+static char hook_key;
+static int traceback_ref = LUA_NOREF; /* the message handler: the error and a traceback */
 
-static hooked_t *hooked;
-static size_t hooked_cap, hooked_n; /* cap: a power of two, at most half full */
-
-static size_t hooked_slot(lua_State *co) {
-  uintptr_t h = (uintptr_t)co;
-  h ^= h >> 17;
-  h *= UINT64_C(0x9E3779B97F4A7C15);
-  return (size_t)(h >> 7) & (hooked_cap - 1);
-}
-
-static int hooked_put(lua_State *co, const luaio_hook *hook, void *data) {
-  if ((hooked_n + 1) * 2 > hooked_cap) {
-    size_t old_cap = hooked_cap, cap = old_cap ? old_cap * 2 : 64;
-    hooked_t *old = hooked, *grown = calloc(cap, sizeof *grown);
-    if (grown == NULL) return 0;
-    hooked = grown;
-    hooked_cap = cap;
-    for (size_t i = 0; i < old_cap; i++) {
-      if (old[i].co == NULL) continue;
-      size_t j = hooked_slot(old[i].co);
-      while (hooked[j].co != NULL) j = (j + 1) & (cap - 1);
-      hooked[j] = old[i];
-    }
-    free(old);
+static int traceback_handler(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1))
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
   }
-  size_t i = hooked_slot(co);
-  while (hooked[i].co != NULL) i = (i + 1) & (hooked_cap - 1);
-  hooked[i] = (hooked_t){co, hook, data};
-  hooked_n++;
-  return 1;
-}
-
-/* Removes co's entry (backward-shift deletion keeps every probe chain whole). */
-static int hooked_take(lua_State *co, hooked_t *out) {
-  if (hooked_n == 0) return 0;
-  size_t mask = hooked_cap - 1, i = hooked_slot(co);
-  while (hooked[i].co != co) {
-    if (hooked[i].co == NULL) return 0;
-    i = (i + 1) & mask;
-  }
-  *out = hooked[i];
-  hooked_n--;
-  for (size_t j = (i + 1) & mask; hooked[j].co != NULL; j = (j + 1) & mask) {
-    size_t home = hooked_slot(hooked[j].co);
-    if (((j - home) & mask) >= ((j - i) & mask)) { /* j's entry may move back to i */
-      hooked[i] = hooked[j];
-      i = j;
-    }
-  }
-  hooked[i].co = NULL;
+  luaL_traceback(L, L, msg, 1);
   return 1;
 }
 
 static void run_hook(lua_State *co) {
-  hooked_t h;
-  if (hooked_take(co, &h)) h.hook->done(co, h.data);
+  if (lua_gettop(co) < 3 || lua_type(co, 1) != LUA_TLIGHTUSERDATA || lua_touserdata(co, 1) != &hook_key)
+    return;
+  const luaio_hook *hook = lua_touserdata(co, 2);
+  if (lua_gettop(co) >= 4 && !lua_toboolean(co, 4)) { /* xpcall caught an error */
+    fprintf(stderr, "luaio: uncaught error in task: %s\n", luaL_optstring(co, 5, "?"));
+    fflush(stderr);
+  }
+  hook->done(co, lua_touserdata(co, 3));
 }
 
 void luaio_resume(lua_State *co, int nargs) {
@@ -166,15 +131,19 @@ void luaio_spawn(lua_State *L, int nargs) {
 }
 
 void luaio_spawn_with(lua_State *L, int nargs, const luaio_hook *hook) {
-  lua_State *co = lua_newthread(L);
+  /* value, fn, args -> key, hook, value, xpcall, fn, traceback, args */
+  lua_pushlightuserdata(L, &hook_key);
   lua_insert(L, -(nargs + 3));
-  void *data = lua_touserdata(L, -(nargs + 2));
-  lua_xmove(L, co, nargs + 2);
-  if (!hooked_put(co, hook, data)) {
-    lua_pop(L, 1);
-    luaL_error(L, "out of memory");
-  }
-  luaio_resume(co, nargs);
+  lua_pushlightuserdata(L, (void *)hook);
+  lua_insert(L, -(nargs + 3));
+  lua_getglobal(L, "xpcall");
+  lua_insert(L, -(nargs + 2));
+  lua_rawgeti(L, LUA_REGISTRYINDEX, traceback_ref);
+  lua_insert(L, -(nargs + 1));
+  lua_State *co = lua_newthread(L);
+  lua_insert(L, -(nargs + 7));
+  lua_xmove(L, co, nargs + 6);
+  luaio_resume(co, nargs + 2);
   lua_pop(L, 1);
 }
 
@@ -435,4 +404,6 @@ void luaio_sched_init(lua_State *L) {
   waiting_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushcfunction(L, run_protected);
   protect_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushcfunction(L, traceback_handler);
+  traceback_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }

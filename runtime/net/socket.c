@@ -33,14 +33,14 @@ typedef enum { READ_ANY, READ_EXACT, READ_LINE, READ_HANDSHAKE } read_mode;
 typedef struct {
   luaio_conn **box;  /* the Lua userdata's slot pointing at the connection */
   lua_State *reader; /* the task waiting in read/readline, or NULL */
-  lua_State *writer; /* the task waiting for output to drain, or NULL */
-  lua_State *shutter; /* the task waiting for its shutdown, or NULL */
-  int reader_ref, writer_ref, shutter_ref;
-  int result_ref; /* READ_HANDSHAKE: the socket a connect returns (LUA_NOREF: true) */
-  uint32_t mark;    /* READ_EXACT: bytes wanted; READ_LINE: bytes already searched */
+  lua_State *writer; /* the task waiting for output to drain, or for its shutdown */
+  int reader_ref, writer_ref;
+  /* READ_EXACT: bytes wanted; READ_LINE: bytes already searched; READ_HANDSHAKE: the
+   * registry ref of the socket a connect returns (LUA_NOREF: true) */
+  int32_t mark;
   uint32_t timeout; /* ms of inactivity before a wait fails; 0 = never */
-  uint8_t mode, timed_out, connecting, allocated;
-} sock_t;
+  uint8_t mode, timed_out, connecting, allocated, shutting;
+} sock_t; /* kept small: with the core and the handle, 392 bytes, under a 400-byte class */
 
 static int socket_mt_ref = LUA_NOREF;
 static const luaio_conn_proto socket_proto;
@@ -57,7 +57,7 @@ static int push_busy(lua_State *L, const char *what) { return luaio_pushnamederr
 
 static void sock_init(lua_State *L, luaio_conn *c, sock_t *s) {
   memset(s, 0, sizeof *s);
-  s->reader_ref = s->writer_ref = s->shutter_ref = s->result_ref = LUA_NOREF;
+  s->reader_ref = s->writer_ref = LUA_NOREF;
   luaio_conn **box = lua_newuserdata(L, sizeof *box);
   *box = c;
   s->box = box;
@@ -129,9 +129,9 @@ static void detach(lua_State *L, luaio_conn *c, int err) {
   sock_t *s = SOCK(c);
   wake(L, c, &s->reader, &s->reader_ref, s->timed_out ? UV_ETIMEDOUT : err);
   wake(L, c, &s->writer, &s->writer_ref, s->timed_out ? UV_ETIMEDOUT : err);
-  wake(L, c, &s->shutter, &s->shutter_ref, err);
-  luaL_unref(L, LUA_REGISTRYINDEX, s->result_ref);
-  s->result_ref = LUA_NOREF;
+  s->shutting = 0;
+  if (s->mode == READ_HANDSHAKE) luaL_unref(L, LUA_REGISTRYINDEX, s->mark);
+  s->mode = READ_ANY;
   if (s->box != NULL) *s->box = NULL;
   s->box = NULL;
   if (s->allocated) free(s);
@@ -276,7 +276,7 @@ static int sock_readline(lua_State *L) { return read_generic(L, READ_LINE, 0, "r
 
 static void on_drain(lua_State *L, luaio_conn *c) {
   sock_t *s = SOCK(c);
-  if (s->writer == NULL) return;
+  if (s->writer == NULL || (s->shutting && c->write_err == 0)) return; /* a shutdown: on_shutdown */
   wake(L, c, &s->writer, &s->writer_ref, c->write_err); /* true, or the write error */
   timer_update(c);
 }
@@ -341,7 +341,7 @@ static int wait_handshake(lua_State *L, luaio_conn *c, int result_ref) {
   s->reader = L;
   s->reader_ref = luaio_anchor(L);
   s->mode = READ_HANDSHAKE;
-  s->result_ref = result_ref;
+  s->mark = result_ref;
   timer_update(c);
   return luaio_yield(L);
 }
@@ -355,17 +355,18 @@ static void on_tls(lua_State *L, luaio_conn *c, int err) {
   s->reader_ref = LUA_NOREF;
   s->connecting = 0;
   timer_update(c);
+  int result = s->mark;
+  s->mode = READ_ANY;
   if (err < 0) {
     luaio_tls_pusherror(L, c, err);
-  } else if (s->result_ref != LUA_NOREF) {
+  } else if (result != LUA_NOREF) {
     lua_pushnil(L);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, s->result_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, result);
   } else {
     lua_pushnil(L);
     lua_pushboolean(L, 1);
   }
-  luaL_unref(L, LUA_REGISTRYINDEX, s->result_ref);
-  s->result_ref = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, result);
   if (err >= 0) lua_remove(L, -2); /* the result alone */
   luaio_ready(L, co, err < 0 ? 2 : 1);
 }
@@ -403,7 +404,7 @@ static void on_connect(uv_connect_t *req, int status) {
     s->reader = co;
     s->reader_ref = luaio_anchor(co);
     s->mode = READ_HANDSHAKE;
-    s->result_ref = k->sock_ref;
+    s->mark = k->sock_ref;
     free(k);
     timer_update(c);
     return;
@@ -484,11 +485,12 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   free(req);
   if (c == NULL || c->ud == NULL || c->proto != &socket_proto) return; /* gone meanwhile */
   sock_t *s = SOCK(c);
-  lua_State *co = s->shutter;
-  if (co == NULL) return;
-  s->shutter = NULL;
-  luaio_unanchor(s->shutter_ref);
-  s->shutter_ref = LUA_NOREF;
+  lua_State *co = s->writer;
+  if (co == NULL || !s->shutting) return;
+  s->writer = NULL;
+  s->shutting = 0;
+  luaio_unanchor(s->writer_ref);
+  s->writer_ref = LUA_NOREF;
   if (status < 0) {
     luaio_resume(co, luaio_pusherror(co, status));
     return;
@@ -502,7 +504,7 @@ static int sock_shutdown(lua_State *L) {
   luaio_conn *c = luaio_socket_check(L, 1);
   if (c == NULL) return push_closed(L);
   sock_t *s = SOCK(c);
-  if (s->shutter != NULL) return push_busy(L, "a shutdown is already under way");
+  if (s->writer != NULL) return push_busy(L, "a write or shutdown is already waiting");
   luaio_checktask(L, "shutdown");
   uv_shutdown_t *req = malloc(sizeof *req);
   if (req == NULL) return luaio_pusherror(L, UV_ENOMEM);
@@ -512,8 +514,9 @@ static int sock_shutdown(lua_State *L) {
     free(req);
     return luaio_pusherror(L, err);
   }
-  s->shutter = L;
-  s->shutter_ref = luaio_anchor(L);
+  s->writer = L; /* waits in the writer's place: a write after a shutdown fails anyway */
+  s->writer_ref = luaio_anchor(L);
+  s->shutting = 1;
   return luaio_yield(L);
 }
 
@@ -596,7 +599,7 @@ luaio_conn *luaio_socket_release(lua_State *L, int idx) {
   luaio_conn *c = luaio_socket_check(L, idx);
   if (c == NULL) return NULL;
   sock_t *s = SOCK(c);
-  if (s->reader != NULL || s->writer != NULL || s->shutter != NULL) return NULL;
+  if (s->reader != NULL || s->writer != NULL) return NULL;
   s->connecting = 0;
   luaio_conn_timeout(c, 0);
   detach(L, c, UV_ECANCELED);
