@@ -199,7 +199,10 @@ test.case("cluster: a master killed during traffic fails over", function()
   local started = task.now()
   test.eq(cl:set("fo:1", "after"), "OK")
   local took = task.now() - started
-  task.sleep(200)
+  rh.wait_for("every worker to write again", 30000, function() -- some may be backing off
+    for w = 1, 8 do if writes[w] <= before[w] then return false end end
+    return true
+  end)
   stop = true
   for w = 1, 8 do test.ok(workers[w]:join()) end
   for w = 1, 8 do
