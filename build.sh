@@ -67,12 +67,32 @@ install_test_tools() {
       echo "build.sh: missing test tools (${pkgs[*]}): some tests will fail" >&2
     fi
   fi
+  install_mariadb
   # node's ws package (npm) for the WebSocket tests, in a git-ignored folder
   if [ ! -f out/peers/node_modules/ws/package.json ] && command -v npm >/dev/null; then
     mkdir -p out/peers
     (cd out/peers && npm install --no-save --no-audit --no-fund ws@8 >npm.log 2>&1) ||
       echo "build.sh: npm install ws failed (see out/peers/npm.log): the WebSocket peer tests will fail" >&2
   fi
+}
+
+# The mysql tests start their own MariaDB servers (tests/mysql_helpers.lua), never the
+# system's service: installing the package must not start one either (policy-rc.d says no
+# for the length of the install, unless the machine already has its own policy).
+install_mariadb() {
+  command -v mariadbd >/dev/null && command -v mariadb-install-db >/dev/null && return
+  if [ "$(id -u)" != 0 ]; then
+    echo "build.sh: mariadb-server is missing: the mysql tests will be skipped" >&2
+    return
+  fi
+  local policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy"
+  fi
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server mariadb-client >/dev/null ||
+    echo "build.sh: apt-get install mariadb-server failed: the mysql tests will be skipped" >&2
+  [ -z "$policy" ] || rm -f "$policy"
 }
 
 # libFuzzer needs clang and its runtime (libclang-rt-14-dev on Debian bookworm).

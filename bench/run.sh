@@ -8,4 +8,5 @@ cd "$(dirname "$0")"
 PIPELINE=16 IDLE_CONNS=0 ./http.sh
 ./http.sh
 ./json.sh
+./mysql.sh
 ./redis.sh

@@ -193,6 +193,7 @@ int luaopen_luaio_error(lua_State *L);
 int luaopen_luaio_opt(lua_State *L);
 int luaopen_luaio_fs(lua_State *L);
 int luaopen_luaio_log(lua_State *L);
+int luaopen_luaio_mysql(lua_State *L);
 int luaopen_luaio_http(lua_State *L);
 int luaopen_luaio_http_client(lua_State *L);
 int luaopen_luaio_redis(lua_State *L);

@@ -28,6 +28,7 @@ static const luaL_Reg c_modules[] = {
   {"luaio.http", luaopen_luaio_http},
   {"luaio.http_client", luaopen_luaio_http_client},
   {"luaio.log", luaopen_luaio_log},
+  {"luaio.mysql", luaopen_luaio_mysql},
   {"luaio.opt", luaopen_luaio_opt},
   {"luaio.process", luaopen_luaio_process},
   {"luaio.redis", luaopen_luaio_redis},

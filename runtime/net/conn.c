@@ -285,7 +285,9 @@ char *luaio_conn_in_space(luaio_conn *c, uint32_t *room) {
   } else if (in->len - in->off >= c->in_max) {
     return NULL; /* the protocol has enough waiting */
   } else if (in != SHARED && in->cap - in->len < in->cap / 4) {
-    luaio_conn_reserve_in(c, in->cap / 4);
+    /* a quarter more, or what the bound still allows */
+    uint32_t want = in->cap / 4, left = c->in_max - (in->len - in->off);
+    luaio_conn_reserve_in(c, want < left ? want : left);
     in = c->in;
   }
   *room = in->cap - in->len;
@@ -411,6 +413,8 @@ void luaio_conn_need(luaio_conn *c, uint32_t n) {
     c->full = 0;
     update_reading(c);
   }
+  /* Plaintext the TLS transport holds comes now, not at the next socket event. */
+  if (c->tls != NULL && luaio_tls_has_input(c)) schedule_input(c);
 }
 
 void luaio_conn_keep(luaio_conn *c, uint32_t n) {
@@ -900,6 +904,9 @@ void luaio_conn_timeout(luaio_conn *c, uint64_t ms) {
 void luaio_conn_tls_started(luaio_conn *c) {
   if (c->dl_send) luaio_deadline_disarm(&c->dl), c->dl_send = 0;
   arm_core_deadline(c);
+  /* Ciphertext that arrived before TLS began (a client's hello right behind its STARTTLS):
+   * no socket event will come for it. */
+  if (luaio_tls_has_input(c)) schedule_input(c);
 }
 
 /* --- closing ---------------------------------------------------------------------------------- */

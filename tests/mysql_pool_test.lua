@@ -1,0 +1,125 @@
+-- mysql pools (on stdlib/pool.lua) against a real MariaDB, and a server that dies.
+local test = require "test"
+local task = require "task"
+local mysql = require "mysql"
+local mh = require "tests.mysql_helpers"
+
+local function pool_for(srv, extra)
+  local o = { port = srv.port, user = "native", password = "native-pw", database = "test" }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return mysql.pool(o)
+end
+
+local function threads(srv)
+  return tonumber(assert(srv.root:query("SHOW GLOBAL STATUS LIKE 'Threads_connected'"))[1].Value)
+end
+
+test.case("a pool of 8 serves 200 concurrent tasks", function()
+  local srv = mh.server()
+  local p = pool_for(srv, { size = 8 })
+  local before = threads(srv)
+  local peak = 0
+  local tasks = {}
+  for i = 1, 200 do
+    tasks[i] = task.spawn(function()
+      local sum = 0
+      for k = 1, 5 do
+        local rows = assert(p:execute("SELECT ? + ? AS v, CONNECTION_ID() AS c", i, k))
+        sum = sum + rows[1].v
+        if k == 3 and i % 50 == 0 then peak = math.max(peak, threads(srv) - before) end
+      end
+      local q = assert(p:query("SELECT " .. i .. " AS n"))
+      return sum, q[1].n
+    end)
+  end
+  for i = 1, 200 do
+    local ok, sum, n = tasks[i]:join()
+    test.ok(ok, tostring(sum))
+    test.eq(sum, 5 * i + 15)
+    test.eq(n, i)
+  end
+  test.ok(peak <= 8, "at most 8 connections at once, saw " .. peak)
+  local st = p:stats()
+  test.eq(st.busy, 0)
+  test.ok(st.idle >= 1 and st.idle <= 8, "idle " .. st.idle)
+  p:close()
+end)
+
+test.case("get/release; a connection in a transaction or broken is not handed on", function()
+  local srv = mh.server()
+  local p = pool_for(srv, { size = 2 })
+  local a = assert(p:get())
+  local id = assert(a:query("SELECT CONNECTION_ID() AS id"))[1].id
+  a:release()
+  test.raises(function() a:query("SELECT 1") end, "released to its pool")
+  local b = assert(p:get())
+  test.eq(assert(b:query("SELECT CONNECTION_ID() AS id"))[1].id, id, "the idle connection is reused")
+  assert(b:query("BEGIN"))
+  assert(b:query("SELECT 1"))
+  local _, _, in_trans = b:state()
+  test.eq(in_trans, true)
+  b:release() -- in a transaction: closed, not reused
+  local c = assert(p:get())
+  local id2 = assert(c:query("SELECT CONNECTION_ID() AS id"))[1].id
+  test.ok(id2 ~= id, "a new connection after the one left in a transaction")
+  assert(srv.root:query("KILL " .. id2)) -- broken while idle in the pool
+  c:release()
+  task.sleep(100)
+  local n = assert(p:query("SELECT 7 AS n"))
+  test.eq(n[1].n, 7, "a dead idle connection is dropped, a new one made")
+  -- a transaction through the pool commits and gives the connection back
+  assert(p:query("DROP TABLE IF EXISTS pt"))
+  assert(p:query("CREATE TABLE pt (v INT)"))
+  test.eq(p:transaction(function(tx)
+    assert(tx:execute("INSERT INTO pt VALUES (?)", 1))
+    return "done"
+  end), "done")
+  local r, err = p:transaction(function(tx)
+    assert(tx:execute("INSERT INTO pt VALUES (?)", 2))
+    error("rolled back")
+  end)
+  test.eq(r, nil)
+  test.match(tostring(err), "rolled back")
+  test.eq(tonumber(assert(p:query("SELECT COUNT(*) AS n FROM pt"))[1].n), 1)
+  test.eq(p:stats().busy, 0)
+  p:close()
+end)
+
+test.case("max_waiters and wait_timeout", function()
+  local srv = mh.server()
+  local p = pool_for(srv, { size = 1, max_waiters = 1, wait_timeout = 200 })
+  local held = assert(p:get())
+  local waiter = task.spawn(function() return p:query("SELECT 1 AS one") end)
+  task.sleep(10)
+  local r, err = p:query("SELECT 2")
+  test.eq(r, nil)
+  test.eq(err.name, "EBUSY")
+  local _, r2, err2 = waiter:join()
+  test.eq(r2, nil)
+  test.eq(err2.name, "ETIMEDOUT")
+  held:release()
+  test.eq(assert(p:query("SELECT 3 AS v"))[1].v, 3)
+  p:close()
+end)
+
+test.case("the server killed: queries in flight fail, the pool fails fast and holds nothing", function()
+  local srv = mh.own_server()
+  local p = pool_for(srv, { size = 4 })
+  assert(p:query("SELECT 1"))
+  local db = mh.connect(srv)
+  local t = task.spawn(function() return db:query("SELECT SLEEP(20)") end)
+  local t2 = task.spawn(function() return p:query("SELECT SLEEP(20)") end)
+  task.sleep(200)
+  mh.kill(srv)
+  local _, r, err = t:join()
+  test.eq(r, nil)
+  test.ok(err and err.name, tostring(err))
+  local _, r2, err2 = t2:join()
+  test.eq(r2, nil)
+  test.ok(err2 and err2.name, tostring(err2))
+  local r3, err3 = p:query("SELECT 1")
+  test.eq(r3, nil)
+  test.eq(err3.name, "ECONNREFUSED")
+  test.eq(p:stats().busy, 0)
+  p:close()
+end)
