@@ -60,6 +60,9 @@ install_test_tools() {
   command -v openssl >/dev/null || pkgs+=(openssl)       # test certificates, s_client
   command -v python3 >/dev/null || pkgs+=(python3)       # raw TLS peers (ssl module)
   command -v testssl >/dev/null || pkgs+=(testssl.sh)    # tests/testssl_test.lua
+  # the Redis client's tests start their own servers (never the system's service)
+  command -v redis-server >/dev/null || pkgs+=(redis-server)
+  command -v redis-cli >/dev/null || pkgs+=(redis-tools)
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null

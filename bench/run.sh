@@ -9,3 +9,4 @@ PIPELINE=16 IDLE_CONNS=0 ./http.sh
 ./http.sh
 ./json.sh
 ./mysql.sh
+./redis.sh

@@ -196,6 +196,7 @@ int luaopen_luaio_log(lua_State *L);
 int luaopen_luaio_mysql(lua_State *L);
 int luaopen_luaio_http(lua_State *L);
 int luaopen_luaio_http_client(lua_State *L);
+int luaopen_luaio_redis(lua_State *L);
 int luaopen_system(lua_State *L);
 int luaopen_luaio_task(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);

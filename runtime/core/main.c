@@ -31,6 +31,7 @@ static const luaL_Reg c_modules[] = {
   {"luaio.mysql", luaopen_luaio_mysql},
   {"luaio.opt", luaopen_luaio_opt},
   {"luaio.process", luaopen_luaio_process},
+  {"luaio.redis", luaopen_luaio_redis},
   {"luaio.signal", luaopen_luaio_signal},
   {"luaio.task", luaopen_luaio_task},
   {"luaio.tcp", luaopen_luaio_tcp},

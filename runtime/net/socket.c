@@ -114,14 +114,15 @@ void luaio_socket_connecting(luaio_conn *c, int on) {
 static void wake(lua_State *L, luaio_conn *c, lua_State **co, int *ref, int err) {
   lua_State *t = *co;
   if (t == NULL) return;
+  int anchor = *ref;
   *co = NULL;
-  luaio_unanchor(*ref);
   *ref = LUA_NOREF;
   if (err < 0)
     luaio_tls_pusherror(L, c, err);
   else
     lua_pushboolean(L, 1);
   luaio_ready(L, t, err < 0 ? 2 : 1);
+  luaio_unanchor(anchor); /* once the ready queue holds it: the pushes above allocate */
 }
 
 /* The socket lets go of its connection: waiting tasks learn why, the userdata is cleared. */
@@ -165,10 +166,12 @@ static void on_timeout(lua_State *L, luaio_conn *c) {
   }
   if (s->reader != NULL) {
     lua_State *co = s->reader;
+    int anchor = s->reader_ref;
     s->reader = NULL;
-    luaio_unanchor(s->reader_ref);
     s->reader_ref = LUA_NOREF;
-    luaio_resume(co, luaio_pusherror(co, UV_ETIMEDOUT)); /* the socket stays usable */
+    int n = luaio_pusherror(co, UV_ETIMEDOUT); /* allocates: co stays anchored meanwhile */
+    luaio_unanchor(anchor);
+    luaio_resume(co, n); /* the socket stays usable */
   }
 }
 
@@ -350,8 +353,8 @@ static void on_tls(lua_State *L, luaio_conn *c, int err) {
   sock_t *s = SOCK(c);
   if (s->reader == NULL || s->mode != READ_HANDSHAKE) return; /* failures reach readers at close */
   lua_State *co = s->reader;
+  int anchor = s->reader_ref;
   s->reader = NULL;
-  luaio_unanchor(s->reader_ref);
   s->reader_ref = LUA_NOREF;
   s->connecting = 0;
   timer_update(c);
@@ -369,6 +372,7 @@ static void on_tls(lua_State *L, luaio_conn *c, int err) {
   luaL_unref(L, LUA_REGISTRYINDEX, result);
   if (err >= 0) lua_remove(L, -2); /* the result alone */
   luaio_ready(L, co, err < 0 ? 2 : 1);
+  luaio_unanchor(anchor); /* once the ready queue holds it: the pushes above allocate */
 }
 
 typedef struct {
@@ -382,8 +386,8 @@ typedef struct {
 static void on_connect(uv_connect_t *req, int status) {
   connect_t *k = (connect_t *)req;
   lua_State *co = k->co;
+  int anchor = k->co_ref; /* released once nothing allocates before co runs again */
   luaio_conn *c = req->handle->data;
-  luaio_unanchor(k->co_ref);
   if (status == 0 && c->closing) status = UV_ECANCELED;
   if (c->closing && c->write_err < 0) status = c->write_err; /* ETIMEDOUT */
   if (status == 0) {
@@ -396,13 +400,14 @@ static void on_connect(uv_connect_t *req, int status) {
     luaio_conn_close(c, status);
     luaL_unref(co, LUA_REGISTRYINDEX, k->sock_ref);
     free(k);
+    luaio_unanchor(anchor);
     luaio_resume(co, n);
     return;
   }
   if (c->tls != NULL) { /* the task goes on waiting: for the handshake */
     sock_t *s = SOCK(c);
     s->reader = co;
-    s->reader_ref = luaio_anchor(co);
+    s->reader_ref = anchor;
     s->mode = READ_HANDSHAKE;
     s->mark = k->sock_ref;
     free(k);
@@ -413,6 +418,7 @@ static void on_connect(uv_connect_t *req, int status) {
   lua_rawgeti(co, LUA_REGISTRYINDEX, k->sock_ref);
   luaL_unref(co, LUA_REGISTRYINDEX, k->sock_ref);
   free(k);
+  luaio_unanchor(anchor);
   luaio_resume(co, 1);
 }
 
@@ -487,14 +493,17 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   sock_t *s = SOCK(c);
   lua_State *co = s->writer;
   if (co == NULL || !s->shutting) return;
+  int anchor = s->writer_ref;
   s->writer = NULL;
   s->shutting = 0;
-  luaio_unanchor(s->writer_ref);
   s->writer_ref = LUA_NOREF;
   if (status < 0) {
-    luaio_resume(co, luaio_pusherror(co, status));
+    int n = luaio_pusherror(co, status); /* allocates: co stays anchored meanwhile */
+    luaio_unanchor(anchor);
+    luaio_resume(co, n);
     return;
   }
+  luaio_unanchor(anchor);
   lua_pushboolean(co, 1);
   luaio_resume(co, 1);
 }
