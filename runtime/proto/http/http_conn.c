@@ -299,14 +299,31 @@ int http_done(lua_State *L) {
 
 /* --- the core's callbacks -------------------------------------------------------------------- */
 
-static void wake_reader(hres_t *r) {
-  lua_State *co = r->reader;
-  r->reader = NULL;
-  luaio_unanchor(r->reader_ref);
-  r->reader_ref = LUA_NOREF;
-  lua_pushboolean(co, 0); /* false: read again, there is something new (http.lua loops) */
-  luaio_resume(co, 1);
+/* Resumes the task waiting in *co (anchored by *ref) with the n values pushed by push.
+ * The anchor goes only once the task runs: pushing may allocate, and a garbage collection
+ * then must not find the waiting coroutine unreferenced. */
+static void resume_waiter(lua_State **co, int *ref, int (*push)(lua_State *co)) {
+  lua_State *t = *co;
+  int anchor = *ref;
+  *co = NULL;
+  *ref = LUA_NOREF;
+  luaio_resume(t, push(t));
+  luaio_unanchor(anchor);
 }
+
+static int push_false(lua_State *co) { /* false: read again, there is something new (http.lua loops) */
+  lua_pushboolean(co, 0);
+  return 1;
+}
+
+static int push_true(lua_State *co) {
+  lua_pushboolean(co, 1);
+  return 1;
+}
+
+static int push_timeout(lua_State *co) { return luaio_pusherror(co, UV_ETIMEDOUT); }
+
+static void wake_reader(hres_t *r) { resume_waiter(&r->reader, &r->reader_ref, push_false); }
 
 static void on_read(lua_State *L, luaio_conn *c) {
   hconn_t *h = HCONN(c);
@@ -352,13 +369,7 @@ static void on_drain(lua_State *L, luaio_conn *c) {
     return;
   }
   if (h->res != NULL && h->res->writer != NULL) {
-    hres_t *r = h->res;
-    lua_State *co = r->writer;
-    r->writer = NULL;
-    luaio_unanchor(r->writer_ref);
-    r->writer_ref = LUA_NOREF;
-    lua_pushboolean(co, 1);
-    luaio_resume(co, 1);
+    resume_waiter(&h->res->writer, &h->res->writer_ref, push_true);
     return;
   }
   if (h->state == H_DRAIN_WAIT && !luaio_conn_above_high(c)) {
@@ -378,11 +389,7 @@ static void on_timeout(lua_State *L, luaio_conn *c) {
     hres_t *r = h->res;
     if (r == NULL || r->reader == NULL) return;
     h->body_status = 408;
-    lua_State *co = r->reader;
-    r->reader = NULL;
-    luaio_unanchor(r->reader_ref);
-    r->reader_ref = LUA_NOREF;
-    luaio_resume(co, luaio_pusherror(co, UV_ETIMEDOUT));
+    resume_waiter(&r->reader, &r->reader_ref, push_timeout);
     return;
   }
   default: /* idle keep-alive, a grace period, or a discarded body that stopped coming */

@@ -241,11 +241,12 @@ void http_res_detach(lua_State *L, hres_t *r, int err) {
   for (int i = 0; i < 2; i++) { /* a task waiting on this request learns it is over */
     lua_State *co = *waiters[i];
     if (co == NULL) continue;
+    int anchor = *refs[i];
     *waiters[i] = NULL;
-    luaio_unanchor(*refs[i]);
     *refs[i] = LUA_NOREF;
     luaio_pusherror(L, err);
     luaio_ready(L, co, 2);
+    luaio_unanchor(anchor); /* once the ready queue holds it: the pushes allocate */
   }
 }
 

@@ -202,8 +202,8 @@ static void set_end(lua_State *L, ws_t *w, const char *name, unsigned code, cons
 static void wake(lua_State *L, ws_t *w, lua_State **co, int *ref, int ok) {
   lua_State *t = *co;
   if (t == NULL) return;
+  int anchor = *ref;
   *co = NULL;
-  luaio_unanchor(*ref);
   *ref = LUA_NOREF;
   if (ok) {
     lua_pushboolean(L, 1);
@@ -212,6 +212,7 @@ static void wake(lua_State *L, ws_t *w, lua_State **co, int *ref, int ok) {
     push_end(L, w);
     luaio_ready(L, t, 2);
   }
+  luaio_unanchor(anchor); /* once the ready queue holds it: the pushes allocate */
 }
 
 static void light_key(lua_State *L, ws_t *w) { lua_pushlightuserdata(L, w); }
@@ -566,11 +567,12 @@ static void on_read(lua_State *L, luaio_conn *c) {
     int r = pump(L, w, &m);
     if (r != P_MESSAGE) return; /* P_END: detach told the reader */
     lua_State *co = w->reader;
+    int anchor = w->reader_ref;
     w->reader = NULL;
-    luaio_unanchor(w->reader_ref);
     w->reader_ref = LUA_NOREF;
-    push_message(co, w, &m);
+    push_message(co, w, &m); /* allocates: the task stays anchored meanwhile */
     luaio_resume(co, 2);
+    luaio_unanchor(anchor);
   } else if (w->state == S_CLOSING || (w->closer != NULL)) {
     drain_closing(L, w);
   }
