@@ -89,4 +89,86 @@ task.now = sched.now
 -- task.current() -> the running task's coroutine, or nil outside a task.
 task.current = sched.current
 
+-- --- tickers: a fixed rate on an absolute schedule ------------------------------------------
+
+-- Tick n of a ticker is due at start + n * period on the monotonic clock, whenever the tick
+-- before it actually ran: the schedule never drifts (node's setInterval and a loop of sleep(ms)
+-- do, by the time each callback takes). A tick whose time has passed by more than a period is
+-- skipped and counted as missed, as Go's time.Ticker drops ticks.
+local Ticker = {}
+Ticker.__index = Ticker
+
+local ceil, floor, huge = math.ceil, math.floor, math.huge
+
+local function new_ticker(ms, fname)
+  ms = options.ms(ms, 1, fname, 3)
+  if ms == 0 or ms == huge then
+    options.argerror(1, fname, "period of milliseconds above 0 expected, got " .. tostring(ms), 3)
+  end
+  return setmetatable({ period = ms, start = sched.now(), tick = 0, missed = 0, late = 0, stopped = false }, Ticker)
+end
+
+-- task.ticker(ms) -> ticker. ticker:wait() returns at each tick.
+function task.ticker(ms) return new_ticker(ms, "ticker") end
+
+-- ticker:wait() -> n, missed, late | nil, err (ECANCELED once stopped). Waits for the next
+-- tick: n is its number (1, 2, ... from the ticker's creation), missed the ticks skipped since
+-- the last wait because their time had passed, late how many ms after its due time the tick
+-- came. A tick already due returns at once (after letting other ready tasks run).
+function Ticker:wait()
+  if self.stopped then return nil, E.new("ECANCELED", "ticker stopped") end
+  if self.waiter then return nil, E.new("EBUSY", "another task waits on this ticker") end
+  local period = self.period
+  local n = self.tick + 1
+  local due = self.start + n * period
+  local now = sched.now()
+  local missed = 0
+  if now >= due + period then -- whole periods have passed: skip their ticks
+    missed = floor((now - due) / period)
+    n, due = n + missed, due + missed * period
+  end
+  local me = sched.current()
+  if me == nil then error("wait: cannot wait here: waiting calls must run in a luaio task", 2) end
+  self.waiter = me
+  -- The loop's clock counts whole milliseconds from below: waiting ceil(due - floor(now)) ms
+  -- wakes us at due or within a millisecond after it, never before.
+  local woken
+  if now < due then
+    repeat
+      woken = sched.suspend(ceil(due - floor(now)))
+      now = sched.now()
+    until woken or now >= due
+  else
+    sched.yield() -- late: still let the other tasks and I/O run
+    now = sched.now()
+  end
+  self.waiter = nil
+  if woken or self.stopped then return nil, E.new("ECANCELED", "ticker stopped") end
+  self.tick, self.missed, self.late = n, self.missed + missed, now - due
+  return n, missed, now - due
+end
+
+-- ticker:stop(): no more ticks; a task in wait() gets nil, ECANCELED.
+function Ticker:stop()
+  self.stopped = true
+  if self.waiter then sched.wake(self.waiter, true) end
+end
+
+-- task.every(ms, fn, ...) -> ticker. Runs fn(ticker, ...) at each tick, in a task of its own,
+-- until ticker:stop(). An error in fn is reported on stderr and the ticks go on.
+function task.every(ms, fn, ...)
+  local t = new_ticker(ms, "every")
+  if type(fn) ~= "function" then
+    error("bad argument #2 to 'every' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local n, args = select("#", ...), { ... }
+  task.spawn(function()
+    while t:wait() do
+      local ok, err = xpcall(fn, on_error, t, unpack(args, 1, n))
+      if not ok then io.stderr:write("luaio: error in task.every: ", tostring(err), "\n") end
+    end
+  end)
+  return t
+end
+
 return task

@@ -174,3 +174,79 @@ test.case("os.exit sets the exit status", function()
   local _, status = run_script("require('task').sleep(1) os.exit(7)\n")
   test.eq(status, 7)
 end)
+
+-- --- tickers ---------------------------------------------------------------------------------
+
+test.case("ticker: ticks on an absolute schedule, not drifting with the work done between them", function()
+  local t = task.ticker(20)
+  local start = t.start
+  for i = 1, 10 do
+    local n, missed, late = t:wait()
+    test.eq({ n, missed }, { i, 0 })
+    local now = task.now()
+    test.ok(now >= start + i * 20, "tick " .. i .. " not early")
+    test.ok(late >= 0, "late is not negative")
+    -- work that takes most of the period: a sleep loop would drift by it every time
+    local busy = task.now() + 15
+    while task.now() < busy do end
+  end
+  -- the tenth tick is due at start + 200 ms whatever the work took (a drifting timer: 150 ms
+  -- later); the bound is loose so that a loaded machine does not fail it
+  test.ok(t.tick == 10 and t.late < 100, "the tenth tick came near its due time: " .. t.late)
+  t:stop()
+end)
+
+test.case("ticker: ticks whose time has passed are skipped and counted", function()
+  local t = task.ticker(10)
+  test.eq((t:wait()), 1)
+  local busy = task.now() + 55 -- more than five periods of work
+  while task.now() < busy do end
+  local n, missed = t:wait()
+  test.ok(missed >= 4, "missed ticks counted: " .. missed)
+  test.eq(n, 2 + missed, "the tick number says where on the schedule we are")
+  test.eq(t.missed, missed)
+  local n2, missed2 = t:wait()
+  test.eq({ n2, missed2 }, { n + 1, 0 }, "then back on the schedule")
+end)
+
+test.case("ticker: stop wakes the waiting task with ECANCELED; a second waiter gets EBUSY", function()
+  local t = task.ticker(1000)
+  local waiter = task.spawn(function() return t:wait() end)
+  task.sleep(10)
+  local n, err = t:wait()
+  test.eq({ n, err.name }, { nil, "EBUSY" })
+  t:stop()
+  local ok, r, werr = waiter:join(2000)
+  test.eq({ ok, r, werr and werr.name }, { true, nil, "ECANCELED" })
+  test.eq(select(2, t:wait()).name, "ECANCELED", "and every later wait")
+end)
+
+test.case("every: runs fn(ticker, ...) at each tick until stopped; an error does not stop it", function()
+  local calls = {}
+  local t = task.every(10, function(ticker, a)
+    calls[#calls + 1] = ticker.tick
+    if ticker.tick == 2 then error("tick two fails") end
+    if ticker.tick == 4 then ticker:stop() end
+    return a
+  end, "arg")
+  task.sleep(150)
+  test.eq(calls, { 1, 2, 3, 4 })
+  test.ok(t.stopped)
+end)
+
+test.case("every and ticker: bad arguments raise", function()
+  test.raises(function() task.ticker(0) end, "bad argument #1 to 'ticker'")
+  test.raises(function() task.ticker(-5) end, "bad argument #1 to 'ticker'")
+  test.raises(function() task.ticker(math.huge) end, "bad argument #1 to 'ticker'")
+  test.raises(function() task.every(10) end, "bad argument #2 to 'every'")
+  test.raises(function() task.every("x", print) end, "bad argument #1 to 'every'")
+end)
+
+test.case("a running every keeps the process alive until stopped", function()
+  local out, status = run_script([[
+    local task = require "task"
+    local n = 0
+    task.every(5, function(t) n = n + 1; if n == 3 then t:stop() print("stopped") end end)
+  ]])
+  test.eq({ out, status }, { "stopped\n", 0 })
+end)

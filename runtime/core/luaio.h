@@ -202,6 +202,7 @@ int luaopen_luaio_task(lua_State *L);
 int luaopen_luaio_tcp(lua_State *L);
 int luaopen_luaio_tls(lua_State *L);
 int luaopen_luaio_websocket(lua_State *L);
+int luaopen_struct(lua_State *L);
 
 /* Bytecode of the Lua half of the standard library, generated at build time. */
 typedef struct {

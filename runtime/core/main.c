@@ -37,6 +37,7 @@ static const luaL_Reg c_modules[] = {
   {"luaio.tcp", luaopen_luaio_tcp},
   {"luaio.tls", luaopen_luaio_tls},
   {"luaio.websocket", luaopen_luaio_websocket},
+  {"struct", luaopen_struct},
   {"system", luaopen_system},
   {NULL, NULL}};
 
