@@ -94,7 +94,7 @@ function ah.until_match(ws, pred, timeout_ms, decode)
     local left = deadline - task.now()
     if left <= 0 then error("no matching message in time; got " .. #before .. " others", 2) end
     local data, kind = ah.receive(ws, left)
-    if not data then error("connection ended before a matching message: " .. tostring(kind), 2) end
+    if not data then error("no matching message: " .. (kind.name or "?") .. " " .. tostring(kind.code or ""), 2) end
     local m = data
     if decode then m = decode(data) end
     if pred(m) then return m, before end

@@ -184,7 +184,7 @@ test.case("two Chromium pages: join in both, a message and typing in one show in
     await page.type("#nick", nick);
     await page.$eval("#room", (e) => { e.value = "browsers"; });
     await page.click("#enter");
-    await page.waitForSelector("#chat:not([hidden])", { timeout: 5000 });
+    await page.waitForSelector("#chat:not([hidden])", { timeout: 5000, polling: 50 });
     return page;
   };
   const alice = await open("alice");
@@ -192,17 +192,17 @@ test.case("two Chromium pages: join in both, a message and typing in one show in
   await alice.keyboard.press("Enter");
   const bob = await open("bob");
   // history: bob joined after the first message
-  await bob.waitForFunction(() => document.querySelector("#log").textContent.includes("hi from the first tab"), { timeout: 5000 });
-  await alice.waitForFunction(() => document.querySelector("#log").textContent.includes("bob joined"), { timeout: 5000 });
+  await bob.waitForFunction(() => document.querySelector("#log").textContent.includes("hi from the first tab"), { timeout: 5000, polling: 50 });
+  await alice.waitForFunction(() => document.querySelector("#log").textContent.includes("bob joined"), { timeout: 5000, polling: 50 });
   await bob.type("#text", "hello alice");
-  await alice.waitForFunction(() => document.querySelector("#typing").textContent.includes("bob is typing"), { timeout: 5000 });
+  await alice.waitForFunction(() => document.querySelector("#typing").textContent.includes("bob is typing"), { timeout: 5000, polling: 50 });
   await bob.keyboard.press("Enter");
-  await alice.waitForFunction(() => [...document.querySelectorAll("#log .msg")].some((p) => p.textContent.includes("bobhello alice")), { timeout: 5000 });
+  await alice.waitForFunction(() => [...document.querySelectorAll("#log .msg")].some((p) => p.textContent.includes("bobhello alice")), { timeout: 5000, polling: 50 });
   const members = await alice.$eval("#members", (e) => e.textContent);
   if (!members.includes("alice (you)") || !members.includes("bob")) throw new Error("members: " + members);
   await alice.type("#text", "see you");
   await alice.keyboard.press("Enter");
-  await bob.waitForFunction(() => document.querySelector("#log").textContent.includes("see you"), { timeout: 5000 });
+  await bob.waitForFunction(() => document.querySelector("#log").textContent.includes("see you"), { timeout: 5000, polling: 50 });
   await bob.screenshot({ path: shots + "/chat.png" });
   await browser.close();
 ]], "http://127.0.0.1:" .. app.port)
