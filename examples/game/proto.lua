@@ -23,6 +23,7 @@ local P = {
   UP = 1, DOWN = 2, LEFT = 4, RIGHT = 8, FIRE = 16,
   PLAYER = "<H H H B B", PLAYER_SIZE = 8,
   SHOT = "<H H", SHOT_SIZE = 4,
+  INPUT_FORMAT = "<B I4 B H", INPUT_SIZE = 8,
 }
 
 -- --- client to server ---
@@ -32,7 +33,7 @@ function P.join(name, x, y)
   return pack("<B s1", P.JOIN, name)
 end
 function P.resume(token) return pack("<B c16", P.RESUME, token) end
-function P.input(seq, keys, aim) return pack("<B I4 B H", P.INPUT, seq, keys, aim) end
+function P.input(seq, keys, aim) return pack(P.INPUT_FORMAT, P.INPUT, seq, keys, aim) end
 
 -- --- server to client ---
 
@@ -66,7 +67,7 @@ function P.read(data, from_client)
       local _, token = unpack("<B c16", data)
       return { op = op, token = token }
     elseif op == P.INPUT then
-      local _, seq, keys, aim = unpack("<B I4 B H", data)
+      local _, seq, keys, aim = unpack(P.INPUT_FORMAT, data)
       return { op = op, seq = seq, keys = keys, aim = aim }
     end
   elseif op == P.WELCOME then

@@ -175,32 +175,45 @@ local function pack_cells(w)
   return cells
 end
 
+-- The part of a snapshot after its header for a player in cell (cx, cy): what the cells
+-- around it hold. Every player of one cell gets the same, so it is joined once per cell.
+local function body(w, cells, cx, cy, parts, shot_parts)
+  local cols, view = w.cols, w.view
+  local np, ns, n, m = 0, 0, 1, 0
+  for gy = cy - view, cy + view do
+    for gx = cx - view, cx + view do
+      local e = gx >= 0 and gx < cols and gy >= 0 and cells[gy * cols + gx]
+      if e then
+        if e.np > 0 then n, np = n + 1, np + e.np; parts[n] = e.players end
+        if e.ns > 0 then m, ns = m + 1, ns + e.ns; shot_parts[m] = e.shots end
+      end
+    end
+  end
+  parts[1] = pack("<H", np)
+  n = n + 1
+  parts[n] = pack("<H", ns)
+  for j = 1, m do parts[n + j] = shot_parts[j] end
+  return concat(parts, "", 1, n + m)
+end
+
 -- world:snapshots(send): send(player, snapshot) for each player whose `online` is set, with
 -- what is near it.
 function World:snapshots(send)
   local cells = pack_cells(self)
-  local cols, cell, view = self.cols, self.cell, self.view
+  local cell, cols = self.cell, self.cols
   local list, tick = self.list, self.tick
-  local parts, shot_parts = {}, {}
+  local bodies, parts, shot_parts = {}, {}, {}
   for i = 1, #list do
     local p = list[i]
     if p.online then
       local cx, cy = floor(p.x / cell), floor(p.y / cell)
-      local np, ns, n, m = 0, 0, 1, 0
-      for gy = cy - view, cy + view do
-        for gx = cx - view, cx + view do
-          local e = gx >= 0 and gx < cols and gy >= 0 and cells[gy * cols + gx]
-          if e then
-            if e.np > 0 then n, np = n + 1, np + e.np; parts[n] = e.players end
-            if e.ns > 0 then m, ns = m + 1, ns + e.ns; shot_parts[m] = e.shots end
-          end
-        end
+      local c = cy * cols + cx
+      local b = bodies[c]
+      if not b then
+        b = body(self, cells, cx, cy, parts, shot_parts)
+        bodies[c] = b
       end
-      parts[1] = pack("<B I4 I4 H H", P.SNAPSHOT, tick, p.seq, min(p.score, 65535), np)
-      n = n + 1
-      parts[n] = pack("<H", ns)
-      for j = 1, m do parts[n + j] = shot_parts[j] end
-      send(p, concat(parts, "", 1, n + m))
+      send(p, pack("<B I4 I4 H", P.SNAPSHOT, tick, p.seq, min(p.score, 65535)) .. b)
     end
   end
 end
