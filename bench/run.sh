@@ -10,3 +10,5 @@ PIPELINE=16 IDLE_CONNS=0 ./http.sh
 ./json.sh
 ./mysql.sh
 ./redis.sh
+./chat.sh
+./game.sh
