@@ -132,7 +132,7 @@ static char *out;              /* the output being built, kept between calls */
 static size_t out_len, out_cap;
 
 static int reserve(size_t n) {
-  if (out_len + n <= out_cap) return 0;
+  if (out != NULL && out_len + n <= out_cap) return 0; /* memset and memcpy want a buffer even for 0 bytes */
   size_t cap = out_cap ? out_cap : 256;
   while (cap < out_len + n) cap *= 2;
   char *grown = realloc(out, cap);
