@@ -150,9 +150,14 @@ end
 -- members fade out after MEMBER_TTL.
 local function refresh()
   local now = os.time()
-  for name, room in pairs(rooms) do
-    for nick in pairs(room.members) do call("ZADD", key(name, "members"), now, nick) end
-  end
+  if not shared then call("PING") end -- connects
+  local c = shared
+  if not c then return end
+  c:pipeline(function(p) -- one round trip for them all
+    for name, room in pairs(rooms) do
+      for nick in pairs(room.members) do p:zadd(key(name, "members"), now, nick) end
+    end
+  end)
 end
 
 -- --- one connection ------------------------------------------------------------------------
