@@ -28,6 +28,7 @@ local COMMON = {
   ping_interval = { "ms" }, -- a ping after this long without a frame; default 30 s
   idle_timeout = { "ms" }, -- dropped after this long without a frame; default 60 s
   close_timeout = { "ms" }, -- how long close() waits for the peer's close; default 5 s
+  send_timeout = { "ms" }, -- a send waiting on a peer that takes nothing for this long fails; 60 s
   on_pong = { "function" }, -- on_pong(data) for every pong
 }
 
@@ -53,6 +54,7 @@ local function core_options(opts)
     ping_interval = opts.ping_interval,
     idle_timeout = opts.idle_timeout,
     close_timeout = opts.close_timeout,
+    send_timeout = opts.send_timeout,
     on_pong = opts.on_pong,
   }
 end

@@ -589,6 +589,29 @@ test.case("send waits while the backlog is over max_backlog: a reader that does 
   test.ok(finished)
 end)
 
+-- A peer that keeps sending (so it is never idle) but reads nothing: the waiting send ends
+-- with ETIMEDOUT after send_timeout instead of waiting forever.
+test.case("send_timeout: a peer that sends but never reads cannot hold a waiting send forever", function()
+  local result, sent = nil, 0
+  local port = H.serve(function(ws)
+    local chunk = rep("x", 65536)
+    while true do
+      local ok, err = ws:send(chunk)
+      if not ok then result = err break end
+      sent = sent + 1
+    end
+  end, { max_backlog = 64 * 1024, send_timeout = 400, ping_interval = 100, idle_timeout = 1000 })
+  local s = H.connect(port, nil, nil, 16)
+  local deadline = task.now() + 5000
+  while not result and task.now() < deadline do
+    s:write(H.frame(PING, "alive")) -- frames keep coming: idle_timeout never fires
+    task.sleep(50)
+  end
+  test.eq(result and result.name, "ETIMEDOUT")
+  test.ok(sent > 0, "some messages were queued first")
+  s:close()
+end)
+
 test.case("publish: one frame to every subscriber; unsubscribe; subscriptions end with the connection", function()
   local ready = 0
   local port = H.serve(function(ws, req)
