@@ -157,6 +157,16 @@ test.case("SNI picks among several certificates, wildcards included; no SNI gets
   s:close()
 end)
 
+test.case("certs without cert: the first entry is the default with its whole chain", function()
+  local c = certs.make()
+  local port = serve(line_server({}), { certs = { certs.pair("chained_full"), certs.pair("other") } })
+  for _, name in ipairs({ "localhost", false }) do -- by SNI, and with none (an IP)
+    local s = assert(tcp.connect(port, "127.0.0.1", { tls = { ca = c.ca, servername = name or nil } }))
+    test.eq(s:tlsinfo().peer.subject, "CN=chained.test", tostring(name))
+    s:close()
+  end
+end)
+
 test.case("the sni callback chooses a context; nil keeps the default; an error fails the handshake", function()
   local c = certs.make()
   local other = tls.server(certs.pair("other"))
