@@ -231,7 +231,9 @@ function server_methods.setTLS(server, opts)
   local tls = {}
   for k, v in pairs(type(opts) == "table" and opts or {}) do tls[k] = v end
   tls.alpn = tls.alpn or { "http/1.1" }
-  return raw_settls(server, require("tls").server(tls, 1, "setTLS"))
+  local ctx, err = require("tls").server(tls, 1, "setTLS", true)
+  if not ctx then return nil, err end
+  return raw_settls(server, ctx)
 end
 
 local function callable(f)
