@@ -40,6 +40,7 @@ local CLIENT_OPTIONS = {
   headers = { "table" },
   protocols = { "table" },
   timeout = { "ms" }, -- connect and handshake; default 10 s
+  tls = { { "boolean", "table" } }, -- wss://: tcp.connect's tls options (ca, servername, verify...)
 }
 for name, rule in pairs(COMMON) do
   SERVER_OPTIONS[name] = rule
@@ -354,7 +355,8 @@ local function handshake(sock, opts, target, authority)
   return C.adopt(sock, core)
 end
 
--- websocket.connect(url[, options]) -> ws | nil, err: ws:// (wss:// once TLS is in).
+-- websocket.connect(url[, options]) -> ws | nil, err: ws://, or wss:// (TLS, verified as
+-- tcp.connect verifies: options.tls adds ca, servername, ...).
 function websocket.connect(url, given)
   if type(url) ~= "string" then
     error("bad argument #1 to 'connect' (string expected, got " .. type(url) .. ")", 2)
@@ -362,7 +364,12 @@ function websocket.connect(url, given)
   local opts = options.check(given, CLIENT_OPTIONS, 2, "connect")
   local secure, host, port, target, authority = parse_url(url)
   if secure == nil then error("bad argument #1 to 'connect' (ws:// or wss:// URL expected, got '" .. url .. "')", 2) end
-  if secure then return nil, errors.new("ENOTSUP", "wss:// needs TLS, which this build does not have yet") end
+  if opts.tls ~= nil and not secure then
+    error("bad argument #2 to 'connect' (option 'tls' is for wss:// URLs)", 2)
+  end
+  if secure and opts.tls == false then
+    error("bad argument #2 to 'connect' (wss:// with tls = false)", 2)
+  end
   if opts.protocols then
     for _, p in ipairs(opts.protocols) do
       if type(p) ~= "string" or not p:match("^[%w!#$%%&'*+%-.^_`|~]+$") then
@@ -372,7 +379,7 @@ function websocket.connect(url, given)
   end
   for name, value in pairs(opts.headers or {}) do check_header(name, value) end
   local timeout = opts.timeout or 10000
-  local sock, err = require("tcp").connect(port, host, { timeout = timeout })
+  local sock, err = require("tcp").connect(port, host, { timeout = timeout, tls = secure and (opts.tls or true) or nil })
   if not sock then return nil, err end
   sock:setTimeout(timeout)
   local ws

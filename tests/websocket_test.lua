@@ -529,18 +529,46 @@ test.case("our client against our server: messages, ws:close(), wrong use raises
   test.eq(serr.name, "CLOSED")
 end)
 
-test.case("client: refused handshakes, bad URLs, wss:// without TLS", function()
+test.case("client: refused handshakes, bad URLs, wss:// to a plain server", function()
   local port = H.serve()
   local ws, err = websocket.connect("ws://127.0.0.1:" .. port .. "/plain")
   test.eq(ws, nil)
   test.match(err.message, "answered 200")
   ws, err = websocket.connect("ws://127.0.0.1:1/")
   test.eq(err.name, "ECONNREFUSED")
-  ws, err = websocket.connect("wss://127.0.0.1:" .. port .. "/")
-  test.eq(err.name, "ENOTSUP")
+  ws, err = websocket.connect("wss://127.0.0.1:" .. port .. "/", { timeout = 2000 })
+  test.eq(ws, nil)
+  test.eq(err.name, "ETLS") -- our ClientHello got an HTTP 400 back
+  test.raises(function() websocket.connect("ws://x/", { tls = true }) end, "option 'tls' is for wss://")
+  test.raises(function() websocket.connect("wss://x/", { tls = false }) end, "tls = false")
   test.raises(function() websocket.connect("http://x/") end, "ws:// or wss://")
   test.raises(function() websocket.connect("ws://x/", { nope = 1 }) end, "unknown option 'nope'")
   test.raises(function() websocket.connect("ws://x/", { headers = { ["X-A"] = "a\r\nb" } }) end, "control character")
+end)
+
+-- wss:// : the server is an HTTPS server (the websocket takes the TLS connection over), the
+-- client verifies it like any TLS client.
+test.case("wss:// : our client and our HTTPS server, compressed and not; verification on by default", function()
+  local certs = require "tests.tls_certs"
+  local c = certs.make()
+  local port = H.serve(nil, { compress = true }, { tls = certs.pair() })
+  for _, compress in ipairs({ false, true }) do
+    local ws = assert(websocket.connect("wss://localhost:" .. port .. "/", { tls = { ca = c.ca }, compress = compress }))
+    for _, n in ipairs({ 0, 125, 65536, 1048576 }) do
+      local msg = rep("s", n)
+      assert(ws:send(msg))
+      local data, kind = ws:receive()
+      test.ok(data == msg and kind == "text", "echo of " .. n .. " bytes")
+    end
+    assert(ws:send(rep("\0\255", 100000), "binary"))
+    test.eq(#assert(ws:receive()), 200000)
+    test.eq(ws:close(4000, "bye"), true)
+  end
+  local ws, err = websocket.connect("wss://localhost:" .. port .. "/") -- the test CA is not a root
+  test.eq(ws, nil)
+  test.eq(err.name, "ECERT")
+  ws, err = websocket.connect("wss://127.0.0.1:" .. port .. "/", { tls = { ca = c.ca, servername = "wrong.test" } })
+  test.eq(err and err.message, "hostname mismatch")
 end)
 
 test.case("client: a server sending masked frames or a bad accept is refused", function()
