@@ -63,7 +63,7 @@ client() {
 
 # redis-benchmark's SET and GET at -P pipe: the rate of a 50/50 mix (harmonic mean)
 benchmark() { # pipe [conns]
-  local n=$((DURATION * ($1 == 1 ? 100000 : 800000)))
+  local n=$((DURATION * ($1 == 1 ? 100000 : ${2:-$TASKS} == 1 ? 200000 : 800000)))
   taskset -c "$CLIENT_CPU" redis-benchmark -p "$port" -c "${2:-$TASKS}" -n "$n" -P "$1" -d 16 -t set,get -q 2>/dev/null |
     tr '\r' '\n' | awk '/^(SET|GET): [0-9.]+ requests per second/ { r[$1] = $2 }
       END { printf "%.0f %.0f %.0f\n", 2 / (1 / r["SET:"] + 1 / r["GET:"]), r["SET:"], r["GET:"] }'
