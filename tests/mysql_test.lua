@@ -14,6 +14,22 @@ local function fresh_table(db, name, ddl)
   assert(db:query("CREATE TABLE " .. name .. " " .. ddl))
 end
 
+-- A fake server's side of the wire: packets out and in, and the first packet (Handshake V10).
+local function packet(s, payload, seq)
+  return s:write(string.char(#payload % 256, math.floor(#payload / 256) % 256, 0, seq) .. payload)
+end
+local function read_packet(s)
+  local h = assert(s:read(4))
+  local n = h:byte(1) + h:byte(2) * 256 + h:byte(3) * 65536
+  return n > 0 and assert(s:read(n)) or "", h:byte(4)
+end
+local function handshake(s, version, nonce, caps, plugin)
+  packet(s, "\10" .. version .. "\0" .. "\1\0\0\0" .. nonce:sub(1, 8) .. "\0" ..
+    string.char(caps % 256, math.floor(caps / 256) % 256) .. "\45\2\0" ..
+    string.char(math.floor(caps / 65536) % 256, math.floor(caps / 16777216) % 256) .. "\21" .. string.rep("\0", 10) ..
+    nonce:sub(9) .. "\0" .. plugin .. "\0", 0)
+end
+
 -- --- authentication ------------------------------------------------------------------------
 
 test.case("mysql_native_password over TCP and over the Unix socket", function()
@@ -53,22 +69,12 @@ test.case("client_ed25519 signs a nonce that ends in a zero byte whole", functio
   local pub_b64 = assert(stmt:match("USING '([%w+/]+)'"), stmt)
   local nonce = string.rep("\7", 31) .. "\0"
   local signature
-  local function packet(s, payload, seq) return s:write(string.char(#payload % 256, math.floor(#payload / 256) % 256, 0, seq) .. payload) end
-  local function read(s)
-    local h = assert(s:read(4))
-    local n = h:byte(1) + h:byte(2) * 256 + h:byte(3) * 65536
-    return n > 0 and assert(s:read(n)) or "", h:byte(4)
-  end
   local server = assert(tcp.createServer(0, function(s)
-    local caps = 0xFFFFF7FF -- everything but SSL
-    packet(s, "\10" .. "10.11.0-fake\0" .. "\1\0\0\0" .. "abcdefgh" .. "\0" ..
-      string.char(caps % 256, math.floor(caps / 256) % 256) .. "\45\2\0" ..
-      string.char(math.floor(caps / 65536) % 256, math.floor(caps / 16777216) % 256) .. "\21" .. string.rep("\0", 10) ..
-      "ijklmnopqrst\0mysql_native_password\0", 0)
-    local _, seq = read(s)
+    handshake(s, "10.11.0-fake", "abcdefghijklmnopqrst", 0xFFFFF7FF, "mysql_native_password") -- no SSL
+    local _, seq = read_packet(s)
     packet(s, "\254client_ed25519\0" .. nonce, seq + 1) -- as MariaDB sends it: no NUL after
     local p
-    p, seq = read(s)
+    p, seq = read_packet(s)
     signature = p
     packet(s, "\0\0\0\2\0\0\0", seq + 1)
     task.sleep(100)
@@ -138,23 +144,14 @@ local function sha2_server(mode, password)
   local pub = assert(io.open(dir .. "/pub.pem")):read("*a")
   local nonce = "0123456789abcdefghij"
   local result = {}
-  local function packet(s, payload, seq) return s:write(string.char(#payload % 256, math.floor(#payload / 256) % 256, 0, seq) .. payload) end
-  local function read(s)
-    local h = assert(s:read(4))
-    local n = h:byte(1) + h:byte(2) * 256 + h:byte(3) * 65536
-    return n > 0 and assert(s:read(n)) or "", h:byte(4)
-  end
   local server = assert(tcp.createServer(0, function(s)
     local caps = 0xFFFFF7FF -- everything but SSL ...
     if mode == "tls" then caps = 0xFFFFFFFF end
-    packet(s, "\10" .. "8.0.36-fake\0" .. "\1\0\0\0" .. nonce:sub(1, 8) .. "\0" ..
-      string.char(caps % 256, math.floor(caps / 256) % 256) .. "\45\2\0" ..
-      string.char(math.floor(caps / 65536) % 256, math.floor(caps / 16777216) % 256) .. "\21" .. string.rep("\0", 10) ..
-      nonce:sub(9) .. "\0caching_sha2_password\0", 0)
-    local p, seq = read(s)
+    handshake(s, "8.0.36-fake", nonce, caps, "caching_sha2_password")
+    local p, seq = read_packet(s)
     if mode == "tls" then
       assert(s:starttls({ server = true, cert = mh.certs().cert, key = mh.certs().key }))
-      p, seq = read(s)
+      p, seq = read_packet(s)
     end
     local user_end = p:find("\0", 33, true)
     local alen = p:byte(user_end + 1)
@@ -165,13 +162,13 @@ local function sha2_server(mode, password)
       return
     end
     packet(s, "\1\4", seq + 1)
-    p, seq = read(s)
+    p, seq = read_packet(s)
     if mode == "tls" then
       result.password = p
     else
       result.asked = p
       packet(s, "\1" .. pub, seq + 1)
-      p, seq = read(s)
+      p, seq = read_packet(s)
       test.write(dir .. "/cipher", p)
       local plain = test.sh("openssl pkeyutl -decrypt -inkey " .. dir .. "/key.pem -pkeyopt rsa_padding_mode:oaep -in " .. dir .. "/cipher")
       local t = {}
