@@ -127,7 +127,9 @@ local COOKIE = {
 function session.new(opts)
   local o = options.check(opts, OPTIONS, 1, "new")
   local c = options.check(o.cookie, COOKIE, 1, "new")
-  cookie.sign("x", "", o.secret) -- checks the secret now, not at the first request
+  if not pcall(cookie.sign, "x", "", o.secret) then -- checked now, not at the first request
+    error("bad argument #1 to 'new' (option 'secret': a string of 16 bytes or more, or an array of them, expected)", 2)
+  end
   c.http_only, c.secret = true, o.secret
   if o.ttl == math.huge then o.ttl = 400 * 86400000 end
   return setmetatable({ store = o.store, secret = o.secret, name = o.name, ttl = o.ttl, cookie = c }, Manager)

@@ -17,8 +17,9 @@
 --                       `content` ({* content *}), with the same variables and `blocks`
 --   \{{                 a literal {{ (likewise for the other openers)
 --
--- A line that holds only a {% %}, {# #} or block tag (and blanks) leaves nothing in the
--- output, not even its line break. Names in a template are looked up in the context table,
+-- A line that holds only a {% %}, {# #}, {( )} or block tag (and blanks) leaves nothing of
+-- its own in the output, not even its line break (a partial's own text stays); so does a
+-- block that starts a line and ends one: {-title-}...{-title-}. Names in a template are looked up in the context table,
 -- then in the engine's helpers, then in Lua's globals; assignments stay inside the render.
 -- A template is compiled once and its function kept: rendering runs no `load`. Errors
 -- name the template file and its line: "views/board.html:12: attempt to index ...".
@@ -76,17 +77,27 @@ local function translate(src, chunk)
   local function text(s)
     if s ~= "" then emit(format("_n=_n+1;_b[_n]=%q;", s)) end
   end
-  -- A statement tag alone on its line takes the line with it: the text before it (from
-  -- start) loses its trailing blanks, and the blanks and line break after it are skipped
-  -- (the break stays in the code, so that line numbers still match). Returns the text, the
-  -- position after the tag, and whether a line break was skipped.
-  local function standalone(before, start, after)
+  -- A statement, block or partial tag alone on its line takes the line with it: the text
+  -- before it loses its trailing blanks, and the blanks and line break after it are skipped
+  -- (the break stays in the code, so that line numbers still match).
+  -- line_start: where the blanks before the tag begin in `before` (the text from `start`),
+  -- when only blanks precede the tag on its line. line_end: the position after the blanks
+  -- and the line break that follow the tag, when nothing else does; and whether there was
+  -- a break.
+  local function line_start(before, start)
     local head = match(before, "()[ \t]*$")
     local prev = head > 1 and sub(before, head - 1, head - 1) or (start > 1 and sub(src, start - 1, start - 1) or "\n")
-    if prev ~= "\n" then return before, after, false end
+    return prev == "\n" and head or nil
+  end
+  local function line_end(after)
     local tail = match(src, "^[ \t]*\r?\n()", after)
-    if tail then return sub(before, 1, head - 1), tail, true end
-    if match(src, "^[ \t]*$", after) then return sub(before, 1, head - 1), #src + 1, false end
+    if tail then return tail, true end
+    if match(src, "^[ \t]*$", after) then return #src + 1, false end
+  end
+  -- Returns the text to emit, the position after the tag, whether a line break was skipped.
+  local function standalone(before, start, after)
+    local head, tail, nl = line_start(before, start), line_end(after)
+    if head and tail then return sub(before, 1, head - 1), tail, nl end
     return before, after, false
   end
   local pos, blocks = 1, {}
@@ -103,21 +114,28 @@ local function translate(src, chunk)
         text(before .. "{-")
         pos = s + 2
       else
-        local nl
-        before, after, nl = standalone(before, pos, after)
-        text(before)
+        local opens_line, nl = line_start(before, pos) ~= nil, false
         if name == "raw" then
+          before, after, nl = standalone(before, pos, after)
+          text(before)
           local e, raw_end = find(src, "{-raw-}", after, true)
           if not e then fail(chunk, src, s, "'{-raw-}' is not closed") end
-          local verbatim = sub(src, after, e - 1)
-          text(verbatim)
+          text(sub(src, after, e - 1))
           pos = raw_end + 1
-        elseif blocks[#blocks] == name then -- the end of the block being captured
+        elseif blocks[#blocks] and blocks[#blocks].name == name then -- the end of the block
+          local tail, tail_nl = line_end(after)
+          if blocks[#blocks].opens_line and tail then -- a block on lines of its own
+            if opens_line then before = sub(before, 1, line_start(before, pos) - 1) end
+            after, nl = tail, tail_nl
+          end
+          text(before)
           blocks[#blocks] = nil
           emit(format("_blocks[%q]=_cat(_b,'',1,_n);_n=_s[#_s];_s[#_s]=nil;_b=_s[#_s];_s[#_s]=nil;", name))
           pos = after
         else
-          blocks[#blocks + 1] = name
+          before, after, nl = standalone(before, pos, after)
+          text(before)
+          blocks[#blocks + 1] = { name = name, opens_line = opens_line }
           emit("_s[#_s+1]=_b;_s[#_s+1]=_n;_b,_n={},0;")
           pos = after
         end
@@ -129,9 +147,9 @@ local function translate(src, chunk)
       if not e then fail(chunk, src, s, "'{" .. kind .. "' is not closed by '" .. close .. "'") end
       local body = sub(src, s + 2, e - 1)
       local after = e + 2
+      local nl = false
+      if kind == "%" or kind == "#" or kind == "(" then before, after, nl = standalone(before, pos, after) end
       if kind == "%" or kind == "#" then
-        local nl
-        before, after, nl = standalone(before, pos, after)
         text(before)
         if kind == "%" then
           if find(match(body, "[^\n]*$"), "--", 1, true) then
@@ -141,7 +159,6 @@ local function translate(src, chunk)
         else
           emit((gsub(body, "[^\n]", "")))
         end
-        if nl then emit("\n") end
       else
         text(before)
         if match(body, "^%s*$") then fail(chunk, src, s, "empty '{" .. kind .. close .. "'") end
@@ -156,10 +173,11 @@ local function translate(src, chunk)
           emit(format("_n=_n+1;_b[_n]=_inc(%q,%s,_env,_blocks);", name, rest or "nil"))
         end
       end
+      if nl then emit("\n") end
       pos = after
     end
   end
-  if #blocks > 0 then fail(chunk, src, #src, "block '{-" .. blocks[#blocks] .. "-}' is not closed") end
+  if #blocks > 0 then fail(chunk, src, #src, "block '{-" .. blocks[#blocks].name .. "-}' is not closed") end
   text(sub(src, pos))
   emit(EPILOGUE)
   return concat(code)
