@@ -58,12 +58,11 @@ end
 
 local function nopad(b64) return (b64:gsub("=+$", "")) end
 
--- PHC strings use standard base64 without padding.
+-- PHC strings use standard base64 without padding: the URL form's rules, the other alphabet.
+local URL_ALPHABET = { ["+"] = "-", ["/"] = "_" }
 local function unbase64_nopad(s)
   if s:find("[^%w+/]") then return nil end
-  local r = #s % 4
-  if r == 1 then return nil end
-  return C.unbase64(r == 0 and s or s .. ("="):rep(4 - r), false)
+  return C.unbase64((s:gsub("[+/]", URL_ALPHABET)), true)
 end
 
 -- crypto.password_hash(password[, options]) -> "$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>"

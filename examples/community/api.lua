@@ -62,16 +62,10 @@ return function(router, a)
   end))
 
   router:get("/api/boards/:slug", api(function(req, res)
-    local board, err = forum:board(req.params.slug)
-    if board == nil then return a:unavailable(req, res, "board", err) end
-    if not board then return a:fail(req, res, 404, "no such board") end
-    local page, pages = app.page(req), a:pages(board.thread_count)
-    if not page or page > pages then return a:fail(req, res, 404, "no such page") end
-    local threads
-    threads, err = forum:threads(board.id, page, size)
-    if not threads then return a:unavailable(req, res, "threads", err) end
-    return a:json(res, { board = app.board_json(board), threads = app.list(threads, app.thread_json),
-      page = page, pages = pages })
+    local l = a:listing(req, res, "board", req.params.slug)
+    if not l then return end
+    return a:json(res, { board = app.board_json(l.parent), threads = app.list(l.items, app.thread_json),
+      page = l.page, pages = l.pages })
   end))
 
   router:post("/api/boards/:slug/threads", api(function(req, res)
@@ -81,25 +75,18 @@ return function(router, a)
     local title, problem = app.text(b.title, "the title", TITLE_MAX)
     local text, problem2 = app.text(b.body, "the post", BODY_MAX)
     if not (title and text) then return a:fail(req, res, 400, problem or problem2) end
-    local board, err = forum:board(req.params.slug)
-    if board == nil then return a:unavailable(req, res, "board", err) end
-    if not board then return a:fail(req, res, 404, "no such board") end
+    local board = a:find_board(req, res, req.params.slug)
+    if not board then return end
     local id, post = forum:create_thread(board.id, req.user.id, title, text)
     if not id then return a:unavailable(req, res, "new thread", post) end
     return a:json(res, { thread = { id = id, title = title }, post = { id = post } }, 201)
   end))
 
   router:get("/api/threads/:id", api(function(req, res)
-    local thread, err = forum:thread(tonumber(req.params.id) or 0)
-    if thread == nil then return a:unavailable(req, res, "thread", err) end
-    if not thread then return a:fail(req, res, 404, "no such thread") end
-    local page, pages = app.page(req), a:pages(thread.post_count)
-    if not page or page > pages then return a:fail(req, res, 404, "no such page") end
-    local posts
-    posts, err = forum:posts(thread.id, page, size)
-    if not posts then return a:unavailable(req, res, "posts", err) end
-    return a:json(res, { thread = app.thread_json(thread), posts = app.list(posts, app.post_json),
-      page = page, pages = pages })
+    local l = a:listing(req, res, "thread", tonumber(req.params.id) or 0)
+    if not l then return end
+    return a:json(res, { thread = app.thread_json(l.parent), posts = app.list(l.items, app.post_json),
+      page = l.page, pages = l.pages })
   end))
 
   router:post("/api/threads/:id/posts", api(function(req, res)

@@ -126,6 +126,34 @@ function app:pages(total)
   return max(1, ceil(total / self.config.page_size))
 end
 
+-- --- lookups that answer for themselves when they fail ------------------------------------------
+
+-- app:find_board(req, res, slug) -> the board, or nil once the answer (404, 503) is sent
+function app:find_board(req, res, slug)
+  local board, err = self.forum:board(slug)
+  if board == nil then self:unavailable(req, res, "board", err) return nil end
+  if not board then self:fail(req, res, 404, "no such board") return nil end
+  return board
+end
+
+-- app:listing(req, res, kind, key[, page]) -> a page of a board's threads (kind "board", key
+-- its slug) or of a thread's posts ("thread", its id): {parent, items, page, pages}; or nil
+-- once the answer (404, 503) is sent. page: a number, "last", or by default the ?page= of req.
+function app:listing(req, res, kind, key, page)
+  local forum, board = self.forum, kind == "board"
+  local parent, err
+  if board then parent, err = forum:board(key) else parent, err = forum:thread(key) end
+  if parent == nil then self:unavailable(req, res, kind, err) return nil end
+  if not parent then self:fail(req, res, 404, "no such " .. kind) return nil end
+  local pages = self:pages(board and parent.thread_count or parent.post_count)
+  if page == "last" then page = pages elseif page == nil then page = app.page(req) end
+  if not page or page > pages then self:fail(req, res, 404, "no such page") return nil end
+  local size, items = self.config.page_size
+  if board then items, err = forum:threads(parent.id, page, size) else items, err = forum:posts(parent.id, page, size) end
+  if not items then self:unavailable(req, res, board and "threads" or "posts", err) return nil end
+  return { parent = parent, items = items, page = page, pages = pages }
+end
+
 -- --- the data as the API gives it -------------------------------------------------------------
 
 local function iso(ts) return ts and (tostring(ts):gsub(" ", "T") .. "Z") end

@@ -21,17 +21,11 @@ return function(router, a)
 
   -- The board page (and, with a message, the page again after a refused new thread).
   local function board_page(req, res, slug, status, problem, draft)
-    local board, err = forum:board(slug)
-    if board == nil then return a:unavailable(req, res, "board", err) end
-    if not board then return a:fail(req, res, 404, "no such board") end
-    local page, pages = app.page(req), a:pages(board.thread_count)
-    if not page or page > pages then return a:fail(req, res, 404, "no such page") end
-    local threads
-    threads, err = forum:threads(board.id, page, size)
-    if not threads then return a:unavailable(req, res, "threads", err) end
+    local l = a:listing(req, res, "board", slug, status and 1)
+    if not l then return end
     return a:html(res, "board.html", a:context(req, {
-      title = board.title, board = board, threads = threads, page = page, pages = pages,
-      base = "/b/" .. board.slug, problem = problem, draft = draft or {},
+      title = l.parent.title, board = l.parent, threads = l.items, page = l.page, pages = l.pages,
+      base = "/b/" .. l.parent.slug, problem = problem, draft = draft or {},
     }), status)
   end
 
@@ -46,35 +40,26 @@ return function(router, a)
     if not (title and body) then
       return board_page(req, res, req.params.slug, 400, problem or problem2, form)
     end
-    local board, err = forum:board(req.params.slug)
-    if board == nil then return a:unavailable(req, res, "board", err) end
-    if not board then return a:fail(req, res, 404, "no such board") end
-    local id
-    id, err = forum:create_thread(board.id, req.user.id, title, body)
+    local board = a:find_board(req, res, req.params.slug)
+    if not board then return end
+    local id, err = forum:create_thread(board.id, req.user.id, title, body)
     if not id then return a:unavailable(req, res, "new thread", err) end
     return app.redirect(res, "/t/" .. id)
   end))
 
   local function thread_page(req, res, id, page, status, problem, draft)
-    local thread, err = forum:thread(id)
-    if thread == nil then return a:unavailable(req, res, "thread", err) end
-    if not thread then return a:fail(req, res, 404, "no such thread") end
-    local pages = a:pages(thread.post_count)
-    page = page == "last" and pages or page
-    if not page or page > pages then return a:fail(req, res, 404, "no such page") end
-    local posts
-    posts, err = forum:posts(thread.id, page, size)
-    if not posts then return a:unavailable(req, res, "posts", err) end
+    local l = a:listing(req, res, "thread", id, page)
+    if not l then return end
     return a:html(res, "thread.html", a:context(req, {
-      title = thread.title, thread = thread, posts = posts, page = page, pages = pages,
-      first = (page - 1) * size, base = "/t/" .. thread.id, problem = problem, draft = draft or {},
+      title = l.parent.title, thread = l.parent, posts = l.items, page = l.page, pages = l.pages,
+      first = (l.page - 1) * size, base = "/t/" .. l.parent.id, problem = problem, draft = draft or {},
     }), status)
   end
 
   router:get("/t/:id", a:handler(function(req, res)
     local id = tonumber(req.params.id)
     if not id then return a:fail(req, res, 404, "no such thread") end
-    return thread_page(req, res, id, app.page(req))
+    return thread_page(req, res, id)
   end))
 
   -- A reply: back to the page where it landed.
