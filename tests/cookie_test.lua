@@ -65,6 +65,7 @@ local http = require "http"
 local cookie = require "cookie"
 local SECRET = %q
 local server = assert(http.createServer(0, %s, { host = "127.0.0.1" }))
+io.stdout:setvbuf("line") -- the log is a file: print at once
 print("listening " .. server:address().port)
 ]]):format(SECRET, handler_source))
   return "http://127.0.0.1:" .. port

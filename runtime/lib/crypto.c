@@ -34,6 +34,22 @@
 
 #define MAX_RANDOM (1 << 20)
 
+/* A string argument. Returned by value: a function that raises must hold no local whose
+ * address is taken (docs/internals.md), which rules out luaL_checklstring(L, i, &len). */
+typedef struct {
+  const char *p;
+  size_t n;
+} bytes;
+
+static bytes check_bytes(lua_State *L, int arg) {
+  luaL_checktype(L, arg, LUA_TSTRING);
+  return (bytes){lua_tostring(L, arg), lua_objlen(L, arg)};
+}
+
+static bytes opt_bytes(lua_State *L, int arg) {
+  return lua_isnoneornil(L, arg) ? (bytes){"", 0} : check_bytes(L, arg);
+}
+
 /* random(n) -> n random bytes */
 static int crypto_random(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
@@ -65,32 +81,30 @@ static __attribute__((noinline)) int push_mac(lua_State *L, const EVP_MD *md, co
 /* digest(name, data) -> raw digest */
 static int crypto_digest(lua_State *L) {
   const EVP_MD *md = check_md(L, 1);
-  size_t n;
-  const char *data = luaL_checklstring(L, 2, &n);
-  return push_mac(L, md, NULL, 0, data, n) ? 1 : luaL_error(L, "crypto: digest failed");
+  bytes data = check_bytes(L, 2);
+  return push_mac(L, md, NULL, 0, data.p, data.n) ? 1 : luaL_error(L, "crypto: digest failed");
 }
 
 /* hmac(name, key, data) -> raw MAC */
 static int crypto_hmac(lua_State *L) {
   const EVP_MD *md = check_md(L, 1);
-  size_t klen, n;
-  const char *key = luaL_checklstring(L, 2, &klen), *data = luaL_checklstring(L, 3, &n);
-  luaL_argcheck(L, klen <= INT_MAX, 2, "key too long");
-  return push_mac(L, md, key, klen, data, n) ? 1 : luaL_error(L, "crypto: hmac failed");
+  bytes key = check_bytes(L, 2), data = check_bytes(L, 3);
+  luaL_argcheck(L, key.n <= INT_MAX, 2, "key too long");
+  return push_mac(L, md, key.p, key.n, data.p, data.n) ? 1 : luaL_error(L, "crypto: hmac failed");
 }
 
 /* equal(a, b) -> true when the strings are equal; the time depends on the length only */
 static int crypto_equal(lua_State *L) {
-  size_t na, nb;
-  const char *a = luaL_checklstring(L, 1, &na), *b = luaL_checklstring(L, 2, &nb);
-  lua_pushboolean(L, na == nb && CRYPTO_memcmp(a, b, na) == 0);
+  bytes a = check_bytes(L, 1), b = check_bytes(L, 2);
+  lua_pushboolean(L, a.n == b.n && CRYPTO_memcmp(a.p, b.p, a.n) == 0);
   return 1;
 }
 
 /* base64(s, url) -> text. The URL form (RFC 4648 section 5) has - and _ and no padding. */
 static int crypto_base64(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
+  bytes b = check_bytes(L, 1);
+  const char *s = b.p;
+  size_t n = b.n;
   int url = lua_toboolean(L, 2);
   luaL_argcheck(L, n <= ((size_t)1 << 30), 1, "longer than 1 GiB");
   char *out = lua_newuserdata(L, 4 * ((n + 2) / 3) + 1);
@@ -106,8 +120,9 @@ static int crypto_base64(lua_State *L) {
 /* unbase64(s, url) -> bytes, or nil when s is not base64 of that form. The URL form takes
  * no padding; the standard one wants it. */
 static int crypto_unbase64(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
+  bytes b = check_bytes(L, 1);
+  const char *s = b.p;
+  size_t n = b.n;
   int url = lua_toboolean(L, 2);
   luaL_argcheck(L, n <= ((size_t)1 << 30), 1, "longer than 1 GiB");
   if (url && n % 4 == 1) return 0;
@@ -192,32 +207,30 @@ static uint32_t check_u32(lua_State *L, int arg, lua_Integer min, lua_Integer ma
  * salt 8 bytes or more, t 1 to 2^16, m (KiB) 8p to 4 GiB, p 1 to 255, len 4 to 1024. */
 static int crypto_argon2id(lua_State *L) {
   luaio_checktask(L, "argon2id");
-  size_t pwlen, saltlen, secretlen = 0, adlen = 0;
-  const char *pw = luaL_checklstring(L, 1, &pwlen), *salt = luaL_checklstring(L, 2, &saltlen);
+  bytes pw = check_bytes(L, 1), salt = check_bytes(L, 2), secret = opt_bytes(L, 7), ad = opt_bytes(L, 8);
   uint32_t t = check_u32(L, 3, 1, 65536, "passes (t) from 1 to 65536 expected");
   uint32_t p = check_u32(L, 5, 1, 255, "lanes (p) from 1 to 255 expected");
   uint32_t m = check_u32(L, 4, 8 * (lua_Integer)p, 4194304, "memory (m) from 8p to 4194304 KiB expected");
   size_t outlen = check_u32(L, 6, 4, 1024, "hash length from 4 to 1024 bytes expected");
-  const char *secret = luaL_optlstring(L, 7, "", &secretlen), *ad = luaL_optlstring(L, 8, "", &adlen);
-  luaL_argcheck(L, saltlen >= 8 && saltlen <= 1024, 2, "salt of 8 to 1024 bytes expected");
-  luaL_argcheck(L, pwlen <= 65536, 1, "password longer than 64 KiB");
-  luaL_argcheck(L, secretlen <= 1024, 7, "secret longer than 1024 bytes");
-  luaL_argcheck(L, adlen <= 65536, 8, "associated data longer than 64 KiB");
+  luaL_argcheck(L, salt.n >= 8 && salt.n <= 1024, 2, "salt of 8 to 1024 bytes expected");
+  luaL_argcheck(L, pw.n <= 65536, 1, "password longer than 64 KiB");
+  luaL_argcheck(L, secret.n <= 1024, 7, "secret longer than 1024 bytes");
+  luaL_argcheck(L, ad.n <= 65536, 8, "associated data longer than 64 KiB");
   if (argon2id == NULL && (argon2id = EVP_KDF_fetch(NULL, "ARGON2ID", NULL)) == NULL)
     return luaio_pushnamederror(L, "ENOTSUP", "this OpenSSL has no ARGON2ID");
-  kdf_req *r = malloc(sizeof *r + pwlen + saltlen + secretlen + adlen + outlen);
+  kdf_req *r = malloc(sizeof *r + pw.n + salt.n + secret.n + ad.n + outlen);
   if (r == NULL) return luaio_pusherror(L, UV_ENOMEM);
-  *r = (kdf_req){.t = t, .m = m, .p = p, .pwlen = pwlen, .saltlen = saltlen, .secretlen = secretlen,
-                 .adlen = adlen, .outlen = outlen};
+  *r = (kdf_req){.t = t, .m = m, .p = p, .pwlen = pw.n, .saltlen = salt.n, .secretlen = secret.n,
+                 .adlen = ad.n, .outlen = outlen};
   uint8_t *d = r->data;
-  memcpy(d, pw, pwlen);
-  memcpy(d += pwlen, salt, saltlen);
-  memcpy(d += saltlen, secret, secretlen);
-  memcpy(d + secretlen, ad, adlen);
+  memcpy(d, pw.p, pw.n);
+  memcpy(d += pw.n, salt.p, salt.n);
+  memcpy(d += salt.n, secret.p, secret.n);
+  memcpy(d + secret.n, ad.p, ad.n);
   r->work.data = r;
   int err = uv_queue_work(luaio_loop(), &r->work, kdf_work, kdf_after);
   if (err < 0) {
-    OPENSSL_cleanse(r->data, pwlen);
+    OPENSSL_cleanse(r->data, pw.n);
     free(r);
     return luaio_pusherror(L, err);
   }

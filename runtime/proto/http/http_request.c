@@ -162,9 +162,9 @@ static void push_query(lua_State *L, const char *url, size_t len) {
 
 /* C.form(text) -> the table of an application/x-www-form-urlencoded text (as req.query) */
 int http_form(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  push_pairs(L, s, s + n);
+  luaL_checktype(L, 1, LUA_TSTRING);
+  const char *s = lua_tostring(L, 1);
+  push_pairs(L, s, s + lua_objlen(L, 1));
   return 1;
 }
 
