@@ -158,6 +158,10 @@ test.case("pages: register, log in and out, CSRF refusals, threads, replies and 
   res = c:post("/login", { _csrf = ch.token(fresh), name = "alice", password = "password-alice", next = "//evil.example/" })
   test.eq(res.headers.location, "/", "no redirect off the site")
 
+  res, html = c:get("/no/such/page")
+  test.eq(res.status, 404)
+  test.match(html, '<p class="problem">no such page</p>')
+
   -- the static files come from the app
   res, html = c:get("/static/style.css")
   test.eq(res.status, 200)

@@ -111,4 +111,6 @@ return function(router, a)
     if not ok then return a:unavailable(req, res, "session destroy", err) end
     return app.redirect(res, "/")
   end))
+
+  router:all("/*", a:handler(function(req, res) return a:fail(req, res, 404, "no such page") end))
 end
