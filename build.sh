@@ -63,7 +63,8 @@ install_test_tools() {
   # the Redis client's tests start their own servers (never the system's service)
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   command -v redis-cli >/dev/null || pkgs+=(redis-tools)
-  command -v chromium >/dev/null || pkgs+=(chromium) # the example apps' pages (puppeteer-core)
+  command -v chromium >/dev/null || pkgs+=(chromium)     # the browser tests (*_browser_test.lua)
+  command -v argon2 >/dev/null || pkgs+=(argon2)         # the reference Argon2 (tests/crypto_test.lua)
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
@@ -72,8 +73,9 @@ install_test_tools() {
     fi
   fi
   install_mariadb
-  # node's ws package (npm) for the WebSocket tests and puppeteer-core (which drives the
-  # system's chromium, downloading no browser) for the apps' pages, in a git-ignored folder
+  # node's ws package (npm) for the WebSocket tests and puppeteer-core, which drives chromium
+  # in the browser tests, in a git-ignored folder (one install: a later --no-save install
+  # would remove what an earlier one put there)
   if { [ ! -f out/peers/node_modules/ws/package.json ] ||
     [ ! -f out/peers/node_modules/puppeteer-core/package.json ]; } && command -v npm >/dev/null; then
     mkdir -p out/peers

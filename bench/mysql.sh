@@ -3,7 +3,8 @@
 # directory in a temporary folder, never the system's service) pinned to CPU 0, each client
 # in turn pinned to CPU 1. Figures only.
 #   bench/mysql.sh          DURATION=5 (seconds per run), ROUNDS=1, TASKS=32, POOL=32,
-#                           CONNS=500 (idle), SERVER_CPU=0, CLIENT_CPU=1
+#                           CONNS=500 (idle), SERVER_CPU=0, CLIENT_CPU=1,
+#                           MODES="point rows rows_exec", LUAIO=out/luaio (the binary measured)
 # Loads (bench/mysql_client.lua and bench/mysql_client.js):
 #   point      TASKS tasks on a pool of POOL connections: prepared SELECT * by primary key
 #              (5 columns) in a loop
@@ -21,7 +22,9 @@ ROUNDS=${ROUNDS:-1}
 export TASKS=${TASKS:-32} POOL=${POOL:-32} CONNS=${CONNS:-500} DURATION
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
-[ -x out/luaio ] || { echo "bench: build first (./build.sh)" >&2; exit 1; }
+MODES=${MODES:-point rows rows_exec}
+LUAIO=${LUAIO:-out/luaio}
+[ -x "$LUAIO" ] || { echo "bench: build first (./build.sh)" >&2; exit 1; }
 command -v mariadbd >/dev/null || { echo "bench: needs mariadb-server" >&2; exit 1; }
 
 node_dir=$root/out/bench/node
@@ -85,8 +88,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; els
 echo "MariaDB $(mariadbd --version | awk '{print $3}') on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU, ${DURATION} s per run"
 for round in $(seq "$ROUNDS"); do
   [ "$ROUNDS" = 1 ] || echo "round $round"
-  for mode in point rows rows_exec; do
-    read -r l_ops l_cpu l_pct <<<"$(run $mode out/luaio run bench/mysql_client.lua)"
+  for mode in $MODES; do
+    read -r l_ops l_cpu l_pct <<<"$(run $mode "$LUAIO" run bench/mysql_client.lua)"
     if [ $have_node = 1 ]; then
       read -r n_ops n_cpu n_pct <<<"$(NODE_PATH=$node_dir/node_modules run $mode node bench/mysql_client.js)"
     else
@@ -97,7 +100,7 @@ for round in $(seq "$ROUNDS"); do
       "$mode" "$l_ops" "$unit" "$l_cpu" "$l_pct" "$n_ops" "$n_cpu" "$n_pct" "$unit" "$(ratio "$l_ops" "$n_ops")" "$(ratio "$l_cpu" "$n_cpu")"
   done
 done
-l_idle=$(run idle out/luaio run bench/mysql_client.lua)
+l_idle=$(run idle "$LUAIO" run bench/mysql_client.lua)
 n_idle=-
 [ $have_node = 1 ] && n_idle=$(NODE_PATH=$node_dir/node_modules MODE=idle taskset -c "$CLIENT_CPU" node --expose-gc bench/mysql_client.js | awk -F'[= ]' '/^rss/ {print $2}')
 echo "idle pooled connection ($CONNS): luaio ${l_idle} KiB, mysql2 ${n_idle} KiB of RSS each"

@@ -10,7 +10,8 @@
 #             enableAutoPipelining (and with its defaults: "plain"); redis-benchmark -P 16.
 #             One connection carries at most TASKS commands per round trip (redis-benchmark
 #             -P 16 -c 50: 800), so this is round-trip bound; the row with two shared
-#             clients (TASKS/2 tasks each) shows what overlapping two round trips gives.
+#             clients (TASKS/2 tasks each) shows what overlapping two round trips gives,
+#             and redis-benchmark -c 1 -P TASKS is the C client in the same shape.
 #   pipeline  one task, explicit pipelines of 100 commands (50 SET + 50 GET)
 # ioredis is installed with npm into out/bench/node (git ignores out/) when missing.
 set -euo pipefail
@@ -61,9 +62,9 @@ client() {
 }
 
 # redis-benchmark's SET and GET at -P pipe: the rate of a 50/50 mix (harmonic mean)
-benchmark() { # pipe
-  local n=$((DURATION * ($1 == 1 ? 100000 : 800000)))
-  taskset -c "$CLIENT_CPU" redis-benchmark -p "$port" -c "$TASKS" -n "$n" -P "$1" -d 16 -t set,get -q 2>/dev/null |
+benchmark() { # pipe [conns]
+  local n=$((DURATION * ($1 == 1 ? 100000 : ${2:-$TASKS} == 1 ? 200000 : 800000)))
+  taskset -c "$CLIENT_CPU" redis-benchmark -p "$port" -c "${2:-$TASKS}" -n "$n" -P "$1" -d 16 -t set,get -q 2>/dev/null |
     tr '\r' '\n' | awk '/^(SET|GET): [0-9.]+ requests per second/ { r[$1] = $2 }
       END { printf "%.0f %.0f %.0f\n", 2 / (1 / r["SET:"] + 1 / r["GET:"]), r["SET:"], r["GET:"] }'
 }
@@ -104,8 +105,11 @@ for round in $(seq "$ROUNDS"); do
   fi
   read -r b_ops b_set b_get < <(benchmark 16)
   row "redis-benchmark -P 16 (SET $b_set, GET $b_get)" "$b_ops" "-" "-"
+  read -r s_ops s_set s_get < <(benchmark "$TASKS" 1)
+  row "redis-benchmark -c 1 -P $TASKS (same shape)" "$s_ops" "-" "-"
   [ $have_node = 1 ] && echo "  luaio/ioredis auto: $(ratio "$l_ops" "$n_ops") ops/s, $(ratio "$l_cpu" "$n_cpu") ops/cpu-s"
-  echo "  luaio/redis-benchmark -P 16: $(ratio "$l_ops" "$b_ops") ops/s"
+  echo "  luaio/redis-benchmark -P 16: $(ratio "$l_ops" "$b_ops") ops/s;" \
+    "luaio/redis-benchmark -c 1 -P $TASKS (one connection, $TASKS in flight, as here): $(ratio "$l_ops" "$s_ops") ops/s"
 
   echo "pipeline: explicit pipelines of 100 commands, one task"
   read -r l_ops l_cpu l_pct < <(client out/luaio run bench/redis_client.lua "$port" pipeline "$DURATION")

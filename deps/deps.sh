@@ -171,7 +171,7 @@ openssl_options=(no-shared no-module no-dso no-engine no-legacy no-comp no-ssl3 
   no-quic no-ml-dsa no-slh-dsa no-cms no-ts no-cmp no-ct no-rfc3779 no-sm2 no-sm3 no-sm4 no-idea
   no-camellia no-aria no-seed no-bf no-cast no-rc2 no-rc4 no-rc5 no-md4 no-mdc2 no-whirlpool
   no-dsa no-gost no-ec2m no-srtp no-ssl-trace no-siphash no-scrypt no-des no-sctp no-psk
-  no-nextprotoneg no-dgram --prefix=/usr --openssldir=/etc/ssl --libdir=lib)
+  no-nextprotoneg no-dgram no-dh no-ocsp no-rmd160 no-ocb no-siv --prefix=/usr --openssldir=/etc/ssl --libdir=lib)
 
 build_openssl() {
   local src target occ=$cc

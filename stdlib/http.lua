@@ -50,6 +50,23 @@ function request.header(req, name)
   return req.headers[name]
 end
 
+-- req:form() -> the fields of an application/x-www-form-urlencoded body (a table like
+-- req.query), read once and kept; nil, err when the body cannot be read, or (EINVAL) is
+-- of another type
+function request.form(req)
+  local form = rawget(req, "form_fields")
+  if form then return form end
+  local ctype = req.headers["content-type"] or ""
+  if not ctype:lower():find("^%s*application/x%-www%-form%-urlencoded%s*;?") then
+    return nil, require("luaio.error").new("EINVAL", "not a form body (Content-Type: " .. ctype .. ")")
+  end
+  local body, err = request.body(req)
+  if not body then return nil, err end
+  form = C.form(body)
+  req.form_fields = form
+  return form
+end
+
 -- --- the worker loop -------------------------------------------------------------------------
 
 local function on_error(err)
@@ -73,6 +90,15 @@ function response_methods.sendFile(res, path, options)
     error("bad argument #1 to 'sendFile' (string expected, got " .. type(path) .. ")", 2)
   end
   return require("http_static").send_file(C.request(res), res, path, options)
+end
+
+-- http.decodeForm(text) -> the table of a form-encoded text ("a=1&b=x+y": {a = "1", b = "x y"};
+-- a repeated name gives an array)
+function http.decodeForm(text)
+  if type(text) ~= "string" then
+    error("bad argument #1 to 'decodeForm' (string expected, got " .. type(text) .. ")", 2)
+  end
+  return C.form(text)
 end
 
 -- http.static(root[, options]) -> a handler serving the files under root (disk, or the
@@ -231,7 +257,9 @@ function server_methods.setTLS(server, opts)
   local tls = {}
   for k, v in pairs(type(opts) == "table" and opts or {}) do tls[k] = v end
   tls.alpn = tls.alpn or { "http/1.1" }
-  return raw_settls(server, require("tls").server(tls, 1, "setTLS"))
+  local ctx, err = require("tls").server(tls, 1, "setTLS", true)
+  if not ctx then return nil, err end
+  return raw_settls(server, ctx)
 end
 
 local function callable(f)

@@ -184,7 +184,9 @@ local function authenticate(sock, o, plugin, nonce, secure)
       local i
       plugin, i = cstring(p, 2)
       nonce = sub(p, i)
-      if byte(nonce, -1) == 0 then nonce = sub(nonce, 1, -2) end
+      -- The 20-byte scrambles come with a NUL after them; client_ed25519's 32 bytes do not,
+      -- and may end in a zero byte of their own (1 in 256).
+      if #nonce == 21 and byte(nonce, -1) == 0 then nonce = sub(nonce, 1, 20) end
       local resp, rerr = auth_response(plugin, o, nonce, secure)
       if not resp then return nil, rerr end
       ok, err = write_packet(sock, resp, seq + 1)

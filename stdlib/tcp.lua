@@ -129,7 +129,9 @@ end
 local server_methods = debug.getregistry()["luaio.server"].__index
 local raw_settls = server_methods.setTLS
 function server_methods.setTLS(server, opts)
-  return raw_settls(server, require("tls").server(opts, 1, "setTLS"))
+  local ctx, err = require("tls").server(opts, 1, "setTLS", true)
+  if not ctx then return nil, err end
+  return raw_settls(server, ctx)
 end
 
 return tcp

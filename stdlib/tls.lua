@@ -11,8 +11,9 @@
 -- parsed certificates, the client's session cache and the root store.
 local C = require "luaio.tls"
 local options = require "luaio.options"
+local E = require "luaio.error"
 
-local concat, pairs, sort, tostring, type = table.concat, pairs, table.sort, tostring, type
+local concat, ipairs, pairs, sort, tostring, type = table.concat, ipairs, pairs, table.sort, tostring, type
 
 local tls = {}
 
@@ -50,8 +51,9 @@ local SERVER = {
   handshake_timeout = { "ms" },
 }
 
--- PEM text given as is, or read from a file (disk first, then the app's bundle).
-local function pem(value, name, argn, fname)
+-- PEM text given as is, or read from a file (disk first, then the app's bundle); or nil and
+-- why not.
+local function read_pem(value, name)
   if value:find("-----BEGIN", 1, true) then return value end
   local f = io.open(value, "rb")
   if f then
@@ -65,7 +67,13 @@ local function pem(value, name, argn, fname)
     local ok, text = pcall(require("bundle").read, value)
     if ok and text then return text end
   end
-  options.argerror(argn, fname, ("option '%s': '%s' is neither PEM text nor a readable file"):format(name, value), 4)
+  return nil, ("option '%s': '%s' is neither PEM text nor a readable file"):format(name, value)
+end
+
+local function pem(value, name, argn, fname)
+  local text, why = read_pem(value, name)
+  if not text then options.argerror(argn, fname, why, 4) end
+  return text
 end
 
 local function check_alpn(list, argn, fname)
@@ -128,24 +136,45 @@ function tls.client(opts, argn, fname)
   return ctx, servername
 end
 
--- tls.server(options) -> context: for tcp.createServer, http.createServer, server:setTLS,
--- starttls on the server side, and sni callbacks.
-function tls.server(opts, argn, fname)
-  argn, fname = argn or 1, fname or "server"
-  local o = options.check(opts, SERVER, argn, fname, 3)
-  if o.cert then o.cert = pem(o.cert, "cert", argn, fname) end
-  if o.key then o.key = pem(o.key, "key", argn, fname) end
-  if o.client_ca then o.client_ca = pem(o.client_ca, "client_ca", argn, fname) end
-  if o.alpn then check_alpn(o.alpn, argn, fname) end
+-- Reads the files a server context names and makes it: context, or nil, err (ETLS) when a
+-- file is unreadable, a PEM does not parse or a key does not match its certificate.
+local function server_context(o)
+  local function load(name)
+    if o[name] == nil then return true end
+    local text, why = read_pem(o[name], name)
+    o[name] = text
+    return text ~= nil, why
+  end
+  for _, name in ipairs({ "cert", "key", "client_ca" }) do
+    local ok, why = load(name)
+    if not ok then return nil, E.new("ETLS", why) end
+  end
   if o.certs then
     local certs = {}
     for i, entry in ipairs(o.certs) do
+      local cert, why = read_pem(entry.cert, "certs")
+      local key, kwhy = read_pem(entry.key, "certs")
+      if not cert or not key then return nil, E.new("ETLS", why or kwhy) end
+      certs[i] = { cert = cert, key = key }
+    end
+    o.certs = certs
+  end
+  return C.context(o, true)
+end
+
+-- tls.server(options) -> context: for tcp.createServer, http.createServer, server:setTLS,
+-- starttls on the server side, and sni callbacks. Misused options raise; so do unreadable
+-- or mismatched certificates, unless `soft` (server:setTLS, a reload): nil, err then.
+function tls.server(opts, argn, fname, soft)
+  argn, fname = argn or 1, fname or "server"
+  local o = options.check(opts, SERVER, argn, fname, 3)
+  if o.alpn then check_alpn(o.alpn, argn, fname) end
+  if o.certs then
+    for _, entry in ipairs(o.certs) do
       if type(entry) ~= "table" or type(entry.cert) ~= "string" or type(entry.key) ~= "string" then
         options.argerror(argn, fname, "option 'certs': an array of {cert = ..., key = ...} expected", 3)
       end
-      certs[i] = { cert = pem(entry.cert, "certs", argn, fname), key = pem(entry.key, "certs", argn, fname) }
     end
-    o.certs = certs
   end
   if (o.cert == nil) ~= (o.key == nil) then
     options.argerror(argn, fname, "options 'cert' and 'key' go together", 3)
@@ -156,8 +185,11 @@ function tls.server(opts, argn, fname)
   if not o.cert and not o.certs and not o.sni then
     options.argerror(argn, fname, "a server needs 'cert' and 'key', 'certs' or 'sni'", 3)
   end
-  local ctx, err = C.context(o, true)
-  if not ctx then error(("bad argument #%d to '%s' (%s)"):format(argn, fname, tostring(err)), 3) end
+  local ctx, err = server_context(o)
+  if not ctx then
+    if soft then return nil, err end
+    error(("bad argument #%d to '%s' (%s)"):format(argn, fname, tostring(err)), 3)
+  end
   return ctx
 end
 

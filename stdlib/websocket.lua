@@ -28,6 +28,7 @@ local COMMON = {
   ping_interval = { "ms" }, -- a ping after this long without a frame; default 30 s
   idle_timeout = { "ms" }, -- dropped after this long without a frame; default 60 s
   close_timeout = { "ms" }, -- how long close() waits for the peer's close; default 5 s
+  send_timeout = { "ms" }, -- a send waiting on a peer that takes nothing for this long fails; 60 s
   on_pong = { "function" }, -- on_pong(data) for every pong
 }
 
@@ -39,6 +40,7 @@ local CLIENT_OPTIONS = {
   headers = { "table" },
   protocols = { "table" },
   timeout = { "ms" }, -- connect and handshake; default 10 s
+  tls = { { "boolean", "table" } }, -- wss://: tcp.connect's tls options (ca, servername, verify...)
 }
 for name, rule in pairs(COMMON) do
   SERVER_OPTIONS[name] = rule
@@ -53,6 +55,7 @@ local function core_options(opts)
     ping_interval = opts.ping_interval,
     idle_timeout = opts.idle_timeout,
     close_timeout = opts.close_timeout,
+    send_timeout = opts.send_timeout,
     on_pong = opts.on_pong,
   }
 end
@@ -352,7 +355,8 @@ local function handshake(sock, opts, target, authority)
   return C.adopt(sock, core)
 end
 
--- websocket.connect(url[, options]) -> ws | nil, err: ws:// (wss:// once TLS is in).
+-- websocket.connect(url[, options]) -> ws | nil, err: ws://, or wss:// (TLS, verified as
+-- tcp.connect verifies: options.tls adds ca, servername, ...).
 function websocket.connect(url, given)
   if type(url) ~= "string" then
     error("bad argument #1 to 'connect' (string expected, got " .. type(url) .. ")", 2)
@@ -360,7 +364,12 @@ function websocket.connect(url, given)
   local opts = options.check(given, CLIENT_OPTIONS, 2, "connect")
   local secure, host, port, target, authority = parse_url(url)
   if secure == nil then error("bad argument #1 to 'connect' (ws:// or wss:// URL expected, got '" .. url .. "')", 2) end
-  if secure then return nil, errors.new("ENOTSUP", "wss:// needs TLS, which this build does not have yet") end
+  if opts.tls ~= nil and not secure then
+    error("bad argument #2 to 'connect' (option 'tls' is for wss:// URLs)", 2)
+  end
+  if secure and opts.tls == false then
+    error("bad argument #2 to 'connect' (wss:// with tls = false)", 2)
+  end
   if opts.protocols then
     for _, p in ipairs(opts.protocols) do
       if type(p) ~= "string" or not p:match("^[%w!#$%%&'*+%-.^_`|~]+$") then
@@ -370,7 +379,7 @@ function websocket.connect(url, given)
   end
   for name, value in pairs(opts.headers or {}) do check_header(name, value) end
   local timeout = opts.timeout or 10000
-  local sock, err = require("tcp").connect(port, host, { timeout = timeout })
+  local sock, err = require("tcp").connect(port, host, { timeout = timeout, tls = secure and (opts.tls or true) or nil })
   if not sock then return nil, err end
   sock:setTimeout(timeout)
   local ws

@@ -529,3 +529,41 @@ test.case("HTTPS: Connection: close ends with close_notify; the keep-alive timeo
   peer = python(certs.PY_END_READER, port, c.ca, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n")
   test.eq(helpers.wait_output(peer, "%a+ end %d+ (%d+)"), "1", "after the idle timeout")
 end)
+
+-- --- examples/https: a renewed certificate picked up on SIGHUP ---------------------------------
+
+test.case("examples/https reloads its certificate on SIGHUP; a bad pair is refused and the old one stays", function()
+  local c = certs.make()
+  local dir = test.tmpdir()
+  local function install(name, key_name)
+    test.sh(("cp %s %s/cert.pem && cp %s %s/key.pem"):format(q(c[name]), dir, q(c[(key_name or name) .. "_key"]), dir))
+  end
+  install("server")
+  local port = helpers.free_port()
+  local peer = helpers.start(("%s run examples/https %s/cert.pem %s/key.pem %d"):format(luaio, dir, dir, port))
+  local pid = tonumber(helpers.wait_output(peer, "listening.-pid=(%d+)"))
+  local function subject(servername)
+    local s, err = tcp.connect(port, "127.0.0.1", { tls = { ca = c.ca, servername = servername } })
+    if not s then return nil, err end
+    local peer_cert = s:tlsinfo().peer
+    s:close()
+    return peer_cert.subject
+  end
+  test.eq(subject("localhost"), "CN=localhost")
+  local kept = assert(tcp.connect(port, "127.0.0.1", { tls = { ca = c.ca, servername = "localhost" } }))
+  install("other")
+  test.sh("kill -HUP " .. pid)
+  helpers.wait_output(peer, "certificate reloaded")
+  test.eq(subject("other.test"), "CN=other.test")
+  local _, err = subject("localhost")
+  test.eq(err and err.message, "hostname mismatch")
+  -- the connection opened before the reload still works
+  kept:write("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+  test.match(assert(kept:readline()), "^HTTP/1.1 200")
+  kept:close()
+  -- a key that does not belong to the certificate: refused, the current pair stays
+  install("server", "other")
+  test.sh("kill -HUP " .. pid)
+  helpers.wait_output(peer, "certificate reload failed")
+  test.eq(subject("other.test"), "CN=other.test")
+end)

@@ -14,6 +14,22 @@ local function fresh_table(db, name, ddl)
   assert(db:query("CREATE TABLE " .. name .. " " .. ddl))
 end
 
+-- A fake server's side of the wire: packets out and in, and the first packet (Handshake V10).
+local function packet(s, payload, seq)
+  return s:write(string.char(#payload % 256, math.floor(#payload / 256) % 256, 0, seq) .. payload)
+end
+local function read_packet(s)
+  local h = assert(s:read(4))
+  local n = h:byte(1) + h:byte(2) * 256 + h:byte(3) * 65536
+  return n > 0 and assert(s:read(n)) or "", h:byte(4)
+end
+local function handshake(s, version, nonce, caps, plugin)
+  packet(s, "\10" .. version .. "\0" .. "\1\0\0\0" .. nonce:sub(1, 8) .. "\0" ..
+    string.char(caps % 256, math.floor(caps / 256) % 256) .. "\45\2\0" ..
+    string.char(math.floor(caps / 65536) % 256, math.floor(caps / 16777216) % 256) .. "\21" .. string.rep("\0", 10) ..
+    nonce:sub(9) .. "\0" .. plugin .. "\0", 0)
+end
+
 -- --- authentication ------------------------------------------------------------------------
 
 test.case("mysql_native_password over TCP and over the Unix socket", function()
@@ -39,6 +55,45 @@ test.case("client_ed25519 (MariaDB's ed25519 plugin), signed on OpenSSL", functi
   local db, err = mysql.connect({ port = srv.port, user = "ed", password = "wrong" })
   test.eq(db, nil)
   test.eq(err.errno, 1045)
+end)
+
+-- A nonce that ends in a zero byte (1 in 256 of MariaDB's) is all nonce: client_ed25519 signs
+-- its 32 bytes. A server here sends one; openssl checks the signature with the public key
+-- MariaDB stores for the same password.
+test.case("client_ed25519 signs a nonce that ends in a zero byte whole", function()
+  local tcp = require "tcp"
+  local srv = mh.server()
+  local password = "ed-pw with spaces and a long tail 0123456789"
+  local created = assert(srv.root:query("SHOW CREATE USER 'ed'@'%'"))[1]
+  local _, stmt = next(created)
+  local pub_b64 = assert(stmt:match("USING '([%w+/]+)'"), stmt)
+  local nonce = string.rep("\7", 31) .. "\0"
+  local signature
+  local server = assert(tcp.createServer(0, function(s)
+    handshake(s, "10.11.0-fake", "abcdefghijklmnopqrst", 0xFFFFF7FF, "mysql_native_password") -- no SSL
+    local _, seq = read_packet(s)
+    packet(s, "\254client_ed25519\0" .. nonce, seq + 1) -- as MariaDB sends it: no NUL after
+    local p
+    p, seq = read_packet(s)
+    signature = p
+    packet(s, "\0\0\0\2\0\0\0", seq + 1)
+    task.sleep(100)
+  end, { host = "127.0.0.1" }))
+  test.cleanup(function() server:close() end)
+  local db = assert(mysql.connect({ port = server:address().port, user = "ed", password = password }))
+  db:close()
+  test.eq(#signature, 64)
+  local dir = test.tmpdir()
+  local der_prefix = "\48\42\48\5\6\3\43\101\112\3\33\0" -- SubjectPublicKeyInfo of an Ed25519 key
+  local b64 = pub_b64 .. string.rep("=", (4 - #pub_b64 % 4) % 4)
+  test.write(dir .. "/pub.b64", b64 .. "\n")
+  test.write(dir .. "/prefix.der", der_prefix)
+  test.write(dir .. "/nonce", nonce)
+  test.write(dir .. "/sig", signature)
+  local out, status = test.sh("cd " .. dir .. " && base64 -d pub.b64 > a.raw && cat prefix.der a.raw > pub.der && " ..
+    "openssl pkeyutl -verify -pubin -keyform DER -inkey pub.der -rawin -in nonce -sigfile sig 2>&1")
+  test.eq(status, 0, out)
+  test.match(out, "Signature Verified Successfully")
 end)
 
 test.case("an empty password, unix_socket for root, and a wrong password", function()
@@ -89,23 +144,14 @@ local function sha2_server(mode, password)
   local pub = assert(io.open(dir .. "/pub.pem")):read("*a")
   local nonce = "0123456789abcdefghij"
   local result = {}
-  local function packet(s, payload, seq) return s:write(string.char(#payload % 256, math.floor(#payload / 256) % 256, 0, seq) .. payload) end
-  local function read(s)
-    local h = assert(s:read(4))
-    local n = h:byte(1) + h:byte(2) * 256 + h:byte(3) * 65536
-    return n > 0 and assert(s:read(n)) or "", h:byte(4)
-  end
   local server = assert(tcp.createServer(0, function(s)
     local caps = 0xFFFFF7FF -- everything but SSL ...
     if mode == "tls" then caps = 0xFFFFFFFF end
-    packet(s, "\10" .. "8.0.36-fake\0" .. "\1\0\0\0" .. nonce:sub(1, 8) .. "\0" ..
-      string.char(caps % 256, math.floor(caps / 256) % 256) .. "\45\2\0" ..
-      string.char(math.floor(caps / 65536) % 256, math.floor(caps / 16777216) % 256) .. "\21" .. string.rep("\0", 10) ..
-      nonce:sub(9) .. "\0caching_sha2_password\0", 0)
-    local p, seq = read(s)
+    handshake(s, "8.0.36-fake", nonce, caps, "caching_sha2_password")
+    local p, seq = read_packet(s)
     if mode == "tls" then
       assert(s:starttls({ server = true, cert = mh.certs().cert, key = mh.certs().key }))
-      p, seq = read(s)
+      p, seq = read_packet(s)
     end
     local user_end = p:find("\0", 33, true)
     local alen = p:byte(user_end + 1)
@@ -116,13 +162,13 @@ local function sha2_server(mode, password)
       return
     end
     packet(s, "\1\4", seq + 1)
-    p, seq = read(s)
+    p, seq = read_packet(s)
     if mode == "tls" then
       result.password = p
     else
       result.asked = p
       packet(s, "\1" .. pub, seq + 1)
-      p, seq = read(s)
+      p, seq = read_packet(s)
       test.write(dir .. "/cipher", p)
       local plain = test.sh("openssl pkeyutl -decrypt -inkey " .. dir .. "/key.pem -pkeyopt rsa_padding_mode:oaep -in " .. dir .. "/cipher")
       local t = {}

@@ -14,6 +14,8 @@
 --   unknown      signed by another CA ("luaio unknown CA", not trusted anywhere)
 --   client       a client certificate signed by the test CA (CN luaio test client)
 --   badclient    a client certificate signed by the unknown CA
+--   inter        an intermediate CA signed by the test CA
+--   chained      signed by inter, as server's names; chained_full is its PEM with inter's after it
 -- Keys are ECDSA P-256 (fast to make), each NAME with NAME_key.
 local test = require "test"
 
@@ -82,6 +84,7 @@ local SERVER_SAN = "extendedKeyUsage = serverAuth\n" ..
 function certs.make()
   if made then return made end
   local dir = test.tmpdir()
+  local ext
   ca(dir, "ca", "luaio test CA")
   ca(dir, "unknown_ca", "luaio unknown CA")
   leaf(dir, "server", "localhost", "ca", SERVER_SAN)
@@ -90,9 +93,20 @@ function certs.make()
     "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost, IP:127.0.0.1\n")
   leaf(dir, "client", "luaio test client", "ca", "extendedKeyUsage = clientAuth\n")
   leaf(dir, "badclient", "luaio bad client", "unknown_ca", "extendedKeyUsage = clientAuth\n")
+  -- an intermediate CA and a leaf under it (clients trusting only the test CA need the chain)
+  key(dir, "inter")
+  run(("openssl req -new -key %s/inter_key.pem -subj '/CN=luaio intermediate CA' -out %s/inter.csr -config /dev/null")
+    :format(dir, dir))
+  ext = ext_file(dir, "inter", "basicConstraints = critical, CA:TRUE, pathlen:0\n" ..
+    "keyUsage = critical, keyCertSign, cRLSign\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
+  run(("openssl x509 -req -in %s/inter.csr -CA %s/ca.pem -CAkey %s/ca_key.pem -CAcreateserial " ..
+    "-days 3650 -sha256 -extfile %s -extensions v3 -out %s/inter.pem"):format(dir, dir, dir, ext, dir))
+  leaf(dir, "chained", "chained.test", "inter", SERVER_SAN)
+  run(("cat %s/chained.pem %s/inter.pem > %s/chained_full.pem && cp %s/chained_key.pem %s/chained_full_key.pem")
+    :format(dir, dir, dir, dir, dir))
   -- self-signed: its own CA, a leaf's extensions
   key(dir, "selfsigned")
-  local ext = ext_file(dir, "selfsigned", "basicConstraints = critical, CA:FALSE\n" ..
+  ext = ext_file(dir, "selfsigned", "basicConstraints = critical, CA:FALSE\n" ..
     "extendedKeyUsage = serverAuth\nsubjectAltName = DNS:localhost, IP:127.0.0.1\n")
   run(("openssl req -new -x509 -days 3650 -key %s/selfsigned_key.pem -subj '/CN=localhost' " ..
     "-out %s/selfsigned.pem -config %s -extensions v3"):format(dir, dir, ext))
@@ -108,7 +122,7 @@ function certs.make()
     "-in %s/expired.csr -out %s/expired.pem"):format(dir, dir, dir, ext, dir, dir))
   made = { dir = dir }
   for _, name in ipairs({ "ca", "unknown_ca", "server", "other", "unknown", "client", "badclient",
-    "selfsigned", "expired" }) do
+    "selfsigned", "expired", "inter", "chained", "chained_full" }) do
     made[name] = dir .. "/" .. name .. ".pem"
     made[name .. "_key"] = dir .. "/" .. name .. "_key.pem"
   end

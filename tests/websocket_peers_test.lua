@@ -76,7 +76,9 @@ end)
 local NODE_CLIENT = [[
 const WebSocket = require('ws');
 const [port, compress] = [process.argv[2], process.argv[3] === 'on'];
-const ws = new WebSocket('ws://127.0.0.1:' + port + '/', ['chat'], { perMessageDeflate: compress, maxPayload: 64 << 20 });
+const ca = process.argv[4];
+const ws = ca ? new WebSocket('wss://localhost:' + port + '/', ['chat'], { perMessageDeflate: compress, maxPayload: 64 << 20, ca: require('fs').readFileSync(ca) })
+  : new WebSocket('ws://127.0.0.1:' + port + '/', ['chat'], { perMessageDeflate: compress, maxPayload: 64 << 20 });
 const sizes = [0, 1, 125, 126, 127, 65535, 65536, 1 << 20];
 const msgs = [];
 for (const n of sizes) { msgs.push(['x'.repeat(n), false]); msgs.push([Buffer.alloc(n, 7), true]); }
@@ -108,6 +110,15 @@ for _, compress in ipairs({ "off", "on" }) do
     test.eq(H.last_end and { H.last_end.code, H.last_end.reason }, { 4000, "node done" })
   end)
 end
+
+test.case("node ws client -> our server over wss:// (an HTTPS server), compression on", function()
+  local certs = require "tests.tls_certs"
+  H.last_end = nil
+  local port = H.serve(nil, { compress = true, protocols = { "chat" } }, { tls = certs.pair() })
+  local result, all = run_peer(node(NODE_CLIENT, port, "on", certs.make().ca))
+  test.match(result, "^OK close 4000 +after 17", all)
+  test.eq(H.last_end and { H.last_end.code, H.last_end.reason }, { 4000, "node done" })
+end)
 
 -- --- python3-websockets as the client ---------------------------------------------------------------
 
@@ -154,16 +165,26 @@ end
 
 local NODE_SERVER = [[
 const { WebSocketServer } = require('ws');
+const fs = require('fs');
 const compress = process.argv[2] === 'on';
-const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, maxPayload: 64 << 20,
-  perMessageDeflate: compress ? { threshold: 0 } : false, handleProtocols: (p) => p.has('chat') ? 'chat' : false });
+const cert = process.argv[3], key = process.argv[4];
+const common = { maxPayload: 64 << 20, perMessageDeflate: compress ? { threshold: 0 } : false,
+  handleProtocols: (p) => p.has('chat') ? 'chat' : false };
+let wss;
+if (cert) { // wss: an https server under it
+  const server = require('https').createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) });
+  wss = new WebSocketServer({ server, ...common });
+  server.listen(0, '127.0.0.1', () => console.log('listening ' + server.address().port));
+} else {
+  wss = new WebSocketServer({ host: '127.0.0.1', port: 0, ...common });
+  wss.on('listening', () => console.log('listening ' + wss.address().port));
+}
 wss.on('connection', (ws) => {
   ws.on('message', (data, isBinary) => {
     if (!isBinary && data.toString() === 'close please') ws.close(4002, 'node server done');
     else ws.send(data, { binary: isBinary });
   });
 });
-wss.on('listening', () => console.log('listening ' + wss.address().port));
 ]]
 
 local PY_SERVER = [[
@@ -184,8 +205,9 @@ async def main():
 asyncio.run(main())
 ]]
 
-local function exercise(port, compress, want_code, want_reason)
-  local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/", { compress = compress, protocols = { "chat" }, timeout = 5000 }))
+local function exercise(port, compress, want_code, want_reason, ca)
+  local url = (ca and "wss://localhost:" or "ws://127.0.0.1:") .. port .. "/"
+  local ws = assert(websocket.connect(url, { compress = compress, protocols = { "chat" }, timeout = 5000, tls = ca and { ca = ca } or nil }))
   test.eq(ws.protocol, "chat")
   if compress then test.match(ws.extensions or "", "permessage%-deflate") else test.eq(ws.extensions, nil) end
   for _, n in ipairs({ 0, 1, 125, 126, 127, 65535, 65536, 1048576 }) do
@@ -219,6 +241,14 @@ for _, compress in ipairs({ false, true }) do
     exercise(port, compress, 4003, "python server done")
   end)
 end
+
+test.case("our client -> node ws server over wss:// (node's https), compression on", function()
+  local certs = require "tests.tls_certs"
+  local c = certs.make()
+  local peer = helpers.start(node(NODE_SERVER, "on", c.server, c.server_key))
+  local port = tonumber(helpers.wait_output(peer, "listening (%d+)"))
+  exercise(port, true, 4002, "node server done", c.ca)
+end)
 
 -- --- many connections ---------------------------------------------------------------------------------------
 

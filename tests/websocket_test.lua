@@ -529,18 +529,46 @@ test.case("our client against our server: messages, ws:close(), wrong use raises
   test.eq(serr.name, "CLOSED")
 end)
 
-test.case("client: refused handshakes, bad URLs, wss:// without TLS", function()
+test.case("client: refused handshakes, bad URLs, wss:// to a plain server", function()
   local port = H.serve()
   local ws, err = websocket.connect("ws://127.0.0.1:" .. port .. "/plain")
   test.eq(ws, nil)
   test.match(err.message, "answered 200")
   ws, err = websocket.connect("ws://127.0.0.1:1/")
   test.eq(err.name, "ECONNREFUSED")
-  ws, err = websocket.connect("wss://127.0.0.1:" .. port .. "/")
-  test.eq(err.name, "ENOTSUP")
+  ws, err = websocket.connect("wss://127.0.0.1:" .. port .. "/", { timeout = 2000 })
+  test.eq(ws, nil)
+  test.eq(err.name, "ETLS") -- our ClientHello got an HTTP 400 back
+  test.raises(function() websocket.connect("ws://x/", { tls = true }) end, "option 'tls' is for wss://")
+  test.raises(function() websocket.connect("wss://x/", { tls = false }) end, "tls = false")
   test.raises(function() websocket.connect("http://x/") end, "ws:// or wss://")
   test.raises(function() websocket.connect("ws://x/", { nope = 1 }) end, "unknown option 'nope'")
   test.raises(function() websocket.connect("ws://x/", { headers = { ["X-A"] = "a\r\nb" } }) end, "control character")
+end)
+
+-- wss:// : the server is an HTTPS server (the websocket takes the TLS connection over), the
+-- client verifies it like any TLS client.
+test.case("wss:// : our client and our HTTPS server, compressed and not; verification on by default", function()
+  local certs = require "tests.tls_certs"
+  local c = certs.make()
+  local port = H.serve(nil, { compress = true }, { tls = certs.pair() })
+  for _, compress in ipairs({ false, true }) do
+    local ws = assert(websocket.connect("wss://localhost:" .. port .. "/", { tls = { ca = c.ca }, compress = compress }))
+    for _, n in ipairs({ 0, 125, 65536, 1048576 }) do
+      local msg = rep("s", n)
+      assert(ws:send(msg))
+      local data, kind = ws:receive()
+      test.ok(data == msg and kind == "text", "echo of " .. n .. " bytes")
+    end
+    assert(ws:send(rep("\0\255", 100000), "binary"))
+    test.eq(#assert(ws:receive()), 200000)
+    test.eq(ws:close(4000, "bye"), true)
+  end
+  local ws, err = websocket.connect("wss://localhost:" .. port .. "/") -- the test CA is not a root
+  test.eq(ws, nil)
+  test.eq(err.name, "ECERT")
+  ws, err = websocket.connect("wss://127.0.0.1:" .. port .. "/", { tls = { ca = c.ca, servername = "wrong.test" } })
+  test.eq(err and err.message, "hostname mismatch")
 end)
 
 test.case("client: a server sending masked frames or a bad accept is refused", function()
@@ -587,6 +615,29 @@ test.case("send waits while the backlog is over max_backlog: a reader that does 
   end
   task.sleep(50)
   test.ok(finished)
+end)
+
+-- A peer that keeps sending (so it is never idle) but reads nothing: the waiting send ends
+-- with ETIMEDOUT after send_timeout instead of waiting forever.
+test.case("send_timeout: a peer that sends but never reads cannot hold a waiting send forever", function()
+  local result, sent = nil, 0
+  local port = H.serve(function(ws)
+    local chunk = rep("x", 65536)
+    while true do
+      local ok, err = ws:send(chunk)
+      if not ok then result = err break end
+      sent = sent + 1
+    end
+  end, { max_backlog = 64 * 1024, send_timeout = 400, ping_interval = 100, idle_timeout = 1000 })
+  local s = H.connect(port, nil, nil, 16)
+  local deadline = task.now() + 5000
+  while not result and task.now() < deadline do
+    s:write(H.frame(PING, "alive")) -- frames keep coming: idle_timeout never fires
+    task.sleep(50)
+  end
+  test.eq(result and result.name, "ETIMEDOUT")
+  test.ok(sent > 0, "some messages were queued first")
+  s:close()
 end)
 
 test.case("publish: one frame to every subscriber; unsubscribe; subscriptions end with the connection", function()

@@ -19,6 +19,7 @@ local process = require "process"
 local task = require "task"
 local ratelimit = require "ratelimit"
 local cjson = require "cjson"
+local crypto = require "crypto"
 local P = require "proto"
 local unpack = require("struct").unpack
 local world = require "world"
@@ -41,18 +42,7 @@ if config.spawn then
   config.spawn = { assert(tonumber(x), "GAME_SPAWN: x,y"), tonumber(y) }
 end
 
--- 16 random bytes for a resume token: from the crypto module where it exists, else from the
--- same source WebSocket keys come from (getrandom).
-local random_token
-do
-  local ok, crypto = pcall(require, "crypto")
-  if ok and crypto.random then
-    random_token = function() return crypto.random(16) end
-  else
-    local ws_core = require "luaio.websocket"
-    random_token = function() return ws_core.new_key():sub(1, 16) end
-  end
-end
+local function random_token() return crypto.random(16) end -- a resume token
 
 math.randomseed(process.pid + os.time())
 local arena = world.new({ size = config.size, cell = config.cell, view = 1, spawn = config.spawn })

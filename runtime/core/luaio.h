@@ -189,6 +189,7 @@ int luaopen_dns(lua_State *L);
 int luaopen_luaio_process(lua_State *L);
 int luaopen_luaio_signal(lua_State *L);
 int luaopen_luaio_archive(lua_State *L);
+int luaopen_luaio_crypto(lua_State *L);
 int luaopen_luaio_error(lua_State *L);
 int luaopen_luaio_opt(lua_State *L);
 int luaopen_luaio_fs(lua_State *L);

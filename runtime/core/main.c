@@ -23,6 +23,7 @@ static const luaL_Reg c_modules[] = {
   {"cjson.safe", luaopen_cjson_safe},
   {"dns", luaopen_dns},
   {"luaio.archive", luaopen_luaio_archive},
+  {"luaio.crypto", luaopen_luaio_crypto},
   {"luaio.error", luaopen_luaio_error},
   {"luaio.fs", luaopen_luaio_fs},
   {"luaio.http", luaopen_luaio_http},

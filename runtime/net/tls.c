@@ -1036,16 +1036,13 @@ static int tls_context(lua_State *L) {
       const char *cc = opt_string(L, o, "cert", &cl), *ck = opt_string(L, o, "key", &kl);
       if (!base_settings(L, child->ctx, 1) || cc == NULL || ck == NULL || !use_cert(child->ctx, cc, cl, ck, kl))
         return ctx_error(L, x, "certs");
+      /* no default certificate: the first one, chain and all */
+      if (i == 1 && cert == NULL && !use_cert(x->ctx, cc, cl, ck, kl)) return ctx_error(L, x, "certs");
       server_settings(child, x);
       collect_names(&x->children[i - 1]);
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    if (cert == NULL && x->nchildren > 0) { /* no default certificate: the first one */
-      luaio_tlsctx *first = x->children[0].ctx;
-      SSL_CTX_use_certificate(x->ctx, SSL_CTX_get0_certificate(first->ctx));
-      SSL_CTX_use_PrivateKey(x->ctx, SSL_CTX_get0_privatekey(first->ctx));
-    }
     lua_getfield(L, 1, "sni");
     if (lua_isfunction(L, -1))
       x->sni_ref = luaL_ref(L, LUA_REGISTRYINDEX);

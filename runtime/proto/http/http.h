@@ -108,6 +108,8 @@ int http_read(lua_State *L);
 /* The connection is being taken over: req.headers will be made from this copy of the head. */
 void http_request_keep_head(lua_State *L, int res, const char *head, size_t len);
 int http_request_table(lua_State *L);
+/* C.form(text): a form-encoded text as a table (http_request.c) */
+int http_form(lua_State *L);
 void http_request_register(lua_State *L, int methods);
 
 /* http_response.c */

@@ -120,13 +120,10 @@ static void push_form_decoded(lua_State *L, const char *s, size_t n) {
   luaL_pushresult(&b);
 }
 
-/* Builds req.query from the url: a=1&b=x%20y -> {a = "1", b = "x y"}; a repeated name gets
- * an array of its values. */
-static void push_query(lua_State *L, const char *url, size_t len) {
+/* Pushes a table of the form-encoded pairs in p[0..end): a=1&b=x%20y -> {a = "1", b = "x y"};
+ * a repeated name gets an array of its values. */
+static void push_pairs(lua_State *L, const char *p, const char *end) {
   lua_newtable(L);
-  const char *q = memchr(url, '?', len);
-  if (q == NULL) return;
-  const char *p = q + 1, *end = url + len;
   while (p < end) {
     const char *amp = memchr(p, '&', (size_t)(end - p));
     const char *stop = amp ? amp : end;
@@ -155,6 +152,20 @@ static void push_query(lua_State *L, const char *url, size_t len) {
     }
     p = stop + 1;
   }
+}
+
+/* Builds req.query from the url. */
+static void push_query(lua_State *L, const char *url, size_t len) {
+  const char *q = memchr(url, '?', len);
+  push_pairs(L, q ? q + 1 : url + len, url + len);
+}
+
+/* C.form(text) -> the table of an application/x-www-form-urlencoded text (as req.query) */
+int http_form(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TSTRING);
+  const char *s = lua_tostring(L, 1);
+  push_pairs(L, s, s + lua_objlen(L, 1));
+  return 1;
 }
 
 /* The response of the request table at 1, and its connection while it is served. */

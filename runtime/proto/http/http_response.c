@@ -449,8 +449,9 @@ static int hdr_append(hres_t *r, const char *name, size_t nlen, const char *valu
 
 #define IS(name, n, lit) ((n) == sizeof(lit) - 1 && strncasecmp((name), lit, (n)) == 0)
 
-/* res:setHeader(name, value) -> res. Replaces an earlier value of the same name. */
-static int res_setheader(lua_State *L) {
+/* res:setHeader(name, value) -> res: replaces an earlier value of the same name.
+ * res:appendHeader(name, value) -> res: one more line of that name (Set-Cookie). */
+static int set_header(lua_State *L, int replace) {
   hres_t *r = http_check_res(L, 1);
   size_t nlen, vlen;
   const char *name = luaL_checklstring(L, 2, &nlen);
@@ -464,7 +465,7 @@ static int res_setheader(lua_State *L) {
     /* CR or LF here would let a value start a new header: response splitting */
     luaL_argcheck(L, (ch >= 32 && ch != 127) || ch == '\t', 3, "control character in header value");
   }
-  if (r->head_sent) return luaL_error(L, "setHeader: headers already sent");
+  if (r->head_sent) return luaL_error(L, "%s: headers already sent", replace ? "setHeader" : "appendHeader");
   uint64_t length = 0;
   if (IS(name, nlen, "content-length")) {
     luaL_argcheck(L, parse_length(value, vlen, &length), 3, "Content-Length must be 1 to 16 digits, at most 2^53");
@@ -481,11 +482,14 @@ static int res_setheader(lua_State *L) {
   }
   if (IS(name, nlen, "server")) r->user_server = 1;
   if (IS(name, nlen, "date")) r->user_date = 1;
-  hdr_remove(r, name, nlen);
+  if (replace || IS(name, nlen, "content-length")) hdr_remove(r, name, nlen);
   if (!hdr_append(r, name, nlen, value, vlen)) return luaL_error(L, "setHeader: out of memory");
   lua_settop(L, 1);
   return 1;
 }
+
+static int res_setheader(lua_State *L) { return set_header(L, 1); }
+static int res_appendheader(lua_State *L) { return set_header(L, 0); }
 
 /* res:getHeader(name) -> the value set with setHeader, or nil */
 static int res_getheader(lua_State *L) {
@@ -634,9 +638,9 @@ void http_reply_error(lua_State *L, luaio_conn *c, int status) {
 }
 
 static const luaL_Reg res_methods[] = {
-  {"finish", res_finish}, {"getHeader", res_getheader}, {"setHeader", res_setheader},
-  {"status", res_status}, {"upgrade", res_upgrade},     {"write", res_write},
-  {NULL, NULL}};
+  {"appendHeader", res_appendheader}, {"finish", res_finish}, {"getHeader", res_getheader},
+  {"setHeader", res_setheader},       {"status", res_status}, {"upgrade", res_upgrade},
+  {"write", res_write},               {NULL, NULL}};
 
 void http_response_register(lua_State *L) {
   tchar_init();

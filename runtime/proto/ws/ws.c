@@ -26,7 +26,9 @@
  * handler returns (http_res_bind).
  *
  * Timeouts: one deadline on the core. While open: ping_interval after the last bytes
- * received, a ping; idle_timeout after them, the connection is dropped (ETIMEDOUT).
+ * received, a ping; idle_timeout after them, the connection is dropped (ETIMEDOUT). While a
+ * send waits for the backlog to drain, the core's send timeout holds the deadline instead: a
+ * peer that keeps sending but reads nothing is not idle, yet must not hold the sender forever.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -58,7 +60,7 @@ typedef struct {
   void *inflater; /* the peer keeps its compression context: our inflate stream */
   const char *err_name; /* why the connection ended ("CLOSED", "EPROTO", ...), or NULL */
   uint32_t utf8;        /* the text message's UTF-8 state */
-  uint32_t idle_ms, ping_ms, close_ms, in_base;
+  uint32_t idle_ms, ping_ms, close_ms, send_ms, in_base;
   uint16_t close_code; /* CLOSED: the peer's code (1005: none given, 1006: no close frame) */
   uint8_t hlen, op, frag, deflated, state, timer, client, pmd, pmd_bits, peer_takeover, big,
     clean;
@@ -299,7 +301,7 @@ static int fail(lua_State *L, ws_t *w, unsigned code, const char *why) {
 
 /* While open: the first of ping_interval and idle_timeout, from the last bytes received. */
 static void arm_active(ws_t *w) {
-  if (w->state != S_OPEN || w->conn == NULL) return;
+  if (w->state != S_OPEN || w->conn == NULL || w->writer != NULL) return;
   uint32_t first = w->ping_ms && (!w->idle_ms || w->ping_ms < w->idle_ms) ? w->ping_ms : w->idle_ms;
   w->timer = first ? T_ACTIVE : T_NONE;
   luaio_conn_timeout(w->conn, first);
@@ -584,7 +586,9 @@ static void on_drain(lua_State *L, luaio_conn *c) {
     luaio_conn_close(c, c->write_err);
     return;
   }
+  if (w->writer == NULL) return;
   wake(L, w, &w->writer, &w->writer_ref, 1);
+  if (w->timer == T_NONE) arm_active(w);
 }
 
 static void on_close(lua_State *L, luaio_conn *c, int err) {
@@ -625,6 +629,7 @@ static ws_t *ws_new(lua_State *L, int opts, int client) {
   w->ping_ms = luaio_ms32(luaio_opt_ms(L, opts, "ping_interval", 30000));
   w->idle_ms = luaio_ms32(luaio_opt_ms(L, opts, "idle_timeout", 60000));
   w->close_ms = luaio_ms32(luaio_opt_ms(L, opts, "close_timeout", 5000));
+  w->send_ms = luaio_ms32(luaio_opt_ms(L, opts, "send_timeout", 60000));
   w->pmd_bits = (uint8_t)luaio_opt_uint(L, opts, "deflate_bits", 0, 0, 15); /* 0: none */
   w->pmd = w->pmd_bits != 0;
   w->peer_takeover = (uint8_t)luaio_opt_bool(L, opts, "peer_takeover", 0);
@@ -641,6 +646,7 @@ static void ws_attach(ws_t *w, luaio_conn *c) {
   w->conn = c;
   w->state = S_OPEN;
   c->high_water = w->in_base;
+  c->send_timeout = w->send_ms;
   /* The input's usual bound: a frame of up to 64 KiB fits without raising it. */
   uint64_t base = w->max_message + WS_MAX_HEADER;
   w->in_base = (uint32_t)(base < 16384 ? 16384 : base > 65536 + WS_MAX_HEADER ? 65536 + WS_MAX_HEADER : base);
@@ -698,6 +704,10 @@ static int sent(lua_State *L, ws_t *w, int err) {
   luaio_checktask(L, "send");
   w->writer = L;
   w->writer_ref = luaio_anchor(L);
+  if (w->timer == T_ACTIVE || w->timer == T_PINGED) { /* the send timeout takes the deadline */
+    w->timer = T_NONE;
+    luaio_conn_timeout(c, 0);
+  }
   return luaio_yield(L);
 }
 
