@@ -7,7 +7,8 @@ local helpers = require "tests.helpers"
 local q = test.quote
 
 -- A node client: `concurrency` loops of keep-alive requests against PATH until told to stop
--- (stop file appears) or the server is gone. A GET whose connection closed before any byte
+-- (stop file appears) or the server is gone; it prints "running" after 20 good responses
+-- (node can take a while to start on a loaded machine: the test waits for it). A GET whose connection closed before any byte
 -- of a response came is retried, twice at most (RFC 9112 9.3.1: what browsers and proxies
 -- do; it covers a keep-alive connection closed while idle and a connection the kernel
 -- queued for a worker that was killed). Every response must be a 200 with the right body.
@@ -23,7 +24,8 @@ function once(tries, done) {
     let body = "";
     res.on("data", (d) => body += d);
     res.on("end", () => {
-      if (res.statusCode === 200 && body.startsWith(expect)) ok++; else { failed++; failures.push(res.statusCode + " " + body.slice(0, 40)); }
+      if (res.statusCode === 200 && body.startsWith(expect)) { if (++ok === 20) console.log("running"); }
+      else { failed++; failures.push(res.statusCode + " " + body.slice(0, 40)); }
       done(true);
     });
     res.on("error", (e) => { failed++; failures.push("body " + e.message); done(true); });
@@ -75,7 +77,8 @@ test.case("SIGTERM under load: in-flight requests finish, idle connections close
   local port = tonumber(helpers.wait_output(peer, "listening (%d+)"))
   local pid = tonumber(helpers.wait_output(peer, "pid (%d+)"))
   local client = start_client(port, "/slow", 16, "pid " .. pid)
-  task.sleep(500)
+  helpers.wait_output(client, "running", 15000)
+  task.sleep(200) -- requests in flight on every connection
   test.sh("kill -TERM " .. pid)
   helpers.wait_output(peer, "exit status (%d+)", 8000)
   test.eq(helpers.wait_output(peer, "exit status (%d+)"), "0")
@@ -98,7 +101,7 @@ test.case("a worker killed under load is replaced and no response is lost", func
   helpers.wait_port(port)
   -- the responses name the worker's pid; any worker will do
   local client, stop = start_client(port, "/", 8, "pid ")
-  task.sleep(300)
+  helpers.wait_output(client, "running", 15000)
   local before = test.sh("curl -s http://127.0.0.1:" .. port .. "/")
   local victim = tonumber(before:match("pid (%d+)"))
   test.ok(victim, "a worker answered: " .. before)
