@@ -101,6 +101,12 @@ void luaio_resume(lua_State *co, int nargs);
 /* Resumes the suspended task co on the next loop iteration with the nargs values on top of
  * L's stack (popped). For waking a task from inside another task without nesting resumes. */
 void luaio_ready(lua_State *L, lua_State *co, int nargs);
+/* Wakes the waiting task co (anchored by ref) with the n values on top of co's stack: at
+ * once when L is the main state (a loop callback), through the ready queue when L is a
+ * task (inside its call: no nested resume). The anchor goes once the queue holds co (the
+ * queue allocates: an unanchored coroutine could be collected meanwhile); LUA_NOREF keeps
+ * it. */
+void luaio_wake(lua_State *L, lua_State *co, int ref, int n);
 /* Runs fn(args) in a new task now: fn and its nargs arguments on top of L's stack (popped).
  * For libuv callbacks that start work (an accepted connection, a signal); L is the main
  * state. The task runs until its first wait; an uncaught error is reported, not raised. */

@@ -253,6 +253,17 @@ static void queue_run(uv_idle_t *handle) {
 
 void luaio_ready(lua_State *L, lua_State *co, int nargs) { queue_push(L, co, nargs); }
 
+void luaio_wake(lua_State *L, lua_State *co, int ref, int n) {
+  if (L == luaio_mainstate()) {
+    luaio_unanchor(ref); /* a running coroutine is marked by the collector itself */
+    luaio_resume(co, n);
+  } else {
+    lua_xmove(co, L, n);
+    luaio_ready(L, co, n);
+    luaio_unanchor(ref);
+  }
+}
+
 /* --- suspend and wake ------------------------------------------------------------------- */
 
 /* One waiting task: the optional timeout timer and the anchor. Freed in the close callback. */

@@ -98,21 +98,6 @@ void luaio_mysql_auth_register(lua_State *L);
 
 /* --- small helpers ---------------------------------------------------------------------------- */
 
-static int in_loop(lua_State *L) { return L == luaio_mainstate(); }
-
-/* Resumes co with the n values on top of its stack: at once from a loop callback, through
- * the ready queue inside a task's call. */
-static void wake(lua_State *L, lua_State *co, int ref, int n) {
-  if (in_loop(L)) {
-    luaio_unanchor(ref);
-    luaio_resume(co, n);
-  } else {
-    lua_xmove(co, L, n);
-    luaio_ready(L, co, n);
-    luaio_unanchor(ref);
-  }
-}
-
 static void maybe_free(mconn *s) {
   if (s->c != NULL || s->box != NULL || s->parsing) return;
   free(s->w);
@@ -871,7 +856,7 @@ static void parse(lua_State *L, mconn *s) {
       break;
     }
     if (s->c != NULL && c->in_max > IN_BASE && !s->joining) c->in_max = IN_BASE;
-    if (pw.co != NULL) wake(L, pw.co, pw.ref, pw.n);
+    if (pw.co != NULL) luaio_wake(L, pw.co, pw.ref, pw.n);
   }
   luaio_conn *c = s->c;
   if (c != NULL && c->read_err != 0) {

@@ -105,23 +105,6 @@ static void detach(lua_State *L, rclient *s, int err);
 
 /* --- small helpers -------------------------------------------------------------------------- */
 
-static int in_loop(lua_State *L) { return L == luaio_mainstate(); }
-
-/* Resumes co with the n values on top of its stack: at once from a loop callback, through
- * the ready queue inside a task's call. Its anchor goes once the ready queue holds it (the
- * queue allocates: an unanchored coroutine could be collected meanwhile). LUA_NOREF keeps
- * the anchor (a stream's task gets a piece and stays the head waiter). */
-static void wake(lua_State *L, lua_State *co, int ref, int n) {
-  if (in_loop(L)) {
-    luaio_unanchor(ref);
-    luaio_resume(co, n);
-  } else {
-    lua_xmove(co, L, n);
-    luaio_ready(L, co, n);
-    luaio_unanchor(ref);
-  }
-}
-
 static void maybe_free(rclient *s) {
   if (s->c != NULL || s->box != NULL || s->busy > 0) return;
   luaL_unref(luaio_mainstate(), LUA_REGISTRYINDEX, s->B_ref);
@@ -519,7 +502,7 @@ static void on_push(lua_State *L, rclient *s) {
       waiter_t done = fifo_pop(s);
       lua_pushinteger(done.co, (lua_Integer)(s->sub_total + s->nshard));
       idle_check(s);
-      wake(L, done.co, done.ref, 1);
+      luaio_wake(L, done.co, done.ref, 1);
       return;
     }
   }
@@ -529,7 +512,7 @@ static void on_push(lua_State *L, rclient *s) {
     luaio_deadline_disarm(&s->recv_dl);
     lua_xmove(B, co, 1);
     idle_check(s);
-    wake(L, co, s->receiver_ref, 1);
+    luaio_wake(L, co, s->receiver_ref, 1);
     return;
   }
   lua_rawgeti(B, LUA_REGISTRYINDEX, s->pushq_ref);
@@ -584,7 +567,7 @@ static void on_reply(lua_State *L, rclient *s) {
     lua_xmove(B, co, 1);
   }
   idle_check(s);
-  if (co != NULL) wake(L, co, done.ref, n);
+  if (co != NULL) luaio_wake(L, co, done.ref, n);
 }
 
 /* Where a reply starts: a push, an error at the top level. */
@@ -628,7 +611,7 @@ static int stream_step(lua_State *L, rclient *s, waiter_t *w) {
     s->stream_left -= (int64_t)take;
     w->waiting = 0;
     if (s->timeout) luaio_conn_timeout(c, 0); /* the caller's sink may take its time */
-    wake(L, co, LUA_NOREF, 2); /* it stays the head waiter, anchored */
+    luaio_wake(L, co, LUA_NOREF, 2); /* it stays the head waiter, anchored */
     return 1;
   }
   if (have < 2) return 0;
@@ -644,7 +627,7 @@ static int stream_step(lua_State *L, rclient *s, waiter_t *w) {
   if (done.co != NULL) {
     lua_pushliteral(done.co, "done");
     lua_pushnumber(done.co, (lua_Number)s->stream_total);
-    wake(L, done.co, done.ref, 2);
+    luaio_wake(L, done.co, done.ref, 2);
   }
   return 1;
 }
@@ -667,7 +650,7 @@ static int stream_begin(lua_State *L, rclient *s, const char *buf, size_t len) {
   idle_check(s);
   lua_pushliteral(done.co, "value");
   lua_pushlightuserdata(done.co, NULL);
-  wake(L, done.co, done.ref, 2);
+  luaio_wake(L, done.co, done.ref, 2);
   return 1;
 }
 
@@ -917,7 +900,7 @@ static void recv_expire_cb(lua_State *L, void *arg) {
   s->receiver = NULL;
   idle_check(s);
   luaio_pusherror(co, UV_ETIMEDOUT);
-  wake(L, co, s->receiver_ref, 2);
+  luaio_wake(L, co, s->receiver_ref, 2);
 }
 
 static void recv_expire(luaio_deadline *d) {
