@@ -506,23 +506,12 @@ end
 
 -- --- pools ---------------------------------------------------------------------------------------
 
-local POOL = {
-  size = { "integer", min = 1, max = 1000000 },
-  max_idle = { "integer", min = 0, max = 1000000 },
-  idle_timeout = { "ms" },
-  max_waiters = { "integer", min = 0, max = 1000000 },
-  wait_timeout = { "ms" },
-}
+local POOL = {}
+for k, rule in pairs(pool.USER_OPTIONS) do POOL[k] = rule end
 for k, rule in pairs(CONNECT) do POOL[k] = rule end
 
 local Pool = {}
 Pool.__index = Pool
-
-local function pool_ms(v, def)
-  if v == nil then return def end
-  if v == math.huge then return 0 end -- pool.lua: 0 = no limit
-  return math.ceil(v)
-end
 
 -- A pooled connection is reusable when open, idle, not in a transaction, nothing unread.
 local function reusable(db)
@@ -534,16 +523,11 @@ end
 -- max_idle, idle_timeout, max_waiters, wait_timeout.
 function mysql.pool(given)
   local o = config(given, "pool", POOL)
-  local p = pool.new({
-    size = o.size or 10,
-    max_idle = o.max_idle,
-    idle_timeout = pool_ms(o.idle_timeout, 60000),
-    max_waiters = o.max_waiters or 1024,
-    wait_timeout = pool_ms(o.wait_timeout, 10000),
+  local p = pool.new(pool.settings(o, 10, {
     connect = function() return open(o) end,
     alive = reusable,
     close = function(db) db:close() end,
-  })
+  }))
   return setmetatable({ pool = p }, Pool)
 end
 

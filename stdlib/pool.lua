@@ -49,6 +49,35 @@ local OPTIONS = {
   close = "function",
 }
 
+-- For the database clients (mysql, redis): the pool options their users give, as
+-- luaio.options rules, and pool.settings(checked, default_size, callbacks) -> pool.new's
+-- options (durations may be math.huge: no limit).
+pool.USER_OPTIONS = {
+  size = { "integer", min = 1, max = 1000000 },
+  max_idle = { "integer", min = 0, max = 1000000 },
+  idle_timeout = { "ms" },
+  max_waiters = { "integer", min = 0, max = 1000000 },
+  wait_timeout = { "ms" },
+}
+
+local function user_ms(v, def)
+  if v == nil then return def end
+  if v == huge then return 0 end -- 0 = no limit
+  return math.ceil(v)
+end
+
+function pool.settings(o, default_size, callbacks)
+  local s = {
+    size = o.size or default_size,
+    max_idle = o.max_idle,
+    idle_timeout = user_ms(o.idle_timeout, DEFAULTS.idle_timeout),
+    max_waiters = o.max_waiters or DEFAULTS.max_waiters,
+    wait_timeout = user_ms(o.wait_timeout, DEFAULTS.wait_timeout),
+  }
+  for k, v in pairs(callbacks) do s[k] = v end
+  return s
+end
+
 local function argerror(fname, argn, message)
   error(("bad argument #%d to '%s' (%s)"):format(argn, fname, message), 3)
 end

@@ -296,37 +296,21 @@ end
 
 -- --- pools -------------------------------------------------------------------------------------
 
-local POOL = {
-  size = { "integer", min = 1, max = 1000000 },
-  max_idle = { "integer", min = 0, max = 1000000 },
-  idle_timeout = { "ms" },
-  max_waiters = { "integer", min = 0, max = 1000000 },
-  wait_timeout = { "ms" },
-}
+local POOL = {}
+for k, rule in pairs(pool.USER_OPTIONS) do POOL[k] = rule end
 for k, rule in pairs(CONNECT) do POOL[k] = rule end
 
 local Pool = {}
 Pool.__index = Pool
 
-local function pool_ms(v, def)
-  if v == nil then return def end
-  if v == math.huge then return 0 end -- pool.lua: 0 = no limit
-  return math.ceil(v)
-end
-
 -- redis.pool(url | options[, options]) -> a pool of connections to one server.
 function redis.pool(target, given)
   local o = config(target, given, "pool", POOL, 1)
-  local p = pool.new({
-    size = o.size or 16,
-    max_idle = o.max_idle,
-    idle_timeout = pool_ms(o.idle_timeout, 60000),
-    max_waiters = o.max_waiters or 1024,
-    wait_timeout = pool_ms(o.wait_timeout, 10000),
+  local p = pool.new(pool.settings(o, 16, {
     connect = function() return open(o) end,
     alive = function(r) local _, reusable = C.state(r) return reusable end,
     close = function(r) r:close() end,
-  })
+  }))
   return setmetatable({ pool = p }, Pool)
 end
 
