@@ -17,6 +17,7 @@
  * roots come from SSL_CERT_FILE / SSL_CERT_DIR, else the system's bundle, else the Mozilla
  * store compiled into the binary (roots.c, generated at build time).
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,7 +127,90 @@ static int bio_create(BIO *b) {
   return 1;
 }
 
+/* --- OpenSSL's memory ---------------------------------------------------------------------- */
+
+/* With SSL_MODE_RELEASE_BUFFERS a keep-alive connection frees its record buffers (about
+ * 17 KB each way) once a request is answered, and allocates them again for the next one.
+ * musl's malloc gives a freed block of that size back to the kernel at once (madvise): three
+ * system calls per request and page faults after them, a third of the HTTPS hello server's
+ * CPU. So OpenSSL allocates through here, and blocks of record-buffer size come from a fixed
+ * set of slots in .bss (untouched slots cost no memory; the most recently freed slot is
+ * reused first, so a busy server touches few), the rest from malloc. A block is known to be
+ * a slot by its address, so nothing is added to any block. OpenSSL may allocate from the
+ * thread pool (crypto's hashing), hence the lock. */
+#define SLOT_MIN 8192  /* smaller blocks come from malloc */
+#define SLOT_SIZE 24576 /* a record buffer (16 KB of payload, its header and tag) fits */
+#define SLOTS 64
+
+static struct {
+  atomic_flag lock;
+  int nfree, used; /* free[0..nfree) are free slot numbers; slots >= used never were */
+  uint16_t free[SLOTS];
+  _Alignas(64) unsigned char data[SLOTS][SLOT_SIZE];
+} slots = {.lock = ATOMIC_FLAG_INIT};
+
+static void slots_lock(void) {
+  while (atomic_flag_test_and_set_explicit(&slots.lock, memory_order_acquire)) {
+  }
+}
+
+static void slots_unlock(void) { atomic_flag_clear_explicit(&slots.lock, memory_order_release); }
+
+static int is_slot(const void *p) {
+  return (const unsigned char *)p >= slots.data[0] && (const unsigned char *)p < slots.data[SLOTS];
+}
+
+static void *slot_take(void) {
+  void *p = NULL;
+  slots_lock();
+  if (slots.nfree > 0) p = slots.data[slots.free[--slots.nfree]];
+  else if (slots.used < SLOTS) p = slots.data[slots.used++];
+  slots_unlock();
+  return p;
+}
+
+static void slot_give(void *p) {
+  slots_lock();
+  slots.free[slots.nfree++] = (uint16_t)(((unsigned char *)p - slots.data[0]) / SLOT_SIZE);
+  slots_unlock();
+}
+
+static void *ossl_malloc(size_t n, const char *file, int line) {
+  (void)file, (void)line;
+  void *p = n >= SLOT_MIN && n <= SLOT_SIZE ? slot_take() : NULL;
+  return p != NULL ? p : malloc(n);
+}
+
+static void ossl_free(void *p, const char *file, int line) {
+  (void)file, (void)line;
+  if (is_slot(p)) slot_give(p);
+  else free(p);
+}
+
+static void *ossl_realloc(void *p, size_t n, const char *file, int line) {
+  if (!is_slot(p)) return realloc(p, n);
+  void *q = ossl_malloc(n, file, line);
+  if (q == NULL) return NULL;
+  memcpy(q, p, n < SLOT_SIZE ? n : SLOT_SIZE);
+  slot_give(p);
+  return q;
+}
+
+/* Before main, so before OpenSSL allocates anything (after that the call fails). The
+ * sanitizer build keeps the system's allocator so that ASan sees every block's life. */
+__attribute__((constructor)) static void ossl_memory(void) {
+#if !defined(__SANITIZE_ADDRESS__)
+  CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free);
+#endif
+}
+
 /* --- errors ---------------------------------------------------------------------------------- */
+
+/* SSL_get_error needs an empty error queue before the call it explains. Clearing one that is
+ * empty already walks all its entries, and this runs for every record: look first. */
+static void err_reset(void) {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
 
 /* Records why the handshake or the stream failed, from OpenSSL's error queue or the
  * verification result. */
@@ -228,7 +312,7 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
     t->src = t->raw + t->roff;
     t->src_len = t->rlen - t->roff;
   }
-  ERR_clear_error();
+  err_reset();
   if (!t->handshake_done) {
     int r = SSL_do_handshake(t->ssl);
     if (r <= 0) {
@@ -293,7 +377,7 @@ int luaio_tls_encrypt(luaio_conn *c) {
   }
   static char record[RECORD];
   size_t fill = 0, done = 0;
-  ERR_clear_error();
+  err_reset();
   for (uint32_t i = 0; i < q->n; i++) {
     luaio_piece *p = &q->pieces[i];
     const char *data = p->base + p->off;
