@@ -71,11 +71,16 @@ test.case("openssl s_client: SNI picks the certificate, ALPN, resumption, TLS 1.
   -- resumption with TLS 1.3 and TLS 1.2 tickets
   local dir = test.tmpdir()
   for _, v in ipairs({ "-tls1_3", "-tls1_2" }) do
-    out = run(("printf 'GET / HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n' | %s %s -ign_eof -sess_out %s/sess")
+    out = run(("printf 'GET / HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n' | %s %s -ign_eof -sess_out %s/sess")
       :format(base, v, dir))
     test.match(out, "hello /")
-    out = run(("echo | %s %s -sess_in %s/sess"):format(base, v, dir))
+    out = run(("printf 'GET / HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n' | %s %s -ign_eof -sess_in %s/sess -sess_out %s/sess2")
+      :format(base, v, dir, dir))
     test.match(out, "\nReused, TLSv1%.[23]", v)
+    if v == "-tls1_3" then -- a resumed connection gets a new ticket (each is used once)
+      out = run(("echo | %s %s -sess_in %s/sess2"):format(base, v, dir))
+      test.match(out, "\nReused, TLSv1%.3", "with the ticket a resumed connection got")
+    end
   end
   -- TLS 1.1 (allowed by the client at security level 0): the server refuses the version
   out = run("echo | " .. base .. "-tls1_1 -cipher 'DEFAULT:@SECLEVEL=0'")

@@ -127,6 +127,16 @@ test.case("our client resumes its own sessions (tlsinfo().resumed), per host and
   test.eq(second:readline(), "echo b")
   test.eq(second:tlsinfo().resumed, true, "the second connection resumed")
   second:close()
+  -- a TLS 1.3 ticket is used once: a resumed connection gets a new one, so every
+  -- reconnection resumes (without it only every other one did)
+  for i = 3, 5 do
+    local again = assert(tcp.connect(port, "127.0.0.1", { tls = { ca = ca() } }))
+    again:write("c\n")
+    test.eq(again:readline(), "echo c")
+    test.eq(again:tlsinfo().version, "TLSv1.3")
+    test.eq(again:tlsinfo().resumed, true, "connection " .. i .. " resumed")
+    again:close()
+  end
   -- another server (port): no session for it yet
   local port2 = serve(line_server({}))
   local third = assert(tcp.connect(port2, "127.0.0.1", { tls = { ca = ca() } }))

@@ -129,77 +129,51 @@ static int bio_create(BIO *b) {
 
 /* --- OpenSSL's memory ---------------------------------------------------------------------- */
 
-/* With SSL_MODE_RELEASE_BUFFERS a keep-alive connection frees its record buffers (about
- * 17 KB each way) once a request is answered, and allocates them again for the next one.
- * musl's malloc gives a freed block of that size back to the kernel at once (madvise): three
- * system calls per request and page faults after them, a third of the HTTPS hello server's
- * CPU. So OpenSSL allocates through here, and blocks of record-buffer size come from a fixed
- * set of slots in .bss (untouched slots cost no memory; the most recently freed slot is
- * reused first, so a busy server touches few), the rest from malloc. A block is known to be
- * a slot by its address, so nothing is added to any block. OpenSSL may allocate from the
- * thread pool (crypto's hashing), hence the lock. */
-#define SLOT_MIN 8192  /* smaller blocks come from malloc */
-#define SLOT_SIZE 24576 /* a record buffer (16 KB of payload, its header and tag) fits */
-#define SLOTS 64
+/* OpenSSL allocates from a heap of its own: LuaJIT's allocator (dlmalloc), taken from a Lua
+ * state made for nothing else, behind a lock (OpenSSL also runs on the thread pool, for
+ * crypto's hashing). musl's malloc was the wrong one for OpenSSL's pattern: with
+ * SSL_MODE_RELEASE_BUFFERS a keep-alive connection frees its 17 KB record buffers after
+ * every request and allocates them again for the next, and musl gave each back to the kernel
+ * at once (three madvise calls per request, page faults after them: a third of the HTTPS
+ * hello server's CPU); a full handshake makes hundreds of small allocations, and musl's
+ * malloc, free and their munmap/mmap were 15% of it. dlmalloc keeps freed chunks in its bins
+ * and trims only past 2 MB free. */
+static lua_Alloc heap_alloc;
+static void *heap;
+static atomic_flag heap_lock = ATOMIC_FLAG_INIT;
 
-static struct {
-  atomic_flag lock;
-  int nfree, used; /* free[0..nfree) are free slot numbers; slots >= used never were */
-  uint16_t free[SLOTS];
-  _Alignas(64) unsigned char data[SLOTS][SLOT_SIZE];
-} slots = {.lock = ATOMIC_FLAG_INIT};
-
-static void slots_lock(void) {
-  while (atomic_flag_test_and_set_explicit(&slots.lock, memory_order_acquire)) {
+static void *heap_call(void *p, size_t n) {
+  while (atomic_flag_test_and_set_explicit(&heap_lock, memory_order_acquire)) {
   }
-}
-
-static void slots_unlock(void) { atomic_flag_clear_explicit(&slots.lock, memory_order_release); }
-
-static int is_slot(const void *p) {
-  return (const unsigned char *)p >= slots.data[0] && (const unsigned char *)p < slots.data[SLOTS];
-}
-
-static void *slot_take(void) {
-  void *p = NULL;
-  slots_lock();
-  if (slots.nfree > 0) p = slots.data[slots.free[--slots.nfree]];
-  else if (slots.used < SLOTS) p = slots.data[slots.used++];
-  slots_unlock();
+  p = heap_alloc(heap, p, 0, n); /* dlmalloc needs no old size */
+  atomic_flag_clear_explicit(&heap_lock, memory_order_release);
   return p;
 }
 
-static void slot_give(void *p) {
-  slots_lock();
-  slots.free[slots.nfree++] = (uint16_t)(((unsigned char *)p - slots.data[0]) / SLOT_SIZE);
-  slots_unlock();
-}
-
+/* OpenSSL's contract matches lua_Alloc's: (NULL, n) allocates, (p, 0) frees and returns
+ * NULL, (p, n) reallocates; a request for 0 bytes returns NULL, as OpenSSL's own does. */
 static void *ossl_malloc(size_t n, const char *file, int line) {
   (void)file, (void)line;
-  void *p = n >= SLOT_MIN && n <= SLOT_SIZE ? slot_take() : NULL;
-  return p != NULL ? p : malloc(n);
+  return heap_call(NULL, n);
+}
+
+static void *ossl_realloc(void *p, size_t n, const char *file, int line) {
+  (void)file, (void)line;
+  return heap_call(p, n);
 }
 
 static void ossl_free(void *p, const char *file, int line) {
   (void)file, (void)line;
-  if (is_slot(p)) slot_give(p);
-  else free(p);
-}
-
-static void *ossl_realloc(void *p, size_t n, const char *file, int line) {
-  if (!is_slot(p)) return realloc(p, n);
-  void *q = ossl_malloc(n, file, line);
-  if (q == NULL) return NULL;
-  memcpy(q, p, n < SLOT_SIZE ? n : SLOT_SIZE);
-  slot_give(p);
-  return q;
+  if (p != NULL) heap_call(p, 0);
 }
 
 /* Before main, so before OpenSSL allocates anything (after that the call fails). The
  * sanitizer build keeps the system's allocator so that ASan sees every block's life. */
 __attribute__((constructor)) static void ossl_memory(void) {
 #if !defined(__SANITIZE_ADDRESS__)
+  lua_State *owner = luaL_newstate(); /* never closed: it owns the heap */
+  if (owner == NULL) return;
+  heap_alloc = lua_getallocf(owner, &heap);
   CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free);
 #endif
 }
@@ -754,10 +728,17 @@ static void ticket_secret_init(void) {
 
 typedef struct {
   unsigned char name[16], aes[32], hmac[32];
+  long period;
 } ticket_key;
 
-/* The key of a period: HMAC-SHA256 of the secret over the period and the part's label. */
-static void ticket_key_for(long period, ticket_key *k) {
+/* The key of a period: HMAC-SHA256 of the secret over the period and the part's label. The
+ * keys of the last two periods asked for are kept: three HMACs per ticket were a visible
+ * share of a full handshake. The secret never changes once set (ticket_secret_init). */
+static const ticket_key *ticket_key_for(long period) {
+  static ticket_key keys[2];
+  static int ready[2];
+  ticket_key *k = &keys[period & 1];
+  if (ready[period & 1] && k->period == period) return k;
   unsigned char out[32];
   unsigned len;
   char label[48];
@@ -768,28 +749,32 @@ static void ticket_key_for(long period, ticket_key *k) {
   HMAC(EVP_sha256(), ticket_secret, 32, (unsigned char *)label, strlen(label), k->aes, &len);
   snprintf(label, sizeof label, "luaio ticket %ld hmac", period);
   HMAC(EVP_sha256(), ticket_secret, 32, (unsigned char *)label, strlen(label), k->hmac, &len);
+  k->period = period;
+  ready[period & 1] = 1;
+  return k;
 }
 
 static int ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
                      EVP_MAC_CTX *hctx, int enc) {
-  (void)s;
   long period = (long)(time(NULL) / TICKET_PERIOD);
-  ticket_key k;
   OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
                          OSSL_PARAM_construct_end()};
   if (enc) {
-    ticket_key_for(period, &k);
+    const ticket_key *k = ticket_key_for(period);
     if (RAND_bytes(iv, 16) <= 0) return -1;
-    memcpy(name, k.name, 16);
-    if (!EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv)) return -1;
-    return EVP_MAC_init(hctx, k.hmac, sizeof k.hmac, params) ? 1 : -1;
+    memcpy(name, k->name, 16);
+    if (!EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv)) return -1;
+    return EVP_MAC_init(hctx, k->hmac, sizeof k->hmac, params) ? 1 : -1;
   }
   for (int age = 0; age < 2; age++) { /* the current key, or the one before it */
-    ticket_key_for(period - age, &k);
-    if (memcmp(name, k.name, 16) != 0) continue;
-    if (!EVP_MAC_init(hctx, k.hmac, sizeof k.hmac, params)) return -1;
-    if (!EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv)) return -1;
-    return age == 0 ? 1 : 2; /* 2: accepted, and a ticket under the new key is sent */
+    const ticket_key *k = ticket_key_for(period - age);
+    if (memcmp(name, k->name, 16) != 0) continue;
+    if (!EVP_MAC_init(hctx, k->hmac, sizeof k->hmac, params)) return -1;
+    if (!EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv)) return -1;
+    /* 2: accepted, and a new ticket is sent. Always in TLS 1.3, whose clients use a ticket
+     * once (RFC 8446, C.4): without one a client that reconnects again and again resumed
+     * only every other time. In TLS 1.2 a ticket may be reused: renewed when its key is old. */
+    return age > 0 || SSL_version(s) == TLS1_3_VERSION ? 2 : 1;
   }
   return 0; /* unknown key: a full handshake */
 }
@@ -982,8 +967,14 @@ static int base_settings(lua_State *L, SSL_CTX *ctx, int opts) {
                                               "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
                                               "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"))
     return 0;
+  /* TLS 1.3: Mozilla's order. OpenSSL's own puts AES-256-GCM-SHA384 first, whose key
+   * schedule hashes with SHA-384: 7% of a full handshake here, against SHA-256 on the CPU's
+   * SHA extensions. With SSL_OP_CIPHER_SERVER_PREFERENCE the server's order decides. */
   const char *suites = opt_string(L, opts, "ciphersuites", &n);
-  if (suites != NULL && !SSL_CTX_set_ciphersuites(ctx, suites)) return 0;
+  if (!SSL_CTX_set_ciphersuites(ctx, suites ? suites
+                                            : "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"
+                                              "TLS_CHACHA20_POLY1305_SHA256"))
+    return 0;
   return 1;
 }
 
