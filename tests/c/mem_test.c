@@ -30,20 +30,22 @@ static void check(int ok, const char *what, size_t n, size_t a, size_t b) {
 }
 
 #define MAXN 70000
-static unsigned char src[MAXN + 64], dst[MAXN + 64], want[MAXN + 64], buf[2 * MAXN + 64];
+#define SLACK 64 /* guard bytes past the copy that must stay as they were */
+static unsigned char src[MAXN + SLACK], dst[MAXN + SLACK], want[2 * MAXN + SLACK], buf[2 * MAXN + SLACK];
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {
   for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 8));
 }
 
 static void test_memcpy(size_t n, size_t sa, size_t da) {
-  fill(src, sizeof src, (unsigned)n);
-  fill(dst, sizeof dst, 99);
-  for (size_t i = 0; i < sizeof dst; i++) want[i] = dst[i];
+  size_t len = n + 32; /* offsets are below 16: the copy and guard bytes on both sides */
+  fill(src, len, (unsigned)n);
+  fill(dst, len, 99);
+  for (size_t i = 0; i < len; i++) want[i] = dst[i];
   for (size_t i = 0; i < n; i++) want[da + i] = src[sa + i];
   void *r = luaio_memcpy(dst + da, src + sa, n);
   int same = r == dst + da;
-  for (size_t i = 0; i < sizeof dst && same; i++) same = dst[i] == want[i];
+  for (size_t i = 0; i < len && same; i++) same = dst[i] == want[i];
   check(same, "memcpy", n, sa, da);
 }
 
@@ -79,9 +81,11 @@ int main(void) {
       for (size_t da = 0; da < 16; da++) test_memcpy(n, sa, da);
   for (size_t k = 0; k < sizeof large / sizeof *large; k++)
     for (size_t a = 0; a < 16; a += 5) test_memcpy(large[k], a, 15 - a);
+  /* every distance between source and destination that overlaps, and a little more, from
+   * every alignment of the source */
   for (size_t n = 0; n <= 100; n++)
-    for (size_t from = 0; from < 2 * n + 20; from++)
-      for (size_t to = from > 40 ? from - 40 : 0; to < from + 40; to++) test_memmove(n, from, to);
+    for (size_t from = n + 16; from < n + 32; from++)
+      for (size_t to = from - n - 16; to <= from + n + 16; to++) test_memmove(n, from, to);
   for (size_t k = 0; k < sizeof large / sizeof *large; k++) {
     test_memmove(large[k], 0, 3);
     test_memmove(large[k], 3, 0);
