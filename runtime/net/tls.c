@@ -17,6 +17,7 @@
  * roots come from SSL_CERT_FILE / SSL_CERT_DIR, else the system's bundle, else the Mozilla
  * store compiled into the binary (roots.c, generated at build time).
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,11 +143,17 @@ static lua_Alloc heap_alloc;
 static void *heap;
 static atomic_flag heap_lock = ATOMIC_FLAG_INIT;
 
-static void *heap_call(void *p, size_t n) {
+static void heap_enter(void) {
   while (atomic_flag_test_and_set_explicit(&heap_lock, memory_order_acquire)) {
   }
+}
+
+static void heap_leave(void) { atomic_flag_clear_explicit(&heap_lock, memory_order_release); }
+
+static void *heap_call(void *p, size_t n) {
+  heap_enter();
   p = heap_alloc(heap, p, 0, n); /* dlmalloc needs no old size */
-  atomic_flag_clear_explicit(&heap_lock, memory_order_release);
+  heap_leave();
   return p;
 }
 
@@ -174,6 +181,9 @@ __attribute__((constructor)) static void ossl_memory(void) {
   lua_State *owner = luaL_newstate(); /* never closed: it owns the heap */
   if (owner == NULL) return;
   heap_alloc = lua_getallocf(owner, &heap);
+  /* a fork (workers, process.spawn) while a pool thread allocates must not leave the
+   * child a heap locked forever, or half changed: the lock is held across the fork */
+  pthread_atfork(heap_enter, heap_leave, heap_leave);
   CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free);
 #endif
 }
