@@ -104,11 +104,11 @@ test.case("run errors: missing path, folder without main.lua, syntax error", fun
   test.match(out, "missing PATH")
 end)
 
-test.case("the runtime is a static, stripped executable of at most 5.7 MB (with TLS, the root store, WebSocket, JSON, MySQL, Redis, crypto and the web modules)", function()
+test.case("the runtime is a static, stripped executable of at most 5.5 MB (with TLS, the root store, WebSocket, JSON, MySQL, Redis, crypto and the web modules)", function()
   test.static()
   test.match(test.sh("file -L " .. luaio), "statically linked, stripped")
   local size = tonumber((test.sh("stat -L -c %s " .. luaio)))
-  test.ok(size <= 5.7e6, "size " .. size .. " <= 5.7 MB")
+  test.ok(size <= 5.5e6, "size " .. size .. " <= 5.5 MB")
 end)
 
 test.case("README's first command builds into a git-ignored place and runs", function()
