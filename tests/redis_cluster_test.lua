@@ -207,8 +207,15 @@ test.case("cluster: a master killed during traffic fails over", function()
   for w = 1, 8 do test.ok(workers[w]:join()) end
   for w = 1, 8 do
     test.ok(writes[w] > before[w], "worker " .. w .. " wrote after the failover")
-    -- at most the write in flight when the master died fails (it may or may not have run)
-    test.ok(#errors[w] <= 1, "worker " .. w .. ": " .. table.concat(errors[w], "; "))
+    -- Only writes fail, and only as a broken connection: the one in flight when the master
+    -- died (it may or may not have run), and one sent on a connection made while the dying
+    -- process still had its listening socket (the kernel accepts it, then resets it; seen
+    -- under the sanitizers). A read is retried and never fails or answers wrong.
+    test.ok(#errors[w] <= 2, "worker " .. w .. ": " .. table.concat(errors[w], "; "))
+    for _, e in ipairs(errors[w]) do
+      test.match(e, "^E[A-Z]+", "worker " .. w .. " failed only by a broken connection")
+      test.ok(not e:find("^read "), "worker " .. w .. ": " .. e)
+    end
   end
   for i = 2, nkeys do test.eq(cl:get("fo:" .. i), tostring(i), "written before the kill") end
   test.eq(cl:get("fo:1"), "after")

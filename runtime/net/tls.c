@@ -174,10 +174,19 @@ static void ossl_free(void *p, const char *file, int line) {
   if (p != NULL) heap_call(p, 0);
 }
 
+/* gcc says __SANITIZE_ADDRESS__, clang (the fuzz build) __has_feature */
+#if defined(__SANITIZE_ADDRESS__)
+#define ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ASAN_BUILD 1
+#endif
+#endif
+
 /* Before main, so before OpenSSL allocates anything (after that the call fails). The
- * sanitizer build keeps the system's allocator so that ASan sees every block's life. */
+ * sanitizer builds keep the system's allocator so that ASan sees every block's life. */
 __attribute__((constructor)) static void ossl_memory(void) {
-#if !defined(__SANITIZE_ADDRESS__)
+#if !defined(ASAN_BUILD)
   lua_State *owner = luaL_newstate(); /* never closed: it owns the heap */
   if (owner == NULL) return;
   heap_alloc = lua_getallocf(owner, &heap);
