@@ -41,9 +41,9 @@
 #define MAX_IOV 1024
 #define INBUF_CAP (LUAIO_BLOCK - sizeof(luaio_inbuf))
 
-static struct {
+static union { /* a buffer header and its data (a struct would nest a flexible array) */
   luaio_inbuf head;
-  char data[SHARED_SIZE];
+  char bytes[sizeof(luaio_inbuf) + SHARED_SIZE];
 } shared;
 #define SHARED (&shared.head)
 

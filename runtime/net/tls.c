@@ -138,7 +138,18 @@ static int bio_create(BIO *b) {
  * at once (three madvise calls per request, page faults after them: a third of the HTTPS
  * hello server's CPU); a full handshake makes hundreds of small allocations, and musl's
  * malloc, free and their munmap/mmap were 15% of it. dlmalloc keeps freed chunks in its bins
- * and trims only past 2 MB free. */
+ * and trims only past 2 MB free. The sanitizer builds keep the system's allocator, so that
+ * ASan sees every block's life: gcc says so with __SANITIZE_ADDRESS__, clang (the fuzz
+ * build) with __has_feature. */
+#if defined(__SANITIZE_ADDRESS__)
+#define ASAN_BUILD 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define ASAN_BUILD 1
+#endif
+#endif
+
+#if !defined(ASAN_BUILD)
 static lua_Alloc heap_alloc;
 static void *heap;
 static atomic_flag heap_lock = ATOMIC_FLAG_INIT;
@@ -174,19 +185,8 @@ static void ossl_free(void *p, const char *file, int line) {
   if (p != NULL) heap_call(p, 0);
 }
 
-/* gcc says __SANITIZE_ADDRESS__, clang (the fuzz build) __has_feature */
-#if defined(__SANITIZE_ADDRESS__)
-#define ASAN_BUILD 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ASAN_BUILD 1
-#endif
-#endif
-
-/* Before main, so before OpenSSL allocates anything (after that the call fails). The
- * sanitizer builds keep the system's allocator so that ASan sees every block's life. */
+/* Before main, so before OpenSSL allocates anything (after that the call fails). */
 __attribute__((constructor)) static void ossl_memory(void) {
-#if !defined(ASAN_BUILD)
   lua_State *owner = luaL_newstate(); /* never closed: it owns the heap */
   if (owner == NULL) return;
   heap_alloc = lua_getallocf(owner, &heap);
@@ -194,8 +194,8 @@ __attribute__((constructor)) static void ossl_memory(void) {
    * child a heap locked forever, or half changed: the lock is held across the fork */
   pthread_atfork(heap_enter, heap_leave, heap_leave);
   CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free);
-#endif
 }
+#endif
 
 /* --- errors ---------------------------------------------------------------------------------- */
 
