@@ -5,6 +5,7 @@
 local test = require "test"
 local task = require "task"
 local tcp = require "tcp"
+local system = require "system"
 local helpers = require "tests.helpers"
 
 local q = test.quote
@@ -15,6 +16,7 @@ local APP = [[
 local http = require "http"
 local task = require "task"
 local process = require "process"
+local system = require "system"
 local options = %s
 options.host = "127.0.0.1"
 local MiB = ("x"):rep(1048576)
@@ -89,6 +91,11 @@ router:all("/ticks", function(req, res) -- a tick, then waits (5 s at most) for 
     task.sleep(10)
   end
   res:finish("no ack\n")
+end)
+router:all("/spin", function(req, res) -- keeps the loop busy for ms, then says when it ended
+  local started = system.hrtime()
+  while system.hrtime() - started < tonumber(req.query.ms) * 1e6 do end
+  res:finish(tostring(system.hrtime()))
 end)
 router:all("/conns", function(req, res) res:finish(tostring(server:connections())) end)
 router:all("/path", function(req, res)
@@ -452,6 +459,44 @@ test.case("res:write sends at once: the client sees the first tick while the han
   local responses = helpers.parse_responses(got)
   test.eq(responses[1] and responses[1].body, "tick\nacked\n",
     "the tick reached the client before the handler ended (it gives up after 5 s without the ack)")
+end)
+
+test.case("a finished response leaves at once, not after the handlers of other connections read in the same loop iteration", function()
+  local port = serve()
+  local function connect()
+    local s = assert(tcp.connect(port))
+    test.cleanup(function() s:close() end)
+    s:setTimeout(10000)
+    return s
+  end
+  local function response(s) -- the next response, whole (keep-alive: a connection that
+    local got = "" -- closes after its response flushes at once anyway)
+    while true do
+      local r = helpers.parse_responses(got)[1]
+      if r and r.complete then return r end
+      local data = s:read()
+      if not data then return nil end
+      got = got .. data
+    end
+  end
+  -- two idle keep-alive connections, each answered once: reading on both
+  local quick, slow, busy = connect(), connect(), connect()
+  for _, s in ipairs({ quick, slow }) do
+    assert(s:write(get("/")))
+    test.eq(response(s).body, "Hello, World!")
+  end
+  assert(busy:write(get("/spin?ms=300"))) -- the server's loop is busy with this for 300 ms,
+  task.sleep(50)
+  assert(quick:write(get("/"))) -- while this request arrives,
+  task.sleep(20)
+  assert(slow:write(get("/spin?ms=600"))) -- then this one: both are read in the next iteration
+  local quick_response = response(quick)
+  local quick_at = system.hrtime()
+  test.eq(quick_response and quick_response.body, "Hello, World!")
+  local slow_ended = tonumber(response(slow).body)
+  test.ok(quick_at < slow_ended, ("the quick response arrived %.0f ms after the slow handler (read after it) ended")
+    :format((quick_at - slow_ended) / 1e6))
+  test.eq(response(busy).status, 200)
 end)
 
 -- --- 9. heads at the size of the input block ------------------------------------------------------

@@ -287,6 +287,12 @@ int http_done(lua_State *L) {
       http_conn_end(c);
     } else if (next_request(L, c)) {
       return 3; /* pipelined: the next request was here already */
+    } else {
+      /* Nothing more to answer here now: the response leaves at once, not at the loop's
+       * end after the handlers of every other connection read in this iteration (under
+       * load that made the latency tail one batch longer than nginx's). Pipelined
+       * responses still leave together: this runs after the last of them. */
+      luaio_conn_flush(c);
     }
   }
   if (pool_size >= POOL_MAX) return 0;
