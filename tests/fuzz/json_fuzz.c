@@ -25,9 +25,13 @@ static int mod; /* index of the cjson.safe table on L's stack */
 
 static void config(const char *name, int type, int i, const char *s);
 
-/* The kept encode buffer is known only to a userdata on Lua's heap, which LeakSanitizer does
- * not scan (LuaJIT maps its own memory): let it go before the exit-time leak check. */
-static void release_buffer(void) { config("encode_keep_buffer", LUA_TBOOLEAN, 0, NULL); }
+/* The kept encode buffer and the indentation text are known only to a userdata on Lua's
+ * heap, which LeakSanitizer does not scan (LuaJIT maps its own memory): let them go before
+ * the exit-time leak check (a run that ended with an indentation set reported it). */
+static void release_buffers(void) {
+  config("encode_keep_buffer", LUA_TBOOLEAN, 0, NULL);
+  config("encode_indent", LUA_TSTRING, 0, "");
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc, (void)argv;
@@ -37,7 +41,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
   lua_pushliteral(L, "cjson.safe");
   lua_call(L, 1, 1);
   mod = lua_gettop(L);
-  atexit(release_buffer);
+  atexit(release_buffers);
   return 0;
 }
 
