@@ -506,9 +506,7 @@ end
 
 -- --- pools ---------------------------------------------------------------------------------------
 
-local POOL = {}
-for k, rule in pairs(pool.USER_OPTIONS) do POOL[k] = rule end
-for k, rule in pairs(CONNECT) do POOL[k] = rule end
+local POOL = pool.user_options(CONNECT)
 
 local Pool = {}
 Pool.__index = Pool

@@ -49,16 +49,24 @@ local OPTIONS = {
   close = "function",
 }
 
--- For the database clients (mysql, redis): the pool options their users give, as
--- luaio.options rules, and pool.settings(checked, default_size, callbacks) -> pool.new's
--- options (durations may be math.huge: no limit).
-pool.USER_OPTIONS = {
+-- For the database clients (mysql, redis): pool.user_options(connect_rules) -> the rules
+-- (luaio.options) of what their users give a pool, the connection's own and the pool's, and
+-- pool.settings(checked, default_size, callbacks) -> pool.new's options (durations may be
+-- math.huge: no limit).
+local USER_OPTIONS = {
   size = { "integer", min = 1, max = 1000000 },
   max_idle = { "integer", min = 0, max = 1000000 },
   idle_timeout = { "ms" },
   max_waiters = { "integer", min = 0, max = 1000000 },
   wait_timeout = { "ms" },
 }
+
+function pool.user_options(connect_rules)
+  local rules = {}
+  for k, rule in pairs(USER_OPTIONS) do rules[k] = rule end
+  for k, rule in pairs(connect_rules) do rules[k] = rule end
+  return rules
+end
 
 local function user_ms(v, def)
   if v == nil then return def end
