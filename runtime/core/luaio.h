@@ -153,6 +153,12 @@ void luaio_deadline_arm(luaio_deadline *d, uint64_t ms, luaio_expire_fn expire);
 void luaio_deadline_disarm(luaio_deadline *d);
 #define luaio_deadline_armed(d) ((d)->list != 0)
 
+/* luaio's heap (heap.c), for OpenSSL and connections: realloc with lua_Alloc's contract
+ * ((NULL, n) allocates, (p, 0) frees and returns NULL); thread-safe. */
+void *luaio_heap_realloc(void *p, size_t n);
+void *luaio_heap_calloc(size_t n);
+#define luaio_heap_free(p) ((void)luaio_heap_realloc((p), 0))
+
 /* A fresh state (main.c): standard libraries, luaio's modules, the app searcher, the
  * scheduler and `arg`. For the entry point, and for harnesses (the server fuzzer). */
 lua_State *luaio_state_new(const char *script, int argc, char **argv);

@@ -136,17 +136,16 @@ static size_t handle_size(int is_pipe) {
 
 luaio_conn *luaio_conn_new(int is_pipe, size_t extra, int *err) {
   size_t size = handle_size(is_pipe);
-  luaio_conn *c = calloc(1, size + extra);
+  luaio_conn *c = luaio_heap_calloc(size + extra); /* heap.c: no size-class rounding */
   *err = UV_ENOMEM;
   if (c == NULL) return NULL;
   *err = is_pipe ? uv_pipe_init(luaio_loop(), &c->h.pipe, 0) : uv_tcp_init(luaio_loop(), &c->h.tcp);
   if (*err < 0) {
-    free(c);
+    luaio_heap_free(c);
     return NULL;
   }
-  c->h.handle.data = c;
   c->is_pipe = (unsigned)is_pipe;
-  c->ud = extra > 0 ? (char *)c + size : NULL;
+  luaio_conn_ud(c) = extra > 0 ? (char *)c + size : NULL;
   c->in_max = 16384;
   c->high_water = 1048576;
   c->send_timeout = 60000;
@@ -154,11 +153,11 @@ luaio_conn *luaio_conn_new(int is_pipe, size_t extra, int *err) {
 }
 
 static void on_handle_close(uv_handle_t *h) {
-  luaio_conn *c = h->data;
+  luaio_conn *c = luaio_conn_of(h);
   unschedule_input(c);
   inbuf_free(c);
   if (c->tls != NULL) luaio_tls_free(c);
-  free(c);
+  luaio_heap_free(c);
 }
 
 luaio_conn *luaio_conn_accept(luaio_server *s, size_t extra) {
@@ -185,14 +184,14 @@ luaio_conn *luaio_conn_accept(luaio_server *s, size_t extra) {
 
 void luaio_conn_set_proto(luaio_conn *c, const luaio_conn_proto *proto, void *ud) {
   c->proto = proto;
-  c->ud = ud;
+  luaio_conn_ud(c) = ud;
 }
 
 /* --- reading ------------------------------------------------------------------------------ */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)suggested;
-  luaio_conn *c = h->data;
+  luaio_conn *c = luaio_conn_of(h);
   if (c->tls != NULL) { /* ciphertext: the TLS transport has its own buffer */
     luaio_tls_alloc(c, buf);
     return;
@@ -361,7 +360,7 @@ static void tls_deliver(luaio_conn *c, size_t n) {
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   (void)buf;
-  luaio_conn *c = s->data;
+  luaio_conn *c = luaio_conn_of(s);
   if (nread == 0 || nread == UV_ENOBUFS) { /* EAGAIN, or no room: a pause */
     if (nread == UV_ENOBUFS) {
       c->full = 1;
@@ -844,27 +843,6 @@ static void flush(luaio_conn *c, int notify) {
 }
 
 void luaio_conn_flush(luaio_conn *c) { flush(c, 0); }
-
-void luaio_conn_flush_all(void) {
-  while (dirty_head != NULL) {
-    luaio_outq *q = dirty_head;
-    dirty_head = q->dirty_next;
-    q->dirty = 0;
-    luaio_conn *c = q->conn;
-    if (c == NULL || c->closing) continue;
-    if (c->tls != NULL) luaio_tls_encrypt(c); /* may put c->out on the list: popped below */
-    luaio_outq *w = c->out;
-    if (w == NULL || w->wreq != NULL || w->n == 0) continue;
-    uv_buf_t iov[64];
-    unsigned n = w->n < 64 ? w->n : 64;
-    for (unsigned i = 0; i < n; i++) {
-      luaio_piece *p = &w->pieces[i];
-      iov[i] = uv_buf_init(p->base + p->off, p->len - p->off);
-    }
-    int r = uv_try_write(&c->h.stream, iov, n);
-    if (r > 0) luaio_outq_advance(w, (size_t)r);
-  }
-}
 
 /* --- deadlines --------------------------------------------------------------------------------- */
 

@@ -83,8 +83,7 @@ struct luaio_outq {
 typedef struct luaio_tls luaio_tls;
 
 struct luaio_conn {
-  const luaio_conn_proto *proto;
-  void *ud;             /* the protocol's state */
+  const luaio_conn_proto *proto; /* its state: luaio_conn_ud(c) */
   luaio_tls *tls;       /* the TLS transport (net/tls.c), or NULL: plain */
   luaio_server *server; /* the server that accepted it (its connection count), or NULL */
   luaio_inbuf *in;
@@ -93,6 +92,8 @@ struct luaio_conn {
   uint32_t in_max;     /* the input buffer never grows past this; reading pauses then */
   uint32_t high_water; /* output bytes above which protocols pause */
   uint32_t send_timeout; /* ms that written output may wait without progress; 0 = forever */
+  uint32_t wait_timeout; /* ms of inactivity a waiting task allows (a socket's setTimeout);
+                          * the protocol's setting, kept here where it costs no padding */
   int16_t read_err;      /* 0, or UV_EOF or a read error: reading has ended */
   int16_t write_err;     /* the first write error (or why it closed): later writes fail with it */
   uint16_t linger_ms;
@@ -106,6 +107,12 @@ struct luaio_conn {
     uv_pipe_t pipe;
   } h; /* last: only its own type's size is allocated, then the protocol's `extra` */
 };
+
+/* The protocol's state is kept in the handle's data field, which libuv leaves to its user:
+ * that saves a pointer on every connection (10,000 idle ones are what bench/idle_tcp.sh
+ * weighs). libuv's callbacks find their connection from the handle's address. */
+#define luaio_conn_ud(c) ((c)->h.handle.data)
+#define luaio_conn_of(handle) ((luaio_conn *)((char *)(handle) - offsetof(luaio_conn, h)))
 
 /* A listening server: the listener handle and the count of its open connections. The
  * memory is freed (s->free) when the listener is closed and the last connection is gone. */
@@ -125,7 +132,7 @@ struct luaio_server {
 };
 
 /* A new connection with a fresh, initialised handle (TCP or pipe), with `extra` bytes after
- * it for the protocol's state (c->ud points there). Returns NULL when out of memory or
+ * it for the protocol's state (luaio_conn_ud(c) points there). Returns NULL when out of memory or
  * when the handle cannot be made (err set). */
 luaio_conn *luaio_conn_new(int is_pipe, size_t extra, int *err);
 /* Accepts a connection from a server's listener into a new connection; counts it. Over the
@@ -187,9 +194,6 @@ void luaio_conn_end(luaio_conn *c, unsigned linger_ms);
 /* Half close: shuts down the write side once the queued output is written; cb(req, status)
  * then (req->data is the caller's). Later writes fail with EPIPE. */
 int luaio_conn_shutdown(luaio_conn *c, uv_shutdown_t *req, uv_shutdown_cb cb);
-/* Writes out every connection's queued output with uv_try_write, synchronously as far as
- * the kernel takes it: before the process exits. */
-void luaio_conn_flush_all(void);
 
 /* For the TLS transport (tls.c): room for plaintext in c->in (the shared buffer when it has
  * none; room 0 when in_max bytes wait unread) and the bytes put there; ciphertext onto the

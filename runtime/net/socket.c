@@ -26,26 +26,28 @@
 
 #define MAX_WRITE_PIECES 64
 
-/* What the task in `reader` waits for: bytes, or (READ_HANDSHAKE) the TLS handshake of a
+/* What the reading task waits for: bytes, or (READ_HANDSHAKE) the TLS handshake of a
  * connect or a starttls. */
 typedef enum { READ_ANY, READ_EXACT, READ_LINE, READ_HANDSHAKE } read_mode;
 
+/* A socket's state, after the connection and its handle (360 bytes in all for TCP: every
+ * byte counts 10,000 times in bench/idle_tcp.sh). So the tasks waiting on it are known by
+ * their registry references alone (which anchor them; LUA_NOREF: none), and its timeout
+ * is the connection's wait_timeout. */
 typedef struct {
-  luaio_conn **box;  /* the Lua userdata's slot pointing at the connection */
-  lua_State *reader; /* the task waiting in read/readline, or NULL */
-  lua_State *writer; /* the task waiting for output to drain, or for its shutdown */
-  int reader_ref, writer_ref;
+  luaio_conn **box; /* the Lua userdata's slot pointing at the connection */
+  int reader_ref;   /* the task waiting in read/readline or for a handshake */
+  int writer_ref;   /* the task waiting for output to drain, or for its shutdown */
   /* READ_EXACT: bytes wanted; READ_LINE: bytes already searched; READ_HANDSHAKE: the
    * registry ref of the socket a connect returns (LUA_NOREF: true) */
   int32_t mark;
-  uint32_t timeout; /* ms of inactivity before a wait fails; 0 = never */
-  uint8_t mode, timed_out, connecting, allocated, shutting;
-} sock_t; /* kept small: with the core and the handle, 392 bytes, under a 400-byte class */
+  uint8_t mode : 2, timed_out : 1, connecting : 1, allocated : 1, shutting : 1;
+} sock_t;
 
 static int socket_mt_ref = LUA_NOREF;
 static const luaio_conn_proto socket_proto;
 
-#define SOCK(c) ((sock_t *)(c)->ud)
+#define SOCK(c) ((sock_t *)luaio_conn_ud(c))
 
 /* --- errors -------------------------------------------------------------------------------- */
 
@@ -69,7 +71,7 @@ static void sock_init(lua_State *L, luaio_conn *c, sock_t *s) {
 luaio_conn *luaio_socket_accept(lua_State *L, luaio_server *server, const luaio_sockopts *o) {
   luaio_conn *c = luaio_conn_accept(server, sizeof(sock_t));
   if (c == NULL) return NULL;
-  sock_init(L, c, c->ud);
+  sock_init(L, c, luaio_conn_ud(c));
   luaio_socket_configure(c, o);
   luaio_conn_read_start(c);
   return c;
@@ -78,7 +80,7 @@ luaio_conn *luaio_socket_accept(lua_State *L, luaio_server *server, const luaio_
 luaio_conn *luaio_socket_new(lua_State *L, int is_pipe, const luaio_sockopts *o, int *err) {
   luaio_conn *c = luaio_conn_new(is_pipe, sizeof(sock_t), err);
   if (c == NULL) return NULL;
-  sock_init(L, c, c->ud);
+  sock_init(L, c, luaio_conn_ud(c));
   luaio_socket_configure(c, o);
   return c;
 }
@@ -87,7 +89,7 @@ void luaio_socket_configure(luaio_conn *c, const luaio_sockopts *o) {
   c->in_max = o->read_buffer;
   c->high_water = o->write_buffer;
   c->send_timeout = o->send_timeout;
-  SOCK(c)->timeout = o->timeout;
+  c->wait_timeout = o->timeout;
 }
 
 int luaio_socket_adopt(lua_State *L, luaio_conn *c) {
@@ -106,16 +108,24 @@ luaio_conn *luaio_socket_check(lua_State *L, int arg) {
 
 void luaio_socket_connecting(luaio_conn *c, int on) {
   SOCK(c)->connecting = (uint8_t)on;
-  luaio_conn_timeout(c, on ? SOCK(c)->timeout : 0);
+  luaio_conn_timeout(c, on ? c->wait_timeout : 0);
+}
+
+/* The task that the registry reference ref anchors, or NULL for LUA_NOREF. */
+static lua_State *waiter(lua_State *L, int ref) {
+  if (ref == LUA_NOREF) return NULL;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_State *co = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  return co;
 }
 
 /* Wakes a waiting task (by the ready queue: this may run inside another task's call) with
  * true, or nil and the error (TLS failures say why). */
-static void wake(lua_State *L, luaio_conn *c, lua_State **co, int *ref, int err) {
-  lua_State *t = *co;
+static void wake(lua_State *L, luaio_conn *c, int *ref, int err) {
+  lua_State *t = waiter(L, *ref);
   if (t == NULL) return;
   int anchor = *ref;
-  *co = NULL;
   *ref = LUA_NOREF;
   if (err < 0)
     luaio_tls_pusherror(L, c, err);
@@ -128,15 +138,15 @@ static void wake(lua_State *L, luaio_conn *c, lua_State **co, int *ref, int err)
 /* The socket lets go of its connection: waiting tasks learn why, the userdata is cleared. */
 static void detach(lua_State *L, luaio_conn *c, int err) {
   sock_t *s = SOCK(c);
-  wake(L, c, &s->reader, &s->reader_ref, s->timed_out ? UV_ETIMEDOUT : err);
-  wake(L, c, &s->writer, &s->writer_ref, s->timed_out ? UV_ETIMEDOUT : err);
+  wake(L, c, &s->reader_ref, s->timed_out ? UV_ETIMEDOUT : err);
+  wake(L, c, &s->writer_ref, s->timed_out ? UV_ETIMEDOUT : err);
   s->shutting = 0;
   if (s->mode == READ_HANDSHAKE) luaL_unref(L, LUA_REGISTRYINDEX, s->mark);
   s->mode = READ_ANY;
   if (s->box != NULL) *s->box = NULL;
   s->box = NULL;
   if (s->allocated) free(s);
-  c->ud = NULL;
+  luaio_conn_ud(c) = NULL;
 }
 
 static void on_close(lua_State *L, luaio_conn *c, int err) {
@@ -154,20 +164,20 @@ void luaio_socket_close(lua_State *L, luaio_conn *c) {
 /* Runs while a task waits: restarted by every wait that begins or ends. */
 static void timer_update(luaio_conn *c) {
   sock_t *s = SOCK(c);
-  luaio_conn_timeout(c, s->reader || s->writer || s->connecting ? s->timeout : 0);
+  int waiting = s->reader_ref != LUA_NOREF || s->writer_ref != LUA_NOREF || s->connecting;
+  luaio_conn_timeout(c, waiting ? c->wait_timeout : 0);
 }
 
 static void on_timeout(lua_State *L, luaio_conn *c) {
   sock_t *s = SOCK(c);
-  if (s->connecting || s->writer != NULL) { /* a stalled write or connect: the socket goes */
+  if (s->connecting || s->writer_ref != LUA_NOREF) { /* a stalled write or connect: it goes */
     s->timed_out = 1;
     luaio_conn_close(c, UV_ETIMEDOUT);
     return;
   }
-  if (s->reader != NULL) {
-    lua_State *co = s->reader;
+  lua_State *co = waiter(L, s->reader_ref);
+  if (co != NULL) {
     int anchor = s->reader_ref;
-    s->reader = NULL;
     s->reader_ref = LUA_NOREF;
     int n = luaio_pusherror(co, UV_ETIMEDOUT); /* allocates: co stays anchored meanwhile */
     luaio_unanchor(anchor);
@@ -198,7 +208,7 @@ static int try_read(lua_State *L, luaio_conn *c, read_mode mode, uint32_t want) 
     return 1;
   }
   if (mode == READ_LINE) {
-    uint32_t scanned = s->reader == L ? s->mark : 0;
+    uint32_t scanned = s->reader_ref != LUA_NOREF ? s->mark : 0; /* a wait's earlier search */
     if (len > scanned) {
       char *start = c->in->data + c->in->off;
       char *nl = memchr(start + scanned, '\n', len - scanned);
@@ -227,14 +237,13 @@ static int try_read(lua_State *L, luaio_conn *c, read_mode mode, uint32_t want) 
 static void on_read(lua_State *L, luaio_conn *c) {
   (void)L;
   sock_t *s = SOCK(c);
-  lua_State *co = s->reader;
-  if (co == NULL || s->mode == READ_HANDSHAKE) return; /* kept for the next read */
+  if (s->reader_ref == LUA_NOREF || s->mode == READ_HANDSHAKE) return; /* kept for the next read */
+  lua_State *co = waiter(L, s->reader_ref);
   int n = try_read(co, c, (read_mode)s->mode, s->mark);
   if (n == 0) {
     timer_update(c); /* bytes arrived: the inactivity timeout starts again */
     return;
   }
-  s->reader = NULL;
   luaio_unanchor(s->reader_ref);
   s->reader_ref = LUA_NOREF;
   timer_update(c);
@@ -245,13 +254,12 @@ static int read_generic(lua_State *L, read_mode mode, uint32_t want, const char 
   luaio_conn *c = luaio_socket_check(L, 1);
   if (c == NULL) return push_closed(L);
   sock_t *s = SOCK(c);
-  if (s->reader != NULL) return push_busy(L, "another task is already reading this socket");
+  if (s->reader_ref != LUA_NOREF) return push_busy(L, "another task is already reading this socket");
   int n = try_read(L, c, mode, want);
   if (n > 0) return n;
   luaio_checktask(L, what);
   if (mode == READ_EXACT) luaio_conn_need(c, want); /* more than read_buffer_size at once */
   luaio_conn_read_start(c);
-  s->reader = L;
   s->reader_ref = luaio_anchor(L);
   s->mode = (uint8_t)mode;
   timer_update(c);
@@ -279,8 +287,8 @@ static int sock_readline(lua_State *L) { return read_generic(L, READ_LINE, 0, "r
 
 static void on_drain(lua_State *L, luaio_conn *c) {
   sock_t *s = SOCK(c);
-  if (s->writer == NULL || (s->shutting && c->write_err == 0)) return; /* a shutdown: on_shutdown */
-  wake(L, c, &s->writer, &s->writer_ref, c->write_err); /* true, or the write error */
+  if (s->writer_ref == LUA_NOREF || (s->shutting && c->write_err == 0)) return; /* on_shutdown */
+  wake(L, c, &s->writer_ref, c->write_err); /* true, or the write error */
   timer_update(c);
 }
 
@@ -327,9 +335,8 @@ static int sock_write(lua_State *L) {
     return 1;
   }
   sock_t *s = SOCK(c);
-  if (s->writer != NULL) return push_busy(L, "another task is already waiting to write");
+  if (s->writer_ref != LUA_NOREF) return push_busy(L, "another task is already waiting to write");
   luaio_checktask(L, "write");
-  s->writer = L;
   s->writer_ref = luaio_anchor(L);
   timer_update(c);
   return luaio_yield(L);
@@ -341,7 +348,6 @@ static int sock_write(lua_State *L) {
  * of a connect), or LUA_NOREF for true. */
 static int wait_handshake(lua_State *L, luaio_conn *c, int result_ref) {
   sock_t *s = SOCK(c);
-  s->reader = L;
   s->reader_ref = luaio_anchor(L);
   s->mode = READ_HANDSHAKE;
   s->mark = result_ref;
@@ -351,10 +357,9 @@ static int wait_handshake(lua_State *L, luaio_conn *c, int result_ref) {
 
 static void on_tls(lua_State *L, luaio_conn *c, int err) {
   sock_t *s = SOCK(c);
-  if (s->reader == NULL || s->mode != READ_HANDSHAKE) return; /* failures reach readers at close */
-  lua_State *co = s->reader;
+  if (s->reader_ref == LUA_NOREF || s->mode != READ_HANDSHAKE) return; /* failures reach readers at close */
+  lua_State *co = waiter(L, s->reader_ref);
   int anchor = s->reader_ref;
-  s->reader = NULL;
   s->reader_ref = LUA_NOREF;
   s->connecting = 0;
   timer_update(c);
@@ -387,7 +392,7 @@ static void on_connect(uv_connect_t *req, int status) {
   connect_t *k = (connect_t *)req;
   lua_State *co = k->co;
   int anchor = k->co_ref; /* released once nothing allocates before co runs again */
-  luaio_conn *c = req->handle->data;
+  luaio_conn *c = luaio_conn_of(req->handle);
   if (status == 0 && c->closing) status = UV_ECANCELED;
   if (c->closing && c->write_err < 0) status = c->write_err; /* ETIMEDOUT */
   if (status == 0) {
@@ -406,7 +411,6 @@ static void on_connect(uv_connect_t *req, int status) {
   }
   if (c->tls != NULL) { /* the task goes on waiting: for the handshake */
     sock_t *s = SOCK(c);
-    s->reader = co;
     s->reader_ref = anchor;
     s->mode = READ_HANDSHAKE;
     s->mark = k->sock_ref;
@@ -469,7 +473,7 @@ static int sock_starttls(lua_State *L) {
   const char *servername = luaL_optstring(L, 3, NULL);
   if (c == NULL) return push_closed(L);
   if (c->tls != NULL) return luaio_pushnamederror(L, "EALREADY", "the socket already speaks TLS");
-  if (SOCK(c)->reader != NULL) return push_busy(L, "another task is reading this socket");
+  if (SOCK(c)->reader_ref != LUA_NOREF) return push_busy(L, "another task is reading this socket");
   luaio_checktask(L, "starttls");
   luaio_conn_flush(c); /* what was written before goes out in the clear, first */
   int err = luaio_tls_attach(c, ctx, servername);
@@ -489,12 +493,11 @@ static int sock_tlsinfo(lua_State *L) {
 static void on_shutdown(uv_shutdown_t *req, int status) {
   luaio_conn *c = req->data;
   free(req);
-  if (c == NULL || c->ud == NULL || c->proto != &socket_proto) return; /* gone meanwhile */
+  if (c == NULL || luaio_conn_ud(c) == NULL || c->proto != &socket_proto) return; /* gone meanwhile */
   sock_t *s = SOCK(c);
-  lua_State *co = s->writer;
-  if (co == NULL || !s->shutting) return;
+  if (s->writer_ref == LUA_NOREF || !s->shutting) return;
+  lua_State *co = waiter(luaio_mainstate(), s->writer_ref);
   int anchor = s->writer_ref;
-  s->writer = NULL;
   s->shutting = 0;
   s->writer_ref = LUA_NOREF;
   if (status < 0) {
@@ -513,7 +516,7 @@ static int sock_shutdown(lua_State *L) {
   luaio_conn *c = luaio_socket_check(L, 1);
   if (c == NULL) return push_closed(L);
   sock_t *s = SOCK(c);
-  if (s->writer != NULL) return push_busy(L, "a write or shutdown is already waiting");
+  if (s->writer_ref != LUA_NOREF) return push_busy(L, "a write or shutdown is already waiting");
   luaio_checktask(L, "shutdown");
   uv_shutdown_t *req = malloc(sizeof *req);
   if (req == NULL) return luaio_pusherror(L, UV_ENOMEM);
@@ -523,8 +526,7 @@ static int sock_shutdown(lua_State *L) {
     free(req);
     return luaio_pusherror(L, err);
   }
-  s->writer = L; /* waits in the writer's place: a write after a shutdown fails anyway */
-  s->writer_ref = luaio_anchor(L);
+  s->writer_ref = luaio_anchor(L); /* waits in the writer's place: a later write fails anyway */
   s->shutting = 1;
   return luaio_yield(L);
 }
@@ -543,8 +545,8 @@ static int sock_settimeout(lua_State *L) {
   luaio_conn *c = luaio_socket_check(L, 1);
   uint32_t ms = luaio_ms32(luaio_checkms(L, 2, NULL));
   if (c == NULL) return push_closed(L);
-  SOCK(c)->timeout = ms;
-  if (SOCK(c)->reader || SOCK(c)->writer) timer_update(c);
+  c->wait_timeout = ms;
+  if (SOCK(c)->reader_ref != LUA_NOREF || SOCK(c)->writer_ref != LUA_NOREF) timer_update(c);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -608,7 +610,7 @@ luaio_conn *luaio_socket_release(lua_State *L, int idx) {
   luaio_conn *c = luaio_socket_check(L, idx);
   if (c == NULL) return NULL;
   sock_t *s = SOCK(c);
-  if (s->reader != NULL || s->writer != NULL) return NULL;
+  if (s->reader_ref != LUA_NOREF || s->writer_ref != LUA_NOREF) return NULL;
   s->connecting = 0;
   luaio_conn_timeout(c, 0);
   detach(L, c, UV_ECANCELED);

@@ -6,9 +6,10 @@
  * A server accepts a connection, makes a socket and runs onconnect(socket, server) in a new
  * task straight from the libuv callback; a hook closes the socket when that task ends,
  * however it ends (gracefully: what the handler wrote is still sent). No Lua wrapper sits in
- * between: its frames would push the task's stack past LuaJIT's initial size, and a grown
- * stack costs 376 bytes per connection. Over maxconnections, the connection is accepted and
- * closed at once, so the backlog never fills with clients that will not be served.
+ * between: its frames would push the task's stack past LuaJIT's initial size (392 bytes),
+ * and a grown stack costs that much again per connection. Over maxconnections, the
+ * connection is accepted and closed at once, so the backlog never fills with clients that
+ * will not be served.
  * TCP_NODELAY and SO_KEEPALIVE are set once on the listening socket: Linux copies them to
  * every accepted socket, which saves two system calls per connection.
  */

@@ -17,8 +17,6 @@
  * roots come from SSL_CERT_FILE / SSL_CERT_DIR, else the system's bundle, else the Mozilla
  * store compiled into the binary (roots.c, generated at build time).
  */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,72 +128,28 @@ static int bio_create(BIO *b) {
 
 /* --- OpenSSL's memory ---------------------------------------------------------------------- */
 
-/* OpenSSL allocates from a heap of its own: LuaJIT's allocator (dlmalloc), taken from a Lua
- * state made for nothing else, behind a lock (OpenSSL also runs on the thread pool, for
- * crypto's hashing). musl's malloc was the wrong one for OpenSSL's pattern: with
- * SSL_MODE_RELEASE_BUFFERS a keep-alive connection frees its 17 KB record buffers after
- * every request and allocates them again for the next, and musl gave each back to the kernel
- * at once (three madvise calls per request, page faults after them: a third of the HTTPS
- * hello server's CPU); a full handshake makes hundreds of small allocations, and musl's
- * malloc, free and their munmap/mmap were 15% of it. dlmalloc keeps freed chunks in its bins
- * and trims only past 2 MB free. The sanitizer builds keep the system's allocator, so that
- * ASan sees every block's life: gcc says so with __SANITIZE_ADDRESS__, clang (the fuzz
- * build) with __has_feature. */
-#if defined(__SANITIZE_ADDRESS__)
-#define ASAN_BUILD 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define ASAN_BUILD 1
-#endif
-#endif
-
-#if !defined(ASAN_BUILD)
-static lua_Alloc heap_alloc;
-static void *heap;
-static atomic_flag heap_lock = ATOMIC_FLAG_INIT;
-
-static void heap_enter(void) {
-  while (atomic_flag_test_and_set_explicit(&heap_lock, memory_order_acquire)) {
-  }
-}
-
-static void heap_leave(void) { atomic_flag_clear_explicit(&heap_lock, memory_order_release); }
-
-static void *heap_call(void *p, size_t n) {
-  heap_enter();
-  p = heap_alloc(heap, p, 0, n); /* dlmalloc needs no old size */
-  heap_leave();
-  return p;
-}
-
-/* OpenSSL's contract matches lua_Alloc's: (NULL, n) allocates, (p, 0) frees and returns
- * NULL, (p, n) reallocates; a request for 0 bytes returns NULL, as OpenSSL's own does. */
+/* OpenSSL allocates from luaio's heap (core/heap.c says why). Its contract matches
+ * luaio_heap_realloc's: (NULL, n) allocates, (p, 0) frees and returns NULL, (p, n)
+ * reallocates; a request for 0 bytes returns NULL, as OpenSSL's own does. */
 static void *ossl_malloc(size_t n, const char *file, int line) {
   (void)file, (void)line;
-  return heap_call(NULL, n);
+  return n > 0 ? luaio_heap_realloc(NULL, n) : NULL;
 }
 
 static void *ossl_realloc(void *p, size_t n, const char *file, int line) {
   (void)file, (void)line;
-  return heap_call(p, n);
+  return luaio_heap_realloc(p, n);
 }
 
 static void ossl_free(void *p, const char *file, int line) {
   (void)file, (void)line;
-  if (p != NULL) heap_call(p, 0);
+  if (p != NULL) luaio_heap_realloc(p, 0);
 }
 
 /* Before main, so before OpenSSL allocates anything (after that the call fails). */
 __attribute__((constructor)) static void ossl_memory(void) {
-  lua_State *owner = luaL_newstate(); /* never closed: it owns the heap */
-  if (owner == NULL) return;
-  heap_alloc = lua_getallocf(owner, &heap);
-  /* a fork (workers, process.spawn) while a pool thread allocates must not leave the
-   * child a heap locked forever, or half changed: the lock is held across the fork */
-  pthread_atfork(heap_enter, heap_leave, heap_leave);
   CRYPTO_set_mem_functions(ossl_malloc, ossl_realloc, ossl_free);
 }
-#endif
 
 /* --- errors ---------------------------------------------------------------------------------- */
 

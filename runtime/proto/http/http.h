@@ -41,7 +41,7 @@ enum {
   H_CLOSED
 };
 
-/* The HTTP state of a connection (its c->ud). The request body's framing state lives here,
+/* The HTTP state of a connection (its luaio_conn_ud). The request body's framing state lives here,
  * not in the response: it outlives the handler when the body has to be discarded. */
 struct hconn_s {
   luaio_conn *conn;
@@ -76,7 +76,7 @@ struct hres_s {
     has_length : 1, user_server : 1, user_date : 1, aborted : 1;
 };
 
-#define HCONN(c) ((hconn_t *)(c)->ud)
+#define HCONN(c) ((hconn_t *)luaio_conn_ud(c))
 /* body_end: no more body bytes will arrive; consumed: and none wait to be taken either. */
 #define BODY_CONSUMED(h) ((h)->body_end && (h)->ready == 0)
 

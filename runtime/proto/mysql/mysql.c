@@ -870,7 +870,7 @@ static void parse(lua_State *L, mconn *s) {
 
 /* --- the protocol's callbacks ----------------------------------------------------------------- */
 
-static void on_read(lua_State *L, luaio_conn *c) { parse(L, c->ud); }
+static void on_read(lua_State *L, luaio_conn *c) { parse(L, luaio_conn_ud(c)); }
 
 static void on_drain(lua_State *L, luaio_conn *c) {
   (void)L;
@@ -883,7 +883,7 @@ static void on_timeout(lua_State *L, luaio_conn *c) {
 }
 
 static void on_close(lua_State *L, luaio_conn *c, int err) {
-  mconn *s = c->ud;
+  mconn *s = luaio_conn_ud(c);
   if (s != NULL) detach(L, s, err < 0 ? err : UV_ECANCELED);
 }
 
@@ -897,7 +897,7 @@ static void detach(lua_State *L, mconn *s, int err) {
   busy(s, 0);
   s->c = NULL;
   s->close_err = err;
-  c->ud = NULL;
+  luaio_conn_ud(c) = NULL;
   int first = 1;
   while (s->wcount > 0) {
     int started = s->started, base = s->base;

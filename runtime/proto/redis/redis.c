@@ -757,7 +757,7 @@ static void parse(lua_State *L, rclient *s) {
 
 /* --- the protocol's callbacks ----------------------------------------------------------------- */
 
-static void on_read(lua_State *L, luaio_conn *c) { parse(L, c->ud); }
+static void on_read(lua_State *L, luaio_conn *c) { parse(L, luaio_conn_ud(c)); }
 
 static void on_drain(lua_State *L, luaio_conn *c) {
   (void)L;
@@ -770,7 +770,7 @@ static void on_timeout(lua_State *L, luaio_conn *c) {
 }
 
 static void on_close(lua_State *L, luaio_conn *c, int err) {
-  rclient *s = c->ud;
+  rclient *s = luaio_conn_ud(c);
   if (s == NULL) return;
   detach(L, s, err < 0 ? err : UV_ECANCELED);
 }
@@ -789,7 +789,7 @@ static void detach(lua_State *L, rclient *s, int err) {
   }
   s->c = NULL;
   s->close_err = err;
-  c->ud = NULL;
+  luaio_conn_ud(c) = NULL;
   luaio_deadline_disarm(&s->recv_dl);
   while (s->wcount > 0) {
     waiter_t w = fifo_pop(s);

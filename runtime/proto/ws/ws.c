@@ -266,7 +266,7 @@ static void release_message(ws_t *w) {
 static void detach(lua_State *L, ws_t *w) {
   luaio_conn *c = w->conn;
   if (c != NULL) {
-    c->ud = NULL;
+    luaio_conn_ud(c) = NULL;
     w->conn = NULL;
   }
   w->state = S_CLOSED;
@@ -308,7 +308,7 @@ static void arm_active(ws_t *w) {
 }
 
 static void on_timeout(lua_State *L, luaio_conn *c) {
-  ws_t *w = c->ud;
+  ws_t *w = luaio_conn_ud(c);
   if (w->timer == T_ACTIVE && w->ping_ms && (!w->idle_ms || w->ping_ms < w->idle_ms)) {
     write_frame(w, L, WS_PING, 0, NULL, 0, 0);
     w->timer = w->idle_ms ? T_PINGED : T_ACTIVE;
@@ -562,7 +562,7 @@ __attribute__((noinline)) static void drain_closing(lua_State *L, ws_t *w) {
 }
 
 static void on_read(lua_State *L, luaio_conn *c) {
-  ws_t *w = c->ud;
+  ws_t *w = luaio_conn_ud(c);
   if (c->read_err == 0 && w->timer != T_CLOSING) arm_active(w); /* bytes: the peer lives */
   if (w->reader != NULL) {
     ws_msg m;
@@ -581,7 +581,7 @@ static void on_read(lua_State *L, luaio_conn *c) {
 }
 
 static void on_drain(lua_State *L, luaio_conn *c) {
-  ws_t *w = c->ud;
+  ws_t *w = luaio_conn_ud(c);
   if (c->write_err) { /* the peer is gone */
     luaio_conn_close(c, c->write_err);
     return;
@@ -592,7 +592,7 @@ static void on_drain(lua_State *L, luaio_conn *c) {
 }
 
 static void on_close(lua_State *L, luaio_conn *c, int err) {
-  ws_t *w = c->ud;
+  ws_t *w = luaio_conn_ud(c);
   if (w == NULL) return;
   if (err == UV_ETIMEDOUT)
     set_end(L, w, "ETIMEDOUT", 0, NULL, 0);
