@@ -55,9 +55,9 @@ typedef struct {
 } entry_t;
 
 static struct {
-  int mounted;        /* 1: files come from the archive below */
-  char *archive;      /* decompressed archive, kept for the life of the process */
-  entry_t *entries;   /* sorted by name */
+  int mounted;      /* 1: files come from the archive below */
+  char *archive;    /* decompressed archive, kept for the life of the process */
+  entry_t *entries; /* sorted by name */
   uint32_t count;
   char *folder;       /* otherwise files come from this folder (luaio run) */
   char *chunk_prefix; /* what chunk names start with: "" or "<folder>/" */
@@ -153,7 +153,8 @@ static const char *parse_archive(const char *buf, size_t size) {
     if ((size_t)(end - p) < 8) return "index cut short";
     uint64_t nlen = get32(p), dlen = get32(p + 4);
     p += 8;
-    if (nlen == 0 || nlen > MAX_NAME || (uint64_t)(end - p) < nlen + dlen) return "entry out of bounds";
+    if (nlen == 0 || nlen > MAX_NAME || (uint64_t)(end - p) < nlen + dlen)
+      return "entry out of bounds";
     entry_t e = {(const char *)p, (size_t)nlen, (const char *)p + nlen, (size_t)dlen};
     if (i > 0 && !names_ascending(&store.entries[i - 1], &e)) return "index not sorted";
     store.entries[i] = e;
@@ -174,7 +175,8 @@ luaio_payload luaio_bundle_mount_self(void) {
     return LUAIO_NO_PAYLOAD; /* the common case for the CLI: one fstat, nothing read */
   }
   uint64_t file_size = (uint64_t)st.st_size;
-  if (own != 0 && file_size < own) fail("%s", "the executable is shorter than the runtime (truncated)");
+  if (own != 0 && file_size < own)
+    fail("%s", "the executable is shorter than the runtime (truncated)");
   unsigned char t[TRAILER_SIZE];
   if (file_size < TRAILER_SIZE || read_at(fd, t, TRAILER_SIZE, file_size - TRAILER_SIZE) < 0 ||
       memcmp(t + 56, TRAILER_MAGIC, 8) != 0) {
@@ -247,11 +249,15 @@ static int store_get(const char *path, const char **data, size_t *size, int *own
   }
   if (path[0] == '.' || strstr(path, "/.") != NULL) return UV_ENOENT; /* hidden: as in a bundle */
   char full[MAX_NAME * 2];
-  if (snprintf(full, sizeof full, "%s/%s", store.folder, path) >= (int)sizeof full) return UV_ENAMETOOLONG;
+  if (snprintf(full, sizeof full, "%s/%s", store.folder, path) >= (int)sizeof full)
+    return UV_ENAMETOOLONG;
   FILE *f = fopen(full, "rb");
   if (f == NULL) return -errno;
   struct stat st;
-  int err = fstat(fileno(f), &st) < 0 ? -errno : S_ISDIR(st.st_mode) ? UV_EISDIR : S_ISREG(st.st_mode) ? 0 : UV_EINVAL;
+  int err = fstat(fileno(f), &st) < 0 ? -errno
+            : S_ISDIR(st.st_mode)     ? UV_EISDIR
+            : S_ISREG(st.st_mode)     ? 0
+                                      : UV_EINVAL;
   if (err != 0) {
     fclose(f);
     return err;
@@ -385,7 +391,8 @@ static int walk(lua_State *L, const char *root, const char *rel, int depth) {
   while (err == 0 && (de = readdir(d)) != NULL) {
     if (de->d_name[0] == '.') continue; /* hidden files are not part of the app */
     char child[MAX_NAME];
-    if (snprintf(child, sizeof child, "%s%s%s", rel, *rel ? "/" : "", de->d_name) >= (int)sizeof child) {
+    if (snprintf(child, sizeof child, "%s%s%s", rel, *rel ? "/" : "", de->d_name) >=
+        (int)sizeof child) {
       err = UV_ENAMETOOLONG;
       break;
     }
@@ -435,7 +442,8 @@ static int bundle_list(lua_State *L) {
     int n = 0;
     for (uint32_t i = 0; i < store.count; i++) {
       const entry_t *e = &store.entries[i];
-      if (dlen == 0 || (e->name_len > dlen && memcmp(e->name, dir, dlen) == 0 && e->name[dlen] == '/')) {
+      if (dlen == 0 ||
+          (e->name_len > dlen && memcmp(e->name, dir, dlen) == 0 && e->name[dlen] == '/')) {
         lua_pushlstring(L, e->name, e->name_len);
         lua_rawseti(L, -2, ++n);
       }
@@ -529,7 +537,8 @@ static int self_runtime_size(int fd, uint64_t *size) {
   return 0;
 }
 
-static int write_bundle(int out, int self, const char *archive, size_t raw, int level, size_t *packed_size) {
+static int write_bundle(int out, int self, const char *archive, size_t raw, int level,
+                        size_t *packed_size) {
   uint64_t offset = 0;
   int err = self_runtime_size(self, &offset);
   if (err < 0) return err;
@@ -604,7 +613,7 @@ static int archive_write(lua_State *L) {
 
 static const luaL_Reg bundle_funcs[] = {{"list", bundle_list}, {"read", bundle_read}, {NULL, NULL}};
 static const luaL_Reg archive_funcs[] = {
-  {"walk", archive_walk}, {"write", archive_write}, {NULL, NULL}};
+    {"walk", archive_walk}, {"write", archive_write}, {NULL, NULL}};
 
 int luaopen_bundle(lua_State *L) {
   luaio_newlib(L, bundle_funcs);

@@ -86,8 +86,14 @@ static void timer_set(void) {
 
 static void unlink_deadline(luaio_deadline *d) {
   dlist_t *l = &lists[d->list - 1];
-  if (d->prev) d->prev->next = d->next; else l->head = d->next;
-  if (d->next) d->next->prev = d->prev; else l->tail = d->prev;
+  if (d->prev)
+    d->prev->next = d->next;
+  else
+    l->head = d->next;
+  if (d->next)
+    d->next->prev = d->prev;
+  else
+    l->tail = d->prev;
   d->prev = d->next = NULL;
   d->list = 0;
 }
@@ -125,7 +131,10 @@ void luaio_deadline_arm(luaio_deadline *d, uint64_t ms, luaio_expire_fn expire) 
   d->list = (uint16_t)(i + 1);
   d->prev = l->tail;
   d->next = NULL;
-  if (l->tail) l->tail->next = d; else l->head = d;
+  if (l->tail)
+    l->tail->next = d;
+  else
+    l->head = d;
   l->tail = d;
   if (!timer_on || before(d->at + l->slack, timer_due)) timer_set();
 }

@@ -15,7 +15,7 @@ static const struct {
   int code;
 } uv_codes[] = {
 #define XX(code, _) {#code, UV_##code},
-  UV_ERRNO_MAP(XX)
+    UV_ERRNO_MAP(XX)
 #undef XX
 };
 
@@ -99,7 +99,8 @@ static int error_is(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg error_funcs[] = {{"code", error_code}, {"is", error_is}, {"new", error_new}, {NULL, NULL}};
+static const luaL_Reg error_funcs[] = {
+    {"code", error_code}, {"is", error_is}, {"new", error_new}, {NULL, NULL}};
 
 int luaopen_luaio_error(lua_State *L) {
   luaio_newlib(L, error_funcs);

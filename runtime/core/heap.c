@@ -46,8 +46,7 @@ static void *heap;
 static atomic_flag heap_lock = ATOMIC_FLAG_INIT;
 
 static void heap_enter(void) {
-  while (atomic_flag_test_and_set_explicit(&heap_lock, memory_order_acquire)) {
-  }
+  while (atomic_flag_test_and_set_explicit(&heap_lock, memory_order_acquire)) {}
 }
 
 static void heap_leave(void) { atomic_flag_clear_explicit(&heap_lock, memory_order_release); }

@@ -21,7 +21,7 @@
 #define LUAIO_VERSION "0.1.0"
 
 /* LuaJIT speaks Lua 5.1 plus luaL_setfuncs, but has no luaL_newlib. */
-#define luaio_newlib(L, reg) \
+#define luaio_newlib(L, reg)                                                                       \
   (lua_createtable((L), 0, (int)(sizeof(reg) / sizeof((reg)[0]) - 1)), luaL_setfuncs((L), (reg), 0))
 
 /* luaL_checkudata without its lookup by name (which hashes the name on every call): compares
@@ -78,7 +78,8 @@ uint64_t luaio_checkms(lua_State *L, int arg, const char *what);
 /* A duration (see above): LUAIO_FOREVER for math.huge. */
 uint64_t luaio_opt_ms(lua_State *L, int opts, const char *name, uint64_t def);
 /* An integer from min to max (max is capped at 2^53). */
-uint64_t luaio_opt_uint(lua_State *L, int opts, const char *name, uint64_t def, uint64_t min, uint64_t max);
+uint64_t luaio_opt_uint(lua_State *L, int opts, const char *name, uint64_t def, uint64_t min,
+                        uint64_t max);
 /* A byte count: luaio_opt_uint as a size_t. */
 size_t luaio_opt_size(lua_State *L, int opts, const char *name, size_t def, size_t min, size_t max);
 /* true or false (no other type: 0 and "no" are errors, not true). */

@@ -18,29 +18,30 @@
 #include "luaio.h"
 
 static const luaL_Reg c_modules[] = {
-  {"bundle", luaopen_bundle},
-  {"cjson", luaopen_cjson},
-  {"cjson.safe", luaopen_cjson_safe},
-  {"dns", luaopen_dns},
-  {"luaio.archive", luaopen_luaio_archive},
-  {"luaio.crypto", luaopen_luaio_crypto},
-  {"luaio.error", luaopen_luaio_error},
-  {"luaio.fs", luaopen_luaio_fs},
-  {"luaio.http", luaopen_luaio_http},
-  {"luaio.http_client", luaopen_luaio_http_client},
-  {"luaio.log", luaopen_luaio_log},
-  {"luaio.mysql", luaopen_luaio_mysql},
-  {"luaio.opt", luaopen_luaio_opt},
-  {"luaio.process", luaopen_luaio_process},
-  {"luaio.redis", luaopen_luaio_redis},
-  {"luaio.signal", luaopen_luaio_signal},
-  {"luaio.task", luaopen_luaio_task},
-  {"luaio.tcp", luaopen_luaio_tcp},
-  {"luaio.tls", luaopen_luaio_tls},
-  {"luaio.websocket", luaopen_luaio_websocket},
-  {"struct", luaopen_struct},
-  {"system", luaopen_system},
-  {NULL, NULL}};
+    {"bundle", luaopen_bundle},
+    {"cjson", luaopen_cjson},
+    {"cjson.safe", luaopen_cjson_safe},
+    {"dns", luaopen_dns},
+    {"luaio.archive", luaopen_luaio_archive},
+    {"luaio.crypto", luaopen_luaio_crypto},
+    {"luaio.error", luaopen_luaio_error},
+    {"luaio.fs", luaopen_luaio_fs},
+    {"luaio.http", luaopen_luaio_http},
+    {"luaio.http_client", luaopen_luaio_http_client},
+    {"luaio.log", luaopen_luaio_log},
+    {"luaio.mysql", luaopen_luaio_mysql},
+    {"luaio.opt", luaopen_luaio_opt},
+    {"luaio.process", luaopen_luaio_process},
+    {"luaio.redis", luaopen_luaio_redis},
+    {"luaio.signal", luaopen_luaio_signal},
+    {"luaio.task", luaopen_luaio_task},
+    {"luaio.tcp", luaopen_luaio_tcp},
+    {"luaio.tls", luaopen_luaio_tls},
+    {"luaio.websocket", luaopen_luaio_websocket},
+    {"struct", luaopen_struct},
+    {"system", luaopen_system},
+    {NULL, NULL},
+};
 
 /* package.preload loader for an embedded stdlib module; upvalue 1 is its index. */
 static int load_embedded(lua_State *L) {
@@ -164,7 +165,8 @@ static int run_fork_child(int payload, int argc, char **argv) {
     luaio_bundle_use_folder(folder);
     free(folder);
   } else if (!payload) {
-    fprintf(stderr, "luaio: LUAIO_FORK_FILE is set, but there is no bundle and no LUAIO_FORK_APP\n");
+    fprintf(stderr,
+            "luaio: LUAIO_FORK_FILE is set, but there is no bundle and no LUAIO_FORK_APP\n");
     return 1;
   }
   return run_entry(file, file, argc - 1, argv + 1);
@@ -235,7 +237,8 @@ int main(int argc, char **argv) {
     return 0;
   }
   struct stat st;
-  if (is_lua_file(cmd) || (stat(cmd, &st) == 0 && S_ISDIR(st.st_mode))) return run_path(cmd, argc - 2, argv + 2);
+  if (is_lua_file(cmd) || (stat(cmd, &st) == 0 && S_ISDIR(st.st_mode)))
+    return run_path(cmd, argc - 2, argv + 2);
   fprintf(stderr, "luaio: unknown command '%s'\n\n", cmd);
   usage(stderr);
   return 2;

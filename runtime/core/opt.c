@@ -70,9 +70,11 @@ static int absindex(lua_State *L, int idx) {
 }
 
 /* The option's value is at the top of the stack. */
-static int option_error(lua_State *L, int opts, const char *name, const char *expected, int numeric) {
+static int option_error(lua_State *L, int opts, const char *name, const char *expected,
+                        int numeric) {
   const char *g = numeric ? got(L, -1) : luaL_typename(L, -1);
-  return luaL_argerror(L, opts, lua_pushfstring(L, "option '%s': %s expected, got %s", name, expected, g));
+  return luaL_argerror(L, opts,
+                       lua_pushfstring(L, "option '%s': %s expected, got %s", name, expected, g));
 }
 
 uint64_t luaio_opt_ms(lua_State *L, int opts, const char *name, uint64_t def) {
@@ -84,7 +86,8 @@ uint64_t luaio_opt_ms(lua_State *L, int opts, const char *name, uint64_t def) {
   return ms;
 }
 
-uint64_t luaio_opt_uint(lua_State *L, int opts, const char *name, uint64_t def, uint64_t min, uint64_t max) {
+uint64_t luaio_opt_uint(lua_State *L, int opts, const char *name, uint64_t def, uint64_t min,
+                        uint64_t max) {
   opts = absindex(L, opts);
   if (max > MAX_EXACT) max = MAX_EXACT;
   uint64_t v = def;
@@ -101,7 +104,8 @@ uint64_t luaio_opt_uint(lua_State *L, int opts, const char *name, uint64_t def, 
   return v;
 }
 
-size_t luaio_opt_size(lua_State *L, int opts, const char *name, size_t def, size_t min, size_t max) {
+size_t luaio_opt_size(lua_State *L, int opts, const char *name, size_t def, size_t min,
+                      size_t max) {
   return (size_t)luaio_opt_uint(L, opts, name, def, min, max);
 }
 

@@ -20,10 +20,10 @@
 #include "luaio.h"
 
 static uv_loop_t *loop;
-static lua_State *mainL;      /* the main state, used by callbacks */
-static lua_State *current;    /* the task being resumed now, or NULL */
-static lua_State *main_task;  /* the app's main chunk: its failure ends the process */
-static int wait_yield;        /* set by luaio_yield: tells a wait from a stray coroutine.yield */
+static lua_State *mainL;     /* the main state, used by callbacks */
+static lua_State *current;   /* the task being resumed now, or NULL */
+static lua_State *main_task; /* the app's main chunk: its failure ends the process */
+static int wait_yield;       /* set by luaio_yield: tells a wait from a stray coroutine.yield */
 static int exit_status;
 
 uv_loop_t *luaio_loop(void) { return loop; }
@@ -33,8 +33,9 @@ lua_State *luaio_mainstate(void) { return mainL; }
 
 void luaio_checktask(lua_State *L, const char *what) {
   if (L != current)
-    luaL_error(L, "%s: cannot wait here: waiting calls must run in a luaio task (the main chunk, "
-                  "a handler or task.spawn), not the main thread or a plain coroutine",
+    luaL_error(L,
+               "%s: cannot wait here: waiting calls must run in a luaio task (the main chunk, "
+               "a handler or task.spawn), not the main thread or a plain coroutine",
                what);
 }
 
@@ -88,7 +89,8 @@ static int traceback_handler(lua_State *L) {
 }
 
 static void run_hook(lua_State *co) {
-  if (lua_gettop(co) < 3 || lua_type(co, 1) != LUA_TLIGHTUSERDATA || lua_touserdata(co, 1) != &hook_key)
+  if (lua_gettop(co) < 3 || lua_type(co, 1) != LUA_TLIGHTUSERDATA ||
+      lua_touserdata(co, 1) != &hook_key)
     return;
   const luaio_hook *hook = lua_touserdata(co, 2);
   if (lua_gettop(co) >= 4 && !lua_toboolean(co, 4)) { /* xpcall caught an error */
@@ -395,10 +397,10 @@ static int sched_now(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg sched_funcs[] = {
-  {"current", sched_current}, {"now", sched_now},     {"sleep", sched_sleep},
-  {"spawn", sched_spawn},     {"suspend", sched_suspend}, {"wake", sched_wake},
-  {"yield", sched_yield_task},     {NULL, NULL}};
+static const luaL_Reg sched_funcs[] = {{"current", sched_current},  {"now", sched_now},
+                                       {"sleep", sched_sleep},      {"spawn", sched_spawn},
+                                       {"suspend", sched_suspend},  {"wake", sched_wake},
+                                       {"yield", sched_yield_task}, {NULL, NULL}};
 
 int luaopen_luaio_task(lua_State *L) {
   luaio_newlib(L, sched_funcs);

@@ -39,8 +39,8 @@
 #define NOINLINE __attribute__((noinline))
 
 #define CJSON_VERSION "2.1.0.14"
-#define LJ_MAX_STR 0x7fffff00      /* LuaJIT's longest string */
-#define KEEP_MAX (8u << 20)         /* decode memory kept between calls, per block */
+#define LJ_MAX_STR 0x7fffff00           /* LuaJIT's longest string */
+#define KEEP_MAX (8u << 20)             /* decode memory kept between calls, per block */
 #define MAX_SAFE_INT 9007199254740992.0 /* 2^53 */
 
 /* Upvalues of every function of a module table. */
@@ -374,14 +374,14 @@ static NOINLINE void put_newline(lua_State *L, enc_t *e, int level) {
 /* 0: the byte is copied; else it is escaped: lua-cjson's set (control characters, '"', '\',
  * DEL, and '/' unless encode_escape_forward_slash(false)). */
 static const unsigned char needs_esc[256] = {
-  1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-  0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
 
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
-#define HAS_ZERO(v) (((v) - ONES) & ~(v) & HIGHS)
+#define HAS_ZERO(v) (((v)-ONES) & ~(v)&HIGHS)
 
 /* Does any of the 8 bytes in v need an escape? slash is ONES * '/' when '/' is escaped, else
  * ONES * '"' (a second test for '"', which changes nothing). */
@@ -403,19 +403,19 @@ static char *put_escape(char *d, unsigned char ch) {
   static const char hex[] = "0123456789abcdef";
   *d++ = '\\';
   switch (ch) {
-  case '"': *d++ = '"'; break;
-  case '\\': *d++ = '\\'; break;
-  case '/': *d++ = '/'; break;
-  case '\b': *d++ = 'b'; break;
-  case '\t': *d++ = 't'; break;
-  case '\n': *d++ = 'n'; break;
-  case '\f': *d++ = 'f'; break;
-  case '\r': *d++ = 'r'; break;
-  default:
-    memcpy(d, "u00", 3);
-    d[3] = hex[ch >> 4];
-    d[4] = hex[ch & 15];
-    d += 5;
+    case '"': *d++ = '"'; break;
+    case '\\': *d++ = '\\'; break;
+    case '/': *d++ = '/'; break;
+    case '\b': *d++ = 'b'; break;
+    case '\t': *d++ = 't'; break;
+    case '\n': *d++ = 'n'; break;
+    case '\f': *d++ = 'f'; break;
+    case '\r': *d++ = 'r'; break;
+    default:
+      memcpy(d, "u00", 3);
+      d[3] = hex[ch >> 4];
+      d[4] = hex[ch & 15];
+      d += 5;
   }
   return d;
 }
@@ -458,9 +458,9 @@ static void put_string(lua_State *L, enc_t *e, const char *str, size_t n) {
 /* --- encoding: numbers ----------------------------------------------------------------- */
 
 static const char digits2[] =
-  "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-  "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-  "8081828384858687888990919293949596979899";
+    "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+    "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+    "8081828384858687888990919293949596979899";
 
 static char *put_u64(char *d, uint64_t u) {
   int n = 1;
@@ -703,26 +703,26 @@ static void encode_table(lua_State *L, enc_t *e, int depth) {
 /* Encodes the value on top of the stack (left there). */
 static int encode_value(lua_State *L, enc_t *e, int depth) {
   switch (lua_type(L, -1)) {
-  case LUA_TSTRING: put_string(L, e, lua_tostring(L, -1), lua_objlen(L, -1)); return WROTE;
-  case LUA_TNUMBER: put_number(L, e, -1); return WROTE;
-  case LUA_TBOOLEAN:
-    if (lua_toboolean(L, -1))
-      put(L, e, "true", 4);
-    else
-      put(L, e, "false", 5);
-    return WROTE;
-  case LUA_TTABLE: encode_table(L, e, depth + 1); return WROTE;
-  case LUA_TNIL: put(L, e, "null", 4); return WROTE;
-  case LUA_TLIGHTUSERDATA:
-    if (lua_touserdata(L, -1) == NULL) {
-      put(L, e, "null", 4);
+    case LUA_TSTRING: put_string(L, e, lua_tostring(L, -1), lua_objlen(L, -1)); return WROTE;
+    case LUA_TNUMBER: put_number(L, e, -1); return WROTE;
+    case LUA_TBOOLEAN:
+      if (lua_toboolean(L, -1))
+        put(L, e, "true", 4);
+      else
+        put(L, e, "false", 5);
       return WROTE;
-    }
-    if (lua_touserdata(L, -1) == (void *)&array_key) {
-      put(L, e, "[]", 2);
-      return WROTE;
-    }
-    break;
+    case LUA_TTABLE: encode_table(L, e, depth + 1); return WROTE;
+    case LUA_TNIL: put(L, e, "null", 4); return WROTE;
+    case LUA_TLIGHTUSERDATA:
+      if (lua_touserdata(L, -1) == NULL) {
+        put(L, e, "null", 4);
+        return WROTE;
+      }
+      if (lua_touserdata(L, -1) == (void *)&array_key) {
+        put(L, e, "[]", 2);
+        return WROTE;
+      }
+      break;
   }
   if (e->cfg->skip_unsupported) return SKIPPED;
   enc_fail(L, e, -1, "type not supported");
@@ -764,8 +764,8 @@ static int json_encode(lua_State *L) {
 static int is_ws(unsigned char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; }
 
 static int is_delim(unsigned char ch, int comments) {
-  return is_ws(ch) || ch == '{' || ch == '}' || ch == '[' || ch == ']' || ch == ',' ||
-         ch == ':' || ch == '"' || (comments && ch == '/');
+  return is_ws(ch) || ch == '{' || ch == '}' || ch == '[' || ch == ']' || ch == ',' || ch == ':' ||
+         ch == '"' || (comments && ch == '/');
 }
 
 /* Skips whitespace (and comments when allowed) from i; stops at a comment not closed. */
@@ -831,8 +831,8 @@ static int is_nonfinite(const char *s, size_t n) {
 
 /* Is s "\\uD800" to "\\uDBFF"? */
 static int is_high_surrogate(const char *s) {
-  return s[0] == '\\' && s[1] == 'u' && (s[2] == 'd' || s[2] == 'D') && s[3] && strchr("89abAB", s[3]) &&
-         isxdigit((unsigned char)s[4]) && isxdigit((unsigned char)s[5]);
+  return s[0] == '\\' && s[1] == 'u' && (s[2] == 'd' || s[2] == 'D') && s[3] &&
+         strchr("89abAB", s[3]) && isxdigit((unsigned char)s[4]) && isxdigit((unsigned char)s[5]);
 }
 
 /* The end of the token at s[i]: a character, a string (len when not closed), a literal, or
@@ -856,13 +856,13 @@ static size_t token_end(const char *s, size_t len, size_t i, int comments) {
 /* What lua-cjson calls the token of n bytes at s: a type name, or what is wrong with it. */
 static const char *token_name(const char *s, size_t n, int invalid_numbers) {
   switch (s[0]) {
-  case '{': return "T_OBJ_BEGIN";
-  case '}': return "T_OBJ_END";
-  case '[': return "T_ARR_BEGIN";
-  case ']': return "T_ARR_END";
-  case ',': return "T_COMMA";
-  case ':': return "T_COLON";
-  case '"': return "T_STRING";
+    case '{': return "T_OBJ_BEGIN";
+    case '}': return "T_OBJ_END";
+    case '[': return "T_ARR_BEGIN";
+    case ']': return "T_ARR_END";
+    case ',': return "T_COMMA";
+    case ':': return "T_COLON";
+    case '"': return "T_STRING";
   }
   if (is_word(s, n, "true") || is_word(s, n, "false")) return "T_BOOLEAN";
   if (is_word(s, n, "null")) return "T_NULL";
@@ -882,11 +882,13 @@ enum { X_VALUE, X_KEY, X_COLON, X_AFTER };
 
 static const char *expectation(int state, const char *stack, size_t depth) {
   switch (state) {
-  case X_VALUE: return "value";
-  case X_KEY: return "object key string";
-  case X_COLON: return "colon";
+    case X_VALUE: return "value";
+    case X_KEY: return "object key string";
+    case X_COLON: return "colon";
   }
-  return depth == 0 ? "the end" : stack[depth - 1] == 'a' ? "comma or array end" : "comma or object end";
+  return depth == 0                ? "the end"
+         : stack[depth - 1] == 'a' ? "comma or array end"
+                                   : "comma or object end";
 }
 
 static stop_t find_stop(cfg_t *c, const char *s, size_t len, yyjson_read_err err) {
@@ -909,7 +911,8 @@ static stop_t find_stop(cfg_t *c, const char *s, size_t len, yyjson_read_err err
     size_t j = token_end(s, len, i, comments);
     int bad = ch == '"' ? string_end(s, len, i) == 0
                         : token_name(s + i, j - i, c->decode_invalid_numbers)[0] == 'i';
-    if (j > at || (inside && j == at && !strchr("{}[],:\"", ch)) || (at_end && j == len && bad)) break;
+    if (j > at || (inside && j == at && !strchr("{}[],:\"", ch)) || (at_end && j == len && bad))
+      break;
     if (ch == '{' || ch == '[') {
       if (depth == cap) {
         char *grown = realloc(stack, cap = cap ? cap * 2 : 64);
@@ -958,16 +961,20 @@ static NOINLINE void push_parse_error(lua_State *L, cfg_t *c, const char *s, siz
     where = err.pos < len ? err.pos : len;
     for (int k = 0; k < 6 && where > tok && s[where] != '\\'; k++) where--;
     if (where >= tok + 6 && is_high_surrogate(s + where - 6)) where -= 6;
-    found = strstr(err.msg, "escaped character") ? "invalid escape code" : "invalid unicode escape code";
+    found = strstr(err.msg, "escaped character") ? "invalid escape code"
+                                                 : "invalid unicode escape code";
   } else {
-    found = token_name(s + tok, token_end(s, len, tok, c->allow_comment) - tok, c->decode_invalid_numbers);
+    found = token_name(s + tok, token_end(s, len, tok, c->allow_comment) - tok,
+                       c->decode_invalid_numbers);
   }
-  lua_pushfstring(L, "Expected %s but found %s at character %d", stop.expected, found, (int)where + 1);
+  lua_pushfstring(L, "Expected %s but found %s at character %d", stop.expected, found,
+                  (int)where + 1);
 }
 
 /* decode_max_depth: where the first container past the limit opens (1-based, as lua-cjson
  * counts), found again in the text. */
-static NOINLINE void push_depth_error(lua_State *L, cfg_t *c, const char *s, size_t len, int limit) {
+static NOINLINE void push_depth_error(lua_State *L, cfg_t *c, const char *s, size_t len,
+                                      int limit) {
   int depth = 0;
   size_t i = 0;
   for (;;) {
@@ -1029,22 +1036,26 @@ static int push_object(lua_State *L, cfg_t *c, yyjson_val *v, int depth) {
 
 static int push_value(lua_State *L, cfg_t *c, yyjson_val *v, int depth) {
   switch (unsafe_yyjson_get_tag(v)) {
-  case YYJSON_TYPE_STR | YYJSON_SUBTYPE_NONE:
-  case YYJSON_TYPE_STR | YYJSON_SUBTYPE_NOESC:
-    lua_pushlstring(L, unsafe_yyjson_get_str(v), unsafe_yyjson_get_len(v));
-    return 0;
-  case YYJSON_TYPE_NUM | YYJSON_SUBTYPE_UINT: lua_pushnumber(L, (double)unsafe_yyjson_get_uint(v)); return 0;
-  case YYJSON_TYPE_NUM | YYJSON_SUBTYPE_SINT: { /* "-0" is the only 0 read as signed */
-    int64_t i = unsafe_yyjson_get_sint(v);
-    lua_pushnumber(L, i == 0 ? -0.0 : (double)i);
-    return 0;
-  }
-  case YYJSON_TYPE_NUM | YYJSON_SUBTYPE_REAL: lua_pushnumber(L, unsafe_yyjson_get_real(v)); return 0;
-  case YYJSON_TYPE_BOOL | YYJSON_SUBTYPE_TRUE: lua_pushboolean(L, 1); return 0;
-  case YYJSON_TYPE_BOOL | YYJSON_SUBTYPE_FALSE: lua_pushboolean(L, 0); return 0;
-  case YYJSON_TYPE_ARR | YYJSON_SUBTYPE_NONE: return push_array(L, c, v, depth + 1);
-  case YYJSON_TYPE_OBJ | YYJSON_SUBTYPE_NONE: return push_object(L, c, v, depth + 1);
-  default: lua_pushlightuserdata(L, NULL); return 0; /* null */
+    case YYJSON_TYPE_STR | YYJSON_SUBTYPE_NONE:
+    case YYJSON_TYPE_STR | YYJSON_SUBTYPE_NOESC:
+      lua_pushlstring(L, unsafe_yyjson_get_str(v), unsafe_yyjson_get_len(v));
+      return 0;
+    case YYJSON_TYPE_NUM | YYJSON_SUBTYPE_UINT:
+      lua_pushnumber(L, (double)unsafe_yyjson_get_uint(v));
+      return 0;
+    case YYJSON_TYPE_NUM | YYJSON_SUBTYPE_SINT: { /* "-0" is the only 0 read as signed */
+      int64_t i = unsafe_yyjson_get_sint(v);
+      lua_pushnumber(L, i == 0 ? -0.0 : (double)i);
+      return 0;
+    }
+    case YYJSON_TYPE_NUM | YYJSON_SUBTYPE_REAL:
+      lua_pushnumber(L, unsafe_yyjson_get_real(v));
+      return 0;
+    case YYJSON_TYPE_BOOL | YYJSON_SUBTYPE_TRUE: lua_pushboolean(L, 1); return 0;
+    case YYJSON_TYPE_BOOL | YYJSON_SUBTYPE_FALSE: lua_pushboolean(L, 0); return 0;
+    case YYJSON_TYPE_ARR | YYJSON_SUBTYPE_NONE: return push_array(L, c, v, depth + 1);
+    case YYJSON_TYPE_OBJ | YYJSON_SUBTYPE_NONE: return push_object(L, c, v, depth + 1);
+    default: lua_pushlightuserdata(L, NULL); return 0; /* null */
   }
 }
 
@@ -1107,22 +1118,22 @@ static int cjson_new(lua_State *L);
 static int cjson_safe_new(lua_State *L);
 
 static const luaL_Reg cjson_funcs[] = {
-  {"decode", json_decode},
-  {"decode_allow_comment", cfg_decode_allow_comment},
-  {"decode_array_with_array_mt", cfg_decode_array_with_array_mt},
-  {"decode_invalid_numbers", cfg_decode_invalid_numbers},
-  {"decode_max_depth", cfg_decode_max_depth},
-  {"encode", json_encode},
-  {"encode_empty_table_as_object", cfg_encode_empty_table_as_object},
-  {"encode_escape_forward_slash", cfg_encode_escape_forward_slash},
-  {"encode_indent", cfg_encode_indent},
-  {"encode_invalid_numbers", cfg_encode_invalid_numbers},
-  {"encode_keep_buffer", cfg_encode_keep_buffer},
-  {"encode_max_depth", cfg_encode_max_depth},
-  {"encode_number_precision", cfg_encode_number_precision},
-  {"encode_skip_unsupported_value_types", cfg_encode_skip_unsupported_value_types},
-  {"encode_sparse_array", cfg_encode_sparse_array},
-  {NULL, NULL}};
+    {"decode", json_decode},
+    {"decode_allow_comment", cfg_decode_allow_comment},
+    {"decode_array_with_array_mt", cfg_decode_array_with_array_mt},
+    {"decode_invalid_numbers", cfg_decode_invalid_numbers},
+    {"decode_max_depth", cfg_decode_max_depth},
+    {"encode", json_encode},
+    {"encode_empty_table_as_object", cfg_encode_empty_table_as_object},
+    {"encode_escape_forward_slash", cfg_encode_escape_forward_slash},
+    {"encode_indent", cfg_encode_indent},
+    {"encode_invalid_numbers", cfg_encode_invalid_numbers},
+    {"encode_keep_buffer", cfg_encode_keep_buffer},
+    {"encode_max_depth", cfg_encode_max_depth},
+    {"encode_number_precision", cfg_encode_number_precision},
+    {"encode_skip_unsupported_value_types", cfg_encode_skip_unsupported_value_types},
+    {"encode_sparse_array", cfg_encode_sparse_array},
+    {NULL, NULL}};
 
 /* Pushes registry[key], creating an empty table there the first time. */
 static void shared_table(lua_State *L, const void *key) {

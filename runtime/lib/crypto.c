@@ -68,8 +68,8 @@ static const EVP_MD *check_md(lua_State *L, int arg) {
 
 /* Pushes the digest, or the HMAC when key is not NULL; 0 when OpenSSL failed. Apart from the
  * functions that raise (docs/internals.md: a raising frame holds no arrays). */
-static __attribute__((noinline)) int push_mac(lua_State *L, const EVP_MD *md, const char *key, size_t klen,
-                                              const char *data, size_t n) {
+static __attribute__((noinline)) int push_mac(lua_State *L, const EVP_MD *md, const char *key,
+                                              size_t klen, const char *data, size_t n) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len;
   int ok = key ? HMAC(md, key, (int)klen, (const unsigned char *)data, n, out, &len) != NULL
@@ -160,7 +160,8 @@ static EVP_KDF *argon2id; /* fetched once, on the loop's thread; shared by the p
 /* On a pool thread: no Lua here. */
 static void kdf_work(uv_work_t *w) {
   kdf_req *r = w->data;
-  uint8_t *pw = r->data, *salt = pw + r->pwlen, *secret = salt + r->saltlen, *ad = secret + r->secretlen;
+  uint8_t *pw = r->data, *salt = pw + r->pwlen, *secret = salt + r->saltlen,
+          *ad = secret + r->secretlen;
   uint32_t threads = 1, version = 0x13;
   OSSL_PARAM params[10], *p = params;
   *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PASSWORD, pw, r->pwlen);
@@ -170,8 +171,10 @@ static void kdf_work(uv_work_t *w) {
   *p++ = OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_ARGON2_LANES, &r->p);
   *p++ = OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_THREADS, &threads);
   *p++ = OSSL_PARAM_construct_uint32(OSSL_KDF_PARAM_ARGON2_VERSION, &version);
-  if (r->secretlen > 0) *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, secret, r->secretlen);
-  if (r->adlen > 0) *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_ARGON2_AD, ad, r->adlen);
+  if (r->secretlen > 0)
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SECRET, secret, r->secretlen);
+  if (r->adlen > 0)
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_ARGON2_AD, ad, r->adlen);
   *p = OSSL_PARAM_construct_end();
   EVP_KDF_CTX *ctx = EVP_KDF_CTX_new(argon2id);
   r->ok = ctx != NULL && EVP_KDF_derive(ctx, ad + r->adlen, r->outlen, params) == 1;
@@ -197,7 +200,8 @@ static void kdf_after(uv_work_t *w, int status) {
   luaio_resume(co, n);
 }
 
-static uint32_t check_u32(lua_State *L, int arg, lua_Integer min, lua_Integer max, const char *what) {
+static uint32_t check_u32(lua_State *L, int arg, lua_Integer min, lua_Integer max,
+                          const char *what) {
   lua_Integer v = luaL_checkinteger(L, arg);
   if (v < min || v > max || (lua_Number)v != lua_tonumber(L, arg)) luaL_argerror(L, arg, what);
   return (uint32_t)v;
@@ -207,10 +211,12 @@ static uint32_t check_u32(lua_State *L, int arg, lua_Integer min, lua_Integer ma
  * salt 8 bytes or more, t 1 to 2^16, m (KiB) 8p to 4 GiB, p 1 to 255, len 4 to 1024. */
 static int crypto_argon2id(lua_State *L) {
   luaio_checktask(L, "argon2id");
-  bytes pw = check_bytes(L, 1), salt = check_bytes(L, 2), secret = opt_bytes(L, 7), ad = opt_bytes(L, 8);
+  bytes pw = check_bytes(L, 1), salt = check_bytes(L, 2), secret = opt_bytes(L, 7),
+        ad = opt_bytes(L, 8);
   uint32_t t = check_u32(L, 3, 1, 65536, "passes (t) from 1 to 65536 expected");
   uint32_t p = check_u32(L, 5, 1, 255, "lanes (p) from 1 to 255 expected");
-  uint32_t m = check_u32(L, 4, 8 * (lua_Integer)p, 4194304, "memory (m) from 8p to 4194304 KiB expected");
+  uint32_t m =
+      check_u32(L, 4, 8 * (lua_Integer)p, 4194304, "memory (m) from 8p to 4194304 KiB expected");
   size_t outlen = check_u32(L, 6, 4, 1024, "hash length from 4 to 1024 bytes expected");
   luaL_argcheck(L, salt.n >= 8 && salt.n <= 1024, 2, "salt of 8 to 1024 bytes expected");
   luaL_argcheck(L, pw.n <= 65536, 1, "password longer than 64 KiB");
@@ -220,8 +226,14 @@ static int crypto_argon2id(lua_State *L) {
     return luaio_pushnamederror(L, "ENOTSUP", "this OpenSSL has no ARGON2ID");
   kdf_req *r = malloc(sizeof *r + pw.n + salt.n + secret.n + ad.n + outlen);
   if (r == NULL) return luaio_pusherror(L, UV_ENOMEM);
-  *r = (kdf_req){.t = t, .m = m, .p = p, .pwlen = pw.n, .saltlen = salt.n, .secretlen = secret.n,
-                 .adlen = ad.n, .outlen = outlen};
+  *r = (kdf_req){.t = t,
+                 .m = m,
+                 .p = p,
+                 .pwlen = pw.n,
+                 .saltlen = salt.n,
+                 .secretlen = secret.n,
+                 .adlen = ad.n,
+                 .outlen = outlen};
   uint8_t *d = r->data;
   memcpy(d, pw.p, pw.n);
   memcpy(d += pw.n, salt.p, salt.n);
@@ -240,9 +252,10 @@ static int crypto_argon2id(lua_State *L) {
 }
 
 static const luaL_Reg crypto_functions[] = {
-  {"argon2id", crypto_argon2id}, {"base64", crypto_base64}, {"digest", crypto_digest},
-  {"equal", crypto_equal},       {"hmac", crypto_hmac},     {"random", crypto_random},
-  {"unbase64", crypto_unbase64}, {NULL, NULL}};
+    {"argon2id", crypto_argon2id}, {"base64", crypto_base64},
+    {"digest", crypto_digest},     {"equal", crypto_equal},
+    {"hmac", crypto_hmac},         {"random", crypto_random},
+    {"unbase64", crypto_unbase64}, {NULL, NULL}};
 
 int luaopen_luaio_crypto(lua_State *L) {
   luaio_newlib(L, crypto_functions);

@@ -23,11 +23,23 @@
 
 #include "luaio.h"
 
-#define MAX_INT_SIZE 8  /* i8/I8: a double holds the value (exactly up to 2^53) */
-#define NATIVE_ALIGN 8  /* what "!" alone means on x86_64 */
-#define KEEP_MAX 65536  /* the output buffer is kept between calls up to this size */
+#define MAX_INT_SIZE 8 /* i8/I8: a double holds the value (exactly up to 2^53) */
+#define NATIVE_ALIGN 8 /* what "!" alone means on x86_64 */
+#define KEEP_MAX 65536 /* the output buffer is kept between calls up to this size */
 
-enum { K_ERROR = -1, K_INT, K_UINT, K_FLOAT, K_DOUBLE, K_CHAR, K_STRING, K_ZSTR, K_PADDING, K_PADALIGN, K_NOP };
+enum {
+  K_ERROR = -1,
+  K_INT,
+  K_UINT,
+  K_FLOAT,
+  K_DOUBLE,
+  K_CHAR,
+  K_STRING,
+  K_ZSTR,
+  K_PADDING,
+  K_PADALIGN,
+  K_NOP
+};
 
 typedef struct {
   const char *fmt; /* the next option */
@@ -81,29 +93,34 @@ static int read_option(parser *p, int *size) {
   int c = *p->fmt++;
   *size = 0;
   switch (c) {
-  case 'b': *size = 1; return K_INT;
-  case 'B': *size = 1; return K_UINT;
-  case 'h': *size = 2; return K_INT;
-  case 'H': *size = 2; return K_UINT;
-  case 'l': case 'j': *size = 8; return K_INT;
-  case 'L': case 'J': case 'T': *size = 8; return K_UINT;
-  case 'i': return int_size(p, 4, size) ? K_ERROR : K_INT;
-  case 'I': return int_size(p, 4, size) ? K_ERROR : K_UINT;
-  case 'f': *size = 4; return K_FLOAT;
-  case 'd': case 'n': *size = 8; return K_DOUBLE;
-  case 's': return int_size(p, 8, size) ? K_ERROR : K_STRING;
-  case 'z': return K_ZSTR;
-  case 'x': *size = 1; return K_PADDING;
-  case 'X': return K_PADALIGN;
-  case 'c':
-    *size = read_count(p, -1);
-    if (*size < 0) return fail(1, "missing size for format option 'c'");
-    return K_CHAR;
-  case ' ': return K_NOP;
-  case '<': case '=': p->little = 1; return K_NOP;
-  case '>': p->little = 0; return K_NOP;
-  case '!': return int_size(p, NATIVE_ALIGN, &p->maxalign) ? K_ERROR : K_NOP;
-  default: return fail(1, "invalid format option '%c'", c);
+    case 'b': *size = 1; return K_INT;
+    case 'B': *size = 1; return K_UINT;
+    case 'h': *size = 2; return K_INT;
+    case 'H': *size = 2; return K_UINT;
+    case 'l':
+    case 'j': *size = 8; return K_INT;
+    case 'L':
+    case 'J':
+    case 'T': *size = 8; return K_UINT;
+    case 'i': return int_size(p, 4, size) ? K_ERROR : K_INT;
+    case 'I': return int_size(p, 4, size) ? K_ERROR : K_UINT;
+    case 'f': *size = 4; return K_FLOAT;
+    case 'd':
+    case 'n': *size = 8; return K_DOUBLE;
+    case 's': return int_size(p, 8, size) ? K_ERROR : K_STRING;
+    case 'z': return K_ZSTR;
+    case 'x': *size = 1; return K_PADDING;
+    case 'X': return K_PADALIGN;
+    case 'c':
+      *size = read_count(p, -1);
+      if (*size < 0) return fail(1, "missing size for format option 'c'");
+      return K_CHAR;
+    case ' ': return K_NOP;
+    case '<':
+    case '=': p->little = 1; return K_NOP;
+    case '>': p->little = 0; return K_NOP;
+    case '!': return int_size(p, NATIVE_ALIGN, &p->maxalign) ? K_ERROR : K_NOP;
+    default: return fail(1, "invalid format option '%c'", c);
   }
 }
 
@@ -128,11 +145,12 @@ static int next_option(parser *p, size_t pos, int *size, size_t *pad) {
 
 /* --- pack --------------------------------------------------------------------------------- */
 
-static char *out;              /* the output being built, kept between calls */
+static char *out; /* the output being built, kept between calls */
 static size_t out_len, out_cap;
 
 static int reserve(size_t n) {
-  if (out != NULL && out_len + n <= out_cap) return 0; /* memset and memcpy want a buffer even for 0 bytes */
+  if (out != NULL && out_len + n <= out_cap)
+    return 0; /* memset and memcpy want a buffer even for 0 bytes */
   size_t cap = out_cap ? out_cap : 256;
   while (cap < out_len + n) cap *= 2;
   char *grown = realloc(out, cap);
@@ -156,7 +174,8 @@ static int int_arg(lua_State *L, int arg, int size, int is_signed, uint64_t *bit
     return fail(arg, "number expected, got %s", lua_typename(L, lua_type(L, arg)));
   double v = lua_tonumber(L, arg);
   if (v != floor(v)) return fail(arg, "number has no integer representation");
-  double lo = is_signed ? -ldexp(1, 8 * size - 1) : 0, hi = ldexp(1, 8 * size - (is_signed ? 1 : 0));
+  double lo = is_signed ? -ldexp(1, 8 * size - 1) : 0,
+         hi = ldexp(1, 8 * size - (is_signed ? 1 : 0));
   if (size == 8) lo = -ldexp(1, 63), hi = ldexp(1, 64); /* 8 bytes: either sign, as in 5.3 */
   if (!(v >= lo && v < hi)) return fail(arg, "%s overflow", is_signed ? "integer" : "unsigned");
   *bits = v < 0 ? (uint64_t)(int64_t)v : (uint64_t)v;
@@ -185,48 +204,48 @@ static int pack_value(lua_State *L, parser *p, int kind, int size, int arg) {
   size_t len;
   const char *s;
   switch (kind) {
-  case K_INT: case K_UINT:
-    if (int_arg(L, arg, size, kind == K_INT, &bits)) return K_ERROR;
-    put_uint(bits, size, p->little);
-    return 0;
-  case K_FLOAT: {
-    if (number_arg(L, arg, &d)) return K_ERROR;
-    float f = (float)d;
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    put_uint(u, 4, p->little);
-    return 0;
-  }
-  case K_DOUBLE:
-    if (number_arg(L, arg, &d)) return K_ERROR;
-    memcpy(&bits, &d, 8);
-    put_uint(bits, 8, p->little);
-    return 0;
-  case K_CHAR:
-    if ((s = string_arg(L, arg, &len)) == NULL) return K_ERROR;
-    if (len > (size_t)size) return fail(arg, "string longer than given size");
-    memcpy(out + out_len, s, len);
-    memset(out + out_len + len, 0, (size_t)size - len);
-    out_len += (size_t)size;
-    return 0;
-  case K_STRING:
-    if ((s = string_arg(L, arg, &len)) == NULL) return K_ERROR;
-    if (size < 8 && len >= (size_t)1 << (8 * size)) return fail(arg, "string length does not fit in given size");
-    if (reserve(len)) return K_ERROR;
-    put_uint(len, size, p->little);
-    memcpy(out + out_len, s, len);
-    out_len += len;
-    return 0;
-  case K_ZSTR:
-    if ((s = string_arg(L, arg, &len)) == NULL) return K_ERROR;
-    if (strlen(s) != len) return fail(arg, "string contains zeros");
-    if (reserve(len + 1)) return K_ERROR;
-    memcpy(out + out_len, s, len + 1);
-    out_len += len + 1;
-    return 0;
-  case K_PADDING:
-    out[out_len++] = 0;
-    return 0;
+    case K_INT:
+    case K_UINT:
+      if (int_arg(L, arg, size, kind == K_INT, &bits)) return K_ERROR;
+      put_uint(bits, size, p->little);
+      return 0;
+    case K_FLOAT: {
+      if (number_arg(L, arg, &d)) return K_ERROR;
+      float f = (float)d;
+      uint32_t u;
+      memcpy(&u, &f, 4);
+      put_uint(u, 4, p->little);
+      return 0;
+    }
+    case K_DOUBLE:
+      if (number_arg(L, arg, &d)) return K_ERROR;
+      memcpy(&bits, &d, 8);
+      put_uint(bits, 8, p->little);
+      return 0;
+    case K_CHAR:
+      if ((s = string_arg(L, arg, &len)) == NULL) return K_ERROR;
+      if (len > (size_t)size) return fail(arg, "string longer than given size");
+      memcpy(out + out_len, s, len);
+      memset(out + out_len + len, 0, (size_t)size - len);
+      out_len += (size_t)size;
+      return 0;
+    case K_STRING:
+      if ((s = string_arg(L, arg, &len)) == NULL) return K_ERROR;
+      if (size < 8 && len >= (size_t)1 << (8 * size))
+        return fail(arg, "string length does not fit in given size");
+      if (reserve(len)) return K_ERROR;
+      put_uint(len, size, p->little);
+      memcpy(out + out_len, s, len);
+      out_len += len;
+      return 0;
+    case K_ZSTR:
+      if ((s = string_arg(L, arg, &len)) == NULL) return K_ERROR;
+      if (strlen(s) != len) return fail(arg, "string contains zeros");
+      if (reserve(len + 1)) return K_ERROR;
+      memcpy(out + out_len, s, len + 1);
+      out_len += len + 1;
+      return 0;
+    case K_PADDING: out[out_len++] = 0; return 0;
   }
   return 0;
 }
@@ -286,8 +305,8 @@ static double to_signed(uint64_t v, int size) {
 
 /* Pushes the values of s from pos (0-based) on, then the position after them: their count
  * plus one, or K_ERROR (nothing pushed). */
-static __attribute__((noinline)) int unpack_all(lua_State *L, const char *fmt, const char *s, size_t len,
-                                                 size_t pos) {
+static __attribute__((noinline)) int unpack_all(lua_State *L, const char *fmt, const char *s,
+                                                size_t len, size_t pos) {
   parser p = {fmt, 1, 1};
   int n = 0, top = lua_gettop(L);
   while (*p.fmt != '\0') {
@@ -304,41 +323,41 @@ static __attribute__((noinline)) int unpack_all(lua_State *L, const char *fmt, c
       goto error;
     }
     switch (kind) {
-    case K_INT: lua_pushnumber(L, to_signed(get_uint(at, size, p.little), size)); break;
-    case K_UINT: lua_pushnumber(L, (double)get_uint(at, size, p.little)); break;
-    case K_FLOAT: {
-      uint32_t u = (uint32_t)get_uint(at, 4, p.little);
-      float f;
-      memcpy(&f, &u, 4);
-      lua_pushnumber(L, f);
-      break;
-    }
-    case K_DOUBLE: {
-      uint64_t u = get_uint(at, 8, p.little);
-      double d;
-      memcpy(&d, &u, 8);
-      lua_pushnumber(L, d);
-      break;
-    }
-    case K_CHAR: lua_pushlstring(L, at, (size_t)size); break;
-    case K_STRING: {
-      uint64_t n_bytes = get_uint(at, size, p.little);
-      if (n_bytes > len - pos - (size_t)size) goto short_data;
-      lua_pushlstring(L, at + size, (size_t)n_bytes);
-      pos += (size_t)n_bytes;
-      break;
-    }
-    case K_ZSTR: {
-      const char *end = memchr(at, '\0', len - pos);
-      if (end == NULL) {
-        fail(2, "unfinished string for format 'z'");
-        goto error;
+      case K_INT: lua_pushnumber(L, to_signed(get_uint(at, size, p.little), size)); break;
+      case K_UINT: lua_pushnumber(L, (double)get_uint(at, size, p.little)); break;
+      case K_FLOAT: {
+        uint32_t u = (uint32_t)get_uint(at, 4, p.little);
+        float f;
+        memcpy(&f, &u, 4);
+        lua_pushnumber(L, f);
+        break;
       }
-      lua_pushlstring(L, at, (size_t)(end - at));
-      pos += (size_t)(end - at) + 1;
-      break;
-    }
-    case K_PADDING: break;
+      case K_DOUBLE: {
+        uint64_t u = get_uint(at, 8, p.little);
+        double d;
+        memcpy(&d, &u, 8);
+        lua_pushnumber(L, d);
+        break;
+      }
+      case K_CHAR: lua_pushlstring(L, at, (size_t)size); break;
+      case K_STRING: {
+        uint64_t n_bytes = get_uint(at, size, p.little);
+        if (n_bytes > len - pos - (size_t)size) goto short_data;
+        lua_pushlstring(L, at + size, (size_t)n_bytes);
+        pos += (size_t)n_bytes;
+        break;
+      }
+      case K_ZSTR: {
+        const char *end = memchr(at, '\0', len - pos);
+        if (end == NULL) {
+          fail(2, "unfinished string for format 'z'");
+          goto error;
+        }
+        lua_pushlstring(L, at, (size_t)(end - at));
+        pos += (size_t)(end - at) + 1;
+        break;
+      }
+      case K_PADDING: break;
     }
     if (kind != K_PADDING) n++;
     pos += (size_t)size;
@@ -392,10 +411,7 @@ static int struct_size(lua_State *L) {
 }
 
 static const luaL_Reg struct_funcs[] = {
-  {"pack", struct_pack},
-  {"size", struct_size},
-  {"unpack", struct_unpack},
-  {NULL, NULL}};
+    {"pack", struct_pack}, {"size", struct_size}, {"unpack", struct_unpack}, {NULL, NULL}};
 
 int luaopen_struct(lua_State *L) {
   luaio_newlib(L, struct_funcs);

@@ -44,25 +44,25 @@
 
 typedef struct sink_s sink_t;
 struct sink_s {
-  sink_t *next;  /* every sink not yet freed, for the exit hook */
-  sink_t **box;  /* the Lua userdata's slot, or NULL once it was collected */
-  char *path;    /* for reopen; NULL for stdout and stderr */
-  int fd;        /* -1 once closed; the worker replaces it on reopen */
-  int json;      /* the format of the "lines dropped" line */
-  size_t max;    /* bound on pending bytes */
+  sink_t *next; /* every sink not yet freed, for the exit hook */
+  sink_t **box; /* the Lua userdata's slot, or NULL once it was collected */
+  char *path;   /* for reopen; NULL for stdout and stderr */
+  int fd;       /* -1 once closed; the worker replaces it on reopen */
+  int json;     /* the format of the "lines dropped" line */
+  size_t max;   /* bound on pending bytes */
   /* pending lines: only the loop thread touches these */
   char *buf;
   size_t len, cap, reopen_at;
-  int oom;       /* an allocation failed while formatting the current line */
+  int oom; /* an allocation failed while formatting the current line */
   uint64_t dropped, dropped_total, errors;
   /* the batch being written: the worker owns these while `working` */
   uv_work_t work;
   char *wbuf;
   size_t wlen, wcap, wreopen_at;
   int werr;
-  int busy;      /* a batch was queued and its completion has not run yet */
-  int working;   /* under lock: the batch has not been written yet */
-  int closed;    /* no more lines; the descriptor closes once drained */
+  int busy;    /* a batch was queued and its completion has not run yet */
+  int working; /* under lock: the batch has not been written yet */
+  int closed;  /* no more lines; the descriptor closes once drained */
   uv_mutex_t lock;
   uv_cond_t cond;
 };
@@ -202,7 +202,8 @@ static __attribute__((noinline)) void put_time(sink_t *s) {
     cached_sec = tv.tv_sec;
   }
   int ms = (int)(tv.tv_usec / 1000);
-  char tail[5] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10), 'Z'};
+  char tail[5] = {'.', (char)('0' + ms / 100), (char)('0' + ms / 10 % 10), (char)('0' + ms % 10),
+                  'Z'};
   put(s, cached, cached_len);
   put(s, tail, sizeof tail);
 }
@@ -282,11 +283,11 @@ static void put_escaped(sink_t *s, const char *str, size_t n, esc_mode mode) {
     }
     i++;
     switch (c) {
-    case '"': put(s, "\\\"", 2); continue;
-    case '\\': put(s, "\\\\", 2); continue;
-    case '\n': put(s, "\\n", 2); continue;
-    case '\r': put(s, "\\r", 2); continue;
-    case '\t': put(s, "\\t", 2); continue;
+      case '"': put(s, "\\\"", 2); continue;
+      case '\\': put(s, "\\\\", 2); continue;
+      case '\n': put(s, "\\n", 2); continue;
+      case '\r': put(s, "\\r", 2); continue;
+      case '\t': put(s, "\\t", 2); continue;
     }
     if (mode == ESC_JSON) {
       char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
@@ -360,7 +361,8 @@ static int commit_line(sink_t *s, size_t start) {
 /* Formats one line from the stack: msg at 3, n sorted field names from base + 1 and their
  * values (strings, numbers or booleans) after them. Returns 1, or 0 when dropped. Apart
  * from sink_log because it takes addresses of locals (see docs/internals.md). */
-static __attribute__((noinline)) int format_line(lua_State *L, sink_t *s, int level, int base, int n) {
+static __attribute__((noinline)) int format_line(lua_State *L, sink_t *s, int level, int base,
+                                                 int n) {
   add_note(s, 0);
   size_t start = s->len, len;
   const char *p;
@@ -393,14 +395,14 @@ static __attribute__((noinline)) int format_line(lua_State *L, sink_t *s, int le
       putc_(s, '=');
     }
     switch (lua_type(L, v)) {
-    case LUA_TNUMBER: put_number(s, lua_tonumber(L, v), s->json); break;
-    case LUA_TBOOLEAN: puts_(s, lua_toboolean(L, v) ? "true" : "false"); break;
-    default:
-      p = lua_tolstring(L, v, &len);
-      if (s->json)
-        put_json_string(s, p, len);
-      else
-        put_text_value(s, p, len);
+      case LUA_TNUMBER: put_number(s, lua_tonumber(L, v), s->json); break;
+      case LUA_TBOOLEAN: puts_(s, lua_toboolean(L, v) ? "true" : "false"); break;
+      default:
+        p = lua_tolstring(L, v, &len);
+        if (s->json)
+          put_json_string(s, p, len);
+        else
+          put_text_value(s, p, len);
     }
   }
   put(s, s->json ? "}\n" : "\n", s->json ? 2 : 1);
@@ -410,9 +412,22 @@ static __attribute__((noinline)) int format_line(lua_State *L, sink_t *s, int le
 /* --- access lines (Common and Combined Log Format) --------------------------------------- */
 
 /* The fields in the order of the line; time is handled apart. */
-static const char *const access_keys[] = {"remote_addr", "user",  "method",  "path",      "protocol",
-                                          "status",      "bytes", "referer", "user_agent"};
-enum { A_REMOTE, A_USER, A_METHOD, A_PATH, A_PROTOCOL, A_STATUS, A_BYTES, A_REFERER, A_AGENT, A_TIME, A_COUNT };
+static const char *const access_keys[] = {"remote_addr", "user",     "method",
+                                          "path",        "protocol", "status",
+                                          "bytes",       "referer",  "user_agent"};
+enum {
+  A_REMOTE,
+  A_USER,
+  A_METHOD,
+  A_PATH,
+  A_PROTOCOL,
+  A_STATUS,
+  A_BYTES,
+  A_REFERER,
+  A_AGENT,
+  A_TIME,
+  A_COUNT
+};
 
 /* "26/Nov/2026:05:30:00 +0000" for a time in seconds; made once a second. */
 static __attribute__((noinline)) void put_clf_time(sink_t *s, double when) {
@@ -425,8 +440,9 @@ static __attribute__((noinline)) void put_clf_time(sink_t *s, double when) {
     time_t t = (time_t)sec;
     struct tm tm;
     gmtime_r(&t, &tm);
-    cached_len = snprintf(cached, sizeof cached, "%02d/%.3s/%04d:%02d:%02d:%02d +0000", tm.tm_mday,
-                          months + 3 * tm.tm_mon, tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    cached_len =
+        snprintf(cached, sizeof cached, "%02d/%.3s/%04d:%02d:%02d:%02d +0000", tm.tm_mday,
+                 months + 3 * tm.tm_mon, tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
     cached_sec = sec;
   }
   put(s, cached, (size_t)cached_len);
@@ -460,7 +476,8 @@ static void put_clf_field(lua_State *L, sink_t *s, int idx, int bare) {
 
 /* Formats an access line from the A_COUNT values from base + 1 (collect_access); returns
  * 1, or 0 when dropped. */
-static __attribute__((noinline)) int format_access(lua_State *L, sink_t *s, int base, int common, int newline) {
+static __attribute__((noinline)) int format_access(lua_State *L, sink_t *s, int base, int common,
+                                                   int newline) {
   size_t start = s->len;
   put_clf_field(L, s, base + 1 + A_REMOTE, 1);
   put(s, " - ", 3);
@@ -575,7 +592,8 @@ static int sink_log(lua_State *L) {
     luaL_error(L, "bad argument #1 to '%s' (string expected, got %s)", fname, luaL_typename(L, 3));
   int t = lua_type(L, 4);
   if (t != LUA_TNONE && t != LUA_TNIL && t != LUA_TTABLE)
-    luaL_error(L, "bad argument #2 to '%s' (table of fields expected, got %s)", fname, luaL_typename(L, 4));
+    luaL_error(L, "bad argument #2 to '%s' (table of fields expected, got %s)", fname,
+               luaL_typename(L, 4));
   if (s == NULL || s->closed) {
     lua_pushboolean(L, 0);
     return 1;
@@ -812,12 +830,13 @@ static int log_now(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg sink_methods[] = {
-  {"access", sink_access}, {"close", sink_close},   {"log", sink_log},     {"pending", sink_pending}, {"reopen", sink_reopen},
-  {"stats", sink_stats},   {"write", sink_write}, {NULL, NULL}};
+static const luaL_Reg sink_methods[] = {{"access", sink_access}, {"close", sink_close},
+                                        {"log", sink_log},       {"pending", sink_pending},
+                                        {"reopen", sink_reopen}, {"stats", sink_stats},
+                                        {"write", sink_write},   {NULL, NULL}};
 
 static const luaL_Reg log_funcs[] = {
-  {"formatAccess", log_formataccess}, {"now", log_now}, {"open", log_open}, {NULL, NULL}};
+    {"formatAccess", log_formataccess}, {"now", log_now}, {"open", log_open}, {NULL, NULL}};
 
 int luaopen_luaio_log(lua_State *L) {
   if (luaL_newmetatable(L, SINK_MT)) {

@@ -34,10 +34,10 @@
 #include "tls.h"
 
 #define SHARED_SIZE 131072 /* a 64 KiB message and its framing fit: parsed in place */
-#define BLOCKS_MAX 64        /* free blocks kept */
-#define OUTQS_MAX 64         /* free output queues kept */
-#define FLUSH_NOW 65536      /* queued bytes that are written at once, not at the loop's end */
-#define REF_MIN 4096         /* Lua strings at least this long are referenced, not copied */
+#define BLOCKS_MAX 64      /* free blocks kept */
+#define OUTQS_MAX 64       /* free output queues kept */
+#define FLUSH_NOW 65536    /* queued bytes that are written at once, not at the loop's end */
+#define REF_MIN 4096       /* Lua strings at least this long are referenced, not copied */
 #define MAX_IOV 1024
 #define INBUF_CAP (LUAIO_BLOCK - sizeof(luaio_inbuf))
 
@@ -110,11 +110,17 @@ static void run_callback(lua_State *L, void *arg) {
   const luaio_conn_proto *p = c->proto;
   if (p == NULL) return;
   switch (cb->what) {
-  case CB_READ: p->on_read(L, c); break;
-  case CB_DRAIN: if (p->on_drain) p->on_drain(L, c); break;
-  case CB_TIMEOUT: if (p->on_timeout) p->on_timeout(L, c); break;
-  case CB_TLS: if (p->on_tls) p->on_tls(L, c, cb->err); break;
-  default: p->on_close(L, c, cb->err); break;
+    case CB_READ: p->on_read(L, c); break;
+    case CB_DRAIN:
+      if (p->on_drain) p->on_drain(L, c);
+      break;
+    case CB_TIMEOUT:
+      if (p->on_timeout) p->on_timeout(L, c);
+      break;
+    case CB_TLS:
+      if (p->on_tls) p->on_tls(L, c, cb->err);
+      break;
+    default: p->on_close(L, c, cb->err); break;
   }
 }
 
@@ -342,8 +348,10 @@ static void tls_deliver(luaio_conn *c, size_t n) {
     callback(c, CB_TLS, 0);
     if (c->closing) return;
   }
-  if ((r & LUAIO_TLS_DATA) || c->read_err != 0) deliver(c);
-  else if (c->in == SHARED) c->in = NULL;
+  if ((r & LUAIO_TLS_DATA) || c->read_err != 0)
+    deliver(c);
+  else if (c->in == SHARED)
+    c->in = NULL;
   /* Decryption stopped when c->in was full. If the protocol then took it all, the rest
    * would wait for a socket event that may never come: go on from the loop. If nothing
    * could be decrypted (no room: a kept request head), pause as a full buffer does, until
@@ -453,8 +461,14 @@ static void flush(luaio_conn *c, int notify);
 static void flush_dirty(void);
 static void tls_deliver(luaio_conn *c, size_t n);
 
-static void on_flush_prepare(uv_prepare_t *h) { (void)h; flush_dirty(); }
-static void on_flush_check(uv_check_t *h) { (void)h; flush_dirty(); }
+static void on_flush_prepare(uv_prepare_t *h) {
+  (void)h;
+  flush_dirty();
+}
+static void on_flush_check(uv_check_t *h) {
+  (void)h;
+  flush_dirty();
+}
 
 /* Connections whose TLS transport holds input for them after a pause (tls_deliver runs from
  * the loop, not from inside the call that unpaused them). */
@@ -828,7 +842,8 @@ static void flush(luaio_conn *c, int notify) {
     q->flying = n;
     arm_send(c);
   }
-  if (q->shut != NULL && q->flying == q->n && !luaio_tls_handshaking(c)) { /* all of it is with libuv */
+  if (q->shut != NULL && q->flying == q->n &&
+      !luaio_tls_handshaking(c)) { /* all of it is with libuv */
     uv_shutdown_t *sreq = q->shut;
     q->shut = NULL;
     int err = uv_shutdown(sreq, &c->h.stream, q->shut_cb);
@@ -846,7 +861,7 @@ void luaio_conn_flush(luaio_conn *c) { flush(c, 0); }
 
 /* --- deadlines --------------------------------------------------------------------------------- */
 
-#define conn_of(d) ((luaio_conn *)((char *)(d) - offsetof(luaio_conn, dl)))
+#define conn_of(d) ((luaio_conn *)((char *)(d)-offsetof(luaio_conn, dl)))
 
 static void arm_core_deadline(luaio_conn *c);
 

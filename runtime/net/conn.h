@@ -84,22 +84,21 @@ typedef struct luaio_tls luaio_tls;
 
 struct luaio_conn {
   const luaio_conn_proto *proto; /* its state: luaio_conn_ud(c) */
-  luaio_tls *tls;       /* the TLS transport (net/tls.c), or NULL: plain */
-  luaio_server *server; /* the server that accepted it (its connection count), or NULL */
+  luaio_tls *tls;                /* the TLS transport (net/tls.c), or NULL: plain */
+  luaio_server *server;          /* the server that accepted it (its connection count), or NULL */
   luaio_inbuf *in;
   luaio_outq *out;
-  luaio_deadline dl;   /* the protocol's deadline, or the send timeout (dl_send) */
-  uint32_t in_max;     /* the input buffer never grows past this; reading pauses then */
-  uint32_t high_water; /* output bytes above which protocols pause */
+  luaio_deadline dl;     /* the protocol's deadline, or the send timeout (dl_send) */
+  uint32_t in_max;       /* the input buffer never grows past this; reading pauses then */
+  uint32_t high_water;   /* output bytes above which protocols pause */
   uint32_t send_timeout; /* ms that written output may wait without progress; 0 = forever */
   uint32_t wait_timeout; /* ms of inactivity a waiting task allows (a socket's setTimeout);
                           * the protocol's setting, kept here where it costs no padding */
   int16_t read_err;      /* 0, or UV_EOF or a read error: reading has ended */
   int16_t write_err;     /* the first write error (or why it closed): later writes fail with it */
   uint16_t linger_ms;
-  uint16_t want_read : 1, reading : 1, full : 1, over_high : 1, dl_send : 1, dl_hs : 1,
-    closing : 1, ending : 1, shut_after : 1, shut_sent : 1, lingering : 1, is_pipe : 1,
-    redrive : 1;
+  uint16_t want_read : 1, reading : 1, full : 1, over_high : 1, dl_send : 1, dl_hs : 1, closing : 1,
+      ending : 1, shut_after : 1, shut_sent : 1, lingering : 1, is_pipe : 1, redrive : 1;
   union {
     uv_handle_t handle;
     uv_stream_t stream;
@@ -112,7 +111,7 @@ struct luaio_conn {
  * that saves a pointer on every connection (10,000 idle ones are what bench/idle_tcp.sh
  * weighs). libuv's callbacks find their connection from the handle's address. */
 #define luaio_conn_ud(c) ((c)->h.handle.data)
-#define luaio_conn_of(handle) ((luaio_conn *)((char *)(handle) - offsetof(luaio_conn, h)))
+#define luaio_conn_of(handle) ((luaio_conn *)((char *)(handle)-offsetof(luaio_conn, h)))
 
 /* A listening server: the listener handle and the count of its open connections. The
  * memory is freed (s->free) when the listener is closed and the last connection is gone. */

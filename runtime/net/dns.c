@@ -123,7 +123,8 @@ static int dns_resolve4(lua_State *L) { return resolve(L, AF_INET, "resolve4"); 
 /* dns.resolve6(hostname) -> {"::1", ...}, or nil, err */
 static int dns_resolve6(lua_State *L) { return resolve(L, AF_INET6, "resolve6"); }
 
-static const luaL_Reg dns_funcs[] = {{"resolve4", dns_resolve4}, {"resolve6", dns_resolve6}, {NULL, NULL}};
+static const luaL_Reg dns_funcs[] = {
+    {"resolve4", dns_resolve4}, {"resolve6", dns_resolve6}, {NULL, NULL}};
 
 int luaopen_dns(lua_State *L) {
   luaio_newlib(L, dns_funcs);

@@ -53,7 +53,9 @@ static const luaio_conn_proto socket_proto;
 
 static int push_closed(lua_State *L) { return luaio_pusherror(L, UV_ENOTCONN); }
 
-static int push_busy(lua_State *L, const char *what) { return luaio_pushnamederror(L, "EBUSY", what); }
+static int push_busy(lua_State *L, const char *what) {
+  return luaio_pushnamederror(L, "EBUSY", what);
+}
 
 /* --- the object ---------------------------------------------------------------------------- */
 
@@ -254,7 +256,8 @@ static int read_generic(lua_State *L, read_mode mode, uint32_t want, const char 
   luaio_conn *c = luaio_socket_check(L, 1);
   if (c == NULL) return push_closed(L);
   sock_t *s = SOCK(c);
-  if (s->reader_ref != LUA_NOREF) return push_busy(L, "another task is already reading this socket");
+  if (s->reader_ref != LUA_NOREF)
+    return push_busy(L, "another task is already reading this socket");
   int n = try_read(L, c, mode, want);
   if (n > 0) return n;
   luaio_checktask(L, what);
@@ -357,7 +360,8 @@ static int wait_handshake(lua_State *L, luaio_conn *c, int result_ref) {
 
 static void on_tls(lua_State *L, luaio_conn *c, int err) {
   sock_t *s = SOCK(c);
-  if (s->reader_ref == LUA_NOREF || s->mode != READ_HANDSHAKE) return; /* failures reach readers at close */
+  if (s->reader_ref == LUA_NOREF || s->mode != READ_HANDSHAKE)
+    return; /* failures reach readers at close */
   lua_State *co = waiter(L, s->reader_ref);
   int anchor = s->reader_ref;
   s->reader_ref = LUA_NOREF;
@@ -397,7 +401,8 @@ static void on_connect(uv_connect_t *req, int status) {
   if (c->closing && c->write_err < 0) status = c->write_err; /* ETIMEDOUT */
   if (status == 0) {
     luaio_conn_read_start(c);
-    if (k->tls != NULL) status = luaio_tls_attach(c, k->tls, k->servername[0] ? k->servername : NULL);
+    if (k->tls != NULL)
+      status = luaio_tls_attach(c, k->tls, k->servername[0] ? k->servername : NULL);
   }
   if (k->tls != NULL) luaio_tlsctx_unref(k->tls);
   if (status < 0) {
@@ -493,7 +498,8 @@ static int sock_tlsinfo(lua_State *L) {
 static void on_shutdown(uv_shutdown_t *req, int status) {
   luaio_conn *c = req->data;
   free(req);
-  if (c == NULL || luaio_conn_ud(c) == NULL || c->proto != &socket_proto) return; /* gone meanwhile */
+  if (c == NULL || luaio_conn_ud(c) == NULL || c->proto != &socket_proto)
+    return; /* gone meanwhile */
   sock_t *s = SOCK(c);
   if (s->writer_ref == LUA_NOREF || !s->shutting) return;
   lua_State *co = waiter(luaio_mainstate(), s->writer_ref);
@@ -581,7 +587,8 @@ static int sock_setkeepalive(lua_State *L) {
   int enable = lua_isnoneornil(L, 2) ? 1 : lua_toboolean(L, 2);
   lua_Integer idle = luaL_optinteger(L, 3, 0);
   luaL_argcheck(L, idle >= 0 && idle < 1 << 20, 3, "seconds out of range");
-  return push_result(L, c->is_pipe ? UV_ENOTSUP : luaio_tcp_keepalive(&c->h.tcp, enable, (int)idle));
+  return push_result(L,
+                     c->is_pipe ? UV_ENOTSUP : luaio_tcp_keepalive(&c->h.tcp, enable, (int)idle));
 }
 
 static int sock_gc(lua_State *L) {
@@ -618,20 +625,19 @@ luaio_conn *luaio_socket_release(lua_State *L, int idx) {
   return c;
 }
 
-static const luaL_Reg sock_methods[] = {
-  {"close", sock_close},
-  {"localAddress", sock_localaddress},
-  {"read", sock_read},
-  {"readline", sock_readline},
-  {"remoteAddress", sock_remoteaddress},
-  {"setKeepalive", sock_setkeepalive},
-  {"setNodelay", sock_setnodelay},
-  {"setTimeout", sock_settimeout},
-  {"shutdown", sock_shutdown},
-  {"starttls", sock_starttls},
-  {"tlsinfo", sock_tlsinfo},
-  {"write", sock_write},
-  {NULL, NULL}};
+static const luaL_Reg sock_methods[] = {{"close", sock_close},
+                                        {"localAddress", sock_localaddress},
+                                        {"read", sock_read},
+                                        {"readline", sock_readline},
+                                        {"remoteAddress", sock_remoteaddress},
+                                        {"setKeepalive", sock_setkeepalive},
+                                        {"setNodelay", sock_setnodelay},
+                                        {"setTimeout", sock_settimeout},
+                                        {"shutdown", sock_shutdown},
+                                        {"starttls", sock_starttls},
+                                        {"tlsinfo", sock_tlsinfo},
+                                        {"write", sock_write},
+                                        {NULL, NULL}};
 
 void luaio_socket_register(lua_State *L) {
   if (socket_mt_ref != LUA_NOREF) return;

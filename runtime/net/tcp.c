@@ -93,12 +93,15 @@ static int bind_tcp(lua_State *L, uv_tcp_t *handle, int port, int opts) {
   uv_os_fd_t fd;
   if ((err = uv_fileno((uv_handle_t *)handle, &fd)) < 0) return err;
   int on = 1;
-  if (luaio_opt_bool(L, opts, "tcp_reuseport", 0) && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0)
+  if (luaio_opt_bool(L, opts, "tcp_reuseport", 0) &&
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on) < 0)
     return UV_EINVAL;
   if ((err = uv_tcp_bind(handle, (struct sockaddr *)&addr, 0)) < 0) return err;
-  if (luaio_opt_bool(L, opts, "tcp_nodelay", 1)) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+  if (luaio_opt_bool(L, opts, "tcp_nodelay", 1))
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
   if (luaio_opt_bool(L, opts, "tcp_keepalive", 1))
-    return luaio_tcp_keepalive(handle, 1, (int)luaio_opt_uint(L, opts, "tcp_keepidle", 0, 0, 32767));
+    return luaio_tcp_keepalive(handle, 1,
+                               (int)luaio_opt_uint(L, opts, "tcp_keepidle", 0, 0, 32767));
   return 0;
 }
 
@@ -138,7 +141,9 @@ int luaio_server_listen(lua_State *L, luaio_server *s, int port, const char *pat
   } else {
     err = bind_tcp(L, &s->h.tcp, port, opts);
   }
-  if (err == 0) err = uv_listen(&s->h.stream, (int)luaio_opt_uint(L, opts, "tcp_backlog", 511, 0, 65535), on_connection);
+  if (err == 0)
+    err = uv_listen(&s->h.stream, (int)luaio_opt_uint(L, opts, "tcp_backlog", 511, 0, 65535),
+                    on_connection);
   if (err < 0 && s->h.handle.loop != NULL) { /* initialised: freed in its close callback */
     s->closing = 1;
     uv_close(&s->h.handle, on_listener_close);
@@ -233,7 +238,9 @@ static int tcp_listen(lua_State *L) {
   return 1;
 }
 
-static tserver_t *check_server(lua_State *L) { return (tserver_t *)luaio_server_check(L, 1, SERVER_MT); }
+static tserver_t *check_server(lua_State *L) {
+  return (tserver_t *)luaio_server_check(L, 1, SERVER_MT);
+}
 
 /* --- what every server has (tcp and http) ------------------------------------------------------ */
 
@@ -278,9 +285,10 @@ static int server_gc(lua_State *L) {
   return 0;
 }
 
-static const luaL_Reg common_methods[] = {
-  {"address", server_address}, {"connections", server_connections}, {"setTLS", server_settls},
-  {NULL, NULL}};
+static const luaL_Reg common_methods[] = {{"address", server_address},
+                                          {"connections", server_connections},
+                                          {"setTLS", server_settls},
+                                          {NULL, NULL}};
 
 void luaio_server_metatable(lua_State *L, const luaL_Reg *methods) {
   lua_newtable(L);
@@ -316,7 +324,8 @@ static int tcp_connect(lua_State *L) {
   }
   luaio_sockopts o;
   read_sockopts(L, 3, &o);
-  int nodelay = luaio_opt_bool(L, 3, "tcp_nodelay", 1), keepalive = luaio_opt_bool(L, 3, "tcp_keepalive", 1);
+  int nodelay = luaio_opt_bool(L, 3, "tcp_nodelay", 1),
+      keepalive = luaio_opt_bool(L, 3, "tcp_keepalive", 1);
   int keepidle = (int)luaio_opt_uint(L, 3, "tcp_keepidle", 0, 0, 32767);
   luaio_tlsctx *tls = NULL;
   lua_getfield(L, 3, "tls");
@@ -324,20 +333,22 @@ static int tcp_connect(lua_State *L) {
   lua_getfield(L, 3, "servername");
   const char *servername = lua_tostring(L, -1);
   lua_pop(L, 2); /* the options table keeps them alive */
-  return luaio_socket_connect(L, path, (struct sockaddr *)&addr, &o, nodelay, keepalive, keepidle, tls,
-                              servername);
+  return luaio_socket_connect(L, path, (struct sockaddr *)&addr, &o, nodelay, keepalive, keepidle,
+                              tls, servername);
 }
 
 /* C.isIP(address) -> 4, 6 or 0 */
 static int tcp_isip(lua_State *L) {
   const char *s = luaL_checkstring(L, 1);
   unsigned char buf[sizeof(struct in6_addr)];
-  lua_pushinteger(L, uv_inet_pton(AF_INET, s, buf) == 0 ? 4 : uv_inet_pton(AF_INET6, s, buf) == 0 ? 6 : 0);
+  lua_pushinteger(L, uv_inet_pton(AF_INET, s, buf) == 0    ? 4
+                     : uv_inet_pton(AF_INET6, s, buf) == 0 ? 6
+                                                           : 0);
   return 1;
 }
 
 static const luaL_Reg tcp_funcs[] = {
-  {"connect", tcp_connect}, {"isIP", tcp_isip}, {"listen", tcp_listen}, {NULL, NULL}};
+    {"connect", tcp_connect}, {"isIP", tcp_isip}, {"listen", tcp_listen}, {NULL, NULL}};
 
 int luaopen_luaio_tcp(lua_State *L) {
   luaio_socket_register(L);

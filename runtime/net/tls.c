@@ -35,9 +35,9 @@
 
 #define CTX_MT "luaio.tls.context"
 #define RAW_SHARED 65536
-#define RECORD 16384           /* plaintext coalesced into records of this size */
-#define SESSIONS_MAX 64        /* client sessions kept per context */
-#define TICKET_PERIOD 43200    /* seconds a ticket key is the current one */
+#define RECORD 16384        /* plaintext coalesced into records of this size */
+#define SESSIONS_MAX 64     /* client sessions kept per context */
+#define TICKET_PERIOD 43200 /* seconds a ticket key is the current one */
 #define HANDSHAKE_TIMEOUT 10000
 
 extern const unsigned char luaio_roots_zst[]; /* the Mozilla roots, DER, zstd (roots.c) */
@@ -53,7 +53,7 @@ struct luaio_tlsctx {
     luaio_tlsctx *ctx;
     char **names; /* the certificate's DNS names, lower case; "*.example.com" wildcards */
     int nnames;
-  } *children;
+  } * children;
   int nchildren;
   int sni_ref;
   unsigned char *alpn; /* wire format: length-prefixed protocol names */
@@ -81,9 +81,7 @@ struct luaio_tls {
   uint8_t notify_pending; /* close_notify asked for before the handshake was done */
 };
 
-static struct {
-  char data[RAW_SHARED];
-} raw_shared;
+static struct { char data[RAW_SHARED]; } raw_shared;
 
 static BIO_METHOD *bio_method;
 static int ssl_conn_index = -1; /* SSL ex_data: the luaio_conn */
@@ -301,10 +299,12 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
     return UV_EPROTO;
   }
   keep_leftover(t);
-  if (t->session_key != NULL && (flags & (LUAIO_TLS_DATA | LUAIO_TLS_HANDSHAKE_DONE))) session_save(t);
+  if (t->session_key != NULL && (flags & (LUAIO_TLS_DATA | LUAIO_TLS_HANDSHAKE_DONE)))
+    session_save(t);
   /* Plaintext written (or a close_notify asked for) during the handshake goes now: the
    * handshake's last message may have been the peer's, and then nothing else flushes. */
-  if ((flags & LUAIO_TLS_HANDSHAKE_DONE) && ((t->plain != NULL && t->plain->n > 0) || t->notify_pending))
+  if ((flags & LUAIO_TLS_HANDSHAKE_DONE) &&
+      ((t->plain != NULL && t->plain->n > 0) || t->notify_pending))
     luaio_conn_flush(c);
   return flags;
 }
@@ -330,7 +330,7 @@ int luaio_tls_encrypt(luaio_conn *c) {
     const char *data = p->base + p->off;
     size_t len = p->len - p->off;
     if (len >= RECORD && fill == 0) { /* large: straight from the piece */
-      while (len > 0) { /* SSL_MODE_ENABLE_PARTIAL_WRITE: a record or so per call */
+      while (len > 0) {               /* SSL_MODE_ENABLE_PARTIAL_WRITE: a record or so per call */
         int w = SSL_write(t->ssl, data, len > (1u << 30) ? 1 << 30 : (int)len);
         if (w <= 0) goto failed;
         data += w;
@@ -537,7 +537,10 @@ static void push_peer(lua_State *L, X509 *x) {
   lua_setfield(L, -2, "not_after");
   BIGNUM *bn = ASN1_INTEGER_to_BN(X509_get0_serialNumber(x), NULL);
   char *hex = bn ? BN_bn2hex(bn) : NULL;
-  if (hex) lua_pushstring(L, hex); else lua_pushnil(L);
+  if (hex)
+    lua_pushstring(L, hex);
+  else
+    lua_pushnil(L);
   lua_setfield(L, -2, "serial");
   OPENSSL_free(hex);
   BN_free(bn);
@@ -546,7 +549,8 @@ static void push_peer(lua_State *L, X509 *x) {
   for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names); i++) {
     GENERAL_NAME *g = sk_GENERAL_NAME_value(names, i);
     if (g->type != GEN_DNS) continue;
-    lua_pushlstring(L, (const char *)ASN1_STRING_get0_data(g->d.dNSName), (size_t)ASN1_STRING_length(g->d.dNSName));
+    lua_pushlstring(L, (const char *)ASN1_STRING_get0_data(g->d.dNSName),
+                    (size_t)ASN1_STRING_length(g->d.dNSName));
     lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
   }
   GENERAL_NAMES_free(names);
@@ -593,11 +597,11 @@ void luaio_tls_push_info(lua_State *L, luaio_conn *c) {
 /* --- roots ----------------------------------------------------------------------------------------- */
 
 static const char *const system_bundles[] = {
-  "/etc/ssl/certs/ca-certificates.crt", /* Debian, Ubuntu, Alpine */
-  "/etc/pki/tls/certs/ca-bundle.crt",   /* Fedora, RHEL */
-  "/etc/ssl/ca-bundle.pem",             /* openSUSE */
-  "/etc/ssl/cert.pem",                  /* Alpine, macOS-like layouts */
-  NULL};
+    "/etc/ssl/certs/ca-certificates.crt", /* Debian, Ubuntu, Alpine */
+    "/etc/pki/tls/certs/ca-bundle.crt",   /* Fedora, RHEL */
+    "/etc/ssl/ca-bundle.pem",             /* openSUSE */
+    "/etc/ssl/cert.pem",                  /* Alpine, macOS-like layouts */
+    NULL};
 
 static int count_store(X509_STORE *store) {
   STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(store);
@@ -634,8 +638,10 @@ static X509_STORE *roots(void) {
   const char *file = getenv("SSL_CERT_FILE"), *dir = getenv("SSL_CERT_DIR");
   if ((file && *file) || (dir && *dir)) {
     /* both may be given: the file is what is counted and named */
-    if (dir && *dir && X509_STORE_load_path(store, dir)) roots_source = "SSL_CERT_DIR", roots_path = dir;
-    if (file && *file && X509_STORE_load_file(store, file)) roots_source = "SSL_CERT_FILE", roots_path = file;
+    if (dir && *dir && X509_STORE_load_path(store, dir))
+      roots_source = "SSL_CERT_DIR", roots_path = dir;
+    if (file && *file && X509_STORE_load_file(store, file))
+      roots_source = "SSL_CERT_FILE", roots_path = file;
   } else {
     for (int i = 0; system_bundles[i] != NULL; i++) {
       FILE *f = fopen(system_bundles[i], "r");
@@ -730,8 +736,9 @@ static const ticket_key *ticket_key_for(long period) {
 static int ticket_cb(SSL *s, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
                      EVP_MAC_CTX *hctx, int enc) {
   long period = (long)(time(NULL) / TICKET_PERIOD);
-  OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-                         OSSL_PARAM_construct_end()};
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+      OSSL_PARAM_construct_end()};
   if (enc) {
     const ticket_key *k = ticket_key_for(period);
     if (RAND_bytes(iv, 16) <= 0) return -1;
@@ -801,7 +808,8 @@ static int ctx_error(lua_State *L, luaio_tlsctx *x, const char *what) {
 }
 
 /* Loads the PEM certificate chain and key (strings) into ctx. */
-static int use_cert(SSL_CTX *ctx, const char *cert, size_t cert_len, const char *key, size_t key_len) {
+static int use_cert(SSL_CTX *ctx, const char *cert, size_t cert_len, const char *key,
+                    size_t key_len) {
   BIO *b = BIO_new_mem_buf(cert, (int)cert_len);
   X509 *x = b ? PEM_read_bio_X509_AUX(b, NULL, NULL, NULL) : NULL;
   int ok = x != NULL && SSL_CTX_use_certificate(ctx, x) == 1;
@@ -840,8 +848,8 @@ static int add_pem_certs(X509_STORE *store, const char *pem, size_t len) {
   return n;
 }
 
-static int alpn_select(SSL *s, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
-                       unsigned inlen, void *arg) {
+static int alpn_select(SSL *s, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned inlen, void *arg) {
   (void)s;
   luaio_tlsctx *x = arg;
   if (x->alpn == NULL) return SSL_TLSEXT_ERR_NOACK;
@@ -874,7 +882,8 @@ static void call_sni(lua_State *L, void *arg) {
   lua_call(L, 1, 1);
   luaio_tlsctx **box = luaL_testudata(L, -1, CTX_MT);
   if (box == NULL && !lua_isnil(L, -1))
-    luaL_error(L, "sni callback: a context from tls.server{...} or nil expected, got %s", luaL_typename(L, -1));
+    luaL_error(L, "sni callback: a context from tls.server{...} or nil expected, got %s",
+               luaL_typename(L, -1));
   a->chosen = box ? *box : NULL;
   lua_pop(L, 1);
 }
@@ -925,20 +934,23 @@ static int base_settings(lua_State *L, SSL_CTX *ctx, int opts) {
   const char *min = opt_string(L, opts, "min_version", &n);
   int version = TLS1_2_VERSION;
   if (min != NULL) {
-    if (strcmp(min, "1.3") == 0) version = TLS1_3_VERSION;
-    else if (strcmp(min, "1.2") != 0) return 0;
+    if (strcmp(min, "1.3") == 0)
+      version = TLS1_3_VERSION;
+    else if (strcmp(min, "1.2") != 0)
+      return 0;
   }
   SSL_CTX_set_min_proto_version(ctx, version);
-  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_COMPRESSION |
-                             SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
+                               SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
-                          SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+                            SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   const char *ciphers = opt_string(L, opts, "ciphers", &n);
   /* TLS 1.2: forward secrecy and AEAD only (Mozilla's "intermediate", without DHE) */
-  if (!SSL_CTX_set_cipher_list(ctx, ciphers ? ciphers
-                                            : "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                                              "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                                              "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"))
+  if (!SSL_CTX_set_cipher_list(
+          ctx, ciphers ? ciphers
+                       : "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                         "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                         "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"))
     return 0;
   /* TLS 1.3: Mozilla's order. OpenSSL's own puts AES-256-GCM-SHA384 first, whose key
    * schedule hashes with SHA-384: 7% of a full handshake here, against SHA-256 on the CPU's
@@ -1033,12 +1045,14 @@ static int client_verify(luaio_tlsctx *x, const char *ca, size_t calen, int veri
   unsigned char sid[32];
   unsigned sid_len = 0;
   EVP_MD_CTX *md = EVP_MD_CTX_new();
-  int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) && EVP_DigestUpdate(md, verify_client ? "1" : "0", 1) &&
+  int ok = md != NULL && EVP_DigestInit_ex(md, EVP_sha256(), NULL) &&
+           EVP_DigestUpdate(md, verify_client ? "1" : "0", 1) &&
            (ca == NULL || EVP_DigestUpdate(md, ca, calen)) && EVP_DigestFinal_ex(md, sid, &sid_len);
   EVP_MD_CTX_free(md);
   if (!ok) return 0;
-  int mode = ca != NULL || verify_client ? SSL_VERIFY_PEER | (verify_client ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0)
-                                          : SSL_VERIFY_NONE;
+  int mode = ca != NULL || verify_client
+                 ? SSL_VERIFY_PEER | (verify_client ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0)
+                 : SSL_VERIFY_NONE;
   X509_STORE *store = SSL_CTX_get_cert_store(x->ctx);
   STACK_OF(X509_NAME) *names = SSL_CTX_get_client_CA_list(x->ctx);
   for (int i = -1; i < x->nchildren; i++) {
@@ -1073,7 +1087,8 @@ static int tls_context(lua_State *L) {
     server_settings(x, x);
     lua_getfield(L, 1, "certs"); /* more certificates, chosen by the client's SNI */
     int nc = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
-    if (nc > 0 && (x->children = calloc((size_t)nc, sizeof *x->children)) == NULL) return ctx_error(L, x, "certs");
+    if (nc > 0 && (x->children = calloc((size_t)nc, sizeof *x->children)) == NULL)
+      return ctx_error(L, x, "certs");
     for (int i = 1; i <= nc; i++) {
       lua_rawgeti(L, -1, i);
       int o = lua_gettop(L);
@@ -1082,10 +1097,12 @@ static int tls_context(lua_State *L) {
       x->children[x->nchildren++].ctx = child;
       size_t cl, kl;
       const char *cc = opt_string(L, o, "cert", &cl), *ck = opt_string(L, o, "key", &kl);
-      if (!base_settings(L, child->ctx, 1) || cc == NULL || ck == NULL || !use_cert(child->ctx, cc, cl, ck, kl))
+      if (!base_settings(L, child->ctx, 1) || cc == NULL || ck == NULL ||
+          !use_cert(child->ctx, cc, cl, ck, kl))
         return ctx_error(L, x, "certs");
       /* no default certificate: the first one, chain and all */
-      if (i == 1 && cert == NULL && !use_cert(x->ctx, cc, cl, ck, kl)) return ctx_error(L, x, "certs");
+      if (i == 1 && cert == NULL && !use_cert(x->ctx, cc, cl, ck, kl))
+        return ctx_error(L, x, "certs");
       server_settings(child, x);
       collect_names(&x->children[i - 1]);
       lua_pop(L, 1);
@@ -1120,12 +1137,14 @@ static int tls_context(lua_State *L) {
     lua_getfield(L, 1, "verify");
     x->verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
     lua_pop(L, 1);
-    SSL_CTX_set_session_cache_mode(x->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_set_session_cache_mode(x->ctx,
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     if (x->alpn) SSL_CTX_set_alpn_protos(x->ctx, x->alpn, x->alpn_len);
     if (x->verify) {
       SSL_CTX_set_verify(x->ctx, SSL_VERIFY_PEER, NULL);
       if (ca != NULL) {
-        if (add_pem_certs(SSL_CTX_get_cert_store(x->ctx), ca, calen) == 0) return ctx_error(L, x, "ca");
+        if (add_pem_certs(SSL_CTX_get_cert_store(x->ctx), ca, calen) == 0)
+          return ctx_error(L, x, "ca");
       } else {
         X509_STORE *store = roots();
         if (store == NULL) return ctx_error(L, x, "roots");

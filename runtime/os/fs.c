@@ -25,7 +25,7 @@
 #define MAX_READ (1 << 30) /* one read allocates its buffer: 1 GiB is plenty per call */
 
 typedef struct {
-  int fd; /* -1 once closed */
+  int fd;  /* -1 once closed */
   int ops; /* requests in flight on fd */
 } file_t;
 
@@ -36,7 +36,7 @@ typedef struct {
   int file_ref; /* the file userdata, kept alive while libuv uses its descriptor */
   int data_ref; /* a write's string: libuv points into it */
   file_t *file;
-  uv_buf_t buf; /* a read's buffer (data below); a write's rest after a short write */
+  uv_buf_t buf;   /* a read's buffer (data below); a write's rest after a short write */
   int64_t offset; /* a write's position, -1 for the file position */
   char data[];
 } fsreq_t;
@@ -90,14 +90,14 @@ static void setnum(lua_State *L, const char *key, double value) {
 
 static const char *type_name(uint64_t mode) {
   switch (mode & S_IFMT) {
-  case S_IFREG: return "file";
-  case S_IFDIR: return "directory";
-  case S_IFLNK: return "link";
-  case S_IFIFO: return "fifo";
-  case S_IFSOCK: return "socket";
-  case S_IFCHR: return "char";
-  case S_IFBLK: return "block";
-  default: return "unknown";
+    case S_IFREG: return "file";
+    case S_IFDIR: return "directory";
+    case S_IFLNK: return "link";
+    case S_IFIFO: return "fifo";
+    case S_IFSOCK: return "socket";
+    case S_IFCHR: return "char";
+    case S_IFBLK: return "block";
+    default: return "unknown";
   }
 }
 
@@ -129,21 +129,15 @@ static void push_file(lua_State *L, int fd) {
 static int push_result(lua_State *co, fsreq_t *r, ssize_t res) {
   if (res < 0) return luaio_pusherror(co, (int)res);
   switch (r->req.fs_type) {
-  case UV_FS_OPEN:
-    push_file(co, (int)res);
-    return 1;
-  case UV_FS_READ:
-    if (res == 0 && r->buf.len > 0) return luaio_pusherror(co, UV_EOF);
-    lua_pushlstring(co, r->data, (size_t)res);
-    return 1;
-  case UV_FS_STAT:
-  case UV_FS_LSTAT:
-  case UV_FS_FSTAT:
-    push_stat(co, &r->req.statbuf);
-    return 1;
-  default: /* write, close, unlink, rename, mkdir */
-    lua_pushboolean(co, 1);
-    return 1;
+    case UV_FS_OPEN: push_file(co, (int)res); return 1;
+    case UV_FS_READ:
+      if (res == 0 && r->buf.len > 0) return luaio_pusherror(co, UV_EOF);
+      lua_pushlstring(co, r->data, (size_t)res);
+      return 1;
+    case UV_FS_STAT:
+    case UV_FS_LSTAT:
+    case UV_FS_FSTAT: push_stat(co, &r->req.statbuf); return 1;
+    default: /* write, close, unlink, rename, mkdir */ lua_pushboolean(co, 1); return 1;
   }
 }
 
@@ -255,7 +249,8 @@ static int file_close(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (f->ops > 0) return luaio_pushnamederror(L, "EBUSY", "the file has a read or write in progress");
+  if (f->ops > 0)
+    return luaio_pushnamederror(L, "EBUSY", "the file has a read or write in progress");
   luaio_checktask(L, "close");
   fsreq_t *r = req_new(0);
   if (r == NULL) return luaio_pusherror(L, UV_ENOMEM);
@@ -284,18 +279,19 @@ static int file_tostring(lua_State *L) {
 
 /* --- paths ------------------------------------------------------------------------------------ */
 
-static const char *const open_names[] = {"r", "r+", "w", "w+", "a", "a+", "wx", "wx+", "ax", "ax+", NULL};
+static const char *const open_names[] = {"r",  "r+",  "w",  "w+",  "a", "a+",
+                                         "wx", "wx+", "ax", "ax+", NULL};
 static const int open_flags[] = {
-  O_RDONLY,
-  O_RDWR,
-  O_WRONLY | O_CREAT | O_TRUNC,
-  O_RDWR | O_CREAT | O_TRUNC,
-  O_WRONLY | O_CREAT | O_APPEND,
-  O_RDWR | O_CREAT | O_APPEND,
-  O_WRONLY | O_CREAT | O_EXCL,
-  O_RDWR | O_CREAT | O_EXCL,
-  O_WRONLY | O_CREAT | O_APPEND | O_EXCL,
-  O_RDWR | O_CREAT | O_APPEND | O_EXCL,
+    O_RDONLY,
+    O_RDWR,
+    O_WRONLY | O_CREAT | O_TRUNC,
+    O_RDWR | O_CREAT | O_TRUNC,
+    O_WRONLY | O_CREAT | O_APPEND,
+    O_RDWR | O_CREAT | O_APPEND,
+    O_WRONLY | O_CREAT | O_EXCL,
+    O_RDWR | O_CREAT | O_EXCL,
+    O_WRONLY | O_CREAT | O_APPEND | O_EXCL,
+    O_RDWR | O_CREAT | O_APPEND | O_EXCL,
 };
 
 /* An octal string ("644", "0755") as a number, or -1. Apart from its callers, which raise:
@@ -314,7 +310,8 @@ static int opt_mode(lua_State *L, int arg, int def) {
     v = parse_octal(lua_tostring(L, arg));
   else
     v = (long)luaL_checkinteger(L, arg);
-  luaL_argcheck(L, v >= 0 && v <= 07777, arg, "permission bits expected (a number or an octal string)");
+  luaL_argcheck(L, v >= 0 && v <= 07777, arg,
+                "permission bits expected (a number or an octal string)");
   return (int)v;
 }
 
@@ -376,12 +373,15 @@ static int fs_mkdir(lua_State *L) {
   return req_wait(L, r, uv_fs_mkdir(luaio_loop(), &r->req, path, mode, on_fs));
 }
 
-static const luaL_Reg file_methods[] = {
-  {"close", file_close}, {"read", file_read}, {"stat", file_stat}, {"write", file_write}, {NULL, NULL}};
+static const luaL_Reg file_methods[] = {{"close", file_close},
+                                        {"read", file_read},
+                                        {"stat", file_stat},
+                                        {"write", file_write},
+                                        {NULL, NULL}};
 
 static const luaL_Reg fs_funcs[] = {
-  {"lstat", fs_lstat},   {"mkdir", fs_mkdir}, {"open", fs_open},
-  {"rename", fs_rename}, {"stat", fs_stat},   {"unlink", fs_unlink}, {NULL, NULL}};
+    {"lstat", fs_lstat}, {"mkdir", fs_mkdir},   {"open", fs_open}, {"rename", fs_rename},
+    {"stat", fs_stat},   {"unlink", fs_unlink}, {NULL, NULL}};
 
 int luaopen_luaio_fs(lua_State *L) {
   if (luaL_newmetatable(L, FILE_MT)) {

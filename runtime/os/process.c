@@ -33,7 +33,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 30000
 #define HEALTHY_MS 10000 /* an incarnation that lived this long resets the backoff */
-#define NO_ID UINT64_MAX   /* uid, gid, cpu: not given */
+#define NO_ID UINT64_MAX /* uid, gid, cpu: not given */
 
 extern char **environ;
 
@@ -43,14 +43,14 @@ typedef struct child {
   uv_process_t *proc;        /* the running incarnation; NULL between restarts */
   uv_process_options_t opts; /* kept for restarts */
   uv_stdio_container_t stdio[3];
-  char **args, **env;        /* owned, NULL-terminated (env NULL: inherit ours) */
-  int id;                    /* the first pid: what Lua calls this child */
-  int pid;                   /* the running incarnation's pid, 0 when none runs */
-  int cpu;                   /* affinity, -1 for none */
+  char **args, **env; /* owned, NULL-terminated (env NULL: inherit ours) */
+  int id;             /* the first pid: what Lua calls this child */
+  int pid;            /* the running incarnation's pid, 0 when none runs */
+  int cpu;            /* affinity, -1 for none */
   int forever, detached, stopping;
-  int held;                  /* a task waits for this detached child: keep the loop alive */
-  uint64_t started;          /* loop time the incarnation started, ms */
-  uint64_t backoff;          /* the next restart delay, ms */
+  int held;         /* a task waits for this detached child: keep the loop alive */
+  uint64_t started; /* loop time the incarnation started, ms */
+  uint64_t backoff; /* the next restart delay, ms */
   int64_t last_status;
   int last_signal;
 } child_t;
@@ -218,15 +218,17 @@ static int child_launch(lua_State *L, child_t *c) {
 static char **strings_new(size_t n) { return calloc(n + 1, sizeof(char *)); }
 
 /* The strings at t[first..] (t an array of strings at stack index arg) appended to v at i. */
-static int copy_array(lua_State *L, int arg, int t, int first, char **v, size_t i, const char *what) {
+static int copy_array(lua_State *L, int arg, int t, int first, char **v, size_t i,
+                      const char *what) {
   size_t n = lua_objlen(L, t);
   for (size_t k = (size_t)first; k <= n; k++, i++) {
     lua_rawgeti(L, t, (int)k);
     const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     if (s == NULL || strlen(s) != lua_objlen(L, -1)) {
       free_strings(v);
-      return luaL_argerror(L, arg, lua_pushfstring(L, "%s[%d]: string without zero bytes expected, got %s",
-                                                   what, (int)k, luaL_typename(L, -1)));
+      return luaL_argerror(L, arg,
+                           lua_pushfstring(L, "%s[%d]: string without zero bytes expected, got %s",
+                                           what, (int)k, luaL_typename(L, -1)));
     }
     v[i] = strdup(s);
     lua_pop(L, 1);
@@ -275,7 +277,8 @@ static char **fork_env(const char *file, const char *app, int parent) {
     len = strlen(app) + sizeof "LUAIO_FORK_APP=";
     if ((env[i] = malloc(len)) != NULL) snprintf(env[i++], len, "LUAIO_FORK_APP=%s", app);
   }
-  if (parent != 0 && (env[i] = malloc(32)) != NULL) snprintf(env[i++], 32, "LUAIO_FORK_PARENT=%d", parent);
+  if (parent != 0 && (env[i] = malloc(32)) != NULL)
+    snprintf(env[i++], 32, "LUAIO_FORK_PARENT=%d", parent);
   env[i] = NULL;
   return env;
 }
@@ -312,7 +315,8 @@ static int process_fork(lua_State *L) {
   size_t nargs = 0;
   if (!lua_isnil(L, t)) {
     if (!lua_istable(L, t))
-      luaL_argerror(L, 1, lua_pushfstring(L, "option 'args': table expected, got %s", luaL_typename(L, t)));
+      luaL_argerror(
+          L, 1, lua_pushfstring(L, "option 'args': table expected, got %s", luaL_typename(L, t)));
     nargs = lua_objlen(L, t);
   }
 
@@ -484,7 +488,8 @@ static int process_getenv(lua_State *L) {
 static int process_setenv(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   const char *value = luaL_optstring(L, 2, NULL);
-  luaL_argcheck(L, name[0] != '\0' && strchr(name, '=') == NULL, 1, "name must be non-empty, without '='");
+  luaL_argcheck(L, name[0] != '\0' && strchr(name, '=') == NULL, 1,
+                "name must be non-empty, without '='");
   int err = value ? uv_os_setenv(name, value) : uv_os_unsetenv(name);
   if (err < 0) return luaio_pusherror(L, err);
   lua_pushboolean(L, 1);
@@ -504,13 +509,14 @@ static int process_uptime(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg process_funcs[] = {
-  {"abort", process_abort},     {"cwd", process_cwd},         {"environ", process_environ},
-  {"exec", process_exec},       {"execpath", process_execpath}, {"exit", process_exit},       {"fork", process_fork},       {"getenv", process_getenv},
-  {"hold", process_hold},       {"kill", process_kill},       {"onexit", process_onexit},
-  {"pids", process_pids},       {"running", process_running}, {"setenv", process_setenv},
-  {"uptime", process_uptime},
-  {NULL, NULL}};
+static const luaL_Reg process_funcs[] = {{"abort", process_abort},       {"cwd", process_cwd},
+                                         {"environ", process_environ},   {"exec", process_exec},
+                                         {"execpath", process_execpath}, {"exit", process_exit},
+                                         {"fork", process_fork},         {"getenv", process_getenv},
+                                         {"hold", process_hold},         {"kill", process_kill},
+                                         {"onexit", process_onexit},     {"pids", process_pids},
+                                         {"running", process_running},   {"setenv", process_setenv},
+                                         {"uptime", process_uptime},     {NULL, NULL}};
 
 int luaopen_luaio_process(lua_State *L) {
   luaio_newlib(L, process_funcs);

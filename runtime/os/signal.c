@@ -21,15 +21,37 @@
 static const struct {
   const char *name;
   int num;
-} signal_names[] = {
-  {"SIGABRT", SIGABRT}, {"SIGALRM", SIGALRM},   {"SIGBUS", SIGBUS},       {"SIGCHLD", SIGCHLD},
-  {"SIGCONT", SIGCONT}, {"SIGFPE", SIGFPE},     {"SIGHUP", SIGHUP},       {"SIGILL", SIGILL},
-  {"SIGINT", SIGINT},   {"SIGIO", SIGIO},       {"SIGKILL", SIGKILL},     {"SIGPIPE", SIGPIPE},
-  {"SIGPROF", SIGPROF}, {"SIGPWR", SIGPWR},     {"SIGQUIT", SIGQUIT},     {"SIGSEGV", SIGSEGV},
-  {"SIGSTOP", SIGSTOP}, {"SIGSYS", SIGSYS},     {"SIGTERM", SIGTERM},     {"SIGTRAP", SIGTRAP},
-  {"SIGTSTP", SIGTSTP}, {"SIGTTIN", SIGTTIN},   {"SIGTTOU", SIGTTOU},     {"SIGURG", SIGURG},
-  {"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2},   {"SIGVTALRM", SIGVTALRM}, {"SIGWINCH", SIGWINCH},
-  {"SIGXCPU", SIGXCPU}, {"SIGXFSZ", SIGXFSZ},   {NULL, 0}};
+} signal_names[] = {{"SIGABRT", SIGABRT},
+                    {"SIGALRM", SIGALRM},
+                    {"SIGBUS", SIGBUS},
+                    {"SIGCHLD", SIGCHLD},
+                    {"SIGCONT", SIGCONT},
+                    {"SIGFPE", SIGFPE},
+                    {"SIGHUP", SIGHUP},
+                    {"SIGILL", SIGILL},
+                    {"SIGINT", SIGINT},
+                    {"SIGIO", SIGIO},
+                    {"SIGKILL", SIGKILL},
+                    {"SIGPIPE", SIGPIPE},
+                    {"SIGPROF", SIGPROF},
+                    {"SIGPWR", SIGPWR},
+                    {"SIGQUIT", SIGQUIT},
+                    {"SIGSEGV", SIGSEGV},
+                    {"SIGSTOP", SIGSTOP},
+                    {"SIGSYS", SIGSYS},
+                    {"SIGTERM", SIGTERM},
+                    {"SIGTRAP", SIGTRAP},
+                    {"SIGTSTP", SIGTSTP},
+                    {"SIGTTIN", SIGTTIN},
+                    {"SIGTTOU", SIGTTOU},
+                    {"SIGURG", SIGURG},
+                    {"SIGUSR1", SIGUSR1},
+                    {"SIGUSR2", SIGUSR2},
+                    {"SIGVTALRM", SIGVTALRM},
+                    {"SIGWINCH", SIGWINCH},
+                    {"SIGXCPU", SIGXCPU},
+                    {"SIGXFSZ", SIGXFSZ},
+                    {NULL, 0}};
 
 const char *luaio_signame(int signum) {
   for (int i = 0; signal_names[i].name != NULL; i++)
@@ -98,10 +120,11 @@ static void on_signal(uv_signal_t *handle, int signum) {
 static int check_catchable(lua_State *L, int arg) {
   int signum = luaio_checksignal(L, arg, -1);
   luaL_argcheck(L, signum != 0, arg, "signal 0 cannot be handled");
-  luaL_argcheck(L, signum != SIGKILL && signum != SIGSTOP, arg, "SIGKILL and SIGSTOP cannot be handled");
+  luaL_argcheck(L, signum != SIGKILL && signum != SIGSTOP, arg,
+                "SIGKILL and SIGSTOP cannot be handled");
   /* a fault handler that returns re-runs the faulting instruction: it would loop forever */
-  luaL_argcheck(L, signum != SIGSEGV && signum != SIGBUS && signum != SIGFPE && signum != SIGILL, arg,
-                "a fault signal cannot be handled");
+  luaL_argcheck(L, signum != SIGSEGV && signum != SIGBUS && signum != SIGFPE && signum != SIGILL,
+                arg, "a fault signal cannot be handled");
   return signum;
 }
 
@@ -207,7 +230,7 @@ static int signal_count(lua_State *L) {
 }
 
 static const luaL_Reg signal_funcs[] = {
-  {"count", signal_count}, {"off", signal_off}, {"on", signal_on}, {NULL, NULL}};
+    {"count", signal_count}, {"off", signal_off}, {"on", signal_on}, {NULL, NULL}};
 
 int luaopen_luaio_signal(lua_State *L) {
   luaio_newlib(L, signal_funcs);

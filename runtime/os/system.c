@@ -73,9 +73,9 @@ static int system_uptime(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg system_funcs[] = {
-  {"cpuinfo", system_cpuinfo}, {"hrtime", system_hrtime}, {"loadavg", system_loadavg},
-  {"meminfo", system_meminfo}, {"uptime", system_uptime}, {NULL, NULL}};
+static const luaL_Reg system_funcs[] = {{"cpuinfo", system_cpuinfo}, {"hrtime", system_hrtime},
+                                        {"loadavg", system_loadavg}, {"meminfo", system_meminfo},
+                                        {"uptime", system_uptime},   {NULL, NULL}};
 
 int luaopen_system(lua_State *L) {
   luaio_newlib(L, system_funcs);

@@ -25,17 +25,17 @@
 
 static int passed, failed;
 
-#define CHECK(cond, ...)                                     \
-  do {                                                       \
-    if (cond) {                                              \
-      passed++;                                              \
-    } else {                                                 \
-      failed++;                                              \
-      printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond); \
-      printf(__VA_ARGS__);                                   \
-      printf("\n");                                          \
-      ERR_print_errors_fp(stdout);                           \
-    }                                                        \
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (cond) {                                                                                    \
+      passed++;                                                                                    \
+    } else {                                                                                       \
+      failed++;                                                                                    \
+      printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                       \
+      printf(__VA_ARGS__);                                                                         \
+      printf("\n");                                                                                \
+      ERR_print_errors_fp(stdout);                                                                 \
+    }                                                                                              \
   } while (0)
 
 /* --- certificates ------------------------------------------------------------------------ */
@@ -87,11 +87,12 @@ static int on_servername(SSL *s, int *alert, void *arg) {
   return SSL_TLSEXT_ERR_OK;
 }
 
-static int on_alpn(SSL *s, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
-                   unsigned int inlen, void *arg) {
+static int on_alpn(SSL *s, const unsigned char **out, unsigned char *outlen,
+                   const unsigned char *in, unsigned int inlen, void *arg) {
   static const unsigned char ours[] = "\x08http/1.1";
   unsigned char *chosen;
-  if (SSL_select_next_proto(&chosen, outlen, ours, sizeof ours - 1, in, inlen) != OPENSSL_NPN_NEGOTIATED)
+  if (SSL_select_next_proto(&chosen, outlen, ours, sizeof ours - 1, in, inlen) !=
+      OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_ALERT_FATAL;
   *out = chosen;
   return SSL_TLSEXT_ERR_OK;
@@ -179,7 +180,8 @@ static int peer_key_is(SSL *ssl, const char *type) {
 
 static void test_tls(void) {
   CHECK(OpenSSL_version_num() >= 0x30500000L, "%s", OpenSSL_version(OPENSSL_VERSION));
-  CHECK(strcmp(OpenSSL_version(OPENSSL_VERSION), OPENSSL_VERSION_TEXT) == 0, "headers match the library");
+  CHECK(strcmp(OpenSSL_version(OPENSSL_VERSION), OPENSSL_VERSION_TEXT) == 0,
+        "headers match the library");
 
   EVP_PKEY *ec_key = EVP_EC_gen("P-256"), *rsa_key = EVP_RSA_gen(2048);
   CHECK(ec_key && rsa_key, "key generation");
@@ -255,8 +257,8 @@ static void test_tls(void) {
   /* Verification fails for an unknown certificate and for another name. */
   client = client_ctx(NULL, NULL);
   k = connect_pair(client, server, "localhost", "localhost", NULL);
-  CHECK(!k.ok && SSL_get_verify_result(k.c) == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT, "untrusted: %ld",
-        SSL_get_verify_result(k.c));
+  CHECK(!k.ok && SSL_get_verify_result(k.c) == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
+        "untrusted: %ld", SSL_get_verify_result(k.c));
   close_pair(&k);
   SSL_CTX_free(client);
   client = client_ctx(ec_cert, NULL);
@@ -286,7 +288,8 @@ static void test_roots(void) {
   X509_STORE *store = X509_STORE_new();
   CHECK(X509_STORE_load_file(store, ROOTS_PEM) == 1, "load %s", ROOTS_PEM);
   int loaded = sk_X509_OBJECT_num(X509_STORE_get0_objects(store));
-  CHECK(in_file > 100 && loaded == in_file, "%d certificates in the file, %d loaded", in_file, loaded);
+  CHECK(in_file > 100 && loaded == in_file, "%d certificates in the file, %d loaded", in_file,
+        loaded);
   X509_STORE_free(store);
 }
 
@@ -321,8 +324,8 @@ static void test_yyjson(void) {
   CHECK(strcmp(yyjson_get_str(yyjson_obj_get(root, "s")), "h\xc3\xa9") == 0, "\\u escape");
   size_t len;
   char *out = yyjson_write(doc, 0, &len);
-  CHECK(out && strcmp(out, "{\"a\":[1,2.5,-3],\"s\":\"h\xc3\xa9\",\"t\":true,\"n\":null}") == 0, "write: %s",
-        out ? out : "(null)");
+  CHECK(out && strcmp(out, "{\"a\":[1,2.5,-3],\"s\":\"h\xc3\xa9\",\"t\":true,\"n\":null}") == 0,
+        "write: %s", out ? out : "(null)");
   free(out);
   yyjson_doc_free(doc);
   CHECK(yyjson_version() == YYJSON_VERSION_HEX, "yyjson %s", YYJSON_VERSION_STRING);

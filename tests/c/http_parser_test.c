@@ -14,16 +14,16 @@
 
 static int passed, failed;
 
-#define CHECK(cond, ...)                                        \
-  do {                                                          \
-    if (cond) {                                                 \
-      passed++;                                                 \
-    } else {                                                    \
-      failed++;                                                 \
-      printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
-      printf(__VA_ARGS__);                                      \
-      printf("\n");                                             \
-    }                                                           \
+#define CHECK(cond, ...)                                                                           \
+  do {                                                                                             \
+    if (cond) {                                                                                    \
+      passed++;                                                                                    \
+    } else {                                                                                       \
+      failed++;                                                                                    \
+      printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                       \
+      printf(__VA_ARGS__);                                                                         \
+      printf("\n");                                                                                \
+    }                                                                                              \
   } while (0)
 
 #define MAXH 16
@@ -95,8 +95,8 @@ static void incremental_request(const char *s, size_t n, int line) {
         for (size_t k = 0; ok && k < all.nh; k++) ok = same_header(&part.h[k], b, &all.h[k], s);
         CHECK(ok, "line %d: byte-by-byte gives %d at %zu, whole gives %d", line, ret, i, all.ret);
       } else {
-        CHECK(ret == all.ret, "line %d: byte-by-byte gives %d at %zu, whole gives %d", line, ret,
-              i, all.ret);
+        CHECK(ret == all.ret, "line %d: byte-by-byte gives %d at %zu, whole gives %d", line, ret, i,
+              all.ret);
       }
       free(b);
       break;
@@ -118,16 +118,19 @@ static void test_valid_requests(void) {
   CHECK(r.path_len == 15 && memcmp(r.path, "/index.html?a=1", 15) == 0, "path %zu", r.path_len);
   CHECK(r.minor == 1, "minor %d", r.minor);
   CHECK(r.nh == 2 && header_is(&r.h[0], "Host", "example.com") &&
-        header_is(&r.h[1], "User-Agent", "t/1"), "headers");
+            header_is(&r.h[1], "User-Agent", "t/1"),
+        "headers");
 
   s = "OPTIONS * HTTP/1.0\r\n\r\n";
   CHECK(parse_req(&r, s, strlen(s), MAXH, 0) == (int)strlen(s) && r.minor == 0 && r.nh == 0 &&
-        r.path_len == 1, "HTTP/1.0 without headers: %d", r.ret);
+            r.path_len == 1,
+        "HTTP/1.0 without headers: %d", r.ret);
 
   s = "GET / HTTP/1.1\r\nA:  x y \t\r\nB:\r\nC: \t \r\nD:\tq\tr\r\n\r\n";
   CHECK(parse_req(&r, s, strlen(s), MAXH, 0) > 0, "OWS: %d", r.ret);
   CHECK(r.nh == 4 && header_is(&r.h[0], "A", "x y") && header_is(&r.h[1], "B", "") &&
-        header_is(&r.h[2], "C", "") && header_is(&r.h[3], "D", "q\tr"), "OWS trimmed");
+            header_is(&r.h[2], "C", "") && header_is(&r.h[3], "D", "q\tr"),
+        "OWS trimmed");
 
   s = "GET /caf\xc3\xa9 HTTP/1.1\r\nX: \xff\x80 obs-text\r\n\r\n";
   CHECK(parse_req(&r, s, strlen(s), MAXH, 0) > 0, "obs-text in target and value: %d", r.ret);
@@ -266,7 +269,8 @@ static void test_rejected_requests(void) {
   CHECK(reqn("GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", 26) == LHTTP_ERROR, "NUL in a value");
   CHECK(REQ("GET / HTTP/1.1\r\nX: a\x7f\r\n\r\n") == LHTTP_ERROR, "DEL in a value");
   CHECK(REQ("GET / HTTP/1.1\r\nX: \x1b[0m\r\n\r\n") == LHTTP_ERROR, "ESC in a value");
-  CHECK(REQ("GET / HTTP/1.1\r\nTransfer-Encoding:\x0b" "chunked\r\n\r\n") == LHTTP_ERROR,
+  CHECK(REQ("GET / HTTP/1.1\r\nTransfer-Encoding:\x0b"
+            "chunked\r\n\r\n") == LHTTP_ERROR,
         "VT before chunked");
   /* incomplete, not wrong */
   CHECK(REQ("GET") == LHTTP_INCOMPLETE, "method only");
@@ -289,8 +293,8 @@ struct resp {
 
 static int parse_resp(struct resp *r, const char *buf, size_t len, size_t last_len) {
   r->nh = MAXH;
-  r->ret = lhttp_parse_response(buf, len, &r->minor, &r->status, &r->msg, &r->msg_len, r->h,
-                                &r->nh, last_len);
+  r->ret = lhttp_parse_response(buf, len, &r->minor, &r->status, &r->msg, &r->msg_len, r->h, &r->nh,
+                                last_len);
   return r->ret;
 }
 
@@ -308,10 +312,11 @@ static void test_responses(void) {
   const char *s = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
   CHECK(parse_resp(&r, s, strlen(s), 0) == (int)strlen(s) - 5, "200: %d", r.ret);
   CHECK(r.minor == 1 && r.status == 200 && r.msg_len == 2 && memcmp(r.msg, "OK", 2) == 0 &&
-        r.nh == 1 && header_is(&r.h[0], "Content-Length", "5"), "200 fields");
+            r.nh == 1 && header_is(&r.h[0], "Content-Length", "5"),
+        "200 fields");
   s = "HTTP/1.0 404 Not Found\r\n\r\n";
-  CHECK(parse_resp(&r, s, strlen(s), 0) > 0 && r.minor == 0 && r.status == 404 &&
-        r.msg_len == 9, "404");
+  CHECK(parse_resp(&r, s, strlen(s), 0) > 0 && r.minor == 0 && r.status == 404 && r.msg_len == 9,
+        "404");
   s = "HTTP/1.1 204\r\n\r\n";
   CHECK(parse_resp(&r, s, strlen(s), 0) > 0 && r.status == 204 && r.msg_len == 0,
         "no SP and no reason");
@@ -322,7 +327,8 @@ static void test_responses(void) {
   CHECK(RESP("HTTP/1.1 599 X\r\n\r\n") > 0, "599");
   s = "HTTP/1.1 200 OK\r\nA: b\r\n\r\n";
   CHECK(parse_resp(&r, s, strlen(s) - 1, 0) == LHTTP_INCOMPLETE &&
-        parse_resp(&r, s, strlen(s), strlen(s) - 1) == (int)strlen(s), "last_len");
+            parse_resp(&r, s, strlen(s), strlen(s) - 1) == (int)strlen(s),
+        "last_len");
 
   CHECK(RESP("HTTP/1.1 20 OK\r\n\r\n") == LHTTP_ERROR, "2 digits");
   CHECK(RESP("HTTP/1.1 2000 OK\r\n\r\n") == LHTTP_ERROR, "4 digits");
@@ -384,18 +390,22 @@ static int resp_framing(const char *s, int head, struct lhttp_framing *f) {
 static void test_request_framing(void) {
   struct lhttp_framing f;
   CHECK(req_framing("GET / HTTP/1.1\r\nHost: h\r\n\r\n", &f) == 0 && f.body == LHTTP_BODY_NONE &&
-        f.keep_alive == 1 && f.flags == 0 && f.host_len == 1 && *f.host == 'h', "plain GET");
+            f.keep_alive == 1 && f.flags == 0 && f.host_len == 1 && *f.host == 'h',
+        "plain GET");
   CHECK(req_framing(H11 "Content-Length: 5\r\n\r\n", &f) == 0 && f.body == LHTTP_BODY_LENGTH &&
-        f.content_length == 5, "CL 5");
+            f.content_length == 5,
+        "CL 5");
   CHECK(req_framing(H11 "content-LENGTH: 0\r\n\r\n", &f) == 0 && f.body == LHTTP_BODY_LENGTH &&
-        f.content_length == 0, "CL 0, any case");
+            f.content_length == 0,
+        "CL 0, any case");
   CHECK(req_framing(H11 "Content-Length: 007\r\n\r\n", &f) == 0 && f.content_length == 7, "007");
   CHECK(req_framing(H11 "Content-Length: 9223372036854775807\r\n\r\n", &f) == 0 &&
-        f.content_length == 9223372036854775807ull, "INT64_MAX");
-  CHECK(req_framing(H11 "Content-Length: 5, 5\r\n\r\n", &f) == 0 && f.content_length == 5,
-        "5, 5");
+            f.content_length == 9223372036854775807ull,
+        "INT64_MAX");
+  CHECK(req_framing(H11 "Content-Length: 5, 5\r\n\r\n", &f) == 0 && f.content_length == 5, "5, 5");
   CHECK(req_framing(H11 "Content-Length: 5\r\nContent-Length: 5\r\n\r\n", &f) == 0 &&
-        f.content_length == 5, "identical lines");
+            f.content_length == 5,
+        "identical lines");
   CHECK(req_framing(H11 "Content-Length: +5\r\n\r\n", &f) == LHTTP_ERROR, "+5");
   CHECK(req_framing(H11 "Content-Length: -5\r\n\r\n", &f) == LHTTP_ERROR, "-5");
   CHECK(req_framing(H11 "Content-Length: 0x5\r\n\r\n", &f) == LHTTP_ERROR, "0x5");
@@ -414,19 +424,26 @@ static void test_request_framing(void) {
         "huge");
 
   CHECK(req_framing(H11 "Transfer-Encoding: chunked\r\n\r\n", &f) == 0 &&
-        f.body == LHTTP_BODY_CHUNKED, "chunked");
+            f.body == LHTTP_BODY_CHUNKED,
+        "chunked");
   CHECK(req_framing(H11 "transfer-encoding: CHUNKED \r\n\r\n", &f) == 0 &&
-        f.body == LHTTP_BODY_CHUNKED, "CHUNKED, any case, trailing OWS");
+            f.body == LHTTP_BODY_CHUNKED,
+        "CHUNKED, any case, trailing OWS");
   CHECK(req_framing(H11 "Transfer-Encoding: \tchunked\r\n\r\n", &f) == 0 &&
-        f.body == LHTTP_BODY_CHUNKED, "leading OWS");
+            f.body == LHTTP_BODY_CHUNKED,
+        "leading OWS");
   CHECK(req_framing(H11 "Transfer-Encoding: , chunked\r\n\r\n", &f) == 0 &&
-        f.body == LHTTP_BODY_CHUNKED, "empty list element ignored");
+            f.body == LHTTP_BODY_CHUNKED,
+        "empty list element ignored");
   CHECK(req_framing(H11 "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", &f) ==
-        LHTTP_ERROR, "TE + CL");
+            LHTTP_ERROR,
+        "TE + CL");
   CHECK(req_framing(H11 "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", &f) ==
-        LHTTP_ERROR, "CL + TE");
+            LHTTP_ERROR,
+        "CL + TE");
   CHECK(req_framing(H11 "Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n", &f) ==
-        LHTTP_ERROR, "CL 0 + TE");
+            LHTTP_ERROR,
+        "CL 0 + TE");
   CHECK(req_framing(H11 "Transfer-Encoding: identity\r\n\r\n", &f) == LHTTP_ERROR, "identity");
   CHECK(req_framing(H11 "Transfer-Encoding: chunked, identity\r\n\r\n", &f) == LHTTP_ERROR,
         "chunked, identity");
@@ -434,11 +451,13 @@ static void test_request_framing(void) {
   CHECK(req_framing(H11 "Transfer-Encoding: gzip, chunked\r\n\r\n", &f) == LHTTP_UNSUPPORTED,
         "gzip, chunked: 501");
   CHECK(req_framing(H11 "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n", &f) ==
-        LHTTP_UNSUPPORTED, "gzip then chunked on two lines: 501");
+            LHTTP_UNSUPPORTED,
+        "gzip then chunked on two lines: 501");
   CHECK(req_framing(H11 "Transfer-Encoding: chunked, chunked\r\n\r\n", &f) == LHTTP_ERROR,
         "chunked twice");
   CHECK(req_framing(H11 "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", &f) ==
-        LHTTP_ERROR, "chunked twice on two lines");
+            LHTTP_ERROR,
+        "chunked twice on two lines");
   CHECK(req_framing(H11 "Transfer-Encoding: xchunked\r\n\r\n", &f) == LHTTP_ERROR, "xchunked");
   CHECK(req_framing(H11 "Transfer-Encoding: chunked;q=1\r\n\r\n", &f) == LHTTP_ERROR,
         "chunked with a parameter");
@@ -450,25 +469,32 @@ static void test_request_framing(void) {
         "TE in HTTP/1.0");
 
   CHECK(req_framing("GET / HTTP/1.1\r\n\r\n", &f) == LHTTP_ERROR, "1.1 without Host");
-  CHECK(req_framing("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", &f) == LHTTP_ERROR,
-        "two Host");
+  CHECK(req_framing("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", &f) == LHTTP_ERROR, "two Host");
   CHECK(req_framing("GET / HTTP/1.0\r\n\r\n", &f) == 0 && f.host == NULL && f.keep_alive == 0,
         "1.0 without Host, not kept alive");
   CHECK(req_framing("GET / HTTP/1.1\r\nHost:\r\n\r\n", &f) == 0 && f.host_len == 0, "empty Host");
 
   CHECK(req_framing("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &f) == 0 &&
-        f.keep_alive == 1 && f.flags == LHTTP_CONN_KEEP_ALIVE, "1.0 keep-alive");
+            f.keep_alive == 1 && f.flags == LHTTP_CONN_KEEP_ALIVE,
+        "1.0 keep-alive");
   CHECK(req_framing("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", &f) == 0 &&
-        f.keep_alive == 0 && f.flags == LHTTP_CONN_CLOSE, "1.1 close");
+            f.keep_alive == 0 && f.flags == LHTTP_CONN_CLOSE,
+        "1.1 close");
   CHECK(req_framing("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, Upgrade\r\n"
-                    "Connection: CLOSE\r\n\r\n", &f) == 0 && f.keep_alive == 0 &&
-        f.flags == (LHTTP_CONN_CLOSE | LHTTP_CONN_KEEP_ALIVE | LHTTP_CONN_UPGRADE), "mixed tokens");
+                    "Connection: CLOSE\r\n\r\n",
+                    &f) == 0 &&
+            f.keep_alive == 0 &&
+            f.flags == (LHTTP_CONN_CLOSE | LHTTP_CONN_KEEP_ALIVE | LHTTP_CONN_UPGRADE),
+        "mixed tokens");
   CHECK(req_framing("GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\r\n\r\n", &f) == 0 &&
-        f.keep_alive == 1 && f.flags == 0, "closed is not close");
+            f.keep_alive == 1 && f.flags == 0,
+        "closed is not close");
   CHECK(req_framing(H11 "Expect: 100-continue\r\nContent-Length: 9\r\n\r\n", &f) == 0 &&
-        f.flags == LHTTP_EXPECT_CONTINUE, "100-continue");
+            f.flags == LHTTP_EXPECT_CONTINUE,
+        "100-continue");
   CHECK(req_framing(H11 "Expect: 100-Continue\r\n\r\n", &f) == 0 &&
-        f.flags == LHTTP_EXPECT_CONTINUE, "100-Continue");
+            f.flags == LHTTP_EXPECT_CONTINUE,
+        "100-Continue");
   CHECK(req_framing("POST / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n", &f) == 0 && f.flags == 0,
         "ignored in 1.0");
   CHECK(req_framing(H11 "Expect: teapot\r\n\r\n", &f) == 0 && f.flags == LHTTP_EXPECT_OTHER,
@@ -479,44 +505,59 @@ static void test_request_framing(void) {
 static void test_response_framing(void) {
   struct lhttp_framing f;
   CHECK(resp_framing("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", 0, &f) == 0 &&
-        f.body == LHTTP_BODY_LENGTH && f.content_length == 12 && f.keep_alive == 1, "CL");
+            f.body == LHTTP_BODY_LENGTH && f.content_length == 12 && f.keep_alive == 1,
+        "CL");
   CHECK(resp_framing("HTTP/1.1 200 OK\r\n\r\n", 0, &f) == 0 && f.body == LHTTP_BODY_UNTIL_CLOSE &&
-        f.keep_alive == 0, "no framing: until close");
+            f.keep_alive == 0,
+        "no framing: until close");
   CHECK(resp_framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0, &f) == 0 &&
-        f.body == LHTTP_BODY_CHUNKED && f.keep_alive == 1, "chunked");
+            f.body == LHTTP_BODY_CHUNKED && f.keep_alive == 1,
+        "chunked");
   CHECK(resp_framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 0, &f) == 0 &&
-        f.body == LHTTP_BODY_CHUNKED, "gzip, chunked");
+            f.body == LHTTP_BODY_CHUNKED,
+        "gzip, chunked");
   CHECK(resp_framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", 0, &f) == 0 &&
-        f.body == LHTTP_BODY_UNTIL_CLOSE && f.keep_alive == 0, "gzip: until close");
+            f.body == LHTTP_BODY_UNTIL_CLOSE && f.keep_alive == 0,
+        "gzip: until close");
   CHECK(resp_framing("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
-                     0, &f) == LHTTP_ERROR, "TE + CL");
-  CHECK(resp_framing("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0, &f) ==
-        LHTTP_ERROR, "TE in 1.0");
-  CHECK(resp_framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 0,
-                     &f) == LHTTP_ERROR, "CL 3 and 4");
+                     0, &f) == LHTTP_ERROR,
+        "TE + CL");
+  CHECK(resp_framing("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0, &f) == LHTTP_ERROR,
+        "TE in 1.0");
+  CHECK(resp_framing("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 0, &f) ==
+            LHTTP_ERROR,
+        "CL 3 and 4");
   CHECK(resp_framing("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", 1, &f) == 0 &&
-        f.body == LHTTP_BODY_NONE && f.keep_alive == 1, "HEAD");
+            f.body == LHTTP_BODY_NONE && f.keep_alive == 1,
+        "HEAD");
   CHECK(resp_framing("HTTP/1.1 204 No Content\r\n\r\n", 0, &f) == 0 && f.body == LHTTP_BODY_NONE &&
-        f.keep_alive == 1, "204");
+            f.keep_alive == 1,
+        "204");
   CHECK(resp_framing("HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n", 0, &f) == 0 &&
-        f.body == LHTTP_BODY_NONE, "304");
+            f.body == LHTTP_BODY_NONE,
+        "304");
   CHECK(resp_framing("HTTP/1.1 100 Continue\r\n\r\n", 0, &f) == 0 && f.body == LHTTP_BODY_NONE,
         "100");
-  CHECK(resp_framing("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", 0,
-                     &f) == 0 && f.keep_alive == 0 && f.flags == LHTTP_CONN_CLOSE, "close");
+  CHECK(resp_framing("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\n", 0, &f) ==
+                0 &&
+            f.keep_alive == 0 && f.flags == LHTTP_CONN_CLOSE,
+        "close");
   CHECK(resp_framing("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", 0, &f) == 0 &&
-        f.keep_alive == 0, "1.0 default");
+            f.keep_alive == 0,
+        "1.0 default");
   CHECK(resp_framing("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", 0,
-                     &f) == 0 && f.keep_alive == 1, "1.0 keep-alive");
+                     &f) == 0 &&
+            f.keep_alive == 1,
+        "1.0 keep-alive");
 }
 
 /* --- chunked ---------------------------------------------------------------------------- */
 
 struct dechunk {
-  ssize_t ret;     /* the last call's result */
+  ssize_t ret; /* the last call's result */
   char body[8192];
   size_t body_len;
-  char rest[256];  /* what followed the body */
+  char rest[256]; /* what followed the body */
   size_t rest_len;
 };
 
@@ -611,7 +652,7 @@ static void test_chunked(void) {
   CHUNKED_BAD("00000000000000005\r\nhello\r\n"); /* 17 digits */
   CHUNKED_BAD("8000000000000000\r\n");           /* 2^63 */
   CHUNKED_BAD("ffffffffffffffff\r\n");
-  CHUNKED_BAD("10000000000000005\r\n");          /* wraps to 5 in 64 bits */
+  CHUNKED_BAD("10000000000000005\r\n"); /* wraps to 5 in 64 bits */
   CHUNKED_MORE("7fffffffffffffff\r\nabc");
   CHUNKED_BAD("5;a\x01\r\nhello\r\n");
   CHUNKED_BAD("5;a\x7f\r\nhello\r\n");
@@ -646,7 +687,8 @@ static void test_chunked(void) {
 
   /* Trailers: bounded in total. */
   n = snprintf(big, sizeof big, "0\r\n");
-  while ((size_t)n < LHTTP_MAX_TRAILERS + 16) n += snprintf(big + n, sizeof big - (size_t)n, "X-Pad: 0123456789\r\n");
+  while ((size_t)n < LHTTP_MAX_TRAILERS + 16)
+    n += snprintf(big + n, sizeof big - (size_t)n, "X-Pad: 0123456789\r\n");
   n += snprintf(big + n, sizeof big - (size_t)n, "\r\n");
   dechunk(&r, big, (size_t)n, 0);
   CHECK(r.ret == LHTTP_ERROR, "trailers too long: %zd", r.ret);

@@ -31,7 +31,8 @@ static void check(int ok, const char *what, size_t n, size_t a, size_t b) {
 
 #define MAXN 70000
 #define SLACK 64 /* guard bytes past the copy that must stay as they were */
-static unsigned char src[MAXN + SLACK], dst[MAXN + SLACK], want[2 * MAXN + SLACK], buf[2 * MAXN + SLACK];
+static unsigned char src[MAXN + SLACK], dst[MAXN + SLACK], want[2 * MAXN + SLACK],
+    buf[2 * MAXN + SLACK];
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {
   for (size_t i = 0; i < n; i++) p[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 8));

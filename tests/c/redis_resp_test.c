@@ -51,21 +51,22 @@ static void describe(const char *buf, size_t len, int bytewise, char *out, size_
     if (t.role == RESP_KEY) PUT("k");
     if (t.role == RESP_VALUE) PUT("v");
     switch (t.type) {
-    case RESP_STRING: PUT("S'%.*s'", (int)t.len, t.str); break;
-    case RESP_ERR: PUT("E'%.*s'", (int)t.len, t.str); break;
-    case RESP_INTEGER: PUT("I%lld", (long long)t.i); break;
-    case RESP_DOUBLE: PUT("D%g", t.d); break;
-    case RESP_BOOLEAN: PUT(t.i ? "T" : "F"); break;
-    case RESP_BIGNUM: PUT("B'%.*s'", (int)t.len, t.str); break;
-    case RESP_NULL: PUT("N"); break;
-    case RESP_ARRAY: PUT("A%lld", (long long)t.i); break;
-    case RESP_MAP: PUT("M%lld", (long long)t.i); break;
-    case RESP_SET: PUT("U%lld", (long long)t.i); break;
-    case RESP_PUSH: PUT("P%lld", (long long)t.i); break;
-    case RESP_ATTRIBUTE: PUT("T%lld", (long long)t.i); break;
+      case RESP_STRING: PUT("S'%.*s'", (int)t.len, t.str); break;
+      case RESP_ERR: PUT("E'%.*s'", (int)t.len, t.str); break;
+      case RESP_INTEGER: PUT("I%lld", (long long)t.i); break;
+      case RESP_DOUBLE: PUT("D%g", t.d); break;
+      case RESP_BOOLEAN: PUT(t.i ? "T" : "F"); break;
+      case RESP_BIGNUM: PUT("B'%.*s'", (int)t.len, t.str); break;
+      case RESP_NULL: PUT("N"); break;
+      case RESP_ARRAY: PUT("A%lld", (long long)t.i); break;
+      case RESP_MAP: PUT("M%lld", (long long)t.i); break;
+      case RESP_SET: PUT("U%lld", (long long)t.i); break;
+      case RESP_PUSH: PUT("P%lld", (long long)t.i); break;
+      case RESP_ATTRIBUTE: PUT("T%lld", (long long)t.i); break;
     }
     if (t.closes) PUT("^%d", t.closes);
-    if (!t.skip && p.depth == 0 && (t.closes > 0 || !(t.type >= RESP_ARRAY && t.type <= RESP_PUSH && t.i > 0)))
+    if (!t.skip && p.depth == 0 &&
+        (t.closes > 0 || !(t.type >= RESP_ARRAY && t.type <= RESP_PUSH && t.i > 0)))
       PUT("|");
     free(copy);
     off += (size_t)n;
@@ -139,17 +140,21 @@ int main(void) {
   CHECK("bad boolean", "#x\r\n", "!");
   CHECK("null", "_\r\n", "N|");
   CHECK("bad null", "_x\r\n", "!");
-  CHECK("big number", "(-123456789012345678901234567890\r\n", "B'-123456789012345678901234567890'|");
+  CHECK("big number", "(-123456789012345678901234567890\r\n",
+        "B'-123456789012345678901234567890'|");
   CHECK("bad big number", "(12a\r\n", "!");
   CHECK("verbatim", "=9\r\ntxt:hello\r\n", "S'hello'|");
   CHECK("verbatim too short", "=3\r\ntxt\r\n", "!");
   CHECK("verbatim no colon", "=5\r\ntxt_a\r\n", "!");
   CHECK("blob error", "!5\r\nERR x\r\n", "E'ERR x'|");
   CHECK("null blob error", "!-1\r\n", "!");
-  CHECK("attribute before a reply", "|1\r\n+ttl\r\n:3600\r\n+value\r\n", "@T1 @S'ttl' @I3600 S'value'|");
-  CHECK("attribute inside an array", "*2\r\n|1\r\n+a\r\n*1\r\n:1\r\n:5\r\n:6\r\n", "A2 @T1 @S'a' @A1 @I1 I5 I6^1|");
+  CHECK("attribute before a reply", "|1\r\n+ttl\r\n:3600\r\n+value\r\n",
+        "@T1 @S'ttl' @I3600 S'value'|");
+  CHECK("attribute inside an array", "*2\r\n|1\r\n+a\r\n*1\r\n:1\r\n:5\r\n:6\r\n",
+        "A2 @T1 @S'a' @A1 @I1 I5 I6^1|");
   CHECK("empty attribute", "|0\r\n:1\r\n", "@T0 I1|");
-  CHECK("attribute inside a map value", "%1\r\n+k\r\n|1\r\n+x\r\n+y\r\n+v\r\n", "M1 kS'k' @T1 @S'x' @S'y' vS'v'^1|");
+  CHECK("attribute inside a map value", "%1\r\n+k\r\n|1\r\n+x\r\n+y\r\n+v\r\n",
+        "M1 kS'k' @T1 @S'x' @S'y' vS'v'^1|");
   /* strictness */
   CHECK("unknown type", "?x\r\n", "!");
   CHECK("bare LF", "+OK\n", "!");
@@ -183,11 +188,21 @@ int main(void) {
     n += (size_t)sprintf(deep + n, ":1\r\n");
     char got[4096];
     describe(deep, n, 0, got, sizeof got);
-    if (strstr(got, "!") == NULL && strstr(got, "^64|") != NULL) passed++; else { failed++; printf("FAIL depth %d: %s\n", RESP_MAX_DEPTH, got); }
+    if (strstr(got, "!") == NULL && strstr(got, "^64|") != NULL)
+      passed++;
+    else {
+      failed++;
+      printf("FAIL depth %d: %s\n", RESP_MAX_DEPTH, got);
+    }
     n = 0;
     for (int i = 0; i <= RESP_MAX_DEPTH; i++) n += (size_t)sprintf(deep + n, "*1\r\n");
     describe(deep, n, 0, got, sizeof got);
-    if (got[strlen(got) - 1] == '!') passed++; else { failed++; printf("FAIL depth %d: %s\n", RESP_MAX_DEPTH + 1, got); }
+    if (got[strlen(got) - 1] == '!')
+      passed++;
+    else {
+      failed++;
+      printf("FAIL depth %d: %s\n", RESP_MAX_DEPTH + 1, got);
+    }
   }
   /* the streaming caller's header */
   check_header("header", "$5\r\nhello\r\n", 4, 5);

@@ -25,25 +25,25 @@ static lua_State *L;
 static int port;
 
 static const char *SERVER =
-  "local http = require 'http'\n"
-  "local task = require 'task'\n"
-  "local function handler(req, res)\n"
-  "  local p = req.path\n"
-  "  if p == '/read4' then req:read(4) return res:finish('x') end\n"
-  "  if p == '/body' then local b = req:body() return res:finish(b and #b .. '' or 'err') end\n"
-  "  if p == '/stream' then res:write('a') task.yield() res:write('b') return res:finish() end\n"
-  "  if p == '/error' then res:write('x') error('boom') end\n"
-  "  if p == '/len' then res:setHeader('Content-Length', '5') return res:finish('12345') end\n"
-  "  if p == '/short' then res:setHeader('Content-Length', '9') res:write('123') return end\n"
-  "  if p == '/headers' then local n = 0 for _ in pairs(req.headers) do n = n + 1 end\n"
-  "    return res:finish(tostring(n) .. tostring(req.query.a) .. tostring(req.host)) end\n"
-  "  if p == '/upgrade' then local s = res:upgrade() if s then s:write(s:read() or '') end return end\n"
-  "  res:finish('ok')\n"
-  "end\n"
-  "local server = assert(http.createServer(0, handler, { host = '127.0.0.1', graceful = false,\n"
-  "  max_header_size = 2048, max_body_size = 4096, header_timeout = 2000, body_timeout = 2000,\n"
-  "  keepalive_timeout = 2000 }))\n"
-  "return server:address().port\n";
+    "local http = require 'http'\n"
+    "local task = require 'task'\n"
+    "local function handler(req, res)\n"
+    "  local p = req.path\n"
+    "  if p == '/read4' then req:read(4) return res:finish('x') end\n"
+    "  if p == '/body' then local b = req:body() return res:finish(b and #b .. '' or 'err') end\n"
+    "  if p == '/stream' then res:write('a') task.yield() res:write('b') return res:finish() end\n"
+    "  if p == '/error' then res:write('x') error('boom') end\n"
+    "  if p == '/len' then res:setHeader('Content-Length', '5') return res:finish('12345') end\n"
+    "  if p == '/short' then res:setHeader('Content-Length', '9') res:write('123') return end\n"
+    "  if p == '/headers' then local n = 0 for _ in pairs(req.headers) do n = n + 1 end\n"
+    "    return res:finish(tostring(n) .. tostring(req.query.a) .. tostring(req.host)) end\n"
+    "  if p == '/upgrade' then local s = res:upgrade() if s then s:write(s:read() or '') end return end\n"
+    "  res:finish('ok')\n"
+    "end\n"
+    "local server = assert(http.createServer(0, handler, { host = '127.0.0.1', graceful = false,\n"
+    "  max_header_size = 2048, max_body_size = 4096, header_timeout = 2000, body_timeout = 2000,\n"
+    "  keepalive_timeout = 2000 }))\n"
+    "return server:address().port\n";
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc, (void)argv;

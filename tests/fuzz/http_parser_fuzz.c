@@ -96,8 +96,7 @@ static int parse_req(struct req *r, const char *buf, size_t len, size_t cap, siz
 }
 
 /* Same message, same outputs (as offsets into their own buffers). */
-static void same_req(const struct req *a, const char *abuf, const struct req *b,
-                     const char *bbuf) {
+static void same_req(const struct req *a, const char *abuf, const struct req *b, const char *bbuf) {
   ASSERT(a->ret == b->ret);
   if (a->ret <= 0) return;
   ASSERT(a->method - abuf == b->method - bbuf && a->method_len == b->method_len);
@@ -105,8 +104,7 @@ static void same_req(const struct req *a, const char *abuf, const struct req *b,
   ASSERT(a->minor == b->minor && a->nh == b->nh);
   for (size_t i = 0; i < a->nh; i++) {
     ASSERT(a->h[i].name - abuf == b->h[i].name - bbuf && a->h[i].name_len == b->h[i].name_len);
-    ASSERT(a->h[i].value - abuf == b->h[i].value - bbuf &&
-           a->h[i].value_len == b->h[i].value_len);
+    ASSERT(a->h[i].value - abuf == b->h[i].value - bbuf && a->h[i].value_len == b->h[i].value_len);
   }
 }
 

@@ -61,12 +61,12 @@ static void config(const char *name, int type, int i, const char *s) {
 static int same(int a, int b, int depth) {
   if (lua_type(L, a) != lua_type(L, b)) return 0;
   switch (lua_type(L, a)) {
-  case LUA_TNUMBER: {
-    double x = lua_tonumber(L, a), y = lua_tonumber(L, b);
-    return x == y || (isnan(x) && isnan(y));
-  }
-  case LUA_TTABLE: break;
-  default: return lua_rawequal(L, a, b);
+    case LUA_TNUMBER: {
+      double x = lua_tonumber(L, a), y = lua_tonumber(L, b);
+      return x == y || (isnan(x) && isnan(y));
+    }
+    case LUA_TTABLE: break;
+    default: return lua_rawequal(L, a, b);
   }
   ASSERT(depth < 1100 && lua_checkstack(L, 6));
   size_t na = 0, nb = 0;
@@ -99,7 +99,9 @@ static int call(const char *name, int idx) {
   return lua_gettop(L) - top;
 }
 
-static int starts(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
+static int starts(const char *s, const char *prefix) {
+  return strncmp(s, prefix, strlen(prefix)) == 0;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size == 0) return 0;

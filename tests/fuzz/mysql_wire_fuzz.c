@@ -27,10 +27,11 @@ static void inside(const char *s, size_t n) {
   ASSERT((const uint8_t *)s >= lo && (const uint8_t *)s + n <= hi);
 }
 
-static const uint8_t TYPES[] = {MW_DECIMAL, MW_TINY, MW_SHORT, MW_LONG, MW_FLOAT, MW_DOUBLE, MW_NULL,
-                                MW_TIMESTAMP, MW_LONGLONG, MW_INT24, MW_DATE, MW_TIME, MW_DATETIME,
-                                MW_YEAR, MW_NEWDATE, MW_VARCHAR, MW_BIT, MW_JSON, MW_NEWDECIMAL,
-                                MW_ENUM, MW_SET, MW_BLOB, MW_VAR_STRING, MW_STRING, MW_GEOMETRY};
+static const uint8_t TYPES[] = {MW_DECIMAL, MW_TINY, MW_SHORT,      MW_LONG,       MW_FLOAT,
+                                MW_DOUBLE,  MW_NULL, MW_TIMESTAMP,  MW_LONGLONG,   MW_INT24,
+                                MW_DATE,    MW_TIME, MW_DATETIME,   MW_YEAR,       MW_NEWDATE,
+                                MW_VARCHAR, MW_BIT,  MW_JSON,       MW_NEWDECIMAL, MW_ENUM,
+                                MW_SET,     MW_BLOB, MW_VAR_STRING, MW_STRING,     MW_GEOMETRY};
 
 static void packets(const uint8_t *p, size_t n) {
   mw_ok ok;
@@ -70,7 +71,8 @@ static void text_row(const uint8_t *p, size_t n, unsigned ncols) {
   }
 }
 
-static void binary_row(const uint8_t *p, size_t n, unsigned ncols, const uint8_t *types, const uint16_t *flags) {
+static void binary_row(const uint8_t *p, size_t n, unsigned ncols, const uint8_t *types,
+                       const uint16_t *flags) {
   mw_buf b = {p, p + n};
   const uint8_t *nulls;
   if (mw_binary_row(&b, ncols, &nulls) != 0) return;
@@ -136,7 +138,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (unsigned i = 0; i < ncols; i++) {
     uint8_t t = off < size ? data[off++] : 0;
     types[i] = TYPES[t % sizeof TYPES];
-    flags[i] = (uint16_t)((t & 0x80 ? MW_UNSIGNED_FLAG : 0) | (t & 0x70) << 4); /* high byte: decimals */
+    flags[i] =
+        (uint16_t)((t & 0x80 ? MW_UNSIGNED_FLAG : 0) | (t & 0x70) << 4); /* high byte: decimals */
   }
   if (off > size) off = size;
   size_t n = size - off;

@@ -29,7 +29,8 @@ typedef struct {
 } rec_t;
 
 /* Calls resp_next on a heap copy of buf[0..len). */
-static long next(resp_parser *p, const uint8_t *buf, size_t len, resp_token *t, size_t *need, size_t *str_off) {
+static long next(resp_parser *p, const uint8_t *buf, size_t len, resp_token *t, size_t *need,
+                 size_t *str_off) {
   char *copy = malloc(len ? len : 1);
   memcpy(copy, buf, len);
   long n = resp_next(p, copy, len, t, need);
@@ -61,7 +62,8 @@ static void model_token(model_t *m, const resp_parser *p, const resp_token *t) {
   } else {
     ASSERT(t->role == RESP_ITEM);
   }
-  int aggregate = t->type == RESP_ARRAY || t->type == RESP_MAP || t->type == RESP_SET || t->type == RESP_PUSH;
+  int aggregate =
+      t->type == RESP_ARRAY || t->type == RESP_MAP || t->type == RESP_SET || t->type == RESP_PUSH;
   if (aggregate && t->i > 0) {
     ASSERT(t->closes == 0);
     ASSERT(m->depth < RESP_MAX_DEPTH);
@@ -82,9 +84,9 @@ static void model_token(model_t *m, const resp_parser *p, const resp_token *t) {
 }
 
 static int same(const rec_t *a, const rec_t *b) {
-  return a->n == b->n && a->t.type == b->t.type && a->t.depth == b->t.depth && a->t.role == b->t.role &&
-         a->t.skip == b->t.skip && a->t.closes == b->t.closes && a->t.len == b->t.len &&
-         a->t.i == b->t.i && a->off == b->off &&
+  return a->n == b->n && a->t.type == b->t.type && a->t.depth == b->t.depth &&
+         a->t.role == b->t.role && a->t.skip == b->t.skip && a->t.closes == b->t.closes &&
+         a->t.len == b->t.len && a->t.i == b->t.i && a->off == b->off &&
          (a->t.type != RESP_DOUBLE || a->t.d == b->t.d || (a->t.d != a->t.d && b->t.d != b->t.d));
 }
 
@@ -124,7 +126,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       long h = resp_bulk_header(copy, len - off, &bn);
       free(copy);
       ASSERT(h > 0 && h <= r->n);
-      ASSERT(r->t.type == RESP_NULL ? bn == -1 : (size_t)bn == r->t.len && (size_t)h + (size_t)bn + 2 == (size_t)r->n);
+      ASSERT(r->t.type == RESP_NULL
+                 ? bn == -1
+                 : (size_t)bn == r->t.len && (size_t)h + (size_t)bn + 2 == (size_t)r->n);
     }
     off += (size_t)r->n;
     ntok++;

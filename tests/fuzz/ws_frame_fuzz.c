@@ -16,9 +16,9 @@
 
 #include "ws_frame.h"
 
-#define CHECK(x) \
-  do { \
-    if (!(x)) abort(); \
+#define CHECK(x)                                                                                   \
+  do {                                                                                             \
+    if (!(x)) abort();                                                                             \
   } while (0)
 
 /* The reference: decodes each character by the RFC 3629 rules, the long way. Returns the
@@ -31,11 +31,18 @@ static size_t reference_utf8(const uint8_t *p, size_t n, int *complete) {
     uint8_t b = p[i];
     size_t len;
     uint32_t cp, min;
-    if (b < 0x80) { i++; continue; }
-    if (b >= 0xc2 && b < 0xe0) len = 2, cp = b & 0x1f, min = 0x80; /* C0, C1: always overlong */
-    else if (b >= 0xe0 && b < 0xf0) len = 3, cp = b & 0x0f, min = 0x800;
-    else if (b >= 0xf0 && b <= 0xf4) len = 4, cp = b & 0x07, min = 0x10000;
-    else return i;
+    if (b < 0x80) {
+      i++;
+      continue;
+    }
+    if (b >= 0xc2 && b < 0xe0)
+      len = 2, cp = b & 0x1f, min = 0x80; /* C0, C1: always overlong */
+    else if (b >= 0xe0 && b < 0xf0)
+      len = 3, cp = b & 0x0f, min = 0x800;
+    else if (b >= 0xf0 && b <= 0xf4)
+      len = 4, cp = b & 0x07, min = 0x10000;
+    else
+      return i;
     size_t k = 1;
     for (; k < len && i + k < n; k++) {
       if ((p[i + k] & 0xc0) != 0x80) return i + k;
@@ -81,7 +88,8 @@ static void check_utf8(const uint8_t *p, size_t n) {
 static void check_header(const uint8_t *p, size_t n) {
   ws_header h;
   int hl = ws_parse_header(p, n, &h);
-  CHECK(hl == WS_ERROR || hl == WS_INCOMPLETE || (hl >= 2 && hl <= WS_MAX_HEADER && (size_t)hl <= n));
+  CHECK(hl == WS_ERROR || hl == WS_INCOMPLETE ||
+        (hl >= 2 && hl <= WS_MAX_HEADER && (size_t)hl <= n));
   if (hl <= 0) return;
   uint8_t out[WS_MAX_HEADER];
   size_t wl = ws_write_header(out, h.fin, h.rsv, h.opcode, h.len, h.masked ? h.mask : NULL);

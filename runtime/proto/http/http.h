@@ -21,8 +21,8 @@ typedef struct hconn_s hconn_t;
 typedef struct hres_s hres_t;
 
 struct hserver_s {
-  luaio_server base; /* first: a connection's c->server points here */
-  hconn_t *conns;    /* every open connection, for server:close() */
+  luaio_server base;           /* first: a connection's c->server points here */
+  hconn_t *conns;              /* every open connection, for server:close() */
   int handler_ref, access_ref; /* access_ref: the access-log hook, or LUA_NOREF */
   uint32_t max_header_size, max_headers, max_url, max_requests;
   uint64_t max_body_size;
@@ -53,8 +53,8 @@ struct hconn_s {
   uint32_t head_len; /* the head of the request being served, at in->data + in->mark */
   uint32_t ready;    /* chunked: decoded body bytes waiting at in->data + in->off */
   struct lhttp_chunked_decoder dec;
-  uint64_t body_left;  /* length-framed: bytes of the body not yet taken */
-  uint64_t body_taken; /* bytes given to the handler, or discarded */
+  uint64_t body_left;   /* length-framed: bytes of the body not yet taken */
+  uint64_t body_taken;  /* bytes given to the handler, or discarded */
   uint16_t body_status; /* 400, 408 or 413 once the body is broken: the answer says so */
   uint8_t state, body_kind, body_end, expect_continue;
 };
@@ -73,7 +73,7 @@ struct hres_s {
   uint8_t minor;
   void (*takeover_end)(lua_State *L, int idx); /* set by http_res_bind, or NULL */
   unsigned head_sent : 1, finished : 1, chunked : 1, head_method : 1, keep_alive : 1,
-    has_length : 1, user_server : 1, user_date : 1, aborted : 1;
+      has_length : 1, user_server : 1, user_date : 1, aborted : 1;
 };
 
 #define HCONN(c) ((hconn_t *)luaio_conn_ud(c))
@@ -96,8 +96,8 @@ void http_init_workers(lua_State *L);
 
 /* http_request.c */
 void http_push_request(lua_State *L, const char *method, size_t mlen, const char *target,
-                       size_t tlen, const struct lhttp_target *t, const char *path,
-                       size_t plen, int minor);
+                       size_t tlen, const struct lhttp_target *t, const char *path, size_t plen,
+                       int minor);
 /* Body bytes ready at in->data + in->off now (chunked input is decoded in place); -1 for a
  * malformed chunked body. */
 int64_t http_body_ready(luaio_conn *c);

@@ -50,8 +50,8 @@ typedef struct {
   struct lhttp_chunked_decoder d;
   char *buf; /* scratch: lhttp_decode_chunked decodes in place, Lua strings are immutable */
   size_t cap;
-  size_t out;  /* data bytes decoded by the last call, at buf[0..out) */
-  ssize_t rc;  /* the last call's result */
+  size_t out; /* data bytes decoded by the last call, at buf[0..out) */
+  ssize_t rc; /* the last call's result */
   int done;
 } decoder_t;
 
@@ -112,12 +112,12 @@ static void check_codings(void) {
 __attribute__((noinline)) static int parse_head(const char *buf, size_t len, size_t last_len,
                                                 int head_request) {
   size_t n = MAX_HEADERS;
-  int rc = lhttp_parse_response(buf, len, &head.minor, &head.status, &head.reason,
-                                &head.reason_len, head.headers, &n, last_len);
+  int rc = lhttp_parse_response(buf, len, &head.minor, &head.status, &head.reason, &head.reason_len,
+                                head.headers, &n, last_len);
   if (rc <= 0) return rc;
   head.num_headers = n;
-  head.framing_rc = lhttp_response_framing(head.headers, n, head.minor, head.status,
-                                           head_request, &head.framing);
+  head.framing_rc =
+      lhttp_response_framing(head.headers, n, head.minor, head.status, head_request, &head.framing);
   if ((size_t)rc > head.lower_cap) { /* names take less room than the head they come from */
     char *p = realloc(head.lower, (size_t)rc);
     if (p == NULL) return NOMEM;
@@ -141,10 +141,10 @@ __attribute__((noinline)) static int parse_head(const char *buf, size_t len, siz
 
 static const char *body_kind(int body) {
   switch (body) {
-  case LHTTP_BODY_LENGTH: return "length";
-  case LHTTP_BODY_CHUNKED: return "chunked";
-  case LHTTP_BODY_UNTIL_CLOSE: return "close";
-  default: return "none";
+    case LHTTP_BODY_LENGTH: return "length";
+    case LHTTP_BODY_CHUNKED: return "chunked";
+    case LHTTP_BODY_UNTIL_CLOSE: return "close";
+    default: return "none";
   }
 }
 
@@ -205,14 +205,15 @@ static int httpclient_parse_response(lua_State *L) {
     lua_pushliteral(L, "incomplete");
     return 2;
   }
-  if (rc == LHTTP_TOO_MANY_HEADERS) return push_error(L, "EPROTO", "too many header lines in the response");
+  if (rc == LHTTP_TOO_MANY_HEADERS)
+    return push_error(L, "EPROTO", "too many header lines in the response");
   if (rc < 0) return push_error(L, "EPROTO", "malformed HTTP response head");
   if (head.framing_rc != 0)
     return push_error(L, "EPROTO", "invalid response framing (Content-Length, Transfer-Encoding)");
   if (head.coding != NULL) {
     lua_pushlstring(L, head.coding, head.coding_len);
-    const char *msg = lua_pushfstring(L, "unsupported transfer coding '%s' (only chunked is decoded)",
-                                      lua_tostring(L, -1));
+    const char *msg = lua_pushfstring(
+        L, "unsupported transfer coding '%s' (only chunked is decoded)", lua_tostring(L, -1));
     return push_error(L, "EPROTO", msg);
   }
   lua_createtable(L, 0, 8);
@@ -270,8 +271,10 @@ static int decoder_decode(lua_State *L) {
     c->buf = p;
     c->cap = len;
   }
-  if (len > 0) decode_piece(c, s, len);
-  else c->out = 0;
+  if (len > 0)
+    decode_piece(c, s, len);
+  else
+    c->out = 0;
   if (c->rc == LHTTP_ERROR) return push_error(L, "EPROTO", "malformed chunked body");
   lua_pushlstring(L, c->buf, c->out);
   if (len == 0 || c->rc == LHTTP_INCOMPLETE) {
@@ -363,11 +366,13 @@ static int httpclient_error(lua_State *L) {
 
 static const luaL_Reg decoder_methods[] = {{"decode", decoder_decode}, {NULL, NULL}};
 
-static const luaL_Reg httpclient_funcs[] = {
-  {"decoder", httpclient_decoder}, {"error", httpclient_error},
-  {"park", httpclient_park},       {"parse_response", httpclient_parse_response},
-  {"sweep", httpclient_sweep},     {"unpark", httpclient_unpark},
-  {NULL, NULL}};
+static const luaL_Reg httpclient_funcs[] = {{"decoder", httpclient_decoder},
+                                            {"error", httpclient_error},
+                                            {"park", httpclient_park},
+                                            {"parse_response", httpclient_parse_response},
+                                            {"sweep", httpclient_sweep},
+                                            {"unpark", httpclient_unpark},
+                                            {NULL, NULL}};
 
 int luaopen_luaio_http_client(lua_State *L) {
   if (luaL_newmetatable(L, DECODER_MT)) {

@@ -31,10 +31,11 @@
 #include "socket.h"
 #include "tls.h"
 
-#define POOL_MAX 256          /* idle worker tasks kept */
-#define LINGER_MS 2000        /* how long an ending connection reads what the client still sends */
-#define DISCARD_MAX 1048576   /* body bytes the server reads and drops to keep a connection */
-#define GRACE_MS 500          /* while the server closes: how long an idle connection may
+#define POOL_MAX 256        /* idle worker tasks kept */
+#define LINGER_MS 2000      /* how long an ending connection reads what the client still sends */
+#define DISCARD_MAX 1048576 /* body bytes the server reads and drops to keep a connection */
+#define GRACE_MS                                                                                   \
+  500 /* while the server closes: how long an idle connection may
                                * still bring a request (answered with Connection: close) */
 
 static int worker_ref = LUA_NOREF; /* the Lua worker loop (http.lua) */
@@ -47,7 +48,10 @@ static size_t path_cap;
 /* --- the connection's life ------------------------------------------------------------------ */
 
 static void unlink_conn(hconn_t *h) {
-  if (h->prev) h->prev->next = h->next; else if (h->server->conns == h) h->server->conns = h->next;
+  if (h->prev)
+    h->prev->next = h->next;
+  else if (h->server->conns == h)
+    h->server->conns = h->next;
   if (h->next) h->next->prev = h->prev;
   h->prev = h->next = NULL;
 }
@@ -113,8 +117,8 @@ int http_start_request(lua_State *L, luaio_conn *c) {
   const char *method, *target;
   size_t method_len, target_len, nhdr = s->max_headers;
   int minor;
-  int n = lhttp_parse_request(buf, len, &method, &method_len, &target, &target_len, &minor,
-                              headers, &nhdr, h->last_len);
+  int n = lhttp_parse_request(buf, len, &method, &method_len, &target, &target_len, &minor, headers,
+                              &nhdr, h->last_len);
   if (n == LHTTP_INCOMPLETE) {
     h->last_len = (uint32_t)len;
     if (len >= s->max_header_size) {
@@ -139,7 +143,8 @@ int http_start_request(lua_State *L, luaio_conn *c) {
   else if (target_len > s->max_url)
     status = 414;
   else if (lhttp_parse_target(target, target_len, &t) != 0 ||
-           (t.form == LHTTP_TARGET_ASTERISK && !(method_len == 7 && memcmp(method, "OPTIONS", 7) == 0)))
+           (t.form == LHTTP_TARGET_ASTERISK &&
+            !(method_len == 7 && memcmp(method, "OPTIONS", 7) == 0)))
     status = 400;
   else if ((status = lhttp_request_framing(headers, nhdr, minor, &f)) != 0)
     status = status == LHTTP_UNSUPPORTED ? 501 : 400;
@@ -214,8 +219,10 @@ static void advance(lua_State *L, luaio_conn *c) {
     return;
   }
   hconn_t *h = HCONN(c);
-  if (h->state == H_IDLE && c->read_err != 0) http_conn_end(c); /* EOF between requests */
-  else if (h->state == H_HEAD && c->read_err != 0) http_conn_end(c); /* EOF mid-head */
+  if (h->state == H_IDLE && c->read_err != 0)
+    http_conn_end(c); /* EOF between requests */
+  else if (h->state == H_HEAD && c->read_err != 0)
+    http_conn_end(c); /* EOF mid-head */
 }
 
 /* After a request: drop the rest of its body, wait for the output to drain, then take the
@@ -317,7 +324,8 @@ static void resume_waiter(lua_State **co, int *ref, int (*push)(lua_State *co)) 
   luaio_unanchor(anchor);
 }
 
-static int push_false(lua_State *co) { /* false: read again, there is something new (http.lua loops) */
+static int
+push_false(lua_State *co) { /* false: read again, there is something new (http.lua loops) */
   lua_pushboolean(co, 0);
   return 1;
 }
@@ -334,35 +342,32 @@ static void wake_reader(hres_t *r) { resume_waiter(&r->reader, &r->reader_ref, p
 static void on_read(lua_State *L, luaio_conn *c) {
   hconn_t *h = HCONN(c);
   switch (h->state) {
-  case H_REQUEST:
-    if (h->res != NULL && h->res->reader != NULL) {
-      luaio_conn_timeout(c, 0);
-      wake_reader(h->res);
-    }
-    return; /* else kept: reading pauses when the buffer is full */
-  case H_DISCARD: {
-    int done = http_body_discard(c);
-    if (done < 0 || (done == 0 && c->read_err != 0)) {
-      http_conn_end(c);
-    } else if (done) {
-      h->state = H_IDLE;
-      luaio_conn_timeout(c, 0);
-      if (luaio_conn_above_high(c)) {
-        h->state = H_DRAIN_WAIT;
-        luaio_conn_read_stop(c);
-      } else {
-        advance(L, c);
-        if (h->state == H_IDLE && !c->closing) go_idle(c);
+    case H_REQUEST:
+      if (h->res != NULL && h->res->reader != NULL) {
+        luaio_conn_timeout(c, 0);
+        wake_reader(h->res);
       }
+      return; /* else kept: reading pauses when the buffer is full */
+    case H_DISCARD: {
+      int done = http_body_discard(c);
+      if (done < 0 || (done == 0 && c->read_err != 0)) {
+        http_conn_end(c);
+      } else if (done) {
+        h->state = H_IDLE;
+        luaio_conn_timeout(c, 0);
+        if (luaio_conn_above_high(c)) {
+          h->state = H_DRAIN_WAIT;
+          luaio_conn_read_stop(c);
+        } else {
+          advance(L, c);
+          if (h->state == H_IDLE && !c->closing) go_idle(c);
+        }
+      }
+      return;
     }
-    return;
-  }
-  case H_IDLE:
-  case H_HEAD:
-    advance(L, c);
-    return;
-  default:
-    return;
+    case H_IDLE:
+    case H_HEAD: advance(L, c); return;
+    default: return;
   }
 }
 
@@ -388,21 +393,19 @@ static void on_drain(lua_State *L, luaio_conn *c) {
 static void on_timeout(lua_State *L, luaio_conn *c) {
   hconn_t *h = HCONN(c);
   switch (h->state) {
-  case H_HEAD:
-    http_reply_error(L, c, 408);
-    return;
-  case H_REQUEST: { /* the handler waited too long for body bytes */
-    hres_t *r = h->res;
-    if (r == NULL || r->reader == NULL) return;
-    h->body_status = 408;
-    resume_waiter(&r->reader, &r->reader_ref, push_timeout);
-    return;
-  }
-  default: /* idle keep-alive, a grace period, or a discarded body that stopped coming */
-    h->state = H_CLOSED;
-    unlink_conn(h);
-    luaio_conn_end(c, 0); /* with TLS, close_notify first: a clean end, not a cut */
-    return;
+    case H_HEAD: http_reply_error(L, c, 408); return;
+    case H_REQUEST: { /* the handler waited too long for body bytes */
+      hres_t *r = h->res;
+      if (r == NULL || r->reader == NULL) return;
+      h->body_status = 408;
+      resume_waiter(&r->reader, &r->reader_ref, push_timeout);
+      return;
+    }
+    default: /* idle keep-alive, a grace period, or a discarded body that stopped coming */
+      h->state = H_CLOSED;
+      unlink_conn(h);
+      luaio_conn_end(c, 0); /* with TLS, close_notify first: a clean end, not a cut */
+      return;
   }
 }
 

@@ -21,22 +21,22 @@
 #define C_TARGET 4
 
 static const unsigned char cls[256] = {
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0,  /* 00 */
-  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  /* 10 */
-  2, 7, 6, 7, 7, 7, 7, 7, 6, 6, 7, 7, 6, 7, 7, 6,  /* 20 */
-  7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6,  /* 30 */
-  6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,  /* 40 */
-  7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 7, 7,  /* 50 */
-  7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,  /* 60 */
-  7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 7, 6, 7, 0,  /* 70 */
-  6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,  /* 80 */
-  6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,  /* 90 */
-  6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,  /* a0 */
-  6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,  /* b0 */
-  6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,  /* c0 */
-  6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,  /* d0 */
-  6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,  /* e0 */
-  6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6,  /* f0 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, /* 00 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 10 */
+    2, 7, 6, 7, 7, 7, 7, 7, 6, 6, 7, 7, 6, 7, 7, 6, /* 20 */
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 6, 6, 6, /* 30 */
+    6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, /* 40 */
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 6, 6, 7, 7, /* 50 */
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, /* 60 */
+    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 6, 7, 6, 7, 0, /* 70 */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* 80 */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* 90 */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* a0 */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* b0 */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* c0 */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* d0 */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* e0 */
+    6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, /* f0 */
 };
 
 #define IS(c, class) (cls[(unsigned char)(c)] & (class))
@@ -45,7 +45,7 @@ static const unsigned char cls[256] = {
  * (n <= 128; bytes >= 0x80 never match), or equal to b. Exact as yes/no answers. */
 #define ONES UINT64_C(0x0101010101010101)
 #define HIGHS UINT64_C(0x8080808080808080)
-#define HAS_LESS(w, n) (((w) - ONES * (n)) & ~(w) & HIGHS)
+#define HAS_LESS(w, n) (((w)-ONES * (n)) & ~(w)&HIGHS)
 #define HAS_BYTE(w, b) HAS_LESS((w) ^ (ONES * (b)), 1)
 
 /* The first byte in [p, end) outside `class`, or end. Values and targets are long and
@@ -249,9 +249,7 @@ int lhttp_parse_response(const char *buf, size_t len, int *minor_version, int *s
 
 /* --- body framing ----------------------------------------------------------------------- */
 
-static int lower(unsigned char c) {
-  return c >= 'A' && c <= 'Z' ? c + 32 : c;
-}
+static int lower(unsigned char c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
 
 /* s[0..n) equals the lowercase literal lit, ignoring ASCII case. */
 static int same(const char *s, size_t n, const char *lit, size_t lit_len) {
@@ -311,48 +309,51 @@ static int collect(const struct lhttp_header *h, size_t n, struct facts *f) {
     const char *e, *pos = h->value, *end = h->value + h->value_len;
     size_t len;
     switch (h->name_len) {
-    case 4:
-      if (!SAME(h->name, 4, "host")) break;
-      f->hosts++;
-      f->host = h->value;
-      f->host_len = h->value_len;
-      break;
-    case 6:
-      if (!SAME(h->name, 6, "expect")) break;
-      while (next_element(&pos, end, &e, &len)) {
-        if (len == 0) continue;
-        f->flags |= SAME(e, len, "100-continue") ? LHTTP_EXPECT_CONTINUE : LHTTP_EXPECT_OTHER;
-      }
-      break;
-    case 10:
-      if (!SAME(h->name, 10, "connection")) break;
-      while (next_element(&pos, end, &e, &len)) {
-        if (SAME(e, len, "close")) f->flags |= LHTTP_CONN_CLOSE;
-        else if (SAME(e, len, "keep-alive")) f->flags |= LHTTP_CONN_KEEP_ALIVE;
-        else if (SAME(e, len, "upgrade")) f->flags |= LHTTP_CONN_UPGRADE;
-      }
-      break;
-    case 14:
-      if (!SAME(h->name, 14, "content-length")) break;
-      /* Every element of every line must be the same 1*DIGIT (RFC 9110 8.6). */
-      while (next_element(&pos, end, &e, &len)) {
-        uint64_t v;
-        if (parse_length(e, len, &v) < 0) return -1;
-        if (f->cl && v != f->length) return -1;
-        f->cl = 1;
-        f->length = v;
-      }
-      break;
-    case 17:
-      if (!SAME(h->name, 17, "transfer-encoding")) break;
-      f->te++;
-      while (next_element(&pos, end, &e, &len)) {
-        if (len == 0) continue;
-        f->codings++;
-        f->last_chunked = SAME(e, len, "chunked");
-        f->chunked += f->last_chunked;
-      }
-      break;
+      case 4:
+        if (!SAME(h->name, 4, "host")) break;
+        f->hosts++;
+        f->host = h->value;
+        f->host_len = h->value_len;
+        break;
+      case 6:
+        if (!SAME(h->name, 6, "expect")) break;
+        while (next_element(&pos, end, &e, &len)) {
+          if (len == 0) continue;
+          f->flags |= SAME(e, len, "100-continue") ? LHTTP_EXPECT_CONTINUE : LHTTP_EXPECT_OTHER;
+        }
+        break;
+      case 10:
+        if (!SAME(h->name, 10, "connection")) break;
+        while (next_element(&pos, end, &e, &len)) {
+          if (SAME(e, len, "close"))
+            f->flags |= LHTTP_CONN_CLOSE;
+          else if (SAME(e, len, "keep-alive"))
+            f->flags |= LHTTP_CONN_KEEP_ALIVE;
+          else if (SAME(e, len, "upgrade"))
+            f->flags |= LHTTP_CONN_UPGRADE;
+        }
+        break;
+      case 14:
+        if (!SAME(h->name, 14, "content-length")) break;
+        /* Every element of every line must be the same 1*DIGIT (RFC 9110 8.6). */
+        while (next_element(&pos, end, &e, &len)) {
+          uint64_t v;
+          if (parse_length(e, len, &v) < 0) return -1;
+          if (f->cl && v != f->length) return -1;
+          f->cl = 1;
+          f->length = v;
+        }
+        break;
+      case 17:
+        if (!SAME(h->name, 17, "transfer-encoding")) break;
+        f->te++;
+        while (next_element(&pos, end, &e, &len)) {
+          if (len == 0) continue;
+          f->codings++;
+          f->last_chunked = SAME(e, len, "chunked");
+          f->chunked += f->last_chunked;
+        }
+        break;
     }
   }
   return 0;
@@ -363,8 +364,8 @@ static int keep_alive(int minor_version, unsigned flags) {
   return minor_version >= 1 || (flags & LHTTP_CONN_KEEP_ALIVE);
 }
 
-int lhttp_request_framing(const struct lhttp_header *headers, size_t num_headers,
-                          int minor_version, struct lhttp_framing *out) {
+int lhttp_request_framing(const struct lhttp_header *headers, size_t num_headers, int minor_version,
+                          struct lhttp_framing *out) {
   struct facts f;
   memset(out, 0, sizeof *out);
   if (collect(headers, num_headers, &f) < 0) return LHTTP_ERROR;
@@ -437,7 +438,8 @@ int lhttp_valid_host(const char *s, size_t n) {
   } else {
     for (; i < n && s[i] != ':'; i++) {
       if (s[i] == '%') {
-        if (i + 2 >= n || hexval((unsigned char)s[i + 1]) < 0 || hexval((unsigned char)s[i + 2]) < 0)
+        if (i + 2 >= n || hexval((unsigned char)s[i + 1]) < 0 ||
+            hexval((unsigned char)s[i + 2]) < 0)
           return 0;
         i += 2;
       } else if (!reg_name_char((unsigned char)s[i])) {
@@ -523,7 +525,7 @@ enum {
   CS_DATA,
   CS_DATA_CR,
   CS_DATA_LF,
-  CS_TRAILER_START,  /* a trailer line or the final CRLF */
+  CS_TRAILER_START, /* a trailer line or the final CRLF */
   CS_TRAILER_NAME,
   CS_TRAILER_VALUE,
   CS_TRAILER_LF,
@@ -560,75 +562,89 @@ ssize_t lhttp_decode_chunked(struct lhttp_chunked_decoder *d, char *buf, size_t 
     d->overhead++;
     if (d->state >= CS_TRAILER_START && ++d->count > LHTTP_MAX_TRAILERS) goto error;
     switch (d->state) {
-    case CS_SIZE_FIRST:
-    case CS_SIZE: {
-      int v = hexval(c);
-      if (v >= 0) {
-        /* At most 16 digits (leading zeros included) and a size below 2^63. */
-        if (d->count == 16 || (d->remaining >> 59) != 0) goto error;
-        d->remaining = d->remaining << 4 | (unsigned)v;
-        d->count++;
-        d->state = CS_SIZE;
+      case CS_SIZE_FIRST:
+      case CS_SIZE: {
+        int v = hexval(c);
+        if (v >= 0) {
+          /* At most 16 digits (leading zeros included) and a size below 2^63. */
+          if (d->count == 16 || (d->remaining >> 59) != 0) goto error;
+          d->remaining = d->remaining << 4 | (unsigned)v;
+          d->count++;
+          d->state = CS_SIZE;
+          break;
+        }
+        if (d->state == CS_SIZE_FIRST) goto error;
+        d->count = 1; /* extension bytes, from here to the CR */
+        if (c == '\r')
+          d->state = CS_SIZE_LF;
+        else if (c == ';')
+          d->state = CS_EXT;
+        else if (c == ' ' || c == '\t')
+          d->state = CS_SIZE_WS;
+        else
+          goto error;
         break;
       }
-      if (d->state == CS_SIZE_FIRST) goto error;
-      d->count = 1; /* extension bytes, from here to the CR */
-      if (c == '\r') d->state = CS_SIZE_LF;
-      else if (c == ';') d->state = CS_EXT;
-      else if (c == ' ' || c == '\t') d->state = CS_SIZE_WS;
-      else goto error;
-      break;
-    }
-    case CS_SIZE_WS:
-      if (++d->count > LHTTP_MAX_CHUNK_EXT) goto error;
-      if (c == ';') d->state = CS_EXT;
-      else if (c != ' ' && c != '\t') goto error;
-      break;
-    case CS_EXT:
-      /* The extension grammar is not checked, only its bytes and its length: extensions
+      case CS_SIZE_WS:
+        if (++d->count > LHTTP_MAX_CHUNK_EXT) goto error;
+        if (c == ';')
+          d->state = CS_EXT;
+        else if (c != ' ' && c != '\t')
+          goto error;
+        break;
+      case CS_EXT:
+        /* The extension grammar is not checked, only its bytes and its length: extensions
        * are ignored, and what matters is that the line ends where every parser says. */
-      if (c == '\r') d->state = CS_SIZE_LF;
-      else if (!IS(c, C_VALUE) || ++d->count > LHTTP_MAX_CHUNK_EXT) goto error;
-      break;
-    case CS_SIZE_LF:
-      if (c != '\n') goto error;
-      d->count = 0;
-      d->state = d->remaining ? CS_DATA : CS_TRAILER_START;
-      break;
-    case CS_DATA_CR:
-      if (c != '\r') goto error;
-      d->state = CS_DATA_LF;
-      break;
-    case CS_DATA_LF:
-      if (c != '\n') goto error;
-      d->count = 0;
-      d->state = CS_SIZE_FIRST;
-      break;
-    case CS_TRAILER_START:
-      if (c == '\r') d->state = CS_END_LF;
-      else if (IS(c, C_TOKEN)) d->state = CS_TRAILER_NAME;
-      else goto error; /* obs-fold, whitespace, an empty name */
-      break;
-    case CS_TRAILER_NAME:
-      if (c == ':') d->state = CS_TRAILER_VALUE;
-      else if (!IS(c, C_TOKEN)) goto error;
-      break;
-    case CS_TRAILER_VALUE:
-      if (c == '\r') d->state = CS_TRAILER_LF;
-      else if (!IS(c, C_VALUE)) goto error;
-      break;
-    case CS_TRAILER_LF:
-      if (c != '\n') goto error;
-      d->state = CS_TRAILER_START;
-      break;
-    case CS_END_LF:
-      if (c != '\n') goto error;
-      d->state = CS_DONE;
-      if (dst != src) memmove(buf + dst, buf + src, n - src);
-      *bufsz = dst;
-      return (ssize_t)(n - src);
-    default:
-      goto error;
+        if (c == '\r')
+          d->state = CS_SIZE_LF;
+        else if (!IS(c, C_VALUE) || ++d->count > LHTTP_MAX_CHUNK_EXT)
+          goto error;
+        break;
+      case CS_SIZE_LF:
+        if (c != '\n') goto error;
+        d->count = 0;
+        d->state = d->remaining ? CS_DATA : CS_TRAILER_START;
+        break;
+      case CS_DATA_CR:
+        if (c != '\r') goto error;
+        d->state = CS_DATA_LF;
+        break;
+      case CS_DATA_LF:
+        if (c != '\n') goto error;
+        d->count = 0;
+        d->state = CS_SIZE_FIRST;
+        break;
+      case CS_TRAILER_START:
+        if (c == '\r')
+          d->state = CS_END_LF;
+        else if (IS(c, C_TOKEN))
+          d->state = CS_TRAILER_NAME;
+        else
+          goto error; /* obs-fold, whitespace, an empty name */
+        break;
+      case CS_TRAILER_NAME:
+        if (c == ':')
+          d->state = CS_TRAILER_VALUE;
+        else if (!IS(c, C_TOKEN))
+          goto error;
+        break;
+      case CS_TRAILER_VALUE:
+        if (c == '\r')
+          d->state = CS_TRAILER_LF;
+        else if (!IS(c, C_VALUE))
+          goto error;
+        break;
+      case CS_TRAILER_LF:
+        if (c != '\n') goto error;
+        d->state = CS_TRAILER_START;
+        break;
+      case CS_END_LF:
+        if (c != '\n') goto error;
+        d->state = CS_DONE;
+        if (dst != src) memmove(buf + dst, buf + src, n - src);
+        *bufsz = dst;
+        return (ssize_t)(n - src);
+      default: goto error;
     }
   }
   *bufsz = dst;

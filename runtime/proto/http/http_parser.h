@@ -80,10 +80,10 @@ int lhttp_parse_response(const char *buf, size_t len, int *minor_version, int *s
 /* --- body framing and connection semantics (RFC 9112 section 6, RFC 9110 7.6.1, 10.1.1) --- */
 
 enum {
-  LHTTP_BODY_NONE = 0,     /* no body */
-  LHTTP_BODY_LENGTH,       /* content_length bytes (possibly 0) */
-  LHTTP_BODY_CHUNKED,      /* chunked: use lhttp_decode_chunked */
-  LHTTP_BODY_UNTIL_CLOSE,  /* responses only: the body ends when the connection closes */
+  LHTTP_BODY_NONE = 0,    /* no body */
+  LHTTP_BODY_LENGTH,      /* content_length bytes (possibly 0) */
+  LHTTP_BODY_CHUNKED,     /* chunked: use lhttp_decode_chunked */
+  LHTTP_BODY_UNTIL_CLOSE, /* responses only: the body ends when the connection closes */
 };
 
 /* flags */
@@ -111,8 +111,8 @@ struct lhttp_framing {
  * several Content-Length values that differ (identical repeats, as "5, 5" or two lines,
  * are accepted as RFC 9110 8.6 allows), no Host in HTTP/1.1, more than one Host.
  */
-int lhttp_request_framing(const struct lhttp_header *headers, size_t num_headers,
-                          int minor_version, struct lhttp_framing *out);
+int lhttp_request_framing(const struct lhttp_header *headers, size_t num_headers, int minor_version,
+                          struct lhttp_framing *out);
 
 /*
  * The same for a response to a request; head_request is 1 when the request was HEAD (then,

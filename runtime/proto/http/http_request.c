@@ -25,8 +25,8 @@ static int req_mt_ref = LUA_NOREF;
 /* --- the request table ----------------------------------------------------------------------- */
 
 void http_push_request(lua_State *L, const char *method, size_t mlen, const char *target,
-                       size_t tlen, const struct lhttp_target *t, const char *path,
-                       size_t plen, int minor) {
+                       size_t tlen, const struct lhttp_target *t, const char *path, size_t plen,
+                       int minor) {
   lua_createtable(L, 1, 4); /* res in [1], four fields; the lazy ones rehash once */
   lua_pushlstring(L, method, mlen);
   lua_setfield(L, -2, "method");
@@ -66,7 +66,8 @@ static void push_headers(lua_State *L, const char *head, size_t len) {
   size_t mlen, plen, nhdr = HTTP_MAX_HEADERS;
   int minor;
   lua_newtable(L);
-  if (lhttp_parse_request(head, len, &method, &mlen, &path, &plen, &minor, headers_scratch, &nhdr, 0) <= 0)
+  if (lhttp_parse_request(head, len, &method, &mlen, &path, &plen, &minor, headers_scratch, &nhdr,
+                          0) <= 0)
     nhdr = 0;
   for (size_t i = 0; i < nhdr; i++) {
     const struct lhttp_header *h = &headers_scratch[i];
@@ -100,7 +101,10 @@ static int headers_index(lua_State *L) {
 }
 
 static int hexval(int ch) {
-  return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+  return ch >= '0' && ch <= '9'   ? ch - '0'
+         : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10
+         : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10
+                                  : -1;
 }
 
 /* Pushes s[0..n) with %XX and '+' decoded (a query's form encoding). */

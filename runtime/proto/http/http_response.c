@@ -28,67 +28,67 @@ int http_res_mt_ref = LUA_NOREF;
 
 const char *http_reason(int status) {
   switch (status) {
-  case 100: return "Continue";
-  case 101: return "Switching Protocols";
-  case 102: return "Processing";
-  case 103: return "Early Hints";
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 203: return "Non-Authoritative Information";
-  case 204: return "No Content";
-  case 205: return "Reset Content";
-  case 206: return "Partial Content";
-  case 207: return "Multi-Status";
-  case 208: return "Already Reported";
-  case 226: return "IM Used";
-  case 300: return "Multiple Choices";
-  case 301: return "Moved Permanently";
-  case 302: return "Found";
-  case 303: return "See Other";
-  case 304: return "Not Modified";
-  case 305: return "Use Proxy";
-  case 307: return "Temporary Redirect";
-  case 308: return "Permanent Redirect";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 402: return "Payment Required";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 406: return "Not Acceptable";
-  case 407: return "Proxy Authentication Required";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 410: return "Gone";
-  case 411: return "Length Required";
-  case 412: return "Precondition Failed";
-  case 413: return "Content Too Large";
-  case 414: return "URI Too Long";
-  case 415: return "Unsupported Media Type";
-  case 416: return "Range Not Satisfiable";
-  case 417: return "Expectation Failed";
-  case 421: return "Misdirected Request";
-  case 422: return "Unprocessable Content";
-  case 423: return "Locked";
-  case 424: return "Failed Dependency";
-  case 425: return "Too Early";
-  case 426: return "Upgrade Required";
-  case 428: return "Precondition Required";
-  case 429: return "Too Many Requests";
-  case 431: return "Request Header Fields Too Large";
-  case 451: return "Unavailable For Legal Reasons";
-  case 500: return "Internal Server Error";
-  case 501: return "Not Implemented";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  case 505: return "HTTP Version Not Supported";
-  case 506: return "Variant Also Negotiates";
-  case 507: return "Insufficient Storage";
-  case 508: return "Loop Detected";
-  case 511: return "Network Authentication Required";
-  default: return ""; /* RFC 9112 4: the reason phrase may be empty */
+    case 100: return "Continue";
+    case 101: return "Switching Protocols";
+    case 102: return "Processing";
+    case 103: return "Early Hints";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 203: return "Non-Authoritative Information";
+    case 204: return "No Content";
+    case 205: return "Reset Content";
+    case 206: return "Partial Content";
+    case 207: return "Multi-Status";
+    case 208: return "Already Reported";
+    case 226: return "IM Used";
+    case 300: return "Multiple Choices";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 303: return "See Other";
+    case 304: return "Not Modified";
+    case 305: return "Use Proxy";
+    case 307: return "Temporary Redirect";
+    case 308: return "Permanent Redirect";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 402: return "Payment Required";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 407: return "Proxy Authentication Required";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 411: return "Length Required";
+    case 412: return "Precondition Failed";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
+    case 421: return "Misdirected Request";
+    case 422: return "Unprocessable Content";
+    case 423: return "Locked";
+    case 424: return "Failed Dependency";
+    case 425: return "Too Early";
+    case 426: return "Upgrade Required";
+    case 428: return "Precondition Required";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 451: return "Unavailable For Legal Reasons";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    case 506: return "Variant Also Negotiates";
+    case 507: return "Insufficient Storage";
+    case 508: return "Loop Detected";
+    case 511: return "Network Authentication Required";
+    default: return ""; /* RFC 9112 4: the reason phrase may be empty */
   }
 }
 
@@ -110,7 +110,8 @@ static void date_update(void) {
 static size_t put_decimal(char *p, uint64_t v) {
   char tmp[24];
   size_t n = 0;
-  do tmp[n++] = (char)('0' + v % 10); while ((v /= 10) != 0);
+  do tmp[n++] = (char)('0' + v % 10);
+  while ((v /= 10) != 0);
   for (size_t i = 0; i < n; i++) p[i] = tmp[n - 1 - i];
   return n;
 }
@@ -307,7 +308,10 @@ static luaio_conn *body_call(lua_State *L, hres_t **r, size_t *len, const char *
   }
   hconn_t *h = HCONN(c);
   if (h->body_status) { /* the server answers for the broken body when the handler ends */
-    luaio_pushnamederror(L, h->body_status == 408 ? "ETIMEDOUT" : h->body_status == 413 ? "EMSGSIZE" : "EBADMSG",
+    luaio_pushnamederror(L,
+                         h->body_status == 408   ? "ETIMEDOUT"
+                         : h->body_status == 413 ? "EMSGSIZE"
+                                                 : "EBADMSG",
                          "the request body is broken: the server answers it");
     return NULL;
   }
@@ -455,7 +459,8 @@ static int set_header(lua_State *L, int replace) {
   hres_t *r = http_check_res(L, 1);
   size_t nlen, vlen;
   const char *name = luaL_checklstring(L, 2, &nlen);
-  luaL_argcheck(L, lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER, 3, "string expected");
+  luaL_argcheck(L, lua_type(L, 3) == LUA_TSTRING || lua_type(L, 3) == LUA_TNUMBER, 3,
+                "string expected");
   const char *value = lua_tolstring(L, 3, &vlen);
   luaL_argcheck(L, nlen > 0 && nlen < 256, 2, "header name length 1-255 expected");
   for (size_t i = 0; i < nlen; i++)
@@ -465,10 +470,12 @@ static int set_header(lua_State *L, int replace) {
     /* CR or LF here would let a value start a new header: response splitting */
     luaL_argcheck(L, (ch >= 32 && ch != 127) || ch == '\t', 3, "control character in header value");
   }
-  if (r->head_sent) return luaL_error(L, "%s: headers already sent", replace ? "setHeader" : "appendHeader");
+  if (r->head_sent)
+    return luaL_error(L, "%s: headers already sent", replace ? "setHeader" : "appendHeader");
   uint64_t length = 0;
   if (IS(name, nlen, "content-length")) {
-    luaL_argcheck(L, parse_length(value, vlen, &length), 3, "Content-Length must be 1 to 16 digits, at most 2^53");
+    luaL_argcheck(L, parse_length(value, vlen, &length), 3,
+                  "Content-Length must be 1 to 16 digits, at most 2^53");
   } else if (IS(name, nlen, "transfer-encoding")) {
     return luaL_argerror(L, 2, "Transfer-Encoding is set by the server");
   }
@@ -529,7 +536,10 @@ luaio_conn *http_res_takeover(lua_State *L, int res) {
   luaio_conn_unkeep(c);
   http_res_detach(L, r, UV_ECANCELED);
   h->state = H_CLOSED;
-  if (h->prev) h->prev->next = h->next; else h->server->conns = h->next;
+  if (h->prev)
+    h->prev->next = h->next;
+  else
+    h->server->conns = h->next;
   if (h->next) h->next->prev = h->prev;
   h->prev = h->next = NULL;
   luaio_conn_timeout(c, 0);
@@ -637,10 +647,14 @@ void http_reply_error(lua_State *L, luaio_conn *c, int status) {
   http_conn_end(c);
 }
 
-static const luaL_Reg res_methods[] = {
-  {"appendHeader", res_appendheader}, {"finish", res_finish}, {"getHeader", res_getheader},
-  {"setHeader", res_setheader},       {"status", res_status}, {"upgrade", res_upgrade},
-  {"write", res_write},               {NULL, NULL}};
+static const luaL_Reg res_methods[] = {{"appendHeader", res_appendheader},
+                                       {"finish", res_finish},
+                                       {"getHeader", res_getheader},
+                                       {"setHeader", res_setheader},
+                                       {"status", res_status},
+                                       {"upgrade", res_upgrade},
+                                       {"write", res_write},
+                                       {NULL, NULL}};
 
 void http_response_register(lua_State *L) {
   tchar_init();

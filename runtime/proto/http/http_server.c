@@ -88,11 +88,14 @@ static int http_listen(lua_State *L) {
   lua_pushvalue(L, 2);
   s->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_getfield(L, 3, "access_hook");
-  s->access_ref = lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
+  s->access_ref =
+      lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX) : (lua_pop(L, 1), LUA_NOREF);
   return 1;
 }
 
-static hserver_t *check_server(lua_State *L) { return (hserver_t *)luaio_server_check(L, 1, SERVER_MT); }
+static hserver_t *check_server(lua_State *L) {
+  return (hserver_t *)luaio_server_check(L, 1, SERVER_MT);
+}
 
 /* server:close(): stops accepting; see the top of this file for the connections open. */
 static int server_close(lua_State *L) {
@@ -118,9 +121,10 @@ static int http_init(lua_State *L) {
 }
 
 static const luaL_Reg server_methods[] = {{"close", server_close}, {NULL, NULL}};
-static const luaL_Reg http_funcs[] = {
-  {"done", http_done}, {"form", http_form}, {"init", http_init}, {"listen", http_listen}, {"read", http_read},
-  {"request", http_request_table}, {NULL, NULL}};
+static const luaL_Reg http_funcs[] = {{"done", http_done}, {"form", http_form},
+                                      {"init", http_init}, {"listen", http_listen},
+                                      {"read", http_read}, {"request", http_request_table},
+                                      {NULL, NULL}};
 
 int luaopen_luaio_http(lua_State *L) {
   http_response_register(L);

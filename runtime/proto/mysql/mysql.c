@@ -33,10 +33,16 @@
 
 #define CONN_MT "luaio.mysql.conn"
 #define STMT_MT "luaio.mysql.stmt"
-#define IN_BASE (64 * 1024) /* the input buffer's usual limit */
+#define IN_BASE (64 * 1024)        /* the input buffer's usual limit */
 #define EXACT (9007199254740992.0) /* 2^53 */
 
-enum { COM_QUIT = 0x01, COM_QUERY = 0x03, COM_PREPARE = 0x16, COM_EXECUTE = 0x17, COM_CLOSE_STMT = 0x19 };
+enum {
+  COM_QUIT = 0x01,
+  COM_QUERY = 0x03,
+  COM_PREPARE = 0x16,
+  COM_EXECUTE = 0x17,
+  COM_CLOSE_STMT = 0x19
+};
 enum { K_QUERY, K_EXECUTE, K_PREPARE, K_SIMPLE };
 /* Where the head waiter's response is. */
 enum { S_FIRST, S_COLS, S_COLS_EOF, S_ROWS, S_PARAMS, S_PARAMS_EOF, S_PCOLS, S_PCOLS_EOF };
@@ -54,8 +60,8 @@ typedef struct {
   mconn *owner;
   uint32_t id;
   uint16_t nparams, ncols;
-  uint16_t ncached;  /* columns described by hashes and the columns table; 0: none */
-  uint64_t *hashes;  /* of each column definition's bytes */
+  uint16_t ncached; /* columns described by hashes and the columns table; 0: none */
+  uint64_t *hashes; /* of each column definition's bytes */
   uint8_t closed;
 } mstmt;
 
@@ -141,7 +147,8 @@ static int fifo_reserve(mconn *s) {
 }
 
 /* L waits for a response; its arg 1 is the connection, stmt_arg (or 0) the statement. */
-static void fifo_push(lua_State *L, mconn *s, int kind, int arrays, int packets, mstmt *stmt, int stmt_arg) {
+static void fifo_push(lua_State *L, mconn *s, int kind, int arrays, int packets, mstmt *stmt,
+                      int stmt_arg) {
   waiter_t *w = &s->w[(s->whead + s->wcount) & (s->wcap - 1)];
   w->co = L;
   w->ref = luaio_anchor(L);
@@ -219,7 +226,8 @@ static int cmd_end(luaio_conn *c, cmdbuf *cb) {
     if (!err) err = luaio_conn_write(c, (const char *)h, 4);
     if (!err) err = luaio_conn_write(c, (const char *)cb->base + off, n);
     off += n;
-    if (n < MW_MAX_CHUNK) break; /* a last piece of exactly 16 MiB - 1 is followed by an empty one */
+    if (n < MW_MAX_CHUNK)
+      break; /* a last piece of exactly 16 MiB - 1 is followed by an empty one */
   }
   free(cb->base);
   return err ? err : seq;
@@ -241,10 +249,13 @@ static int send_simple(lua_State *L, luaio_conn *c, int code, int idx) {
 
 static int is_null(lua_State *L, int i) {
   int t = lua_type(L, i);
-  return t == LUA_TNIL || t == LUA_TNONE || (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, i) == NULL);
+  return t == LUA_TNIL || t == LUA_TNONE ||
+         (t == LUA_TLIGHTUSERDATA && lua_touserdata(L, i) == NULL);
 }
 
-static int is_int64(lua_Number d) { return d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0; }
+static int is_int64(lua_Number d) {
+  return d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0;
+}
 
 /* The payload size of parameters first..last, or 0 after raising for a bad type. */
 static size_t params_size(lua_State *L, int first, int last) {
@@ -252,16 +263,18 @@ static size_t params_size(lua_State *L, int first, int last) {
   size_t size = (size_t)(n + 7) / 8 + 1 + 2 * (size_t)n;
   for (int i = first; i <= last; i++) {
     switch (lua_type(L, i)) {
-    case LUA_TBOOLEAN: size += 1; break;
-    case LUA_TNUMBER: size += 8; break;
-    case LUA_TSTRING: {
-      size_t len = lua_objlen(L, i);
-      size += mw_lenenc_size(len) + len;
-      break;
-    }
-    default:
-      if (!is_null(L, i))
-        luaL_argerror(L, i, lua_pushfstring(L, "nil, boolean, number or string expected, got %s", luaL_typename(L, i)));
+      case LUA_TBOOLEAN: size += 1; break;
+      case LUA_TNUMBER: size += 8; break;
+      case LUA_TSTRING: {
+        size_t len = lua_objlen(L, i);
+        size += mw_lenenc_size(len) + len;
+        break;
+      }
+      default:
+        if (!is_null(L, i))
+          luaL_argerror(L, i,
+                        lua_pushfstring(L, "nil, boolean, number or string expected, got %s",
+                                        luaL_typename(L, i)));
     }
   }
   return size;
@@ -281,34 +294,33 @@ static void put_params(lua_State *L, uint8_t *p, int first, int last) {
   for (int i = first, k = 0; i <= last; i++, k++) {
     uint8_t type = MW_NULL;
     switch (lua_type(L, i)) {
-    case LUA_TBOOLEAN:
-      type = MW_TINY;
-      *v++ = (uint8_t)lua_toboolean(L, i);
-      break;
-    case LUA_TNUMBER: {
-      lua_Number d = lua_tonumber(L, i);
-      if (is_int64(d)) {
-        type = MW_LONGLONG;
-        v = put_le(v, (uint64_t)(int64_t)d, 8);
-      } else {
-        type = MW_DOUBLE;
-        uint64_t bits;
-        memcpy(&bits, &d, 8);
-        v = put_le(v, bits, 8);
+      case LUA_TBOOLEAN:
+        type = MW_TINY;
+        *v++ = (uint8_t)lua_toboolean(L, i);
+        break;
+      case LUA_TNUMBER: {
+        lua_Number d = lua_tonumber(L, i);
+        if (is_int64(d)) {
+          type = MW_LONGLONG;
+          v = put_le(v, (uint64_t)(int64_t)d, 8);
+        } else {
+          type = MW_DOUBLE;
+          uint64_t bits;
+          memcpy(&bits, &d, 8);
+          v = put_le(v, bits, 8);
+        }
+        break;
       }
-      break;
-    }
-    case LUA_TSTRING: {
-      size_t len;
-      const char *s = lua_tolstring(L, i, &len);
-      type = MW_VAR_STRING;
-      v = mw_put_lenenc(v, len);
-      memcpy(v, s, len);
-      v += len;
-      break;
-    }
-    default:
-      nulls[k / 8] |= (uint8_t)(1 << (k % 8));
+      case LUA_TSTRING: {
+        size_t len;
+        const char *s = lua_tolstring(L, i, &len);
+        type = MW_VAR_STRING;
+        v = mw_put_lenenc(v, len);
+        memcpy(v, s, len);
+        v += len;
+        break;
+      }
+      default: nulls[k / 8] |= (uint8_t)(1 << (k % 8));
     }
     types[2 * k] = type;
     types[2 * k + 1] = 0;
@@ -322,14 +334,16 @@ static void push_int(lua_State *L, const mw_value *v) {
   if (v->kind == MW_V_INT && v->i >= -(int64_t)EXACT && v->i <= (int64_t)EXACT) {
     lua_pushnumber(L, (lua_Number)v->i);
   } else if (v->kind == MW_V_UINT || (v->kind == MW_V_INT && v->i > 0)) {
-    lua_pushlstring(L, digits, (size_t)snprintf(digits, sizeof digits, "%llu", (unsigned long long)v->u));
+    lua_pushlstring(L, digits,
+                    (size_t)snprintf(digits, sizeof digits, "%llu", (unsigned long long)v->u));
   } else {
     lua_pushlstring(L, digits, (size_t)snprintf(digits, sizeof digits, "%lld", (long long)v->i));
   }
 }
 
 static int is_int_type(uint8_t t) {
-  return t == MW_TINY || t == MW_SHORT || t == MW_LONG || t == MW_INT24 || t == MW_LONGLONG || t == MW_YEAR;
+  return t == MW_TINY || t == MW_SHORT || t == MW_LONG || t == MW_INT24 || t == MW_LONGLONG ||
+         t == MW_YEAR;
 }
 
 /* A text-protocol value: numbers for integer and float columns, bytes otherwise. */
@@ -351,22 +365,24 @@ static void push_text(lua_State *L, const mcol *col, const char *s, size_t n) {
 
 static void push_binary(lua_State *L, const mw_value *v) {
   switch (v->kind) {
-  case MW_V_INT:
-  case MW_V_UINT: push_int(L, v); break;
-  case MW_V_DOUBLE: lua_pushnumber(L, v->d); break;
-  case MW_V_BYTES: lua_pushlstring(L, v->s, v->n); break;
-  default: lua_pushlightuserdata(L, NULL);
+    case MW_V_INT:
+    case MW_V_UINT: push_int(L, v); break;
+    case MW_V_DOUBLE: lua_pushnumber(L, v->d); break;
+    case MW_V_BYTES: lua_pushlstring(L, v->s, v->n); break;
+    default: lua_pushlightuserdata(L, NULL);
   }
 }
 
 /* --- columns ----------------------------------------------------------------------------------- */
 
 static const char *type_name(uint8_t t) {
-  static const char *const low[] = {"DECIMAL", "TINY", "SHORT", "LONG", "FLOAT", "DOUBLE", "NULL",
-                                    "TIMESTAMP", "LONGLONG", "INT24", "DATE", "TIME", "DATETIME",
-                                    "YEAR", "NEWDATE", "VARCHAR", "BIT"};
-  static const char *const high[] = {"JSON", "NEWDECIMAL", "ENUM", "SET", "TINY_BLOB", "MEDIUM_BLOB",
-                                     "LONG_BLOB", "BLOB", "VAR_STRING", "STRING", "GEOMETRY"};
+  static const char *const low[] = {"DECIMAL", "TINY", "SHORT",     "LONG",     "FLOAT",
+                                    "DOUBLE",  "NULL", "TIMESTAMP", "LONGLONG", "INT24",
+                                    "DATE",    "TIME", "DATETIME",  "YEAR",     "NEWDATE",
+                                    "VARCHAR", "BIT"};
+  static const char *const high[] = {"JSON",       "NEWDECIMAL",  "ENUM",      "SET",
+                                     "TINY_BLOB",  "MEDIUM_BLOB", "LONG_BLOB", "BLOB",
+                                     "VAR_STRING", "STRING",      "GEOMETRY"};
   if (t <= MW_BIT) return low[t];
   if (t >= MW_JSON) return high[t - MW_JSON];
   return "UNKNOWN";
@@ -450,7 +466,8 @@ static int columns_begin(mconn *s, lua_State *co, uint32_t n, mstmt *stmt) {
 
 /* The next column definition. At the first that does not match the statement's cache, the
  * columns table is made from the cache's entries so far. */
-static int column_add(mconn *s, lua_State *co, const uint8_t *p, size_t len, mstmt *stmt, int stmt_idx) {
+static int column_add(mconn *s, lua_State *co, const uint8_t *p, size_t len, mstmt *stmt,
+                      int stmt_idx) {
   mw_column col;
   if (s->left == 0 || mw_parse_column(p, len, &col)) return UV_EPROTO;
   uint32_t i = s->ncols - s->left--;
@@ -649,7 +666,8 @@ static int prepare_columns(mconn *s, lua_State *co, pending_wake *pw) {
 }
 
 /* The first packet of a response (or of its next result). */
-static int on_first(mconn *s, lua_State *co, waiter_t *w, const uint8_t *p, size_t len, pending_wake *pw) {
+static int on_first(mconn *s, lua_State *co, waiter_t *w, const uint8_t *p, size_t len,
+                    pending_wake *pw) {
   mw_ok ok;
   if (w->kind == K_PREPARE) {
     mw_prepared pr;
@@ -706,46 +724,47 @@ static int on_packet(mconn *s, const uint8_t *p, size_t len, pending_wake *pw) {
     return 0;
   }
   switch (s->st) {
-  case S_FIRST: return on_first(s, co, w, p, len, pw);
-  case S_COLS:
-  case S_PCOLS:
-    if ((err = column_add(s, co, p, len, w->kind == K_EXECUTE ? stmt : NULL, stmt_idx))) return err;
-    if (s->left > 0) return 0;
-    if ((err = columns_end(s, co, stmt, stmt_idx))) return err;
-    if (s->st == S_COLS) {
-      rows_begin(s, co);
-    } else if (s->deprecate_eof) {
+    case S_FIRST: return on_first(s, co, w, p, len, pw);
+    case S_COLS:
+    case S_PCOLS:
+      if ((err = column_add(s, co, p, len, w->kind == K_EXECUTE ? stmt : NULL, stmt_idx)))
+        return err;
+      if (s->left > 0) return 0;
+      if ((err = columns_end(s, co, stmt, stmt_idx))) return err;
+      if (s->st == S_COLS) {
+        rows_begin(s, co);
+      } else if (s->deprecate_eof) {
+        finish(s, co, FIRST(s), 1, pw);
+      } else {
+        s->st = S_PCOLS_EOF;
+      }
+      return 0;
+    case S_COLS_EOF:
+      if (!mw_is_eof(p, len)) return UV_EPROTO;
+      s->st = S_ROWS;
+      return 0;
+    case S_ROWS:
+      if (mw_is_eof(p, len)) {
+        if (mw_parse_ok(p, len, &ok)) return UV_EPROTO;
+        result_end(s, co, &ok, pw);
+        return 0;
+      }
+      return on_row(s, co, w->arrays, w->kind == K_EXECUTE, p, len);
+    case S_PARAMS:
+      if (s->left == 0) return UV_EPROTO;
+      if (--s->left > 0) return 0;
+      if (!s->deprecate_eof) {
+        s->st = S_PARAMS_EOF;
+        return 0;
+      }
+      return prepare_columns(s, co, pw);
+    case S_PARAMS_EOF:
+      if (!mw_is_eof(p, len)) return UV_EPROTO;
+      return prepare_columns(s, co, pw);
+    case S_PCOLS_EOF:
+      if (!mw_is_eof(p, len)) return UV_EPROTO;
       finish(s, co, FIRST(s), 1, pw);
-    } else {
-      s->st = S_PCOLS_EOF;
-    }
-    return 0;
-  case S_COLS_EOF:
-    if (!mw_is_eof(p, len)) return UV_EPROTO;
-    s->st = S_ROWS;
-    return 0;
-  case S_ROWS:
-    if (mw_is_eof(p, len)) {
-      if (mw_parse_ok(p, len, &ok)) return UV_EPROTO;
-      result_end(s, co, &ok, pw);
       return 0;
-    }
-    return on_row(s, co, w->arrays, w->kind == K_EXECUTE, p, len);
-  case S_PARAMS:
-    if (s->left == 0) return UV_EPROTO;
-    if (--s->left > 0) return 0;
-    if (!s->deprecate_eof) {
-      s->st = S_PARAMS_EOF;
-      return 0;
-    }
-    return prepare_columns(s, co, pw);
-  case S_PARAMS_EOF:
-    if (!mw_is_eof(p, len)) return UV_EPROTO;
-    return prepare_columns(s, co, pw);
-  case S_PCOLS_EOF:
-    if (!mw_is_eof(p, len)) return UV_EPROTO;
-    finish(s, co, FIRST(s), 1, pw);
-    return 0;
   }
   return UV_EPROTO;
 }
@@ -1037,8 +1056,8 @@ static int mysql_execute(lua_State *L) {
   if (p == NULL) return luaio_pusherror(L, s->c->write_err ? s->c->write_err : UV_ENOMEM);
   p[0] = COM_EXECUTE;
   put_le(p + 1, st->id, 4);
-  p[5] = 0;                /* no cursor */
-  put_le(p + 6, 1, 4);     /* iteration count */
+  p[5] = 0;            /* no cursor */
+  put_le(p + 6, 1, 4); /* iteration count */
   if (nparams) put_params(L, p + 10, 4, top);
   return send_and_wait(L, s, cmd_end(s->c, &cb), K_EXECUTE, arrays, st);
 }
@@ -1050,7 +1069,8 @@ static int mysql_command(lua_State *L) {
   int n;
   mconn *s = begin(L, "command", &n);
   if (s == NULL) return n;
-  return send_and_wait(L, s, send_simple(L, s->c, code, lua_isnoneornil(L, 3) ? 0 : 3), K_SIMPLE, 0, NULL);
+  return send_and_wait(L, s, send_simple(L, s->c, code, lua_isnoneornil(L, 3) ? 0 : 3), K_SIMPLE, 0,
+                       NULL);
 }
 
 /* state(conn) -> open, reusable, in_transaction: may a pool hand it to someone else? */
@@ -1060,7 +1080,8 @@ static int mysql_state(lua_State *L) {
   int open = c != NULL && !c->closing && c->read_err == 0 && c->write_err == 0;
   int in_trans = s != NULL && (s->status & MW_IN_TRANS) != 0;
   lua_pushboolean(L, open);
-  lua_pushboolean(L, open && s->wcount == 0 && !in_trans && !s->joining && (c->in == NULL || c->in->len == c->in->off));
+  lua_pushboolean(L, open && s->wcount == 0 && !in_trans && !s->joining &&
+                         (c->in == NULL || c->in->len == c->in->off));
   lua_pushboolean(L, in_trans);
   return 3;
 }
@@ -1135,17 +1156,11 @@ static int mysql_attach(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg mysql_funcs[] = {
-  {"attach", mysql_attach},
-  {"close", mysql_close},
-  {"close_stmt", mysql_close_stmt},
-  {"command", mysql_command},
-  {"execute", mysql_execute},
-  {"prepare", mysql_prepare},
-  {"query", mysql_query},
-  {"state", mysql_state},
-  {"stmt_info", mysql_stmt_info},
-  {NULL, NULL}};
+static const luaL_Reg mysql_funcs[] = {{"attach", mysql_attach},         {"close", mysql_close},
+                                       {"close_stmt", mysql_close_stmt}, {"command", mysql_command},
+                                       {"execute", mysql_execute},       {"prepare", mysql_prepare},
+                                       {"query", mysql_query},           {"state", mysql_state},
+                                       {"stmt_info", mysql_stmt_info},   {NULL, NULL}};
 
 int luaopen_luaio_mysql(lua_State *L) {
   luaio_socket_register(L);

@@ -28,16 +28,20 @@
 
 #include "luaio.h"
 
-static int digest(const char *md, const void *a, size_t alen, const void *b, size_t blen, uint8_t *out) {
+static int digest(const char *md, const void *a, size_t alen, const void *b, size_t blen,
+                  uint8_t *out) {
   unsigned int n;
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-  int ok = ctx && EVP_DigestInit_ex(ctx, EVP_get_digestbyname(md), NULL) && EVP_DigestUpdate(ctx, a, alen) &&
-           (b == NULL || EVP_DigestUpdate(ctx, b, blen)) && EVP_DigestFinal_ex(ctx, out, &n);
+  int ok = ctx && EVP_DigestInit_ex(ctx, EVP_get_digestbyname(md), NULL) &&
+           EVP_DigestUpdate(ctx, a, alen) && (b == NULL || EVP_DigestUpdate(ctx, b, blen)) &&
+           EVP_DigestFinal_ex(ctx, out, &n);
   EVP_MD_CTX_free(ctx);
   return ok;
 }
 
-static int crypto_error(lua_State *L, const char *what) { return luaL_error(L, "mysql: %s failed", what); }
+static int crypto_error(lua_State *L, const char *what) {
+  return luaL_error(L, "mysql: %s failed", what);
+}
 
 /* The two scrambles: H(pw) xor H(nonce, H(H(pw))) for native (SHA1, 20 bytes), H(pw) xor
  * H(H(H(pw)), nonce) for caching_sha2 (SHA256, 32 bytes); "" for an empty password. */
@@ -78,7 +82,8 @@ static int auth_rsa(lua_State *L) {
   BIO_free(bio);
   EVP_PKEY_CTX *ctx = key ? EVP_PKEY_CTX_new(key, NULL) : NULL;
   size_t olen = sizeof out;
-  int ok = ctx && EVP_PKEY_encrypt_init(ctx) > 0 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
+  int ok = ctx && EVP_PKEY_encrypt_init(ctx) > 0 &&
+           EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) > 0 &&
            EVP_PKEY_encrypt(ctx, out, &olen, plain, plen + 1) > 0;
   EVP_PKEY_CTX_free(ctx);
   EVP_PKEY_free(key);
@@ -105,9 +110,10 @@ static int x25519_base(const uint8_t k[32], uint8_t u[32]) {
 /* Edwards y = (u - 1) / (u + 1) mod p, encoded little-endian (the sign bit clear). */
 static int edwards_y(const uint8_t u[32], uint8_t y[32], BN_CTX *bc) {
   BIGNUM *p = BN_new(), *bu = BN_lebin2bn(u, 32, NULL), *num = BN_new(), *den = BN_new();
-  int ok = p && bu && num && den && BN_set_bit(p, 255) && BN_sub_word(p, 19) &&
-           BN_copy(num, bu) && BN_sub_word(num, 1) && BN_copy(den, bu) && BN_add_word(den, 1) &&
-           BN_mod_inverse(den, den, p, bc) && BN_mod_mul(num, num, den, p, bc) && BN_bn2lebinpad(num, y, 32) == 32;
+  int ok = p && bu && num && den && BN_set_bit(p, 255) && BN_sub_word(p, 19) && BN_copy(num, bu) &&
+           BN_sub_word(num, 1) && BN_copy(den, bu) && BN_add_word(den, 1) &&
+           BN_mod_inverse(den, den, p, bc) && BN_mod_mul(num, num, den, p, bc) &&
+           BN_bn2lebinpad(num, y, 32) == 32;
   BN_free(p);
   BN_free(bu);
   BN_free(num);
@@ -116,18 +122,19 @@ static int edwards_y(const uint8_t u[32], uint8_t y[32], BN_CTX *bc) {
 }
 
 /* S = r + SHA512(R, A, m) * a mod L, little-endian. */
-static int ed_s(const uint8_t R[32], const uint8_t A[32], const uint8_t *m, size_t mlen, const uint8_t r[32],
-                const uint8_t a[32], uint8_t S[32], BN_CTX *bc) {
-  static const uint8_t L_be[32] = {0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-                                   0x14, 0xde, 0xf9, 0xde, 0xa2, 0xf7, 0x9c, 0xd6, 0x58, 0x12, 0x63, 0x1a, 0x5c, 0xf5, 0xd3, 0xed};
+static int ed_s(const uint8_t R[32], const uint8_t A[32], const uint8_t *m, size_t mlen,
+                const uint8_t r[32], const uint8_t a[32], uint8_t S[32], BN_CTX *bc) {
+  static const uint8_t L_be[32] = {0x10, 0,    0,    0,    0,    0,    0,    0,    0,    0,    0,
+                                   0,    0,    0,    0,    0,    0x14, 0xde, 0xf9, 0xde, 0xa2, 0xf7,
+                                   0x9c, 0xd6, 0x58, 0x12, 0x63, 0x1a, 0x5c, 0xf5, 0xd3, 0xed};
   uint8_t ram[64], h[64];
   memcpy(ram, R, 32);
   memcpy(ram + 32, A, 32);
   if (!digest("SHA512", ram, 64, m, mlen, h)) return 0;
-  BIGNUM *bl = BN_bin2bn(L_be, 32, NULL), *bh = BN_lebin2bn(h, 64, NULL), *ba = BN_lebin2bn(a, 32, NULL),
-         *br = BN_lebin2bn(r, 32, NULL), *s = BN_new();
-  int ok = bl && bh && ba && br && s && BN_mod_mul(s, bh, ba, bl, bc) && BN_mod_add(s, s, br, bl, bc) &&
-           BN_bn2lebinpad(s, S, 32) == 32;
+  BIGNUM *bl = BN_bin2bn(L_be, 32, NULL), *bh = BN_lebin2bn(h, 64, NULL),
+         *ba = BN_lebin2bn(a, 32, NULL), *br = BN_lebin2bn(r, 32, NULL), *s = BN_new();
+  int ok = bl && bh && ba && br && s && BN_mod_mul(s, bh, ba, bl, bc) &&
+           BN_mod_add(s, s, br, bl, bc) && BN_bn2lebinpad(s, S, 32) == 32;
   BN_free(bl);
   BN_free(bh);
   BN_free(ba);
@@ -147,13 +154,15 @@ static int ed_verify(const uint8_t A[32], const uint8_t sig[64], const uint8_t *
 }
 
 /* Signs m; returns 1 with sig filled, 0 on failure. */
-static int ed25519_sign(const char *pw, size_t plen, const uint8_t *m, size_t mlen, uint8_t sig[64]) {
+static int ed25519_sign(const char *pw, size_t plen, const uint8_t *m, size_t mlen,
+                        uint8_t sig[64]) {
   uint8_t az[64], r[32], uA[32], uR[32], A[32], R[32];
   if (!digest("SHA512", pw, plen, NULL, 0, az) || RAND_bytes(r, 32) != 1) return 0;
   az[0] &= 248, az[31] &= 63, az[31] |= 64;
   r[0] &= 248, r[31] &= 127, r[31] |= 64;
   BN_CTX *bc = BN_CTX_new();
-  int ok = bc && x25519_base(az, uA) && x25519_base(r, uR) && edwards_y(uA, A, bc) && edwards_y(uR, R, bc);
+  int ok = bc && x25519_base(az, uA) && x25519_base(r, uR) && edwards_y(uA, A, bc) &&
+           edwards_y(uR, R, bc);
   int found = 0;
   for (int k = 0; ok && !found && k < 4; k++) {
     A[31] = (uint8_t)((A[31] & 0x7f) | (k & 1) << 7);

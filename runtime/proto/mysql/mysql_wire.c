@@ -108,10 +108,12 @@ int mw_parse_column(const uint8_t *p, size_t n, mw_column *col) {
   uint64_t fixed;
   const uint8_t *f;
   if (mw_lenstr(&b, &skip, &skip_len) || /* catalog */
-      mw_lenstr(&b, &col->schema, &col->schema_len) || mw_lenstr(&b, &col->table, &col->table_len) ||
+      mw_lenstr(&b, &col->schema, &col->schema_len) ||
+      mw_lenstr(&b, &col->table, &col->table_len) ||
       mw_lenstr(&b, &skip, &skip_len) || /* org_table */
-      mw_lenstr(&b, &col->name, &col->name_len) || mw_lenstr(&b, &col->org_name, &col->org_name_len) ||
-      mw_lenenc(&b, &fixed) || fixed < 10 || take(&b, 10, &f))
+      mw_lenstr(&b, &col->name, &col->name_len) ||
+      mw_lenstr(&b, &col->org_name, &col->org_name_len) || mw_lenenc(&b, &fixed) || fixed < 10 ||
+      take(&b, 10, &f))
     return MW_ERROR;
   col->charset = (uint16_t)le(f, 2);
   col->length = (uint32_t)le(f + 2, 4);
@@ -142,7 +144,8 @@ int mw_binary_row(mw_buf *b, unsigned ncols, const uint8_t **nulls) {
 static char *put_digits(char *out, uint64_t v, int width) {
   char d[20];
   int n = 0;
-  do d[n++] = (char)('0' + v % 10); while ((v /= 10) > 0);
+  do d[n++] = (char)('0' + v % 10);
+  while ((v /= 10) > 0);
   while (n < width) d[n++] = '0';
   while (n > 0) *out++ = d[--n];
   return out;
@@ -235,44 +238,45 @@ static int fixed_int(mw_buf *b, int size, int is_unsigned, mw_value *v) {
   return 0;
 }
 
-int mw_binary_value(mw_buf *b, uint8_t type, uint16_t flags, uint8_t decimals, mw_value *v, char *tmp) {
+int mw_binary_value(mw_buf *b, uint8_t type, uint16_t flags, uint8_t decimals, mw_value *v,
+                    char *tmp) {
   int is_unsigned = (flags & MW_UNSIGNED_FLAG) != 0;
   const uint8_t *p;
   switch (type) {
-  case MW_TINY: return fixed_int(b, 1, is_unsigned, v);
-  case MW_SHORT:
-  case MW_YEAR: return fixed_int(b, 2, is_unsigned, v);
-  case MW_LONG:
-  case MW_INT24: return fixed_int(b, 4, is_unsigned, v);
-  case MW_LONGLONG: return fixed_int(b, 8, is_unsigned, v);
-  case MW_FLOAT: {
-    if (take(b, 4, &p)) return MW_ERROR;
-    uint32_t bits = (uint32_t)le(p, 4);
-    float f;
-    memcpy(&f, &bits, 4);
-    v->kind = MW_V_DOUBLE;
-    v->d = float_value(f);
-    return 0;
-  }
-  case MW_DOUBLE: {
-    if (take(b, 8, &p)) return MW_ERROR;
-    uint64_t bits = le(p, 8);
-    v->kind = MW_V_DOUBLE;
-    memcpy(&v->d, &bits, 8);
-    return 0;
-  }
-  case MW_DATE:
-  case MW_NEWDATE:
-  case MW_DATETIME:
-  case MW_TIMESTAMP: return binary_date(b, type, decimals, v, tmp);
-  case MW_TIME: return binary_time(b, decimals, v, tmp);
-  case MW_NULL: v->kind = MW_V_NULL; return 0;
-  default: {
-    int r = mw_lenstr(b, &v->s, &v->n);
-    if (r) return MW_ERROR; /* no NULL marker here: NULLs are in the bitmap */
-    v->kind = MW_V_BYTES;
-    return 0;
-  }
+    case MW_TINY: return fixed_int(b, 1, is_unsigned, v);
+    case MW_SHORT:
+    case MW_YEAR: return fixed_int(b, 2, is_unsigned, v);
+    case MW_LONG:
+    case MW_INT24: return fixed_int(b, 4, is_unsigned, v);
+    case MW_LONGLONG: return fixed_int(b, 8, is_unsigned, v);
+    case MW_FLOAT: {
+      if (take(b, 4, &p)) return MW_ERROR;
+      uint32_t bits = (uint32_t)le(p, 4);
+      float f;
+      memcpy(&f, &bits, 4);
+      v->kind = MW_V_DOUBLE;
+      v->d = float_value(f);
+      return 0;
+    }
+    case MW_DOUBLE: {
+      if (take(b, 8, &p)) return MW_ERROR;
+      uint64_t bits = le(p, 8);
+      v->kind = MW_V_DOUBLE;
+      memcpy(&v->d, &bits, 8);
+      return 0;
+    }
+    case MW_DATE:
+    case MW_NEWDATE:
+    case MW_DATETIME:
+    case MW_TIMESTAMP: return binary_date(b, type, decimals, v, tmp);
+    case MW_TIME: return binary_time(b, decimals, v, tmp);
+    case MW_NULL: v->kind = MW_V_NULL; return 0;
+    default: {
+      int r = mw_lenstr(b, &v->s, &v->n);
+      if (r) return MW_ERROR; /* no NULL marker here: NULLs are in the bitmap */
+      v->kind = MW_V_BYTES;
+      return 0;
+    }
   }
 }
 
@@ -313,7 +317,10 @@ int mw_text_double(const char *s, size_t n, double *d) {
   uint64_t m = 0;
   int digits = 0, exp = 0, seen = 0;
   for (; i < n && s[i] >= '0' && s[i] <= '9'; i++, seen = 1)
-    if (digits < 19) m = m * 10 + (uint64_t)(s[i] - '0'), digits += m > 0; else exp++;
+    if (digits < 19)
+      m = m * 10 + (uint64_t)(s[i] - '0'), digits += m > 0;
+    else
+      exp++;
   if (i < n && s[i] == '.') {
     for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++, seen = 1)
       if (digits < 19) m = m * 10 + (uint64_t)(s[i] - '0'), digits += m > 0, exp--;

@@ -19,12 +19,34 @@
 
 /* Column types (the protocol's numbers). */
 enum {
-  MW_DECIMAL = 0, MW_TINY = 1, MW_SHORT = 2, MW_LONG = 3, MW_FLOAT = 4, MW_DOUBLE = 5,
-  MW_NULL = 6, MW_TIMESTAMP = 7, MW_LONGLONG = 8, MW_INT24 = 9, MW_DATE = 10, MW_TIME = 11,
-  MW_DATETIME = 12, MW_YEAR = 13, MW_NEWDATE = 14, MW_VARCHAR = 15, MW_BIT = 16,
-  MW_JSON = 245, MW_NEWDECIMAL = 246, MW_ENUM = 247, MW_SET = 248, MW_TINY_BLOB = 249,
-  MW_MEDIUM_BLOB = 250, MW_LONG_BLOB = 251, MW_BLOB = 252, MW_VAR_STRING = 253,
-  MW_STRING = 254, MW_GEOMETRY = 255
+  MW_DECIMAL = 0,
+  MW_TINY = 1,
+  MW_SHORT = 2,
+  MW_LONG = 3,
+  MW_FLOAT = 4,
+  MW_DOUBLE = 5,
+  MW_NULL = 6,
+  MW_TIMESTAMP = 7,
+  MW_LONGLONG = 8,
+  MW_INT24 = 9,
+  MW_DATE = 10,
+  MW_TIME = 11,
+  MW_DATETIME = 12,
+  MW_YEAR = 13,
+  MW_NEWDATE = 14,
+  MW_VARCHAR = 15,
+  MW_BIT = 16,
+  MW_JSON = 245,
+  MW_NEWDECIMAL = 246,
+  MW_ENUM = 247,
+  MW_SET = 248,
+  MW_TINY_BLOB = 249,
+  MW_MEDIUM_BLOB = 250,
+  MW_LONG_BLOB = 251,
+  MW_BLOB = 252,
+  MW_VAR_STRING = 253,
+  MW_STRING = 254,
+  MW_GEOMETRY = 255
 };
 
 #define MW_UNSIGNED_FLAG 32
@@ -53,7 +75,9 @@ size_t mw_lenenc_size(uint64_t v);
 /* Is the payload the end of a list (EOF, or with CLIENT_DEPRECATE_EOF the OK that ends
  * rows)? A text row may also start with 0xfe (a first value of 16 MiB or more), but such a
  * row spans several packets: its joined payload is longer. */
-static inline int mw_is_eof(const uint8_t *p, size_t n) { return n > 0 && n < MW_MAX_CHUNK && p[0] == 0xfe; }
+static inline int mw_is_eof(const uint8_t *p, size_t n) {
+  return n > 0 && n < MW_MAX_CHUNK && p[0] == 0xfe;
+}
 
 typedef struct {
   uint64_t affected_rows, insert_id;
@@ -103,11 +127,14 @@ typedef struct {
 
 /* Binary rows: starts one (the 0x00 header and the NULL bitmap) and returns the bitmap. */
 int mw_binary_row(mw_buf *b, unsigned ncols, const uint8_t **nulls);
-static inline int mw_binary_null(const uint8_t *nulls, unsigned i) { return nulls[(i + 2) >> 3] >> ((i + 2) & 7) & 1; }
+static inline int mw_binary_null(const uint8_t *nulls, unsigned i) {
+  return nulls[(i + 2) >> 3] >> ((i + 2) & 7) & 1;
+}
 /* The next binary value of a column of type/flags/decimals. Dates and times are written
  * into tmp (at least 64 bytes) in the text protocol's format; a FLOAT is the double of its
  * shortest decimal form (1.1f reads 1.1, as the text protocol gives it). */
-int mw_binary_value(mw_buf *b, uint8_t type, uint16_t flags, uint8_t decimals, mw_value *v, char *tmp);
+int mw_binary_value(mw_buf *b, uint8_t type, uint16_t flags, uint8_t decimals, mw_value *v,
+                    char *tmp);
 
 /* Text values: an integer column's digits (v: INT, or UINT past INT64_MAX); a float
  * column's text. MW_ERROR when the text is not such a number. */

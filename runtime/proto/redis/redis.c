@@ -53,12 +53,19 @@ enum { W_CMD, W_PIPE, W_SUB, W_STREAM };
 /* Command flags: what a command does to the connection's state (a pool must not reuse a
  * connection left in a transaction, with keys watched, another database selected...). */
 enum {
-  F_MULTI = 1, F_EXEC = 2, F_WATCH = 4, F_UNWATCH = 8, F_UNSAFE = 16, F_RESET = 32,
-  F_CLIENT = 64, F_REFUSE = 128, F_SUB = 256 /* + the subscribe kind << 9 */
+  F_MULTI = 1,
+  F_EXEC = 2,
+  F_WATCH = 4,
+  F_UNWATCH = 8,
+  F_UNSAFE = 16,
+  F_RESET = 32,
+  F_CLIENT = 64,
+  F_REFUSE = 128,
+  F_SUB = 256 /* + the subscribe kind << 9 */
 };
 
 /* The subscribe family: their confirmations are pushes of the same name. */
-static const char *const sub_names[] = {"subscribe", "psubscribe", "ssubscribe",
+static const char *const sub_names[] = {"subscribe",   "psubscribe",   "ssubscribe",
                                         "unsubscribe", "punsubscribe", "sunsubscribe"};
 #define NSUB 6
 
@@ -67,7 +74,8 @@ typedef struct {
   int ref;
   uint32_t left; /* replies (pipeline) or confirmations (subscribe) still to come */
   uint32_t got;  /* pipeline: replies so far */
-  uint8_t kind, sub, waiting; /* waiting: suspended in our call (a stream's task may be elsewhere) */
+  uint8_t kind, sub,
+      waiting; /* waiting: suspended in our call (a stream's task may be elsewhere) */
 } waiter_t;
 
 typedef struct rclient rclient;
@@ -84,7 +92,7 @@ struct rclient {
   struct {
     uint8_t type, role;
     uint32_t n;
-  } fr[RESP_MAX_DEPTH]; /* the aggregates being built, as the parser opened them */
+  } fr[RESP_MAX_DEPTH];                  /* the aggregates being built, as the parser opened them */
   uint32_t pq_head, pq_tail, max_pushes; /* the push queue: pushq[pq_head + 1 .. pq_tail] */
   lua_State *receiver;
   int receiver_ref;
@@ -208,7 +216,8 @@ static waiter_t fifo_pop(rclient *s) {
 /* A number as Redis reads it: integers without a fraction, others in the fewest digits that
  * read back the same. out has room for 32 bytes. */
 static size_t format_number(lua_Number d, char *out) {
-  if (d == floor(d) && d >= -9.2e18 && d <= 9.2e18) return (size_t)sprintf(out, "%lld", (long long)d);
+  if (d == floor(d) && d >= -9.2e18 && d <= 9.2e18)
+    return (size_t)sprintf(out, "%lld", (long long)d);
   if (isnan(d)) return (size_t)sprintf(out, "nan");
   if (isinf(d)) return (size_t)sprintf(out, d > 0 ? "inf" : "-inf");
   for (int prec = 15; prec <= 17; prec++) {
@@ -251,7 +260,8 @@ static char *put_header(char *p, char type, size_t n) {
   } else {
     char digits[24];
     int k = 0;
-    do digits[k++] = (char)('0' + n % 10); while ((n /= 10) > 0);
+    do digits[k++] = (char)('0' + n % 10);
+    while ((n /= 10) > 0);
     while (k > 0) *p++ = digits[--k];
   }
   *p++ = '\r';
@@ -345,15 +355,17 @@ static int command_flags(const char *name, size_t len) {
   static const struct {
     const char *name;
     int flags;
-  } known[] = {{"multi", F_MULTI},       {"exec", F_EXEC},        {"discard", F_EXEC},
-               {"watch", F_WATCH},       {"unwatch", F_UNWATCH},  {"select", F_UNSAFE},
-               {"hello", F_UNSAFE},      {"auth", F_UNSAFE},      {"readonly", F_UNSAFE},
-               {"readwrite", F_UNSAFE},  {"reset", F_RESET},      {"client", F_CLIENT},
-               {"monitor", F_REFUSE},    {"sync", F_REFUSE},      {"psync", F_REFUSE}};
+  } known[] = {{"multi", F_MULTI},      {"exec", F_EXEC},       {"discard", F_EXEC},
+               {"watch", F_WATCH},      {"unwatch", F_UNWATCH}, {"select", F_UNSAFE},
+               {"hello", F_UNSAFE},     {"auth", F_UNSAFE},     {"readonly", F_UNSAFE},
+               {"readwrite", F_UNSAFE}, {"reset", F_RESET},     {"client", F_CLIENT},
+               {"monitor", F_REFUSE},   {"sync", F_REFUSE},     {"psync", F_REFUSE}};
   for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-    if (strlen(known[i].name) == len && strncasecmp(known[i].name, name, len) == 0) return known[i].flags;
+    if (strlen(known[i].name) == len && strncasecmp(known[i].name, name, len) == 0)
+      return known[i].flags;
   for (int k = 0; k < NSUB; k++)
-    if (strlen(sub_names[k]) == len && strncasecmp(sub_names[k], name, len) == 0) return F_SUB | k << 9;
+    if (strlen(sub_names[k]) == len && strncasecmp(sub_names[k], name, len) == 0)
+      return F_SUB | k << 9;
   return 0;
 }
 
@@ -370,8 +382,8 @@ static void track(rclient *s, int flags) {
 /* CLIENT's subcommand at arg: -1 for REPLY (OFF or SKIP would leave replies missing, which
  * the FIFO could not match), F_UNSAFE for those that change the connection, else 0. */
 static __attribute__((noinline)) int client_sub(lua_State *L, int arg) {
-  static const char *const changing[] = {"tracking", "setname", "setinfo", "no-evict",
-                                         "no-touch", "caching"};
+  static const char *const changing[] = {"tracking", "setname",  "setinfo",
+                                         "no-evict", "no-touch", "caching"};
   size_t len;
   const char *sub = lua_type(L, arg) == LUA_TSTRING ? lua_tolstring(L, arg, &len) : NULL;
   if (sub == NULL) return 0;
@@ -386,31 +398,23 @@ static __attribute__((noinline)) int client_sub(lua_State *L, int arg) {
 /* Pushes a scalar token's value onto T. An error inside an aggregate is {err = message}. */
 static void push_scalar(lua_State *T, const resp_token *t, int nested_error) {
   switch (t->type) {
-  case RESP_STRING:
-  case RESP_BIGNUM:
-    lua_pushlstring(T, t->str, t->len);
-    break;
-  case RESP_ERR:
-    if (nested_error) {
-      lua_createtable(T, 0, 1);
-      lua_pushlstring(T, t->str, t->len);
-      lua_setfield(T, -2, "err");
-    } else {
-      lua_pushlstring(T, t->str, t->len);
-    }
-    break;
-  case RESP_INTEGER:
-    lua_pushnumber(T, (lua_Number)t->i);
-    break;
-  case RESP_DOUBLE:
-    lua_pushnumber(T, t->d);
-    break;
-  case RESP_BOOLEAN:
-    lua_pushboolean(T, (int)t->i);
-    break;
-  default: /* null, and empty aggregates are handled by the caller */
-    lua_pushlightuserdata(T, NULL);
-    break;
+    case RESP_STRING:
+    case RESP_BIGNUM: lua_pushlstring(T, t->str, t->len); break;
+    case RESP_ERR:
+      if (nested_error) {
+        lua_createtable(T, 0, 1);
+        lua_pushlstring(T, t->str, t->len);
+        lua_setfield(T, -2, "err");
+      } else {
+        lua_pushlstring(T, t->str, t->len);
+      }
+      break;
+    case RESP_INTEGER: lua_pushnumber(T, (lua_Number)t->i); break;
+    case RESP_DOUBLE: lua_pushnumber(T, t->d); break;
+    case RESP_BOOLEAN: lua_pushboolean(T, (int)t->i); break;
+    default: /* null, and empty aggregates are handled by the caller */
+      lua_pushlightuserdata(T, NULL);
+      break;
   }
 }
 
@@ -426,20 +430,19 @@ static void fix_key(lua_State *B) {
 static void attach(rclient *s, int d, int role) {
   lua_State *B = s->B;
   switch (s->fr[d - 1].type) {
-  case RESP_MAP:
-    if (role == RESP_KEY) { /* stays on the stack until its value comes */
+    case RESP_MAP:
+      if (role == RESP_KEY) { /* stays on the stack until its value comes */
+        fix_key(B);
+        return;
+      }
+      lua_rawset(B, -3);
+      break;
+    case RESP_SET:
       fix_key(B);
-      return;
-    }
-    lua_rawset(B, -3);
-    break;
-  case RESP_SET:
-    fix_key(B);
-    lua_pushboolean(B, 1);
-    lua_rawset(B, -3);
-    break;
-  default:
-    lua_rawseti(B, -2, (int)++s->fr[d - 1].n);
+      lua_pushboolean(B, 1);
+      lua_rawset(B, -3);
+      break;
+    default: lua_rawseti(B, -2, (int)++s->fr[d - 1].n);
   }
 }
 
@@ -462,9 +465,10 @@ static int resp2_push(rclient *s) {
   lua_rawgeti(s->B, -1, 1);
   size_t len;
   const char *k = lua_tolstring(s->B, -1, &len);
-  int push = k != NULL && ((len == 7 && memcmp(k, "message", 7) == 0) ||
-                           (len == 8 && (memcmp(k, "pmessage", 8) == 0 || memcmp(k, "smessage", 8) == 0)) ||
-                           sub_kind(s->B, -1) >= 0);
+  int push = k != NULL &&
+             ((len == 7 && memcmp(k, "message", 7) == 0) ||
+              (len == 8 && (memcmp(k, "pmessage", 8) == 0 || memcmp(k, "smessage", 8) == 0)) ||
+              sub_kind(s->B, -1) >= 0);
   lua_pop(s->B, 1);
   return push;
 }
@@ -611,7 +615,7 @@ static int stream_step(lua_State *L, rclient *s, waiter_t *w) {
     s->stream_left -= (int64_t)take;
     w->waiting = 0;
     if (s->timeout) luaio_conn_timeout(c, 0); /* the caller's sink may take its time */
-    luaio_wake(L, co, LUA_NOREF, 2); /* it stays the head waiter, anchored */
+    luaio_wake(L, co, LUA_NOREF, 2);          /* it stays the head waiter, anchored */
     return 1;
   }
   if (have < 2) return 0;
@@ -820,20 +824,23 @@ static void detach(lua_State *L, rclient *s, int err) {
 
 /* Sends name + L[first..top] and waits: for the reply (W_CMD, W_STREAM), or for `left`
  * confirmations of subscribe kind `sub` (W_SUB). */
-static int send_and_wait(lua_State *L, rclient *s, const char *name, size_t nlen, int first, int flags,
-                         int kind, uint32_t left, int sub) {
+static int send_and_wait(lua_State *L, rclient *s, const char *name, size_t nlen, int first,
+                         int flags, int kind, uint32_t left, int sub) {
   luaio_checktask(L, name);
   if (flags & F_REFUSE) return luaL_error(L, "redis: '%s' is not supported by this client", name);
   if (flags & F_CLIENT) {
     int cs = client_sub(L, first);
-    if (cs < 0) return luaL_error(L, "redis: 'client reply' is not supported (replies would go missing)");
+    if (cs < 0)
+      return luaL_error(L, "redis: 'client reply' is not supported (replies would go missing)");
     flags |= cs;
   }
   if (s->c == NULL) return push_closed(L, s);
   int err = fifo_reserve(s);
   if (err) return luaio_pusherror(L, err);
   err = encode_command(L, s->c, name, nlen, first, lua_gettop(L));
-  if (err > 0) return luaL_argerror(L, err, lua_pushfstring(L, "string or number expected, got %s", luaL_typename(L, err)));
+  if (err > 0)
+    return luaL_argerror(
+        L, err, lua_pushfstring(L, "string or number expected, got %s", luaL_typename(L, err)));
   if (err < 0) return luaio_pusherror(L, err);
   if (s->c == NULL) return push_closed(L, s); /* a flush on the way failed */
   track(s, flags);
@@ -878,7 +885,8 @@ static int redis_method(lua_State *L) {
 static int subscribe_call(lua_State *L, rclient *s, int kind, int first) {
   int top = lua_gettop(L);
   uint32_t n = (uint32_t)(top >= first ? top - first + 1 : 0);
-  if (n == 0 && kind < 3) return luaL_error(L, "redis: %s needs at least one name", sub_names[kind]);
+  if (n == 0 && kind < 3)
+    return luaL_error(L, "redis: %s needs at least one name", sub_names[kind]);
   if (n == 0) {
     uint32_t have = kind == 3 ? s->nchan : kind == 4 ? s->npat : s->nshard;
     n = have > 0 ? have : 1;
@@ -933,7 +941,8 @@ static int client_receive(lua_State *L) {
     if (pushq_pop(L, s)) return 1;
   }
   if (s->c == NULL) return push_closed(L, s);
-  if (s->receiver != NULL) return luaio_pushnamederror(L, "EBUSY", "another task is already receiving");
+  if (s->receiver != NULL)
+    return luaio_pushnamederror(L, "EBUSY", "another task is already receiving");
   if (ms == 0) return luaio_pusherror(L, UV_ETIMEDOUT); /* a poll: nothing is queued */
   s->receiver = L;
   s->receiver_ref = luaio_anchor(L);
@@ -1023,17 +1032,21 @@ static int client_pipeline(lua_State *L) {
 /* Records the command name_idx, L[first..top] in pipeline 1. */
 static int pipe_add(lua_State *L, int name_idx, int first, int flags) {
   int *acc = luaio_checkudata(L, 1, pipe_mt_ref, "redis pipeline");
-  if (flags & (F_SUB | F_REFUSE)) return luaL_error(L, "redis: '%s' cannot be pipelined", lua_tostring(L, name_idx));
+  if (flags & (F_SUB | F_REFUSE))
+    return luaL_error(L, "redis: '%s' cannot be pipelined", lua_tostring(L, name_idx));
   if (flags & F_CLIENT) {
     int sub = client_sub(L, first);
-    if (sub < 0) return luaL_error(L, "redis: 'client reply' is not supported (replies would go missing)");
+    if (sub < 0)
+      return luaL_error(L, "redis: 'client reply' is not supported (replies would go missing)");
     flags |= sub;
   }
   *acc |= flags;
   int top = lua_gettop(L);
   for (int i = first; i <= top; i++) {
     int t = lua_type(L, i);
-    if (t != LUA_TSTRING && t != LUA_TNUMBER) luaL_argerror(L, i, lua_pushfstring(L, "string or number expected, got %s", luaL_typename(L, i)));
+    if (t != LUA_TSTRING && t != LUA_TNUMBER)
+      luaL_argerror(L, i,
+                    lua_pushfstring(L, "string or number expected, got %s", luaL_typename(L, i)));
   }
   lua_getfenv(L, 1);
   int len = (int)lua_objlen(L, -1);
@@ -1224,8 +1237,9 @@ static int redis_state(lua_State *L) {
   int open = c != NULL && !c->closing && c->read_err == 0 && c->write_err == 0;
   lua_pushboolean(L, open);
   lua_pushboolean(L, open && s->wcount == 0 && s->receiver == NULL && s->pq_head == s->pq_tail &&
-                       !s->multi && !s->watch && !s->unsafe && s->nchan + s->npat + s->nshard == 0 &&
-                       s->rp.depth == 0 && (c->in == NULL || c->in->len == c->in->off));
+                         !s->multi && !s->watch && !s->unsafe &&
+                         s->nchan + s->npat + s->nshard == 0 && s->rp.depth == 0 &&
+                         (c->in == NULL || c->in->len == c->in->off));
   return 2;
 }
 
@@ -1262,7 +1276,8 @@ static uint16_t crc16(const unsigned char *p, size_t n) {
   uint16_t crc = 0;
   while (n--) {
     crc ^= (uint16_t)(*p++ << 8);
-    for (int i = 0; i < 8; i++) crc = crc & 0x8000 ? (uint16_t)(crc << 1 ^ 0x1021) : (uint16_t)(crc << 1);
+    for (int i = 0; i < 8; i++)
+      crc = crc & 0x8000 ? (uint16_t)(crc << 1 ^ 0x1021) : (uint16_t)(crc << 1);
   }
   return crc;
 }
@@ -1284,24 +1299,24 @@ static int redis_slot(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg client_methods[] = {{"call", client_call}, {"close", client_close}, {NULL, NULL}};
+static const luaL_Reg client_methods[] = {
+    {"call", client_call}, {"close", client_close}, {NULL, NULL}};
 
-static const luaL_Reg redis_funcs[] = {
-  {"attach", redis_attach},
-  {"configure", redis_configure},
-  {"method", redis_method},
-  {"newpipeline", redis_newpipeline},
-  {"pipe_method", redis_pipe_method},
-  {"pipeline", client_pipeline},
-  {"pipetable", redis_pipetable},
-  {"rebox", redis_rebox},
-  {"receive", client_receive},
-  {"slot", redis_slot},
-  {"state", redis_state},
-  {"stream", client_stream},
-  {"stream_abort", client_stream_abort},
-  {"stream_next", client_stream_next},
-  {NULL, NULL}};
+static const luaL_Reg redis_funcs[] = {{"attach", redis_attach},
+                                       {"configure", redis_configure},
+                                       {"method", redis_method},
+                                       {"newpipeline", redis_newpipeline},
+                                       {"pipe_method", redis_pipe_method},
+                                       {"pipeline", client_pipeline},
+                                       {"pipetable", redis_pipetable},
+                                       {"rebox", redis_rebox},
+                                       {"receive", client_receive},
+                                       {"slot", redis_slot},
+                                       {"state", redis_state},
+                                       {"stream", client_stream},
+                                       {"stream_abort", client_stream_abort},
+                                       {"stream_next", client_stream_next},
+                                       {NULL, NULL}};
 
 int luaopen_luaio_redis(lua_State *L) {
   luaio_socket_register(L);

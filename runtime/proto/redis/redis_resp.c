@@ -107,19 +107,22 @@ static void value_done(resp_parser *p, resp_token *t) {
 
 static int scalar_type(char c) {
   switch (c) {
-  case '$': case '+': case '=': return RESP_STRING;
-  case '-': case '!': return RESP_ERR;
-  case ':': return RESP_INTEGER;
-  case ',': return RESP_DOUBLE;
-  case '#': return RESP_BOOLEAN;
-  case '(': return RESP_BIGNUM;
-  case '_': return RESP_NULL;
-  case '*': return RESP_ARRAY;
-  case '%': return RESP_MAP;
-  case '~': return RESP_SET;
-  case '>': return RESP_PUSH;
-  case '|': return RESP_ATTRIBUTE;
-  default: return 0;
+    case '$':
+    case '+':
+    case '=': return RESP_STRING;
+    case '-':
+    case '!': return RESP_ERR;
+    case ':': return RESP_INTEGER;
+    case ',': return RESP_DOUBLE;
+    case '#': return RESP_BOOLEAN;
+    case '(': return RESP_BIGNUM;
+    case '_': return RESP_NULL;
+    case '*': return RESP_ARRAY;
+    case '%': return RESP_MAP;
+    case '~': return RESP_SET;
+    case '>': return RESP_PUSH;
+    case '|': return RESP_ATTRIBUTE;
+    default: return 0;
   }
 }
 
@@ -131,66 +134,64 @@ static long parse_body(const char *buf, size_t len, resp_token *t, size_t *need)
   long h, l;
   int64_t v;
   switch (c) {
-  case '+':
-  case '-':
-  case '(':
-  case ',':
-    l = line_length(s, n);
-    if (l == -1) return RESP_INCOMPLETE;
-    if (l < 0) return RESP_ERROR;
-    t->str = s;
-    t->len = (size_t)l;
-    if (c == ',' && parse_double(s, (size_t)l, &t->d) != 0) return RESP_ERROR;
-    if (c == '(') {
-      const char *d = s + (l > 0 && (s[0] == '-' || s[0] == '+'));
-      if (d == s + l) return RESP_ERROR;
-      for (; d < s + l; d++)
-        if (*d < '0' || *d > '9') return RESP_ERROR;
-    }
-    return 1 + l + 2;
-  case ':':
-    h = read_int(s, n, 1, &t->i);
-    return h > 0 ? 1 + h : h;
-  case '#':
-    if (n < 3) return RESP_INCOMPLETE;
-    if ((s[0] != 't' && s[0] != 'f') || s[1] != '\r' || s[2] != '\n') return RESP_ERROR;
-    t->i = s[0] == 't';
-    return 4;
-  case '_':
-    if (n < 2) return RESP_INCOMPLETE;
-    return s[0] == '\r' && s[1] == '\n' ? 3 : RESP_ERROR;
-  case '$':
-  case '=':
-  case '!':
-    h = read_length(s, n, &v);
-    if (h <= 0) return h;
-    if (v < 0) {
-      if (c != '$') return RESP_ERROR;
-      t->type = RESP_NULL;
+    case '+':
+    case '-':
+    case '(':
+    case ',':
+      l = line_length(s, n);
+      if (l == -1) return RESP_INCOMPLETE;
+      if (l < 0) return RESP_ERROR;
+      t->str = s;
+      t->len = (size_t)l;
+      if (c == ',' && parse_double(s, (size_t)l, &t->d) != 0) return RESP_ERROR;
+      if (c == '(') {
+        const char *d = s + (l > 0 && (s[0] == '-' || s[0] == '+'));
+        if (d == s + l) return RESP_ERROR;
+        for (; d < s + l; d++)
+          if (*d < '0' || *d > '9') return RESP_ERROR;
+      }
+      return 1 + l + 2;
+    case ':': h = read_int(s, n, 1, &t->i); return h > 0 ? 1 + h : h;
+    case '#':
+      if (n < 3) return RESP_INCOMPLETE;
+      if ((s[0] != 't' && s[0] != 'f') || s[1] != '\r' || s[2] != '\n') return RESP_ERROR;
+      t->i = s[0] == 't';
+      return 4;
+    case '_':
+      if (n < 2) return RESP_INCOMPLETE;
+      return s[0] == '\r' && s[1] == '\n' ? 3 : RESP_ERROR;
+    case '$':
+    case '=':
+    case '!':
+      h = read_length(s, n, &v);
+      if (h <= 0) return h;
+      if (v < 0) {
+        if (c != '$') return RESP_ERROR;
+        t->type = RESP_NULL;
+        return 1 + h;
+      }
+      if (v > RESP_MAX_BULK) return RESP_ERROR;
+      *need = 1 + (size_t)h + (size_t)v + 2;
+      if (len < *need) return RESP_INCOMPLETE;
+      if (s[h + v] != '\r' || s[h + v + 1] != '\n') return RESP_ERROR;
+      t->str = s + h;
+      t->len = (size_t)v;
+      if (c == '=') { /* "txt:" then the text */
+        if (v < 4 || t->str[3] != ':') return RESP_ERROR;
+        t->str += 4;
+        t->len -= 4;
+      }
+      return (long)*need;
+    default: /* aggregates */
+      h = read_length(s, n, &v);
+      if (h <= 0) return h;
+      if (v < 0) {
+        if (c != '*') return RESP_ERROR;
+        t->type = RESP_NULL;
+      }
+      if (v > (c == '%' || c == '|' ? RESP_MAX_COUNT / 2 : RESP_MAX_COUNT)) return RESP_ERROR;
+      t->i = v;
       return 1 + h;
-    }
-    if (v > RESP_MAX_BULK) return RESP_ERROR;
-    *need = 1 + (size_t)h + (size_t)v + 2;
-    if (len < *need) return RESP_INCOMPLETE;
-    if (s[h + v] != '\r' || s[h + v + 1] != '\n') return RESP_ERROR;
-    t->str = s + h;
-    t->len = (size_t)v;
-    if (c == '=') { /* "txt:" then the text */
-      if (v < 4 || t->str[3] != ':') return RESP_ERROR;
-      t->str += 4;
-      t->len -= 4;
-    }
-    return (long)*need;
-  default: /* aggregates */
-    h = read_length(s, n, &v);
-    if (h <= 0) return h;
-    if (v < 0) {
-      if (c != '*') return RESP_ERROR;
-      t->type = RESP_NULL;
-    }
-    if (v > (c == '%' || c == '|' ? RESP_MAX_COUNT / 2 : RESP_MAX_COUNT)) return RESP_ERROR;
-    t->i = v;
-    return 1 + h;
   }
 }
 

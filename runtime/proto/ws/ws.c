@@ -43,27 +43,26 @@
 #define LINGER_MS 2000 /* how long an ending connection reads what the peer still sends */
 #define REF_MIN 4096   /* payload strings at least this long are referenced (conn.c's) */
 
-enum { S_OPEN, S_CLOSING, S_CLOSED };   /* S_CLOSING: our close frame went, the peer's has not come */
+enum { S_OPEN, S_CLOSING, S_CLOSED }; /* S_CLOSING: our close frame went, the peer's has not come */
 enum { T_NONE, T_ACTIVE, T_PINGED, T_CLOSING };
 enum { P_WAIT, P_MESSAGE, P_END };
 
 typedef struct {
-  luaio_conn *conn;                   /* NULL once the connection is gone */
+  luaio_conn *conn;                    /* NULL once the connection is gone */
   lua_State *reader, *writer, *closer; /* tasks waiting in receive, send, close */
   int reader_ref, writer_ref, closer_ref;
   int pong_ref, protocol_ref, ext_ref, reason_ref;
   uint8_t *msg; /* a fragmented message's payload so far (compressed, when it is) */
   size_t msg_len, msg_cap;
   uint64_t max_message;
-  uint64_t seen; /* payload bytes of the current frame unmasked (and checked) in place */
-  ws_header h;   /* the current frame's header, while hlen > 0 */
-  void *inflater; /* the peer keeps its compression context: our inflate stream */
+  uint64_t seen;        /* payload bytes of the current frame unmasked (and checked) in place */
+  ws_header h;          /* the current frame's header, while hlen > 0 */
+  void *inflater;       /* the peer keeps its compression context: our inflate stream */
   const char *err_name; /* why the connection ended ("CLOSED", "EPROTO", ...), or NULL */
   uint32_t utf8;        /* the text message's UTF-8 state */
   uint32_t idle_ms, ping_ms, close_ms, send_ms, in_base;
   uint16_t close_code; /* CLOSED: the peer's code (1005: none given, 1006: no close frame) */
-  uint8_t hlen, op, frag, deflated, state, timer, client, pmd, pmd_bits, peer_takeover, big,
-    clean;
+  uint8_t hlen, op, frag, deflated, state, timer, client, pmd, pmd_bits, peer_takeover, big, clean;
 } ws_t;
 
 typedef struct {
@@ -139,7 +138,8 @@ __attribute__((noinline)) static int write_frame(ws_t *w, lua_State *L, int op, 
 }
 
 /* A close frame: code (0: none) and reason, cut to the 123 bytes a control frame allows. */
-__attribute__((noinline)) static void write_close(ws_t *w, lua_State *L, unsigned code, const char *reason) {
+__attribute__((noinline)) static void write_close(ws_t *w, lua_State *L, unsigned code,
+                                                  const char *reason) {
   uint8_t body[125];
   size_t n = 0;
   if (code != 0) {
@@ -155,7 +155,8 @@ __attribute__((noinline)) static void write_close(ws_t *w, lua_State *L, unsigne
 
 /* A data message: compressed when permessage-deflate was agreed. (noinline: send yields,
  * and a yielding frame must hold no address-taken locals; see docs/internals.md.) */
-__attribute__((noinline)) static int write_message(ws_t *w, lua_State *L, int op, const uint8_t *p, size_t n, int idx) {
+__attribute__((noinline)) static int write_message(ws_t *w, lua_State *L, int op, const uint8_t *p,
+                                                   size_t n, int idx) {
   if (!w->pmd) return write_frame(w, L, op, 0, p, n, idx);
   const uint8_t *z;
   size_t zlen;
@@ -167,7 +168,9 @@ __attribute__((noinline)) static int write_message(ws_t *w, lua_State *L, int op
 
 /* --- waiters and the end ----------------------------------------------------------------------- */
 
-static ws_t *check_ws(lua_State *L, int arg) { return luaio_checkudata(L, arg, ws_mt_ref, "websocket"); }
+static ws_t *check_ws(lua_State *L, int arg) {
+  return luaio_checkudata(L, arg, ws_mt_ref, "websocket");
+}
 
 /* Pushes the error that ended the connection (nil, err); returns 2. */
 static int push_end(lua_State *L, ws_t *w) {
@@ -191,7 +194,8 @@ static int push_end(lua_State *L, ws_t *w) {
 }
 
 /* Records why the connection ends, unless it is already known. */
-static void set_end(lua_State *L, ws_t *w, const char *name, unsigned code, const char *reason, size_t rlen) {
+static void set_end(lua_State *L, ws_t *w, const char *name, unsigned code, const char *reason,
+                    size_t rlen) {
   if (w->err_name != NULL) return;
   w->err_name = name;
   w->close_code = (uint16_t)code;
@@ -291,7 +295,10 @@ static void finish(lua_State *L, ws_t *w, unsigned linger) {
 /* The peer broke the protocol: close with code, and the connection ends. */
 static int fail(lua_State *L, ws_t *w, unsigned code, const char *why) {
   if (w->state == S_OPEN) write_close(w, L, code, why);
-  const char *name = code == 1007 ? "EILSEQ" : code == 1009 ? "EMSGSIZE" : code == 1011 ? "ENOMEM" : "EPROTO";
+  const char *name = code == 1007   ? "EILSEQ"
+                     : code == 1009 ? "EMSGSIZE"
+                     : code == 1011 ? "ENOMEM"
+                                    : "EPROTO";
   set_end(L, w, name, code, why, strlen(why));
   finish(L, w, LINGER_MS);
   return P_END;
@@ -327,12 +334,15 @@ static void on_timeout(lua_State *L, luaio_conn *c) {
 static const char *refused(ws_t *w, unsigned *code) {
   ws_header *h = &w->h;
   *code = 1002;
-  if (h->opcode > WS_PONG || (h->opcode > WS_BINARY && h->opcode < WS_CLOSE)) return "reserved opcode";
+  if (h->opcode > WS_PONG || (h->opcode > WS_BINARY && h->opcode < WS_CLOSE))
+    return "reserved opcode";
   int allowed = w->pmd && (h->opcode == WS_TEXT || h->opcode == WS_BINARY) ? 4 : 0;
   if (h->rsv & ~allowed) return "reserved bits set";
-  if (h->masked == w->client) return w->client ? "masked frame from the server" : "unmasked frame from the client";
+  if (h->masked == w->client)
+    return w->client ? "masked frame from the server" : "unmasked frame from the client";
   if (h->opcode == WS_CONT && !w->frag) return "continuation frame without a message";
-  if ((h->opcode == WS_TEXT || h->opcode == WS_BINARY) && w->frag) return "new message inside a fragmented one";
+  if ((h->opcode == WS_TEXT || h->opcode == WS_BINARY) && w->frag)
+    return "new message inside a fragmented one";
   if (h->opcode < WS_CLOSE && w->msg_len + h->len > w->max_message) {
     *code = 1009;
     return "message larger than max_message_size";
@@ -404,7 +414,8 @@ static int on_close_frame(lua_State *L, ws_t *w, const uint8_t *p, size_t n) {
     code = (unsigned)p[0] << 8 | p[1];
     if (!ws_close_code_valid(code)) return fail(L, w, 1002, "invalid close code");
     uint32_t st = WS_UTF8_OK;
-    if (ws_utf8(&st, p + 2, n - 2) < 0 || st != WS_UTF8_OK) return fail(L, w, 1007, "invalid UTF-8 in the close reason");
+    if (ws_utf8(&st, p + 2, n - 2) < 0 || st != WS_UTF8_OK)
+      return fail(L, w, 1007, "invalid UTF-8 in the close reason");
   }
   if (w->state == S_OPEN) write_close(w, L, code == 1005 ? 0 : code, NULL); /* echo the code */
   set_end(L, w, "CLOSED", code, n > 2 ? (const char *)p + 2 : NULL, n > 2 ? n - 2 : 0);
@@ -414,8 +425,8 @@ static int on_close_frame(lua_State *L, ws_t *w, const uint8_t *p, size_t n) {
 }
 
 /* A complete control frame (its payload copied out of the input, which is consumed). */
-__attribute__((noinline)) static int control(lua_State *L, ws_t *w, const uint8_t *payload, size_t n,
-                                             uint64_t total) {
+__attribute__((noinline)) static int control(lua_State *L, ws_t *w, const uint8_t *payload,
+                                             size_t n, uint64_t total) {
   uint8_t p[125];
   int op = w->h.opcode;
   if (n > 0) memcpy(p, payload, n);
@@ -452,7 +463,8 @@ static int complete(lua_State *L, ws_t *w, const uint8_t *p, size_t n, ws_msg *m
   m->p = p;
   m->len = n;
   if (w->deflated) {
-    int r = ws_inflate(w->peer_takeover ? &w->inflater : NULL, p, n, w->max_message, &m->p, &m->len);
+    int r =
+        ws_inflate(w->peer_takeover ? &w->inflater : NULL, p, n, w->max_message, &m->p, &m->len);
     if (r == WS_INFLATE_TOO_BIG) return fail(L, w, 1009, "message larger than max_message_size");
     if (r == WS_INFLATE_NOMEM) return fail(L, w, 1011, "out of memory");
     if (r < 0) return fail(L, w, 1007, "invalid compressed data");
@@ -501,8 +513,10 @@ __attribute__((noinline)) static int pump(lua_State *L, ws_t *w, ws_msg *m) {
     }
     if (w->state != S_OPEN) { /* closing: data is dropped until the peer's close */
       frame_done(w, total);
-      if (w->h.fin) w->op = w->frag = 0;
-      else w->frag = 1;
+      if (w->h.fin)
+        w->op = w->frag = 0;
+      else
+        w->frag = 1;
       w->msg_len = 0;
       continue;
     }
@@ -649,7 +663,9 @@ static void ws_attach(ws_t *w, luaio_conn *c) {
   c->send_timeout = w->send_ms;
   /* The input's usual bound: a frame of up to 64 KiB fits without raising it. */
   uint64_t base = w->max_message + WS_MAX_HEADER;
-  w->in_base = (uint32_t)(base < 16384 ? 16384 : base > 65536 + WS_MAX_HEADER ? 65536 + WS_MAX_HEADER : base);
+  w->in_base = (uint32_t)(base < 16384                   ? 16384
+                          : base > 65536 + WS_MAX_HEADER ? 65536 + WS_MAX_HEADER
+                                                         : base);
   c->in_max = w->in_base;
   luaio_conn_set_proto(c, &ws_proto, w);
   luaio_conn_read_start(c);
@@ -680,7 +696,8 @@ __attribute__((noinline)) static int try_receive(lua_State *L, ws_t *w) {
 
 static int ws_receive(lua_State *L) {
   ws_t *w = check_ws(L, 1);
-  if (w->reader != NULL) return luaio_pushnamederror(L, "EBUSY", "another task is already receiving");
+  if (w->reader != NULL)
+    return luaio_pushnamederror(L, "EBUSY", "another task is already receiving");
   int n = try_receive(L, w);
   if (n > 0) return n;
   luaio_checktask(L, "receive");
@@ -700,7 +717,8 @@ static int sent(lua_State *L, ws_t *w, int err) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (w->writer != NULL) return luaio_pushnamederror(L, "EBUSY", "another task is already waiting to send");
+  if (w->writer != NULL)
+    return luaio_pushnamederror(L, "EBUSY", "another task is already waiting to send");
   luaio_checktask(L, "send");
   w->writer = L;
   w->writer_ref = luaio_anchor(L);
@@ -933,7 +951,8 @@ __attribute__((noinline)) static void push_header(lua_State *L, int op, int rsv,
 
 /* Pushes the compressed frame for a window of bits; returns 0 (nothing pushed) when out of
  * memory. */
-__attribute__((noinline)) static int push_compressed(lua_State *L, int op, int bits, const char *p, size_t n) {
+__attribute__((noinline)) static int push_compressed(lua_State *L, int op, int bits, const char *p,
+                                                     size_t n) {
   const uint8_t *z;
   size_t zlen;
   if (ws_deflate(bits, (const uint8_t *)p, n, &z, &zlen) < 0) return 0;
@@ -1077,7 +1096,8 @@ __attribute__((noinline)) static void push_fields(lua_State *L, luaio_conn *c, i
   size_t mlen, plen, nhdr = HTTP_MAX_HEADERS;
   int minor;
   const char *head = c->in->data + c->in->kept;
-  if (lhttp_parse_request(head, HCONN(c)->head_len, &method, &mlen, &path, &plen, &minor, head_fields, &nhdr, 0) <= 0)
+  if (lhttp_parse_request(head, HCONN(c)->head_len, &method, &mlen, &path, &plen, &minor,
+                          head_fields, &nhdr, 0) <= 0)
     nhdr = 0;
   for (int a = 2; a <= nargs; a++) {
     size_t nlen = lua_objlen(L, a);
@@ -1154,27 +1174,15 @@ static int ws_utf8_lua(lua_State *L) {
 }
 
 static const luaL_Reg ws_methods[] = {
-  {"close", ws_close},
-  {"localAddress", ws_localaddress},
-  {"ping", ws_ping},
-  {"receive", ws_receive},
-  {"remoteAddress", ws_remoteaddress},
-  {"send", ws_send},
-  {"subscribe", ws_subscribe},
-  {"unsubscribe", ws_unsubscribe},
-  {NULL, NULL}};
+    {"close", ws_close},         {"localAddress", ws_localaddress},   {"ping", ws_ping},
+    {"receive", ws_receive},     {"remoteAddress", ws_remoteaddress}, {"send", ws_send},
+    {"subscribe", ws_subscribe}, {"unsubscribe", ws_unsubscribe},     {NULL, NULL}};
 
-static const luaL_Reg ws_funcs[] = {
-  {"accept", ws_accept},
-  {"accept_key", ws_accept_key_lua},
-  {"adopt", ws_adopt},
-  {"headers", ws_headers},
-  {"key_ok", ws_key_ok},
-  {"new_key", ws_new_key},
-  {"publish", ws_publish},
-  {"subscribers", ws_subscribers},
-  {"utf8", ws_utf8_lua},
-  {NULL, NULL}};
+static const luaL_Reg ws_funcs[] = {{"accept", ws_accept},   {"accept_key", ws_accept_key_lua},
+                                    {"adopt", ws_adopt},     {"headers", ws_headers},
+                                    {"key_ok", ws_key_ok},   {"new_key", ws_new_key},
+                                    {"publish", ws_publish}, {"subscribers", ws_subscribers},
+                                    {"utf8", ws_utf8_lua},   {NULL, NULL}};
 
 int luaopen_luaio_websocket(lua_State *L) {
   if (ws_mt_ref == LUA_NOREF) {

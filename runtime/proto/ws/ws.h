@@ -25,7 +25,8 @@ int ws_deflate(int bits, const uint8_t *src, size_t n, const uint8_t **out, size
  * call reuses, at most max bytes. own: NULL for a peer without context takeover (the shared
  * stream is used and reset), else the address of the connection's own stream pointer (made
  * on first use). Returns 0 or WS_INFLATE_*. */
-int ws_inflate(void **own, const uint8_t *src, size_t n, uint64_t max, const uint8_t **out, size_t *out_len);
+int ws_inflate(void **own, const uint8_t *src, size_t n, uint64_t max, const uint8_t **out,
+               size_t *out_len);
 void ws_inflate_free(void **own);
 /* Frees the shared output buffer when a large message made it large. */
 void ws_scratch_trim(void);

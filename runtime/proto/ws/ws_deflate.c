@@ -87,7 +87,8 @@ static int inflate_some(z_stream *z, const uint8_t *src, size_t n, size_t *len, 
     if (*len >= max + 1) return WS_INFLATE_TOO_BIG;
     size_t room = scratch_cap - *len;
     if (room < 4096) {
-      if (scratch_reserve(scratch_cap < 16384 ? 16384 : scratch_cap * 2) < 0) return WS_INFLATE_NOMEM;
+      if (scratch_reserve(scratch_cap < 16384 ? 16384 : scratch_cap * 2) < 0)
+        return WS_INFLATE_NOMEM;
       room = scratch_cap - *len;
     }
     if (room > max + 1 - *len) room = (size_t)(max + 1 - *len); /* one byte more: too big */
@@ -102,7 +103,8 @@ static int inflate_some(z_stream *z, const uint8_t *src, size_t n, size_t *len, 
   return *len > max ? WS_INFLATE_TOO_BIG : 0;
 }
 
-int ws_inflate(void **own, const uint8_t *src, size_t n, uint64_t max, const uint8_t **out, size_t *out_len) {
+int ws_inflate(void **own, const uint8_t *src, size_t n, uint64_t max, const uint8_t **out,
+               size_t *out_len) {
   z_stream *z;
   if (own == NULL) { /* no context takeover: the shared stream, from a fresh state */
     if (shared_inflater == NULL) {

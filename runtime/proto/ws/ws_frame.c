@@ -29,12 +29,15 @@ int ws_parse_header(const uint8_t *p, size_t n, ws_header *h) {
     if (len >> 63 || len <= 0xffff) return WS_ERROR;
   }
   h->len = len;
-  if (h->masked) memcpy(h->mask, p + i, 4);
-  else memset(h->mask, 0, 4);
+  if (h->masked)
+    memcpy(h->mask, p + i, 4);
+  else
+    memset(h->mask, 0, 4);
   return (int)need;
 }
 
-size_t ws_write_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t len, const uint8_t *mask) {
+size_t ws_write_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t len,
+                       const uint8_t *mask) {
   size_t i = 2;
   out[0] = (uint8_t)((fin ? 0x80 : 0) | (rsv & 7) << 4 | (opcode & 15));
   uint8_t m = mask ? 0x80 : 0;
@@ -70,7 +73,8 @@ static uint64_t mask_word(const uint8_t mask[4], uint64_t phase, uint8_t rot[4])
 
 /* dst = src XOR the key from byte (phase % 4); dst may be src (each word is read before it is
  * written). */
-static void xor_key(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4], uint64_t phase) {
+static void xor_key(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4],
+                    uint64_t phase) {
   uint8_t rot[4];
   uint64_t m = mask_word(mask, phase, rot);
   size_t i = 0;
@@ -89,7 +93,9 @@ static void xor_key(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t ma
   for (; i < n; i++) dst[i] = src[i] ^ rot[i & 3];
 }
 
-void ws_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t phase) { xor_key(p, p, n, mask, phase); }
+void ws_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t phase) {
+  xor_key(p, p, n, mask, phase);
+}
 
 void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask[4]) {
   xor_key(dst, src, n, mask, 0);
@@ -104,25 +110,34 @@ void ws_mask_copy(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t mask
 enum { C_ASCII, C_80, C_90, C_A0, C_BAD, C_2, C_E0, C_3, C_ED, C_F0, C_4, C_F4, NCLASS };
 
 static const uint8_t byte_class[256] = {
-  [0x00 ... 0x7f] = C_ASCII, [0x80 ... 0x8f] = C_80, [0x90 ... 0x9f] = C_90,
-  [0xa0 ... 0xbf] = C_A0,    [0xc0 ... 0xc1] = C_BAD, [0xc2 ... 0xdf] = C_2,
-  [0xe0] = C_E0,             [0xe1 ... 0xec] = C_3,   [0xed] = C_ED,
-  [0xee ... 0xef] = C_3,     [0xf0] = C_F0,           [0xf1 ... 0xf3] = C_4,
-  [0xf4] = C_F4,             [0xf5 ... 0xff] = C_BAD,
+    [0x00 ... 0x7f] = C_ASCII,
+    [0x80 ... 0x8f] = C_80,
+    [0x90 ... 0x9f] = C_90,
+    [0xa0 ... 0xbf] = C_A0,
+    [0xc0 ... 0xc1] = C_BAD,
+    [0xc2 ... 0xdf] = C_2,
+    [0xe0] = C_E0,
+    [0xe1 ... 0xec] = C_3,
+    [0xed] = C_ED,
+    [0xee ... 0xef] = C_3,
+    [0xf0] = C_F0,
+    [0xf1 ... 0xf3] = C_4,
+    [0xf4] = C_F4,
+    [0xf5 ... 0xff] = C_BAD,
 };
 
 #define R 8
 static const uint8_t next_state[9][NCLASS] = {
-  /*        ASCII 80 90 A0 BAD 2  E0 3  ED F0 4  F4 */
-  /* 0 */ {0, R, R, R, R, 1, 4, 2, 5, 6, 3, 7},
-  /* 1 */ {R, 0, 0, 0, R, R, R, R, R, R, R, R},
-  /* 2 */ {R, 1, 1, 1, R, R, R, R, R, R, R, R},
-  /* 3 */ {R, 2, 2, 2, R, R, R, R, R, R, R, R},
-  /* 4 */ {R, R, R, 1, R, R, R, R, R, R, R, R},
-  /* 5 */ {R, 1, 1, R, R, R, R, R, R, R, R, R},
-  /* 6 */ {R, R, 2, 2, R, R, R, R, R, R, R, R},
-  /* 7 */ {R, 2, R, R, R, R, R, R, R, R, R, R},
-  /* R */ {R, R, R, R, R, R, R, R, R, R, R, R},
+    /*        ASCII 80 90 A0 BAD 2  E0 3  ED F0 4  F4 */
+    /* 0 */ {0, R, R, R, R, 1, 4, 2, 5, 6, 3, 7},
+    /* 1 */ {R, 0, 0, 0, R, R, R, R, R, R, R, R},
+    /* 2 */ {R, 1, 1, 1, R, R, R, R, R, R, R, R},
+    /* 3 */ {R, 2, 2, 2, R, R, R, R, R, R, R, R},
+    /* 4 */ {R, R, R, 1, R, R, R, R, R, R, R, R},
+    /* 5 */ {R, 1, 1, R, R, R, R, R, R, R, R, R},
+    /* 6 */ {R, R, 2, 2, R, R, R, R, R, R, R, R},
+    /* 7 */ {R, 2, R, R, R, R, R, R, R, R, R, R},
+    /* R */ {R, R, R, R, R, R, R, R, R, R, R, R},
 };
 
 int ws_utf8(uint32_t *state, const uint8_t *p, size_t n) {
@@ -165,15 +180,20 @@ int ws_close_code_valid(unsigned code) {
 static void sha1_block(uint32_t h[5], const uint8_t *b) {
   uint32_t w[80];
   for (int i = 0; i < 16; i++)
-    w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 | (uint32_t)b[4 * i + 2] << 8 | b[4 * i + 3];
+    w[i] = (uint32_t)b[4 * i] << 24 | (uint32_t)b[4 * i + 1] << 16 | (uint32_t)b[4 * i + 2] << 8 |
+           b[4 * i + 3];
   for (int i = 16; i < 80; i++) w[i] = ROL(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
   uint32_t a = h[0], bb = h[1], c = h[2], d = h[3], e = h[4];
   for (int i = 0; i < 80; i++) {
     uint32_t f, k;
-    if (i < 20) f = (bb & c) | (~bb & d), k = 0x5a827999;
-    else if (i < 40) f = bb ^ c ^ d, k = 0x6ed9eba1;
-    else if (i < 60) f = (bb & c) | (bb & d) | (c & d), k = 0x8f1bbcdc;
-    else f = bb ^ c ^ d, k = 0xca62c1d6;
+    if (i < 20)
+      f = (bb & c) | (~bb & d), k = 0x5a827999;
+    else if (i < 40)
+      f = bb ^ c ^ d, k = 0x6ed9eba1;
+    else if (i < 60)
+      f = (bb & c) | (bb & d) | (c & d), k = 0x8f1bbcdc;
+    else
+      f = bb ^ c ^ d, k = 0xca62c1d6;
     uint32_t t = ROL(a, 5) + f + e + k + w[i];
     e = d, d = c, c = ROL(bb, 30), bb = a, a = t;
   }
@@ -201,7 +221,8 @@ static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0
 size_t ws_base64(const uint8_t *p, size_t n, char *out) {
   size_t o = 0;
   for (size_t i = 0; i < n; i += 3) {
-    uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+    uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+                 (i + 2 < n ? p[i + 2] : 0);
     out[o++] = b64[v >> 18];
     out[o++] = b64[(v >> 12) & 63];
     out[o++] = i + 1 < n ? b64[(v >> 6) & 63] : '=';

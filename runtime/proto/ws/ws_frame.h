@@ -26,10 +26,10 @@ enum { WS_CONT = 0, WS_TEXT = 1, WS_BINARY = 2, WS_CLOSE = 8, WS_PING = 9, WS_PO
 #define WS_MAX_HEADER 14
 
 typedef struct {
-  uint64_t len;    /* payload length */
-  uint8_t fin;     /* 1 for the last frame of a message */
-  uint8_t rsv;     /* the three reserved bits, RSV1 = 4, RSV2 = 2, RSV3 = 1 */
-  uint8_t opcode;  /* 0-15 as sent (unknown ones are the caller's to refuse) */
+  uint64_t len;   /* payload length */
+  uint8_t fin;    /* 1 for the last frame of a message */
+  uint8_t rsv;    /* the three reserved bits, RSV1 = 4, RSV2 = 2, RSV3 = 1 */
+  uint8_t opcode; /* 0-15 as sent (unknown ones are the caller's to refuse) */
   uint8_t masked;
   uint8_t mask[4];
 } ws_header;
@@ -41,7 +41,8 @@ int ws_parse_header(const uint8_t *p, size_t n, ws_header *h);
 
 /* Writes a frame header for a payload of len bytes (mask: 4 bytes, or NULL); returns its
  * size, at most WS_MAX_HEADER. rsv: the RSV bits as in ws_header. */
-size_t ws_write_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t len, const uint8_t *mask);
+size_t ws_write_header(uint8_t *out, int fin, int rsv, int opcode, uint64_t len,
+                       const uint8_t *mask);
 
 /* XORs p[0..n) with the masking key, starting at key byte (phase % 4): unmasking and masking
  * are the same. */
