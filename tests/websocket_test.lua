@@ -192,6 +192,28 @@ test.case("2.x ws:ping() and on_pong; ping_interval pings an idle peer", functio
   test.eq(pongs[1], "reply")
 end)
 
+-- The ping deadline is not moved for every message (on_timeout moves it by what arrived
+-- since): a peer that keeps talking must still never be pinged, and one that stops must be
+-- pinged ping_interval after its last bytes, not earlier.
+test.case("ping_interval runs from the last bytes received: a talking peer is never pinged", function()
+  local port = H.serve(nil, { ping_interval = 300 })
+  local s = H.connect(port)
+  local stop = task.now() + 1000
+  local last_sent
+  while task.now() < stop do
+    s:write(H.frame(TEXT, "tick"))
+    last_sent = task.now()
+    local f = H.read_frame(s)
+    test.eq({ f.op, f.payload }, { TEXT, "tick" }, "an echo, not a ping, while messages flow")
+    task.sleep(60)
+  end
+  local f = H.read_frame(s)
+  local quiet = task.now() - last_sent
+  test.eq(f.op, PING, "a ping once the peer is silent")
+  test.ok(quiet >= 290 and quiet < 3000, "the ping came " .. quiet .. " ms after the last message")
+  s:close()
+end)
+
 -- --- 3 reserved bits, 4 opcodes ----------------------------------------------------------------------
 
 test.case("3.x reserved bits: RSV1-3 on text, binary, ping and close without an extension: 1002", function()

@@ -24,15 +24,29 @@
 #define luaio_newlib(L, reg)                                                                       \
   (lua_createtable((L), 0, (int)(sizeof(reg) / sizeof((reg)[0]) - 1)), luaL_setfuncs((L), (reg), 0))
 
-/* luaL_checkudata without its lookup by name (which hashes the name on every call): compares
- * the metatable with the one kept in the registry at mt_ref. For methods called per message
- * or per request. */
-static inline void *luaio_checkudata(lua_State *L, int arg, int mt_ref, const char *tname) {
+/* A userdata type's metatable: anchored in the registry (ref: new objects get it from there)
+ * and known by its address (mt). luaio_checkudata compares addresses: luaL_checkudata looks
+ * the name up (hashing it) on every call, and a registry lookup is not free either, for
+ * methods called per message or per request. */
+typedef struct {
+  int ref;
+  const void *mt;
+} luaio_udtype;
+
+/* luaL_newmetatable(L, name) kept in t (once); leaves the metatable on the stack. */
+static inline void luaio_newudtype(lua_State *L, luaio_udtype *t, const char *name) {
+  luaL_newmetatable(L, name);
+  t->mt = lua_topointer(L, -1);
+  lua_pushvalue(L, -1);
+  t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static inline void *luaio_checkudata(lua_State *L, int arg, const luaio_udtype *t,
+                                     const char *tname) {
   void *p = lua_touserdata(L, arg);
   if (p != NULL && lua_getmetatable(L, arg)) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, mt_ref);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
+    int same = lua_topointer(L, -1) == t->mt;
+    lua_pop(L, 1);
     if (same) return p;
   }
   luaL_typerror(L, arg, tname);

@@ -44,7 +44,7 @@ typedef struct {
   uint8_t mode : 2, timed_out : 1, connecting : 1, allocated : 1, shutting : 1;
 } sock_t;
 
-static int socket_mt_ref = LUA_NOREF;
+static luaio_udtype socket_type = {LUA_NOREF, NULL};
 static const luaio_conn_proto socket_proto;
 
 #define SOCK(c) ((sock_t *)luaio_conn_ud(c))
@@ -65,7 +65,7 @@ static void sock_init(lua_State *L, luaio_conn *c, sock_t *s) {
   luaio_conn **box = lua_newuserdata(L, sizeof *box);
   *box = c;
   s->box = box;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, socket_mt_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, socket_type.ref);
   lua_setmetatable(L, -2);
   luaio_conn_set_proto(c, &socket_proto, s);
 }
@@ -104,7 +104,7 @@ int luaio_socket_adopt(lua_State *L, luaio_conn *c) {
 }
 
 luaio_conn *luaio_socket_check(lua_State *L, int arg) {
-  luaio_conn **box = luaio_checkudata(L, arg, socket_mt_ref, "socket");
+  luaio_conn **box = luaio_checkudata(L, arg, &socket_type, "socket");
   return *box;
 }
 
@@ -640,10 +640,8 @@ static const luaL_Reg sock_methods[] = {{"close", sock_close},
                                         {NULL, NULL}};
 
 void luaio_socket_register(lua_State *L) {
-  if (socket_mt_ref != LUA_NOREF) return;
-  luaL_newmetatable(L, "luaio.socket");
-  lua_pushvalue(L, -1);
-  socket_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (socket_type.ref != LUA_NOREF) return;
+  luaio_newudtype(L, &socket_type, "luaio.socket");
   lua_newtable(L);
   luaL_setfuncs(L, sock_methods, 0);
   lua_getfield(L, -1, "shutdown");

@@ -113,7 +113,7 @@ int http_form(lua_State *L);
 void http_request_register(lua_State *L, int methods);
 
 /* http_response.c */
-extern int http_res_mt_ref;
+extern luaio_udtype http_res_type;
 hres_t *http_check_res(lua_State *L, int arg);
 /* Pushes a new response userdata for the request just parsed. */
 hres_t *http_res_new(lua_State *L, luaio_conn *c, int minor, int head_method, int keep_alive);

@@ -20,7 +20,7 @@
 
 #define ROOM_MIN 4096 /* free input space a body read wants, so it is not read a byte at a time */
 
-static int req_mt_ref = LUA_NOREF;
+static luaio_udtype req_type = {LUA_NOREF, NULL};
 
 /* --- the request table ----------------------------------------------------------------------- */
 
@@ -46,7 +46,7 @@ void http_push_request(lua_State *L, const char *method, size_t mlen, const char
   }
   lua_pushvalue(L, -2); /* the response userdata, below */
   lua_rawseti(L, -2, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, req_mt_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, req_type.ref);
   lua_setmetatable(L, -2);
 }
 
@@ -350,9 +350,7 @@ int http_read(lua_State *L) {
 }
 
 void http_request_register(lua_State *L, int methods) {
-  luaL_newmetatable(L, "luaio.http.request");
-  lua_pushvalue(L, -1);
-  req_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaio_newudtype(L, &req_type, "luaio.http.request");
   lua_pushvalue(L, methods);
   lua_pushcclosure(L, req_index, 1);
   lua_setfield(L, -2, "__index");

@@ -22,7 +22,7 @@
 #define HDRS_MAX 64
 #define MAX_LENGTH 9007199254740992.0 /* 2^53: a Content-Length a Lua number holds exactly */
 
-int http_res_mt_ref = LUA_NOREF;
+luaio_udtype http_res_type = {LUA_NOREF, NULL};
 
 /* --- reason phrases (the IANA registry) and the Date header -------------------------------- */
 
@@ -214,13 +214,13 @@ static void end_body(hres_t *r, luaio_conn *c) {
 /* --- the response object -------------------------------------------------------------------- */
 
 hres_t *http_check_res(lua_State *L, int arg) {
-  return luaio_checkudata(L, arg, http_res_mt_ref, "http response");
+  return luaio_checkudata(L, arg, &http_res_type, "http response");
 }
 
 hres_t *http_res_new(lua_State *L, luaio_conn *c, int minor, int head_method, int keep_alive) {
   hres_t *r = lua_newuserdata(L, sizeof *r);
   memset(r, 0, sizeof *r);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, http_res_mt_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, http_res_type.ref);
   lua_setmetatable(L, -2);
   r->conn = c;
   r->status = 200;
@@ -658,9 +658,7 @@ static const luaL_Reg res_methods[] = {{"appendHeader", res_appendheader},
 
 void http_response_register(lua_State *L) {
   tchar_init();
-  luaL_newmetatable(L, "luaio.http.response");
-  lua_pushvalue(L, -1);
-  http_res_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaio_newudtype(L, &http_res_type, "luaio.http.response");
   lua_newtable(L);
   luaL_setfuncs(L, res_methods, 0);
   lua_pushvalue(L, -1);

@@ -97,7 +97,7 @@ struct mconn {
                  * not on its stack once it yields */
 };
 
-static int conn_mt_ref = LUA_NOREF, stmt_mt_ref = LUA_NOREF;
+static luaio_udtype conn_type = {LUA_NOREF, NULL}, stmt_type = {LUA_NOREF, NULL};
 static const luaio_conn_proto mysql_proto;
 
 void luaio_mysql_auth_register(lua_State *L);
@@ -114,7 +114,7 @@ static void maybe_free(mconn *s) {
 }
 
 static mconn *check_conn(lua_State *L, int arg) {
-  mconn **box = luaio_checkudata(L, arg, conn_mt_ref, "mysql connection");
+  mconn **box = luaio_checkudata(L, arg, &conn_type, "mysql connection");
   return *box;
 }
 
@@ -940,7 +940,7 @@ static int stmt_new(lua_State *co, mconn *s, const mw_prepared *pr) {
   st->id = pr->stmt_id;
   st->nparams = pr->nparams;
   st->ncols = pr->ncols;
-  lua_rawgeti(co, LUA_REGISTRYINDEX, stmt_mt_ref);
+  lua_rawgeti(co, LUA_REGISTRYINDEX, stmt_type.ref);
   lua_setmetatable(co, -2);
   lua_createtable(co, 2, 0);
   lua_rawgeti(co, LUA_REGISTRYINDEX, s->self_ref);
@@ -950,7 +950,7 @@ static int stmt_new(lua_State *co, mconn *s, const mw_prepared *pr) {
 }
 
 static mstmt *check_stmt(lua_State *L, int arg) {
-  return luaio_checkudata(L, arg, stmt_mt_ref, "mysql statement");
+  return luaio_checkudata(L, arg, &stmt_type, "mysql statement");
 }
 
 /* Queues COM_STMT_CLOSE (no response comes); the statement is dead afterwards. */
@@ -1146,7 +1146,7 @@ static int mysql_attach(lua_State *L) {
   mconn **box = lua_newuserdata(L, sizeof *box);
   *box = s;
   s->box = box;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, conn_mt_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, conn_type.ref);
   lua_setmetatable(L, -2);
   s->c = c;
   luaio_conn_set_proto(c, &mysql_proto, s);
@@ -1165,17 +1165,13 @@ static const luaL_Reg mysql_funcs[] = {{"attach", mysql_attach},         {"close
 int luaopen_luaio_mysql(lua_State *L) {
   luaio_socket_register(L);
   luaio_newlib(L, mysql_funcs);
-  luaL_newmetatable(L, CONN_MT);
-  lua_pushvalue(L, -1);
-  conn_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaio_newudtype(L, &conn_type, CONN_MT);
   lua_pushcfunction(L, conn_gc);
   lua_setfield(L, -2, "__gc");
   lua_pushcfunction(L, conn_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
-  luaL_newmetatable(L, STMT_MT);
-  lua_pushvalue(L, -1);
-  stmt_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaio_newudtype(L, &stmt_type, STMT_MT);
   lua_pushcfunction(L, stmt_gc);
   lua_setfield(L, -2, "__gc");
   lua_pop(L, 1);

@@ -112,7 +112,7 @@ struct rclient {
   uint8_t unflushed; /* commands queued since the output was last written */
 };
 
-static int client_mt_ref = LUA_NOREF, pipe_mt_ref = LUA_NOREF;
+static luaio_udtype client_type = {LUA_NOREF, NULL}, pipe_type = {LUA_NOREF, NULL};
 static const luaio_conn_proto redis_proto;
 
 static void parse(lua_State *L, rclient *s);
@@ -128,15 +128,9 @@ static void maybe_free(rclient *s) {
   free(s);
 }
 
-/* The client at arg. Per command, so the metatable is compared by address (it lives as
- * long as the module) instead of through the registry. */
-static const void *client_mt;
-
+/* The client at arg. */
 static rclient *check_client(lua_State *L, int arg) {
-  rclient **box = lua_touserdata(L, arg);
-  if (box == NULL || !lua_getmetatable(L, arg) || lua_topointer(L, -1) != client_mt)
-    luaL_typerror(L, arg, "redis client");
-  lua_pop(L, 1);
+  rclient **box = luaio_checkudata(L, arg, &client_type, "redis client");
   if (*box == NULL) luaL_argerror(L, arg, "redis client released to its pool");
   return *box;
 }
@@ -1018,7 +1012,7 @@ static int client_pipeline(lua_State *L) {
   rclient *s = check_client(L, 1);
   int flags = 0;
   if (lua_type(L, 2) == LUA_TUSERDATA) {
-    flags = *(int *)luaio_checkudata(L, 2, pipe_mt_ref, "redis pipeline");
+    flags = *(int *)luaio_checkudata(L, 2, &pipe_type, "redis pipeline");
     lua_getfenv(L, 2);
     lua_replace(L, 2);
   }
@@ -1043,7 +1037,7 @@ static int client_pipeline(lua_State *L) {
 
 /* Records the command name_idx, L[first..top] in pipeline 1. */
 static int pipe_add(lua_State *L, int name_idx, int first, int flags) {
-  int *acc = luaio_checkudata(L, 1, pipe_mt_ref, "redis pipeline");
+  int *acc = luaio_checkudata(L, 1, &pipe_type, "redis pipeline");
   if (flags & (F_SUB | F_REFUSE))
     return luaL_error(L, "redis: '%s' cannot be pipelined", lua_tostring(L, name_idx));
   if (flags & F_CLIENT) {
@@ -1097,7 +1091,7 @@ static int redis_pipe_method(lua_State *L) {
  * command its argument count, its name, its arguments); pipetable(p) -> that table. */
 static int redis_newpipeline(lua_State *L) {
   *(int *)lua_newuserdata(L, sizeof(int)) = 0; /* the flags of its commands, or'ed */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, pipe_mt_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, pipe_type.ref);
   lua_setmetatable(L, -2);
   lua_newtable(L);
   lua_setfenv(L, -2);
@@ -1105,7 +1099,7 @@ static int redis_newpipeline(lua_State *L) {
 }
 
 static int redis_pipetable(lua_State *L) {
-  luaio_checkudata(L, 1, pipe_mt_ref, "redis pipeline");
+  luaio_checkudata(L, 1, &pipe_type, "redis pipeline");
   lua_getfenv(L, 1);
   return 1;
 }
@@ -1162,7 +1156,7 @@ static int client_stream_abort(lua_State *L) {
 
 /* close(): waiters get ECANCELED; what was written is still sent. */
 static int client_close(lua_State *L) {
-  rclient **box = luaio_checkudata(L, 1, client_mt_ref, "redis client");
+  rclient **box = luaio_checkudata(L, 1, &client_type, "redis client");
   rclient *s = *box;
   if (s == NULL || s->c == NULL) return 0;
   luaio_conn *c = s->c;
@@ -1187,7 +1181,7 @@ static int client_gc(lua_State *L) {
 }
 
 static int client_tostring(lua_State *L) {
-  rclient **box = luaio_checkudata(L, 1, client_mt_ref, "redis client");
+  rclient **box = luaio_checkudata(L, 1, &client_type, "redis client");
   if (*box == NULL)
     lua_pushliteral(L, "redis client (released)");
   else if ((*box)->c == NULL)
@@ -1221,7 +1215,7 @@ static int redis_attach(lua_State *L) {
   rclient **box = lua_newuserdata(L, sizeof *box);
   *box = s;
   s->box = box;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, client_mt_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, client_type.ref);
   lua_setmetatable(L, -2);
   s->c = c;
   luaio_conn_set_proto(c, &redis_proto, s);
@@ -1243,7 +1237,7 @@ static int redis_configure(lua_State *L) {
 
 /* state(client) -> open, reusable: whether a pool may hand it to someone else. */
 static int redis_state(lua_State *L) {
-  rclient **box = luaio_checkudata(L, 1, client_mt_ref, "redis client");
+  rclient **box = luaio_checkudata(L, 1, &client_type, "redis client");
   rclient *s = *box;
   luaio_conn *c = s ? s->c : NULL;
   int open = c != NULL && !c->closing && c->read_err == 0 && c->write_err == 0;
@@ -1258,16 +1252,16 @@ static int redis_state(lua_State *L) {
 /* rebox(client[, into]) -> a new userdata (or `into`) for the client; the old one reads as
  * released. A pool hands a fresh one to each borrower. */
 static int redis_rebox(lua_State *L) {
-  rclient **old = luaio_checkudata(L, 1, client_mt_ref, "redis client");
+  rclient **old = luaio_checkudata(L, 1, &client_type, "redis client");
   rclient *s = *old;
   if (s == NULL) return luaL_argerror(L, 1, "redis client released to its pool");
   rclient **box;
   if (lua_isnoneornil(L, 2)) {
     box = lua_newuserdata(L, sizeof *box);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, client_mt_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, client_type.ref);
     lua_setmetatable(L, -2);
   } else {
-    box = luaio_checkudata(L, 2, client_mt_ref, "redis client");
+    box = luaio_checkudata(L, 2, &client_type, "redis client");
     if (*box != NULL) return luaL_argerror(L, 2, "a released client expected");
     lua_settop(L, 2);
   }
@@ -1334,10 +1328,7 @@ int luaopen_luaio_redis(lua_State *L) {
   luaio_socket_register(L);
   luaio_newlib(L, redis_funcs);
   /* the client's metatable; its __index table is `methods`, completed by redis.lua */
-  luaL_newmetatable(L, CLIENT_MT);
-  lua_pushvalue(L, -1);
-  client_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  client_mt = lua_topointer(L, -1);
+  luaio_newudtype(L, &client_type, CLIENT_MT);
   lua_newtable(L);
   luaL_setfuncs(L, client_methods, 0);
   for (int k = 0; k < NSUB; k++) {
@@ -1354,9 +1345,7 @@ int luaopen_luaio_redis(lua_State *L) {
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
   /* the pipeline's metatable: its __index table is `pipe_methods` */
-  luaL_newmetatable(L, PIPE_MT);
-  lua_pushvalue(L, -1);
-  pipe_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  luaio_newudtype(L, &pipe_type, PIPE_MT);
   lua_newtable(L);
   lua_pushcfunction(L, pipe_call);
   lua_setfield(L, -2, "call");

@@ -61,6 +61,7 @@ typedef struct {
   const char *err_name; /* why the connection ended ("CLOSED", "EPROTO", ...), or NULL */
   uint32_t utf8;        /* the text message's UTF-8 state */
   uint32_t idle_ms, ping_ms, close_ms, send_ms, in_base;
+  uint32_t rx_at; /* loop time (ms) of the last bytes received, while the timer is T_ACTIVE */
   uint16_t close_code; /* CLOSED: the peer's code (1005: none given, 1006: no close frame) */
   uint8_t hlen, op, frag, deflated, state, timer, client, pmd, pmd_bits, peer_takeover, big, clean;
 } ws_t;
@@ -72,7 +73,7 @@ typedef struct {
   uint8_t op, from_msg;
 } ws_msg;
 
-static int ws_mt_ref = LUA_NOREF;
+static luaio_udtype ws_type = {LUA_NOREF, NULL};
 /* The last text message receive returned, when of a size worth it: sending the same string
  * as text again (an echo, a chat relay) skips checking its UTF-8 a second time. */
 static int last_text_ref = LUA_NOREF;
@@ -169,7 +170,7 @@ __attribute__((noinline)) static int write_message(ws_t *w, lua_State *L, int op
 /* --- waiters and the end ----------------------------------------------------------------------- */
 
 static ws_t *check_ws(lua_State *L, int arg) {
-  return luaio_checkudata(L, arg, ws_mt_ref, "websocket");
+  return luaio_checkudata(L, arg, &ws_type, "websocket");
 }
 
 /* Pushes the error that ended the connection (nil, err); returns 2. */
@@ -306,16 +307,40 @@ static int fail(lua_State *L, ws_t *w, unsigned code, const char *why) {
 
 /* --- timers ------------------------------------------------------------------------------------- */
 
-/* While open: the first of ping_interval and idle_timeout, from the last bytes received. */
+static uint32_t loop_now(void) { return (uint32_t)uv_now(luaio_loop()); }
+
+/* While open: the first of ping_interval and idle_timeout. */
+static uint32_t first_timeout(ws_t *w) {
+  return w->ping_ms && (!w->idle_ms || w->ping_ms < w->idle_ms) ? w->ping_ms : w->idle_ms;
+}
+
+/* The deadline runs from the last bytes received. */
 static void arm_active(ws_t *w) {
   if (w->state != S_OPEN || w->conn == NULL || w->writer != NULL) return;
-  uint32_t first = w->ping_ms && (!w->idle_ms || w->ping_ms < w->idle_ms) ? w->ping_ms : w->idle_ms;
+  uint32_t first = first_timeout(w);
   w->timer = first ? T_ACTIVE : T_NONE;
+  w->rx_at = loop_now();
   luaio_conn_timeout(w->conn, first);
+}
+
+/* Bytes arrived. While the deadline runs (T_ACTIVE), it is not moved for every message
+ * (a clock read and a list move each): on_timeout moves it then, by what arrived since. */
+static void received(ws_t *w) {
+  if (w->timer == T_ACTIVE)
+    w->rx_at = loop_now();
+  else
+    arm_active(w);
 }
 
 static void on_timeout(lua_State *L, luaio_conn *c) {
   ws_t *w = luaio_conn_ud(c);
+  if (w->timer == T_ACTIVE) {
+    uint32_t quiet = loop_now() - w->rx_at, first = first_timeout(w);
+    if (quiet < first) { /* bytes came meanwhile: the deadline moves on from them */
+      luaio_conn_timeout(c, first - quiet);
+      return;
+    }
+  }
   if (w->timer == T_ACTIVE && w->ping_ms && (!w->idle_ms || w->ping_ms < w->idle_ms)) {
     write_frame(w, L, WS_PING, 0, NULL, 0, 0);
     w->timer = w->idle_ms ? T_PINGED : T_ACTIVE;
@@ -577,7 +602,7 @@ __attribute__((noinline)) static void drain_closing(lua_State *L, ws_t *w) {
 
 static void on_read(lua_State *L, luaio_conn *c) {
   ws_t *w = luaio_conn_ud(c);
-  if (c->read_err == 0 && w->timer != T_CLOSING) arm_active(w); /* bytes: the peer lives */
+  if (c->read_err == 0 && w->timer != T_CLOSING) received(w); /* bytes: the peer lives */
   if (w->reader != NULL) {
     ws_msg m;
     int r = pump(L, w, &m);
@@ -636,7 +661,7 @@ static ws_t *ws_new(lua_State *L, int opts, int client) {
   w->reader_ref = w->writer_ref = w->closer_ref = LUA_NOREF;
   w->pong_ref = w->protocol_ref = w->ext_ref = w->reason_ref = LUA_NOREF;
   w->state = S_CLOSED;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ws_mt_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ws_type.ref);
   lua_setmetatable(L, -2);
   w->client = (uint8_t)client;
   w->max_message = luaio_opt_uint(L, opts, "max_message_size", 16u << 20, 1, 1u << 30);
@@ -1185,10 +1210,8 @@ static const luaL_Reg ws_funcs[] = {{"accept", ws_accept},   {"accept_key", ws_a
                                     {"utf8", ws_utf8_lua},   {NULL, NULL}};
 
 int luaopen_luaio_websocket(lua_State *L) {
-  if (ws_mt_ref == LUA_NOREF) {
-    luaL_newmetatable(L, "luaio.websocket");
-    lua_pushvalue(L, -1);
-    ws_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (ws_type.ref == LUA_NOREF) {
+    luaio_newudtype(L, &ws_type, "luaio.websocket");
     lua_newtable(L);
     luaL_setfuncs(L, ws_methods, 0);
     lua_pushvalue(L, -1);
