@@ -551,3 +551,50 @@ test.case("wrong arguments raise errors naming them", function()
   test.raises(function() s:write({ "a", 42 }) end, "bad argument #1 to 'write' %(array of strings expected%)")
   test.raises(function() s:setTimeout(-5) end, "bad argument #1 to 'setTimeout'")
 end)
+
+-- What a handler writes in answer leaves when it waits again, not at the loop's end after
+-- the handlers of the other connections read in the same iteration (it used to wait for
+-- them, and the server held one output block per connection meanwhile).
+test.case("an answer leaves at once, not after other connections' handlers in the same iteration", function()
+  local port = helpers.serve([[
+local tcp = require "tcp"
+local system = require "system"
+local server = assert(tcp.createServer(0, function(socket)
+  while true do
+    local line = socket:readline()
+    if not line then return end
+    local ms = tonumber(line:match("^spin (%d+)"))
+    if ms then -- keeps the loop busy, then says when it ended
+      local started = system.hrtime()
+      while system.hrtime() - started < ms * 1e6 do end
+      socket:write(system.hrtime() .. "\n")
+    else
+      socket:write(line .. "\n")
+    end
+  end
+end, { host = "127.0.0.1" }))
+print("listening " .. server:address().port)
+]])
+  local function connect()
+    local s = assert(tcp.connect(port, "127.0.0.1"))
+    test.cleanup(function() s:close() end)
+    s:setTimeout(10000)
+    return s
+  end
+  local quick, slow, busy = connect(), connect(), connect()
+  for _, s in ipairs({ quick, slow }) do -- both served once: their handlers wait in readline
+    assert(s:write("hello\n"))
+    test.eq(s:readline(), "hello")
+  end
+  assert(busy:write("spin 300\n")) -- the server's loop is busy with this for 300 ms,
+  task.sleep(50)
+  assert(quick:write("quick\n")) -- while this line arrives,
+  task.sleep(20)
+  assert(slow:write("spin 600\n")) -- then this one: both are read in the next iteration
+  test.eq(quick:readline(), "quick")
+  local quick_at = require("system").hrtime()
+  local slow_ended = tonumber(slow:readline())
+  test.ok(quick_at < slow_ended, ("the quick answer arrived %.0f ms after the slow handler (read after it) ended")
+    :format((quick_at - slow_ended) / 1e6))
+  test.ok(tonumber(busy:readline()), "the busy handler answered")
+end)

@@ -721,3 +721,51 @@ test.case("publish: a subscriber past its backlog is dropped with 1008; the publ
   task.sleep(20)
   test.eq(ends.slow.name, "ENOBUFS")
 end)
+
+-- As for sockets (tcp_test.lua): a message sent in answer leaves when the handler waits
+-- again, not after the handlers of the other connections read in the same loop iteration.
+test.case("an answer leaves at once, not after other connections' handlers in the same iteration", function()
+  local helpers = require "tests.helpers"
+  local port = helpers.serve([[
+local http = require "http"
+local system = require "system"
+local router = http.router()
+router:websocket("/", function(ws)
+  while true do
+    local data = ws:receive()
+    if not data then return end
+    local ms = tonumber(data:match("^spin (%d+)"))
+    if ms then -- keeps the loop busy, then says when it ended
+      local started = system.hrtime()
+      while system.hrtime() - started < ms * 1e6 do end
+      ws:send(tostring(system.hrtime()))
+    else
+      ws:send(data)
+    end
+  end
+end)
+local server = assert(http.createServer(0, router, { host = "127.0.0.1" }))
+print("listening " .. server:address().port)
+]])
+  local function connect()
+    local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/", { timeout = 10000 }))
+    test.cleanup(function() ws:close() end)
+    return ws
+  end
+  local quick, slow, busy = connect(), connect(), connect()
+  for _, ws in ipairs({ quick, slow }) do -- both served once: their handlers wait in receive
+    assert(ws:send("hello"))
+    test.eq(ws:receive(), "hello")
+  end
+  assert(busy:send("spin 300")) -- the server's loop is busy with this for 300 ms,
+  task.sleep(50)
+  assert(quick:send("quick")) -- while this message arrives,
+  task.sleep(20)
+  assert(slow:send("spin 600")) -- then this one: both are read in the next iteration
+  test.eq(quick:receive(), "quick")
+  local quick_at = require("system").hrtime()
+  local slow_ended = tonumber((slow:receive()))
+  test.ok(quick_at < slow_ended, ("the quick answer arrived %.0f ms after the slow handler (read after it) ended")
+    :format((quick_at - slow_ended) / 1e6))
+  test.ok(tonumber((busy:receive())), "the busy handler answered")
+end)

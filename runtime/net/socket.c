@@ -250,6 +250,10 @@ static void on_read(lua_State *L, luaio_conn *c) {
   s->reader_ref = LUA_NOREF;
   timer_update(c);
   luaio_resume(co, n);
+  /* The task waits again (or ended): what it wrote in answer leaves now, not at the loop's
+   * end after every other connection's turn, and its output block is free again for the
+   * next connection (an echo under load held one block per connection otherwise). */
+  if (c->proto == &socket_proto && !c->closing) luaio_conn_flush(c);
 }
 
 static int read_generic(lua_State *L, read_mode mode, uint32_t want, const char *what) {

@@ -614,6 +614,9 @@ static void on_read(lua_State *L, luaio_conn *c) {
     push_message(co, w, &m); /* allocates: the task stays anchored meanwhile */
     luaio_resume(co, 2);
     luaio_unanchor(anchor);
+    /* The answer leaves now (as in socket.c). w is not read: the task may have ended and
+     * the collector finalized it; a detached connection's state pointer is cleared. */
+    if (luaio_conn_ud(c) == w && c->proto == &ws_proto && !c->closing) luaio_conn_flush(c);
   } else if (w->state == S_CLOSING || (w->closer != NULL)) {
     drain_closing(L, w);
   }
