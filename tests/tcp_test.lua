@@ -574,6 +574,7 @@ local server = assert(tcp.createServer(0, function(socket)
   end
 end, { host = "127.0.0.1" }))
 print("listening " .. server:address().port)
+io.stdout:flush()
 ]])
   local function connect()
     local s = assert(tcp.connect(port, "127.0.0.1"))
