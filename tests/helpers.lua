@@ -55,6 +55,31 @@ function helpers.serve(source)
   return port, peer
 end
 
+-- The "an answer leaves at once" scenario (tcp_test, websocket_test). The server runs in
+-- another process; its handler answers each message with itself, except "spin MS", which
+-- keeps the server's loop busy for MS ms and then answers with the time it ended.
+-- connect() returns {send = function(msg), receive = function() -> msg}. An answer must leave
+-- when its handler waits again, not after the handlers of the other connections read in
+-- the same loop iteration.
+function helpers.answer_at_once(connect)
+  local quick, slow, busy = connect(), connect(), connect()
+  for _, c in ipairs({ quick, slow }) do -- both served once: their handlers wait again
+    c.send("hello")
+    test.eq(c.receive(), "hello")
+  end
+  busy.send("spin 300") -- the server's loop is busy with this for 300 ms,
+  task.sleep(50)
+  quick.send("quick") -- while this arrives,
+  task.sleep(20)
+  slow.send("spin 600") -- then this: both are read in the next iteration
+  test.eq(quick.receive(), "quick")
+  local quick_at = require("system").hrtime()
+  local slow_ended = tonumber(slow.receive())
+  test.ok(quick_at < slow_ended, ("the quick answer arrived %.0f ms after the slow handler (read after it) ended")
+    :format((quick_at - slow_ended) / 1e6))
+  test.ok(tonumber(busy.receive()), "the busy handler answered")
+end
+
 -- Writes a node script to a temporary file and returns its path.
 function helpers.node_script(source)
   local path = test.tmpdir() .. "/peer.js"

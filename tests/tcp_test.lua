@@ -576,26 +576,13 @@ end, { host = "127.0.0.1" }))
 print("listening " .. server:address().port)
 io.stdout:flush()
 ]])
-  local function connect()
+  helpers.answer_at_once(function()
     local s = assert(tcp.connect(port, "127.0.0.1"))
     test.cleanup(function() s:close() end)
     s:setTimeout(10000)
-    return s
-  end
-  local quick, slow, busy = connect(), connect(), connect()
-  for _, s in ipairs({ quick, slow }) do -- both served once: their handlers wait in readline
-    assert(s:write("hello\n"))
-    test.eq(s:readline(), "hello")
-  end
-  assert(busy:write("spin 300\n")) -- the server's loop is busy with this for 300 ms,
-  task.sleep(50)
-  assert(quick:write("quick\n")) -- while this line arrives,
-  task.sleep(20)
-  assert(slow:write("spin 600\n")) -- then this one: both are read in the next iteration
-  test.eq(quick:readline(), "quick")
-  local quick_at = require("system").hrtime()
-  local slow_ended = tonumber(slow:readline())
-  test.ok(quick_at < slow_ended, ("the quick answer arrived %.0f ms after the slow handler (read after it) ended")
-    :format((quick_at - slow_ended) / 1e6))
-  test.ok(tonumber(busy:readline()), "the busy handler answered")
+    return {
+      send = function(msg) assert(s:write(msg .. "\n")) end,
+      receive = function() return s:readline() end,
+    }
+  end)
 end)
