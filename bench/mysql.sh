@@ -54,6 +54,7 @@ taskset -c "$SERVER_CPU" mariadbd --no-defaults --datadir="$tmp/data" --socket="
   --bind-address=127.0.0.1 --user=root --skip-log-bin --skip-name-resolve --max-connections=2000 \
   --innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 --log-error="$tmp/error.log" &
 server_pid=$!
+disown "$server_pid" # killed in cleanup: no "Killed" line from the shell
 for _ in $(seq 200); do [ -S "$tmp/sock" ] && break; sleep 0.05; done
 sql() { mariadb --no-defaults -S "$tmp/sock" -u root "$@"; }
 for _ in $(seq 100); do sql -e "SELECT 1" >/dev/null 2>&1 && break; sleep 0.05; done
