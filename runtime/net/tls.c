@@ -81,7 +81,7 @@ struct luaio_tls {
   uint8_t notify_pending; /* close_notify asked for before the handshake was done */
 };
 
-static struct { char data[RAW_SHARED]; } raw_shared;
+static char raw_shared[RAW_SHARED];
 
 static BIO_METHOD *bio_method;
 static int ssl_conn_index = -1; /* SSL ex_data: the luaio_conn */
@@ -191,7 +191,7 @@ void luaio_tls_alloc(luaio_conn *c, uv_buf_t *buf) {
   luaio_tls *t = c->tls;
   if (t->rlen == t->roff) { /* nothing left over: read into the shared buffer */
     t->shared_raw = 1;
-    *buf = uv_buf_init(raw_shared.data, sizeof raw_shared.data);
+    *buf = uv_buf_init(raw_shared, sizeof raw_shared);
     return;
   }
   t->shared_raw = 0;
@@ -250,7 +250,7 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
   luaio_tls *t = c->tls;
   int flags = 0;
   if (t->shared_raw) {
-    t->src = raw_shared.data;
+    t->src = raw_shared;
     t->src_len = n;
   } else {
     t->rlen += (uint32_t)n;
