@@ -61,6 +61,17 @@ end
 -- connect() returns {send = function(msg), receive = function() -> msg}. An answer must leave
 -- when its handler waits again, not after the handlers of the other connections read in
 -- the same loop iteration.
+helpers.ANSWER = [[
+local system = require "system"
+local function answer(msg)
+  local ms = tonumber(msg:match("^spin (%d+)"))
+  if not ms then return msg end
+  local started = system.hrtime()
+  while system.hrtime() - started < ms * 1e6 do end
+  return tostring(system.hrtime())
+end
+]] -- the server's side of answer_at_once, for the script given to helpers.serve
+
 function helpers.answer_at_once(connect)
   local quick, slow, busy = connect(), connect(), connect()
   for _, c in ipairs({ quick, slow }) do -- both served once: their handlers wait again

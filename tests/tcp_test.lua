@@ -556,21 +556,13 @@ end)
 -- the handlers of the other connections read in the same iteration (it used to wait for
 -- them, and the server held one output block per connection meanwhile).
 test.case("an answer leaves at once, not after other connections' handlers in the same iteration", function()
-  local port = helpers.serve([[
+  local port = helpers.serve(helpers.ANSWER .. [[
 local tcp = require "tcp"
-local system = require "system"
 local server = assert(tcp.createServer(0, function(socket)
   while true do
     local line = socket:readline()
     if not line then return end
-    local ms = tonumber(line:match("^spin (%d+)"))
-    if ms then -- keeps the loop busy, then says when it ended
-      local started = system.hrtime()
-      while system.hrtime() - started < ms * 1e6 do end
-      socket:write(system.hrtime() .. "\n")
-    else
-      socket:write(line .. "\n")
-    end
+    socket:write(answer(line) .. "\n")
   end
 end, { host = "127.0.0.1" }))
 print("listening " .. server:address().port)

@@ -726,22 +726,14 @@ end)
 -- again, not after the handlers of the other connections read in the same loop iteration.
 test.case("an answer leaves at once, not after other connections' handlers in the same iteration", function()
   local helpers = require "tests.helpers"
-  local port = helpers.serve([[
+  local port = helpers.serve(helpers.ANSWER .. [[
 local http = require "http"
-local system = require "system"
 local router = http.router()
 router:websocket("/", function(ws)
   while true do
     local data = ws:receive()
     if not data then return end
-    local ms = tonumber(data:match("^spin (%d+)"))
-    if ms then -- keeps the loop busy, then says when it ended
-      local started = system.hrtime()
-      while system.hrtime() - started < ms * 1e6 do end
-      ws:send(tostring(system.hrtime()))
-    else
-      ws:send(data)
-    end
+    ws:send(answer(data))
   end
 end)
 local server = assert(http.createServer(0, router, { host = "127.0.0.1" }))
