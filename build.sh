@@ -127,10 +127,11 @@ fuzz() { # seconds
     bin=out/fuzz/${name}_fuzz
     unit=$(find runtime -name "$name.c")
     leaks=1
-    if [ -n "$unit" ]; then
+    if [ -n "$unit" ]; then # libcrypto for the units that call OpenSSL (net/tls_record.c)
       clang -std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $includes \
-        -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -o "$bin" "$src" "$unit"
+        -I"$(deps/deps.sh host)/include" -fsanitize=fuzzer,address,undefined \
+        -fno-sanitize-recover=undefined -o "$bin" "$src" "$unit" \
+        "$(deps/deps.sh host)/lib/libcrypto.a" -ldl -lpthread
     else # Lua's heap lives across inputs: not a leak per input
       leaks=0
       build host out/fuzz/rt clang fuzz lib

@@ -49,6 +49,9 @@ local SERVER = {
   ciphers = { "string" },
   ciphersuites = { "string" },
   handshake_timeout = { "ms" },
+  -- true: OpenSSL keeps TLS 1.3 connections after the handshake (9 KB or more each, where
+  -- luaio's own record layer holds 200 bytes); for comparison, and a way back
+  openssl_records = { "boolean" },
 }
 
 -- PEM text given as is, or read from a file (disk first, then the app's bundle); or nil and

@@ -715,6 +715,15 @@ int luaio_conn_wire_write(luaio_conn *c, const char *data, size_t len) {
   return 0;
 }
 
+char *luaio_conn_wire_reserve(luaio_conn *c, size_t n) { return reserve(c, &c->out, n); }
+
+void luaio_conn_wire_commit(luaio_conn *c, size_t n) {
+  luaio_outq *q = c->out;
+  q->pieces[q->n - 1].len += (uint32_t)n;
+  q->bytes += n;
+  mark_dirty(q);
+}
+
 /* n bytes at the front of the queue were written (or encrypted): release them. */
 void luaio_outq_advance(luaio_outq *q, size_t n) {
   uint32_t i = 0;

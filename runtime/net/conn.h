@@ -200,6 +200,10 @@ int luaio_conn_shutdown(luaio_conn *c, uv_shutdown_t *req, uv_shutdown_cb cb);
 char *luaio_conn_in_space(luaio_conn *c, uint32_t *room);
 void luaio_conn_in_added(luaio_conn *c, uint32_t n);
 int luaio_conn_wire_write(luaio_conn *c, const char *data, size_t len);
+/* Room for n bytes at the end of the wire queue, for a record sealed in place (NULL: no
+ * memory); luaio_conn_wire_commit queues the n bytes written there. */
+char *luaio_conn_wire_reserve(luaio_conn *c, size_t n);
+void luaio_conn_wire_commit(luaio_conn *c, size_t n);
 void luaio_conn_tls_started(luaio_conn *c);
 void luaio_outq_advance(luaio_outq *q, size_t n);
 

@@ -9,6 +9,15 @@
  * protocol writes is encrypted once per flush, small pieces coalesced into full records.
  * OpenSSL's own buffers are released while a connection is idle (SSL_MODE_RELEASE_BUFFERS).
  *
+ * A TLS 1.3 server connection leaves OpenSSL when its handshake is over: the traffic secrets
+ * (from the key log callback) and the sequence numbers go to luaio's own record layer
+ * (tls_record.c) and the SSL object is freed. Only records, alerts and KeyUpdate remain to
+ * be done after a TLS 1.3 handshake, and an SSL object kept for them costs 9 KB (18 KB for
+ * a post-quantum key share, held to the end) where the keys take 200 bytes: 10,000 idle
+ * keep-alive connections hold 2 MB of TLS state instead of 90 to 180 MB. OpenSSL keeps
+ * clients, TLS 1.2, connections with a client certificate (tlsinfo reads it) and servers
+ * made with openssl_records = true.
+ *
  * Contexts (luaio_tlsctx) wrap an SSL_CTX with what luaio adds: several certificates chosen
  * by SNI (one child SSL_CTX each) or an sni(servername) Lua callback, ALPN, client session
  * caching, and session-ticket keys derived from one secret by time period, rotated every 12
@@ -31,6 +40,7 @@
 #include <openssl/x509v3.h>
 
 #include "tls.h"
+#include "tls_record.h"
 #include "zstd.h"
 
 #define CTX_MT "luaio.tls.context"
@@ -48,6 +58,7 @@ struct luaio_tlsctx {
   int refs;
   uint8_t server, verify;
   uint32_t handshake_timeout;
+  uint8_t openssl_records; /* servers: no move to tls_record.c after a TLS 1.3 handshake */
   /* servers: more certificates, chosen by SNI (child contexts), or a Lua callback */
   struct child {
     luaio_tlsctx *ctx;
@@ -66,8 +77,32 @@ struct luaio_tlsctx {
   int nsessions;
 };
 
+/* A TLS 1.3 server handshake under way, for the move to tls_record.c at its end. */
+struct handoff {
+  uint8_t secret[2][48]; /* the client's and the server's application traffic secrets */
+  uint8_t secret_len[2];
+  /* the records OpenSSL writes, counted: those of the handshake's last step are the ones
+   * already sealed with the server's application key (its session tickets) */
+  uint8_t hdr[5], hdr_have, records, unsealed;
+  uint16_t body_left;
+};
+
+/* A connection on tls_record.c: its keys and what tlsinfo reports. */
+struct lean {
+  luaio_tls13 rl;
+  const char *cipher, *group; /* static strings */
+  uint8_t resumed, alpn_len, peer_closed;
+  uint8_t update_owed; /* the peer asked for a KeyUpdate: ours goes before our next data */
+  uint8_t updates_row; /* KeyUpdates received since the last data */
+  char names[];        /* the ALPN protocol (alpn_len bytes), then the SNI name and a NUL */
+};
+
 struct luaio_tls {
-  SSL *ssl;
+  SSL *ssl; /* NULL once on tls_record.c */
+  struct handoff *handoff;
+  struct lean *lean;
+  char *pend; /* decrypted content that did not fit c->in: pend[poff..plen) */
+  uint32_t poff, plen;
   luaio_tlsctx *ctx;
   luaio_outq *plain;
   char *raw; /* ciphertext OpenSSL has not taken yet: raw[roff..rlen) */
@@ -76,7 +111,8 @@ struct luaio_tls {
   size_t src_len;
   char *session_key; /* clients: where to keep the session */
   int reason_kind;   /* 0, or 1 (ETLS) / 2 (ECERT) once failed */
-  char reason[120];
+  char *reason;
+  int16_t failed; /* the stream failed after content that the protocol reads first */
   uint8_t shared_raw, handshake_done, closed_notify;
   uint8_t notify_pending; /* close_notify asked for before the handshake was done */
 };
@@ -92,9 +128,12 @@ static int roots_count;
 
 /* --- the BIO between OpenSSL and the core ------------------------------------------------- */
 
+static void count_records(struct handoff *h, const uint8_t *p, size_t n);
+
 static int bio_write(BIO *b, const char *data, int len) {
   luaio_conn *c = BIO_get_data(b);
   BIO_clear_retry_flags(b);
+  if (c->tls->handoff != NULL) count_records(c->tls->handoff, (const uint8_t *)data, (size_t)len);
   if (luaio_conn_wire_write(c, data, (size_t)len) < 0) return -1;
   return len;
 }
@@ -157,18 +196,22 @@ static void err_reset(void) {
   if (ERR_peek_error() != 0) ERR_clear_error();
 }
 
-/* Records why the handshake or the stream failed, from OpenSSL's error queue or the
- * verification result. */
+/* Records why the handshake or the stream failed: kind 1 (ETLS) or 2 (ECERT). */
+static void set_reason(luaio_tls *t, int kind, const char *why) {
+  free(t->reason);
+  t->reason_kind = kind;
+  t->reason = strdup(why);
+}
+
+/* The reason from OpenSSL's error queue or the verification result. */
 static void fail_reason(luaio_tls *t) {
   long verify = SSL_get_verify_result(t->ssl);
   unsigned long e = ERR_peek_last_error();
   if (verify != X509_V_OK && ERR_GET_REASON(e) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
-    t->reason_kind = 2;
-    snprintf(t->reason, sizeof t->reason, "%s", X509_verify_cert_error_string(verify));
+    set_reason(t, 2, X509_verify_cert_error_string(verify));
   } else {
-    t->reason_kind = 1;
     const char *why = e ? ERR_reason_error_string(e) : NULL;
-    snprintf(t->reason, sizeof t->reason, "%s", why ? why : "the TLS stream failed");
+    set_reason(t, 1, why ? why : "the TLS stream failed");
   }
   ERR_clear_error();
 }
@@ -176,7 +219,8 @@ static void fail_reason(luaio_tls *t) {
 int luaio_tls_pusherror(lua_State *L, luaio_conn *c, int err) {
   luaio_tls *t = c ? c->tls : NULL;
   if (t == NULL || t->reason_kind == 0 || err != UV_EPROTO) return luaio_pusherror(L, err);
-  return luaio_pushnamederror(L, t->reason_kind == 2 ? "ECERT" : "ETLS", t->reason);
+  return luaio_pushnamederror(L, t->reason_kind == 2 ? "ECERT" : "ETLS",
+                              t->reason ? t->reason : "out of memory");
 }
 
 /* --- the transport ---------------------------------------------------------------------------- */
@@ -230,9 +274,14 @@ static void keep_leftover(luaio_tls *t) {
   t->rlen = (uint32_t)t->src_len;
 }
 
+static int lean_has_input(luaio_tls *t);
+
 int luaio_tls_has_input(luaio_conn *c) {
   luaio_tls *t = c->tls;
-  return t != NULL && (t->rlen > t->roff || SSL_pending(t->ssl) > 0);
+  if (t == NULL) return 0;
+  if (t->failed) return 1; /* the next input reports it */
+  if (t->lean != NULL) return lean_has_input(t);
+  return t->rlen > t->roff || SSL_pending(t->ssl) > 0;
 }
 
 static void session_save(luaio_tls *t);
@@ -241,35 +290,16 @@ static void session_save(luaio_tls *t);
  * record: a read error as itself, an end as a TLS failure. */
 static int cut_short(luaio_tls *t, int err) {
   if (err != UV_EOF) return err;
-  t->reason_kind = 1;
-  snprintf(t->reason, sizeof t->reason, "unexpected eof while reading");
+  set_reason(t, 1, "unexpected eof while reading");
   return UV_EPROTO;
 }
 
-int luaio_tls_input(luaio_conn *c, size_t n) {
-  luaio_tls *t = c->tls;
-  int flags = 0;
-  if (t->shared_raw) {
-    t->src = raw_shared;
-    t->src_len = n;
-  } else {
-    t->rlen += (uint32_t)n;
-    t->src = t->raw + t->roff;
-    t->src_len = t->rlen - t->roff;
-  }
-  err_reset();
-  if (!t->handshake_done) {
-    int r = SSL_do_handshake(t->ssl);
-    if (r <= 0) {
-      int e = SSL_get_error(t->ssl, r);
-      keep_leftover(t);
-      if (e == SSL_ERROR_WANT_READ) return c->read_err == 0 ? 0 : cut_short(t, c->read_err);
-      fail_reason(t);
-      return UV_EPROTO;
-    }
-    t->handshake_done = 1;
-    flags |= LUAIO_TLS_HANDSHAKE_DONE;
-  }
+static void handoff(luaio_tls *t);
+static int lean_input(luaio_conn *c, luaio_tls *t, int *flags);
+static int lean_send(luaio_conn *c, struct lean *l, uint8_t type, const uint8_t *data, size_t n);
+
+/* Decrypts with OpenSSL into c->in while there is room, adding to *flags; 0 or an error. */
+static int ssl_input(luaio_conn *c, luaio_tls *t, int *flags) {
   for (;;) {
     uint32_t room;
     char *p = luaio_conn_in_space(c, &room);
@@ -277,7 +307,7 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
     int r = SSL_read(t->ssl, p, (int)(room > INT32_MAX ? INT32_MAX : room));
     if (r > 0) {
       luaio_conn_in_added(c, (uint32_t)r);
-      flags |= LUAIO_TLS_DATA;
+      *flags |= LUAIO_TLS_DATA;
       continue;
     }
     int e = SSL_get_error(t->ssl, r);
@@ -299,6 +329,42 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
     return UV_EPROTO;
   }
   keep_leftover(t);
+  return 0;
+}
+
+int luaio_tls_input(luaio_conn *c, size_t n) {
+  luaio_tls *t = c->tls;
+  int flags = 0;
+  if (t->failed) return t->failed;
+  if (t->shared_raw) {
+    t->src = raw_shared;
+    t->src_len = n;
+  } else {
+    t->rlen += (uint32_t)n;
+    t->src = t->raw + t->roff;
+    t->src_len = t->rlen - t->roff;
+  }
+  err_reset();
+  if (!t->handshake_done) {
+    if (t->handoff != NULL) t->handoff->records = t->handoff->unsealed = 0; /* this step's */
+    int r = SSL_do_handshake(t->ssl);
+    if (r <= 0) {
+      int e = SSL_get_error(t->ssl, r);
+      keep_leftover(t);
+      if (e == SSL_ERROR_WANT_READ) return c->read_err == 0 ? 0 : cut_short(t, c->read_err);
+      fail_reason(t);
+      return UV_EPROTO;
+    }
+    t->handshake_done = 1;
+    flags |= LUAIO_TLS_HANDSHAKE_DONE;
+    if (t->handoff != NULL) handoff(t);
+  }
+  int err = t->lean != NULL ? lean_input(c, t, &flags) : ssl_input(c, t, &flags);
+  if (err < 0) {
+    if (!(flags & LUAIO_TLS_DATA)) return err;
+    t->failed = (int16_t)err; /* what came before the failure is read first */
+    return flags;
+  }
   if (t->session_key != NULL && (flags & (LUAIO_TLS_DATA | LUAIO_TLS_HANDSHAKE_DONE)))
     session_save(t);
   /* Plaintext written (or a close_notify asked for) during the handshake goes now: the
@@ -309,19 +375,8 @@ int luaio_tls_input(luaio_conn *c, size_t n) {
   return flags;
 }
 
-int luaio_tls_encrypt(luaio_conn *c) {
-  luaio_tls *t = c->tls;
-  luaio_outq *q = t->plain;
-  if (!t->handshake_done) return 0;
-  if (t->notify_pending && (q == NULL || q->n == 0)) { /* after the last of the plaintext */
-    t->notify_pending = 0;
-    luaio_tls_close_notify(c);
-  }
-  if (q == NULL || q->n == 0) return 0;
-  if (t->closed_notify) { /* nothing may follow close_notify */
-    luaio_outq_advance(q, q->bytes);
-    return 0;
-  }
+/* Encrypts the plaintext queue with OpenSSL; 0 or an error. */
+static int ssl_encrypt(luaio_tls *t, luaio_outq *q) {
   static char record[RECORD];
   size_t fill = 0, done = 0;
   err_reset();
@@ -354,14 +409,35 @@ int luaio_tls_encrypt(luaio_conn *c) {
   }
   if (fill > 0 && SSL_write(t->ssl, record, (int)fill) <= 0) goto failed;
   luaio_outq_advance(q, done);
+  return 0;
+failed:
+  fail_reason(t);
+  return UV_EPROTO;
+}
+
+static int lean_encrypt(luaio_conn *c, luaio_tls *t, luaio_outq *q);
+
+int luaio_tls_encrypt(luaio_conn *c) {
+  luaio_tls *t = c->tls;
+  luaio_outq *q = t->plain;
+  if (!t->handshake_done) return 0;
+  if (t->notify_pending && (q == NULL || q->n == 0)) { /* after the last of the plaintext */
+    t->notify_pending = 0;
+    luaio_tls_close_notify(c);
+  }
+  if (q == NULL || q->n == 0) return 0;
+  if (t->closed_notify) { /* nothing may follow close_notify */
+    luaio_outq_advance(q, q->bytes);
+    return 0;
+  }
+  int err = t->lean != NULL ? lean_encrypt(c, t, q) : ssl_encrypt(t, q);
+  if (err == UV_EPROTO && t->reason_kind == 0) set_reason(t, 1, "internal error");
+  if (err) return err;
   if (t->notify_pending) {
     t->notify_pending = 0;
     luaio_tls_close_notify(c);
   }
   return 0;
-failed:
-  fail_reason(t);
-  return UV_EPROTO;
 }
 
 void luaio_tls_close_notify(luaio_conn *c) {
@@ -372,6 +448,11 @@ void luaio_tls_close_notify(luaio_conn *c) {
     return;
   }
   t->closed_notify = 1;
+  if (t->lean != NULL) {
+    static const uint8_t close_notify[2] = {1, LUAIO_TLS13_CLOSE_NOTIFY};
+    lean_send(c, t->lean, LUAIO_TLS13_ALERT, close_notify, sizeof close_notify);
+    return;
+  }
   ERR_clear_error();
   SSL_shutdown(t->ssl);
   ERR_clear_error();
@@ -387,9 +468,318 @@ void luaio_tls_free(luaio_conn *c) {
   }
   SSL_free(t->ssl);
   luaio_tlsctx_unref(t->ctx);
+  if (t->handoff != NULL) OPENSSL_cleanse(t->handoff, sizeof *t->handoff);
+  free(t->handoff);
+  if (t->lean != NULL) luaio_tls13_clear(&t->lean->rl);
+  free(t->lean);
+  free(t->pend);
   free(t->raw);
   free(t->session_key);
+  free(t->reason);
   free(t);
+}
+
+/* --- luaio's TLS 1.3 record layer, after the handshake ----------------------------------------- */
+
+#define REKEY_RECORDS (1u << 24) /* AES-GCM's limit is 2^24.5 records a key (RFC 8446 5.5) */
+#define LEAN_RECORD (LUAIO_BLOCK - LUAIO_TLS13_OVERHEAD) /* a sealed record fills one block */
+#define UPDATES_ROW_MAX 32 /* KeyUpdates in a row without data between them */
+
+/* Counts the records in bytes OpenSSL writes (a server handshake's). */
+static void count_records(struct handoff *h, const uint8_t *p, size_t n) {
+  while (n > 0) {
+    if (h->body_left > 0) {
+      size_t k = n < h->body_left ? n : h->body_left;
+      p += k;
+      n -= k;
+      h->body_left -= (uint16_t)k;
+      continue;
+    }
+    h->hdr[h->hdr_have++] = *p++;
+    n--;
+    if (h->hdr_have < LUAIO_TLS13_HEADER) continue;
+    h->hdr_have = 0;
+    h->body_left = (uint16_t)(h->hdr[3] << 8 | h->hdr[4]);
+    if (h->hdr[0] != LUAIO_TLS13_APPDATA) h->unsealed = 1;
+    if (h->records < UINT8_MAX) h->records++;
+  }
+}
+
+static int hex_digit(char ch) {
+  if (ch >= '0' && ch <= '9') return ch - '0';
+  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
+  if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
+  return -1;
+}
+
+/* OpenSSL's key log, in NSS's format ("LABEL <client random> <secret>", hex): a TLS 1.3
+ * server keeps its application traffic secrets for the move to tls_record.c. It is the
+ * only way OpenSSL gives them out. */
+static void keylog(const SSL *ssl, const char *line) {
+  luaio_conn *c = SSL_get_ex_data(ssl, ssl_conn_index);
+  luaio_tls *t = c ? c->tls : NULL;
+  int which = strncmp(line, "CLIENT_TRAFFIC_SECRET_0 ", 24) == 0   ? 0
+              : strncmp(line, "SERVER_TRAFFIC_SECRET_0 ", 24) == 0 ? 1
+                                                                   : -1;
+  if (t == NULL || which < 0 || t->ctx->openssl_records) return;
+  const char *hex = strchr(line + 24, ' ');
+  size_t n = hex ? strlen(hex + 1) / 2 : 0;
+  if (n == 0 || n > sizeof t->handoff->secret[0]) return;
+  if (t->handoff == NULL && (t->handoff = calloc(1, sizeof *t->handoff)) == NULL) return;
+  for (size_t i = 0; i < n; i++) {
+    int hi = hex_digit(hex[1 + 2 * i]), lo = hex_digit(hex[2 + 2 * i]);
+    if (hi < 0 || lo < 0) return;
+    t->handoff->secret[which][i] = (uint8_t)(hi << 4 | lo);
+  }
+  t->handoff->secret_len[which] = (uint8_t)n;
+}
+
+/* Group names outlive the SSL object they came from: each is kept once. */
+static const char *group_name(const char *name) {
+  static char *names[16];
+  static int n;
+  if (name == NULL) return NULL;
+  for (int i = 0; i < n; i++)
+    if (strcmp(names[i], name) == 0) return names[i];
+  if (n == 16 || (names[n] = strdup(name)) == NULL) return NULL;
+  return names[n++];
+}
+
+/* A finished TLS 1.3 server handshake moves to tls_record.c when the stream is at a record
+ * boundary on both sides: nothing read and not yet handed out (so the next record the peer
+ * sends is its first under the new keys, number 0) and every record of the last step sealed
+ * with the server's application key (its session tickets: their count is the write
+ * sequence). Otherwise, or for a client certificate, OpenSSL keeps the connection. */
+static void handoff(luaio_tls *t) {
+  struct handoff *h = t->handoff;
+  SSL *ssl = t->ssl;
+  const SSL_CIPHER *cipher = SSL_get_current_cipher(ssl);
+  const unsigned char *alpn = NULL;
+  unsigned alpn_len = 0;
+  SSL_get0_alpn_selected(ssl, &alpn, &alpn_len);
+  const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  size_t sni_len = sni ? strlen(sni) : 0;
+  struct lean *l = NULL;
+  t->handoff = NULL;
+  if (SSL_version(ssl) == TLS1_3_VERSION && cipher != NULL && h->secret_len[0] > 0 &&
+      h->secret_len[0] == h->secret_len[1] && h->hdr_have == 0 && h->body_left == 0 &&
+      !h->unsealed && !SSL_has_pending(ssl) && SSL_get0_peer_certificate(ssl) == NULL &&
+      alpn_len <= UINT8_MAX)
+    l = calloc(1, sizeof *l + alpn_len + sni_len + 1);
+  if (l != NULL && luaio_tls13_init(&l->rl, SSL_CIPHER_get_protocol_id(cipher), h->secret[0],
+                                    h->secret[1], h->secret_len[0]) == 0) {
+    l->rl.wr.seq = h->records;
+    l->cipher = SSL_CIPHER_get_name(cipher); /* OpenSSL's static table */
+    l->group = group_name(SSL_get0_group_name(ssl));
+    l->resumed = (uint8_t)SSL_session_reused(ssl);
+    l->alpn_len = (uint8_t)alpn_len;
+    if (alpn_len > 0) memcpy(l->names, alpn, alpn_len);
+    if (sni_len > 0) memcpy(l->names + alpn_len, sni, sni_len);
+    t->lean = l;
+    t->ssl = NULL;
+    SSL_free(ssl);
+  } else if (l != NULL) {
+    luaio_tls13_clear(&l->rl);
+    free(l);
+  }
+  OPENSSL_cleanse(h, sizeof *h);
+  free(h);
+}
+
+/* Seals one record of n bytes of type onto the wire. */
+static int lean_send(luaio_conn *c, struct lean *l, uint8_t type, const uint8_t *data, size_t n) {
+  uint8_t *out = (uint8_t *)luaio_conn_wire_reserve(c, n + LUAIO_TLS13_OVERHEAD);
+  if (out == NULL) return UV_ENOMEM;
+  if (luaio_tls13_seal(&l->rl, out, type, data, n) < 0) return UV_EPROTO;
+  luaio_conn_wire_commit(c, n + LUAIO_TLS13_OVERHEAD);
+  return 0;
+}
+
+/* Our KeyUpdate (update_not_requested when answering one), then our next key. */
+static int send_key_update(luaio_conn *c, struct lean *l, int request) {
+  const uint8_t msg[5] = {24, 0, 0, 1, (uint8_t)request};
+  int err = lean_send(c, l, LUAIO_TLS13_HANDSHAKE, msg, sizeof msg);
+  if (err == 0 && luaio_tls13_update(&l->rl, 1) < 0) err = UV_EPROTO;
+  l->update_owed = 0;
+  return err;
+}
+
+/* The stream failed: why, and the fatal alert that tells the peer. */
+static int lean_fail(luaio_conn *c, luaio_tls *t, int alert, const char *why) {
+  const uint8_t msg[2] = {2, (uint8_t)alert};
+  if (why == NULL && alert == LUAIO_TLS13_BAD_RECORD_MAC)
+    why = "decryption failed or bad record mac"; /* OpenSSL's words for it */
+  set_reason(t, 1, why ? why : SSL_alert_desc_string_long(alert));
+  if (!t->closed_notify) lean_send(c, t->lean, LUAIO_TLS13_ALERT, msg, sizeof msg);
+  t->closed_notify = 1; /* nothing more goes out */
+  keep_leftover(t);
+  return UV_EPROTO;
+}
+
+/* Hands out decrypted content that did not fit c->in before; 1 once all of it is out. */
+static int deliver_pending(luaio_conn *c, luaio_tls *t, int *flags) {
+  while (t->plen > t->poff) {
+    uint32_t room;
+    char *p = luaio_conn_in_space(c, &room);
+    if (room == 0) return 0;
+    uint32_t k = t->plen - t->poff < room ? t->plen - t->poff : room;
+    memcpy(p, t->pend + t->poff, k);
+    luaio_conn_in_added(c, k);
+    t->poff += k;
+    *flags |= LUAIO_TLS_DATA;
+  }
+  free(t->pend);
+  t->pend = NULL;
+  t->poff = t->plen = 0;
+  return 1;
+}
+
+/* n bytes of content go to c->in: they are there already when the record was opened
+ * straight into the space luaio_conn_in_space gave (room bytes); what does not fit waits
+ * in t->pend. */
+static int lean_data(luaio_conn *c, luaio_tls *t, const uint8_t *content, int n, char *space,
+                     uint32_t room) {
+  if ((const char *)content == space) {
+    luaio_conn_in_added(c, (uint32_t)n);
+    return 0;
+  }
+  uint32_t k = (uint32_t)n < room ? (uint32_t)n : room;
+  memcpy(space, content, k);
+  luaio_conn_in_added(c, k);
+  if (k == (uint32_t)n) return 0;
+  if ((t->pend = malloc((size_t)n - k)) == NULL) return UV_ENOMEM;
+  memcpy(t->pend, content + k, (size_t)n - k);
+  t->poff = 0;
+  t->plen = (uint32_t)n - k;
+  return 0;
+}
+
+/* An alert record: close_notify ends the stream, user_canceled is nothing, the rest fail. */
+static int lean_alert(luaio_conn *c, luaio_tls *t, const uint8_t *p, int n) {
+  if (n != 2) return lean_fail(c, t, LUAIO_TLS13_DECODE_ERROR, NULL);
+  if (p[1] == LUAIO_TLS13_USER_CANCELED) return 0;
+  if (p[1] == LUAIO_TLS13_CLOSE_NOTIFY) {
+    t->lean->peer_closed = 1;
+    if (c->read_err == 0) c->read_err = UV_EOF;
+    return 0;
+  }
+  char why[80];
+  snprintf(why, sizeof why, "the peer sent alert %s", SSL_alert_desc_string_long(p[1]));
+  set_reason(t, 1, why);
+  t->closed_notify = 1;
+  return UV_EPROTO;
+}
+
+/* A handshake record after the handshake: a KeyUpdate is all a client may send, alone in
+ * its record since the key changes after it (RFC 8446 4.6.3, 5.1). */
+static int lean_handshake(luaio_conn *c, luaio_tls *t, const uint8_t *p, int n) {
+  struct lean *l = t->lean;
+  if (n < 4 || p[0] != 24) return lean_fail(c, t, LUAIO_TLS13_UNEXPECTED_MESSAGE, NULL);
+  if (n != 5 || p[1] != 0 || p[2] != 0 || p[3] != 1 || p[4] > 1)
+    return lean_fail(c, t, LUAIO_TLS13_DECODE_ERROR, "bad key update");
+  /* each costs key derivations: a peer sending nothing else is not let burn the CPU */
+  if (++l->updates_row > UPDATES_ROW_MAX)
+    return lean_fail(c, t, LUAIO_TLS13_UNEXPECTED_MESSAGE, "too many key updates");
+  if (luaio_tls13_update(&l->rl, 0) < 0) return lean_fail(c, t, LUAIO_TLS13_INTERNAL_ERROR, NULL);
+  if (p[4] == 1) l->update_owed = 1; /* requests since our last KeyUpdate count once */
+  return 0;
+}
+
+/* Content waits, or a whole record (or a header that fails it): not a record's first part,
+ * which waits for more from the socket. */
+static int lean_has_input(luaio_tls *t) {
+  if (t->plen > t->poff) return 1;
+  uint32_t n = t->rlen - t->roff;
+  const uint8_t *hdr = (const uint8_t *)t->raw + t->roff;
+  if (n < LUAIO_TLS13_HEADER) return 0;
+  size_t len = (size_t)hdr[3] << 8 | hdr[4];
+  return n >= LUAIO_TLS13_HEADER + len || hdr[0] != LUAIO_TLS13_APPDATA ||
+         len > LUAIO_TLS13_CIPHER_MAX;
+}
+
+/* Opens the records in t->src into c->in while there is room, adding to *flags; 0 or an
+ * error. */
+static int lean_input(luaio_conn *c, luaio_tls *t, int *flags) {
+  struct lean *l = t->lean;
+  int stalled = !deliver_pending(c, t, flags);
+  while (!stalled && !l->peer_closed && t->src_len >= LUAIO_TLS13_HEADER) {
+    uint8_t *hdr = (uint8_t *)t->src; /* raw_shared or t->raw: ours to write */
+    size_t len = (size_t)hdr[3] << 8 | hdr[4];
+    if (hdr[0] != LUAIO_TLS13_APPDATA) /* every record is sealed now */
+      return lean_fail(c, t, LUAIO_TLS13_UNEXPECTED_MESSAGE, NULL);
+    if (len > LUAIO_TLS13_CIPHER_MAX) return lean_fail(c, t, LUAIO_TLS13_RECORD_OVERFLOW, NULL);
+    if (t->src_len < LUAIO_TLS13_HEADER + len) break;
+    uint32_t room;
+    char *space = luaio_conn_in_space(c, &room);
+    if (room == 0) {
+      stalled = 1;
+      break;
+    }
+    uint8_t *body = hdr + LUAIO_TLS13_HEADER, type;
+    uint8_t *out = room >= len ? (uint8_t *)space : body; /* into c->in, or in place */
+    int n = luaio_tls13_open(&l->rl, hdr, body, len, out, &type);
+    t->src += LUAIO_TLS13_HEADER + len;
+    t->src_len -= LUAIO_TLS13_HEADER + len;
+    int err = 0;
+    if (n < 0)
+      return lean_fail(c, t, -n, NULL);
+    else if (type == LUAIO_TLS13_APPDATA && n > 0) {
+      *flags |= LUAIO_TLS_DATA;
+      l->updates_row = 0;
+      err = lean_data(c, t, out, n, space, room);
+      stalled = t->pend != NULL;
+    } else if (type == LUAIO_TLS13_ALERT)
+      err = lean_alert(c, t, out, n);
+    else if (type == LUAIO_TLS13_HANDSHAKE)
+      err = lean_handshake(c, t, out, n);
+    else if (type != LUAIO_TLS13_APPDATA)
+      err = lean_fail(c, t, LUAIO_TLS13_UNEXPECTED_MESSAGE, NULL);
+    if (err < 0) {
+      keep_leftover(t);
+      return err;
+    }
+  }
+  if (l->peer_closed) t->src_len = 0;                   /* nothing counts after close_notify */
+  if (!stalled && c->read_err != 0 && t->src_len > 0) { /* ended inside a record */
+    keep_leftover(t);
+    return cut_short(t, c->read_err);
+  }
+  keep_leftover(t);
+  /* answered at once unless the peer does not read: then with our next data */
+  if (l->update_owed && !t->closed_notify && luaio_conn_queued(c) <= c->high_water &&
+      send_key_update(c, l, 0) < 0)
+    return UV_EPROTO;
+  return 0;
+}
+
+/* Seals the plaintext queue onto the wire, records gathered from its pieces. */
+static int lean_encrypt(luaio_conn *c, luaio_tls *t, luaio_outq *q) {
+  struct lean *l = t->lean;
+  if ((l->update_owed || l->rl.wr.seq >= REKEY_RECORDS) && send_key_update(c, l, 0) < 0)
+    return UV_EPROTO;
+  uint32_t i = 0, off = q->n > 0 ? q->pieces[0].off : 0;
+  uint64_t left = q->bytes;
+  while (left > 0) {
+    size_t n = left < LEAN_RECORD ? (size_t)left : LEAN_RECORD, k = 0;
+    uint8_t *out = (uint8_t *)luaio_conn_wire_reserve(c, n + LUAIO_TLS13_OVERHEAD);
+    if (out == NULL) return UV_ENOMEM;
+    if (luaio_tls13_seal_begin(&l->rl, out, n) < 0) return UV_EPROTO;
+    while (k < n) {
+      luaio_piece *p = &q->pieces[i];
+      size_t take = p->len - off < n - k ? p->len - off : n - k;
+      if (luaio_tls13_seal_update(out + LUAIO_TLS13_HEADER + k, (uint8_t *)p->base + off, take) < 0)
+        return UV_EPROTO;
+      k += take;
+      off += (uint32_t)take;
+      if (off == p->len && ++i < q->n) off = q->pieces[i].off;
+    }
+    if (luaio_tls13_seal_end(&l->rl, out + LUAIO_TLS13_HEADER + n, LUAIO_TLS13_APPDATA) < 0)
+      return UV_EPROTO;
+    luaio_conn_wire_commit(c, n + LUAIO_TLS13_OVERHEAD);
+    left -= n;
+  }
+  luaio_outq_advance(q, q->bytes);
+  return 0;
 }
 
 /* --- client sessions --------------------------------------------------------------------------- */
@@ -557,15 +947,46 @@ static void push_peer(lua_State *L, X509 *x) {
   lua_setfield(L, -2, "names");
 }
 
+/* tlsinfo of a connection on tls_record.c: what was kept at the move. */
+static void push_lean_info(lua_State *L, struct lean *l) {
+  lua_createtable(L, 0, 7);
+  lua_pushliteral(L, "TLSv1.3");
+  lua_setfield(L, -2, "version");
+  lua_pushliteral(L, "luaio");
+  lua_setfield(L, -2, "records");
+  lua_pushstring(L, l->cipher);
+  lua_setfield(L, -2, "cipher");
+  if (l->group) {
+    lua_pushstring(L, l->group);
+    lua_setfield(L, -2, "group");
+  }
+  if (l->alpn_len > 0) {
+    lua_pushlstring(L, l->names, l->alpn_len);
+    lua_setfield(L, -2, "alpn");
+  }
+  lua_pushboolean(L, l->resumed);
+  lua_setfield(L, -2, "resumed");
+  if (l->names[l->alpn_len] != '\0') {
+    lua_pushstring(L, l->names + l->alpn_len);
+    lua_setfield(L, -2, "servername");
+  }
+}
+
 void luaio_tls_push_info(lua_State *L, luaio_conn *c) {
   luaio_tls *t = c ? c->tls : NULL;
   if (t == NULL || !t->handshake_done) {
     lua_pushnil(L);
     return;
   }
-  lua_createtable(L, 0, 7);
+  if (t->lean != NULL) {
+    push_lean_info(L, t->lean);
+    return;
+  }
+  lua_createtable(L, 0, 8);
   lua_pushstring(L, SSL_get_version(t->ssl));
   lua_setfield(L, -2, "version");
+  lua_pushliteral(L, "openssl");
+  lua_setfield(L, -2, "records");
   lua_pushstring(L, SSL_get_cipher_name(t->ssl));
   lua_setfield(L, -2, "cipher");
   const char *group = SSL_get0_group_name(t->ssl);
@@ -1034,6 +1455,7 @@ static void server_settings(luaio_tlsctx *x, luaio_tlsctx *main) {
   SSL_CTX_set_alpn_select_cb(ctx, alpn_select, main);
   SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
   SSL_CTX_set_tlsext_servername_arg(ctx, main);
+  SSL_CTX_set_keylog_callback(ctx, keylog); /* the handshake's end moves to tls_record.c */
 }
 
 /* Client certificates: requested when the server names client_ca, required with
@@ -1084,6 +1506,9 @@ static int tls_context(lua_State *L) {
   if (cert != NULL && (key == NULL || !use_cert(x->ctx, cert, clen, key, klen)))
     return ctx_error(L, x, "cert/key");
   if (server) {
+    lua_getfield(L, 1, "openssl_records");
+    x->openssl_records = (uint8_t)lua_toboolean(L, -1);
+    lua_pop(L, 1);
     server_settings(x, x);
     lua_getfield(L, 1, "certs"); /* more certificates, chosen by the client's SNI */
     int nc = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
