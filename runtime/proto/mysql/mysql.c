@@ -12,7 +12,9 @@
  *   - on_read frames packets in place from the input buffer (mysql_wire.c parses them) and
  *     builds the head waiter's result on that task's own stack while it is suspended: the
  *     rows table, each row a table keyed by column name (or an array), the values typed
- *     in C. The task is resumed once its last result set is complete.
+ *     in C (past its first rows, a text result's rows are built by Lua code generated for
+ *     its columns, from values parsed here: see batch_row). The task is resumed once its
+ *     last result set is complete.
  *   - Packets of 16 MiB and more arrive split; their pieces are joined into one buffer as
  *     they come. Commands that long are split the same way on the way out.
  *   - A prepared statement keeps the columns of its last result: an execute whose column
