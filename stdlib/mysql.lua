@@ -282,6 +282,55 @@ local function handshake(sock, o)
   return caps, u16(okp, i), h
 end
 
+-- --- rows of long text results --------------------------------------------------------------------
+
+-- The C half parses a long text result's rows into cells (mcell in mysql.c) and has them
+-- built here, by a function generated once for its column names: a table constructor with
+-- the names as constant keys is a copy of a template table for LuaJIT, where the C API
+-- inserts every key into every row. The values are those C would push: numbers, strings,
+-- mysql.null.
+local ffi = require "ffi"
+local cells_t = ffi.typeof("const struct { double num; int32_t off, len; } *")
+local bytes_t = ffi.typeof("const char *")
+
+local FILL = [[
+local cast, cells_t, bytes_t, str, null = ...
+local function value(c, b)
+  local n = c.len
+  if n >= 0 then return str(b + c.off, n) end
+  if n == -1 then return null end
+  return c.num
+end
+return function(rows, n, cells, sbuf, count)
+  local c, b = cast(cells_t, cells), cast(bytes_t, sbuf)
+  for _ = 1, count do
+    n = n + 1
+    rows[n] = %s
+    c = c + %d
+  end
+end]]
+
+local fills, nfills = {}, 0
+
+local function fill_for(arrays, ...)
+  local names = { ... }
+  local key = { arrays and "a" or "k" }
+  for i = 1, #names do key[i + 1] = #names[i] .. ":" .. names[i] end
+  key = concat(key)
+  local fn = fills[key]
+  if fn then return fn end
+  local fields = {}
+  for i = 1, #names do
+    fields[i] = (arrays and "" or "[" .. ("%q"):format(names[i]) .. "] = ") .. "value(c[" .. (i - 1) .. "], b)"
+  end
+  fn = assert(load(FILL:format("{ " .. concat(fields, ", ") .. " }", #names), "=mysql rows"))(ffi.cast,
+    cells_t, bytes_t, ffi.string, C.null)
+  if nfills >= 256 then fills, nfills = {}, 0 end -- a bound, not an LRU: column sets are few
+  fills[key], nfills = fn, nfills + 1
+  return fn
+end
+C.rowgen(fill_for)
+
 -- --- connections --------------------------------------------------------------------------------
 
 local Conn = {}

@@ -365,6 +365,49 @@ test.case("several result sets: multi-statements and CALL, in both protocols", f
   db:close()
 end)
 
+-- Past its first rows, a text result's rows are built by code generated for its column names
+-- (stdlib/mysql.lua, fill_for); the first ones, long rows and results of very many columns
+-- are built in C. Both must give the same values.
+test.case("long text results: every row as a short result gives it, in both shapes", function()
+  local db = mh.connect(mh.server(), { multi_statements = true })
+  local cols = "seq AS id, seq * 1000003 AS a, CONCAT('name-', seq) AS b, seq / 7 AS c, " ..
+    "CAST(seq / 3 AS DECIMAL(10,2)) AS d, '2024-01-01 00:00:00' + INTERVAL seq MINUTE AS e, " ..
+    "IF(seq % 5 = 0, NULL, seq) AS `i`, 9007199254740993 + seq AS big, -seq AS neg, " ..
+    "CAST(seq / 4 AS FLOAT) AS f, IF(seq = 150, REPEAT('L', 20000), REPEAT('x', seq % 40)) AS g, " ..
+    "seq AS `we\"ird ]] \\ name\n`, seq + 1 AS dup, seq + 2 AS dup"
+  local sql = "SELECT " .. cols .. " FROM seq_1_to_300"
+  local rows = assert(db:query(sql))
+  local arrays = assert(db:query(sql, { arrays = true }))
+  test.eq(#rows, 300)
+  test.eq(#arrays, 300)
+  test.eq(rows.columns[12].name, 'we"ird ]] \\ name\n')
+  for _, k in ipairs({ 1, 16, 17, 18, 100, 144, 145, 149, 150, 151, 299, 300 }) do
+    local one = "SELECT " .. cols .. " FROM seq_1_to_300 WHERE seq = " .. k
+    test.eq(rows[k], assert(db:query(one))[1], "row " .. k)
+    test.eq(arrays[k], assert(db:query(one, { arrays = true }))[1], "array " .. k)
+  end
+  test.eq(rows[17].big, "9007199254741010", "past 2^53: the digits")
+  test.eq(rows[20].i, mysql.null)
+  test.eq(rows[21].dup, 23, "a repeated name: the last column's value")
+  test.eq(#rows[150].g, 20000)
+  -- two long result sets in one answer, and a server error after 200 rows
+  local two = assert(db:query("SELECT seq AS x FROM seq_1_to_40; SELECT seq * 2 AS y FROM seq_1_to_50"))
+  test.eq({ #two, two[40].x, #two.next, two.next[50].y }, { 40, 40, 50, 100 })
+  assert(db:query("DROP FUNCTION IF EXISTS boom"))
+  assert(db:query("CREATE FUNCTION boom(x INT) RETURNS INT BEGIN IF x = 200 THEN " ..
+    "SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'boom'; END IF; RETURN x; END"))
+  local bad, err = db:query("SELECT boom(seq) AS v, 'text' AS t FROM seq_1_to_300")
+  test.eq(bad, nil)
+  test.eq(err.message, "boom")
+  test.eq(assert(db:query("SELECT 9 AS n"))[1].n, 9, "the connection goes on")
+  -- very many columns: built in C
+  local many = {}
+  for i = 1, 250 do many[i] = "seq + " .. i .. " AS c" .. i end
+  local wide = assert(db:query("SELECT " .. table.concat(many, ", ") .. " FROM seq_1_to_40"))
+  test.eq({ #wide, wide[40].c1, wide[40].c250 }, { 40, 41, 290 })
+  db:close()
+end)
+
 test.case("prepare, execute with parameters, close; the statement cache", function()
   local db = mh.connect(mh.server(), { statement_cache = 2 })
   local st = assert(db:prepare("SELECT ? * 2 AS v, ? AS s"))
