@@ -282,9 +282,9 @@ local function handshake(sock, o)
   return caps, u16(okp, i), h
 end
 
--- --- rows of long text results --------------------------------------------------------------------
+-- --- rows of long results -------------------------------------------------------------------------
 
--- The C half parses a long text result's rows into cells (mcell in mysql.c) and has them
+-- The C half parses a long result's rows (either protocol) into cells (mcell in mysql.c) and has them
 -- built here, by a function generated once for its column names: a table constructor with
 -- the names as constant keys is a copy of a template table for LuaJIT, where the C API
 -- inserts every key into every row. The values are those C would push: numbers, strings,

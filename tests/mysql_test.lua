@@ -365,10 +365,10 @@ test.case("several result sets: multi-statements and CALL, in both protocols", f
   db:close()
 end)
 
--- Past its first rows, a text result's rows are built by code generated for its column names
+-- Past its first rows, a result's rows are built by code generated for its column names
 -- (stdlib/mysql.lua, fill_for); the first ones, long rows and results of very many columns
--- are built in C. Both must give the same values.
-test.case("long text results: every row as a short result gives it, in both shapes", function()
+-- are built in C. Both must give the same values, in both protocols.
+test.case("long results: every row as a short result gives it, in both shapes and both protocols", function()
   local db = mh.connect(mh.server(), { multi_statements = true })
   local cols = "seq AS id, seq * 1000003 AS a, CONCAT('name-', seq) AS b, seq / 7 AS c, " ..
     "CAST(seq / 3 AS DECIMAL(10,2)) AS d, '2024-01-01 00:00:00' + INTERVAL seq MINUTE AS e, " ..
@@ -390,6 +390,20 @@ test.case("long text results: every row as a short result gives it, in both shap
   test.eq(rows[20].i, mysql.null)
   test.eq(rows[21].dup, 23, "a repeated name: the last column's value")
   test.eq(#rows[150].g, 20000)
+  -- the binary protocol (execute), keyed and as arrays (a connection option there)
+  local dba = mh.connect(mh.server(), { arrays = true })
+  local brows, barrays = assert(db:execute(sql)), assert(dba:execute(sql))
+  test.eq({ #brows, #barrays }, { 300, 300 })
+  for _, k in ipairs({ 1, 16, 17, 18, 100, 144, 145, 149, 150, 151, 299, 300 }) do
+    local one = "SELECT " .. cols .. " FROM seq_1_to_300 WHERE seq = ?"
+    test.eq(brows[k], assert(db:execute(one, k))[1], "binary row " .. k)
+    test.eq(barrays[k], assert(dba:execute(one, k))[1], "binary array " .. k)
+  end
+  test.eq(brows[17].big, "9007199254741010", "binary, past 2^53: the digits")
+  test.eq(brows[20].i, mysql.null)
+  test.eq(brows[17].e, "2024-01-01 00:17:00", "binary, a DATETIME as text")
+  test.eq(#brows[150].g, 20000)
+  dba:close()
   -- two long result sets in one answer, and a server error after 200 rows
   local two = assert(db:query("SELECT seq AS x FROM seq_1_to_40; SELECT seq * 2 AS y FROM seq_1_to_50"))
   test.eq({ #two, two[40].x, #two.next, two.next[50].y }, { 40, 40, 50, 100 })

@@ -12,7 +12,7 @@
  *   - on_read frames packets in place from the input buffer (mysql_wire.c parses them) and
  *     builds the head waiter's result on that task's own stack while it is suspended: the
  *     rows table, each row a table keyed by column name (or an array), the values typed
- *     in C (past its first rows, a text result's rows are built by Lua code generated for
+ *     in C (past its first rows, a result's rows are built by Lua code generated for
  *     its columns, from values parsed here: see batch_row). The task is resumed once its
  *     last result set is complete.
  *   - Packets of 16 MiB and more arrive split; their pieces are joined into one buffer as
@@ -56,7 +56,7 @@ typedef struct {
 
 typedef struct mconn mconn;
 
-/* A text-protocol value handed to the fill function (stdlib/mysql.lua declares the same
+/* A value handed to the fill function (stdlib/mysql.lua declares the same
  * struct for the FFI): a number, NULL, or bytes at sbuf + off. */
 typedef struct {
   double num;
@@ -106,7 +106,7 @@ struct mconn {
   uint32_t timeout, max_packet;
   int self_ref; /* the userdata, kept while anything waits: a waiting call's arguments are
                  * not on its stack once it yields */
-  /* the text rows batched for the result's fill function (batch_row): BATCH_ROWS rows of
+  /* the rows batched for the result's fill function (batch_row): BATCH_ROWS rows of
    * cells, BATCH_BYTES of their strings; allocated while a result set is read */
   mcell *cells;
   char *sbuf;
@@ -615,9 +615,9 @@ static void finish(mconn *s, lua_State *co, int first, int n, pending_wake *pw) 
   pw->n = n;
 }
 
-/* --- text rows in batches ----------------------------------------------------------------- */
+/* --- rows in batches ---------------------------------------------------------------------- */
 
-/* The rows of a long text result are built in Lua, by a function stdlib/mysql.lua generates
+/* The rows of a long result are built in Lua, by a function stdlib/mysql.lua generates
  * for its column names (C.rowgen): a table constructor with the names as constant keys,
  * which LuaJIT compiles to a copy of a template table and stores at known slots, where the
  * C API inserts each key into a new table (10 keyed numbers: 340 ns a row through the API,
@@ -690,11 +690,72 @@ static void batch_end(mconn *s) {
   s->sbuf = NULL;
 }
 
-/* One text row into the batch: its values as cells, its strings copied into sbuf. */
-static int batch_row(mconn *s, lua_State *co, const uint8_t *p, size_t len) {
+/* Bytes of a string cell, copied into sbuf. */
+static void cell_bytes(mconn *s, mcell *cell, const char *str, size_t n) {
+  memcpy(s->sbuf + s->sbuf_len, str, n);
+  cell->off = (int32_t)s->sbuf_len;
+  cell->len = (int32_t)n;
+  s->sbuf_len += n;
+}
+
+/* A text row's values as cells: numbers for integer and float columns (text_number). */
+static int text_cells(mconn *s, mw_buf *b, mcell *cell) {
+  for (uint32_t i = 0; i < s->ncols; i++) {
+    const char *str;
+    size_t slen;
+    int r = mw_lenstr(b, &str, &slen);
+    if (r < 0) return UV_EPROTO;
+    if (r == 1)
+      cell[i].len = CELL_NULL;
+    else if (text_number(&s->cols[i], str, slen, &cell[i].num))
+      cell[i].len = CELL_NUM;
+    else
+      cell_bytes(s, &cell[i], str, slen);
+  }
+  return 0;
+}
+
+/* A binary row's values as cells, as push_binary would push them. */
+static int binary_cells(mconn *s, mw_buf *b, mcell *cell) {
+  const uint8_t *nulls;
+  char tmp[64];
+  if (mw_binary_row(b, s->ncols, &nulls)) return UV_EPROTO;
+  for (uint32_t i = 0; i < s->ncols; i++) {
+    const mcol *col = &s->cols[i];
+    mw_value v;
+    if (mw_binary_null(nulls, i)) {
+      cell[i].len = CELL_NULL;
+      continue;
+    }
+    if (mw_binary_value(b, col->type, col->flags, col->decimals, &v, tmp)) return UV_EPROTO;
+    if (v.kind == MW_V_INT && v.i >= -(int64_t)EXACT && v.i <= (int64_t)EXACT) {
+      cell[i].num = (double)v.i, cell[i].len = CELL_NUM;
+    } else if (v.kind == MW_V_INT || v.kind == MW_V_UINT) { /* past 2^53: the digits */
+      char digits[24];
+      int k = v.kind == MW_V_UINT || v.i > 0
+                  ? snprintf(digits, sizeof digits, "%llu", (unsigned long long)v.u)
+                  : snprintf(digits, sizeof digits, "%lld", (long long)v.i);
+      cell_bytes(s, &cell[i], digits, (size_t)k);
+    } else if (v.kind == MW_V_DOUBLE) {
+      cell[i].num = v.d, cell[i].len = CELL_NUM;
+    } else if (v.kind == MW_V_BYTES) {
+      cell_bytes(s, &cell[i], v.s, v.n);
+    } else {
+      cell[i].len = CELL_NULL;
+    }
+  }
+  return 0;
+}
+
+/* One row into the batch: its values as cells, its strings copied into sbuf. A binary
+ * row's strings may be longer than its bytes (dates and big integers become text): at most
+ * BINARY_TEXT_MAX bytes a column more. */
+#define BINARY_TEXT_MAX 64
+static int batch_row(mconn *s, lua_State *co, int binary, const uint8_t *p, size_t len) {
   uint32_t n = s->ncols;
+  size_t most = binary ? len + (size_t)n * BINARY_TEXT_MAX : len;
   int err;
-  if ((s->bcount == BATCH_ROWS || s->sbuf_len + len > BATCH_BYTES) && (err = batch_flush(s, co)))
+  if ((s->bcount == BATCH_ROWS || s->sbuf_len + most > BATCH_BYTES) && (err = batch_flush(s, co)))
     return err;
   if (s->cells == NULL) {
     s->cells = malloc((size_t)BATCH_ROWS * n * sizeof *s->cells);
@@ -703,30 +764,15 @@ static int batch_row(mconn *s, lua_State *co, const uint8_t *p, size_t len) {
   }
   mw_buf b = {p, p + len};
   mcell *cell = s->cells + (size_t)s->bcount * n;
-  for (uint32_t i = 0; i < n; i++) {
-    const char *str;
-    size_t slen;
-    int r = mw_lenstr(&b, &str, &slen);
-    if (r < 0) return UV_EPROTO;
-    if (r == 1) {
-      cell[i].len = CELL_NULL;
-    } else if (text_number(&s->cols[i], str, slen, &cell[i].num)) {
-      cell[i].len = CELL_NUM;
-    } else { /* within the packet: at most len bytes for the whole row */
-      memcpy(s->sbuf + s->sbuf_len, str, slen);
-      cell[i].off = (int32_t)s->sbuf_len;
-      cell[i].len = (int32_t)slen;
-      s->sbuf_len += slen;
-    }
-  }
+  if ((err = binary ? binary_cells(s, &b, cell) : text_cells(s, &b, cell))) return err;
   s->bcount++;
   return 0;
 }
 
 static int on_row(mconn *s, lua_State *co, int arrays, int binary, const uint8_t *p, size_t len) {
-  if (!binary && len <= BATCH_MAX_ROW) {
+  if (len + (binary ? s->ncols * BINARY_TEXT_MAX : 0) <= BATCH_MAX_ROW) {
     if (s->batching == B_OFF && s->nrows >= BATCH_FROM) batch_start(s, co, arrays);
-    if (s->batching == B_ON) return batch_row(s, co, p, len);
+    if (s->batching == B_ON) return batch_row(s, co, binary, p, len);
   }
   int err = batch_flush(s, co); /* rows batched before this one come first */
   if (err) return err;
