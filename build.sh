@@ -60,6 +60,7 @@ install_test_tools() {
   command -v openssl >/dev/null || pkgs+=(openssl)       # test certificates, s_client
   command -v python3 >/dev/null || pkgs+=(python3)       # raw TLS peers (ssl module)
   command -v testssl >/dev/null || pkgs+=(testssl.sh)    # tests/testssl_test.lua
+  command -v gnutls-cli >/dev/null || pkgs+=(gnutls-bin)   # a TLS stack of its own (tests/https_test.lua)
   # the Redis client's tests start their own servers (never the system's service)
   command -v redis-server >/dev/null || pkgs+=(redis-server)
   command -v redis-cli >/dev/null || pkgs+=(redis-tools)

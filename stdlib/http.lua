@@ -45,6 +45,12 @@ function request.body(req)
   end
 end
 
+-- req:tlsinfo() -> HTTPS: the connection's TLS (socket:tlsinfo(): version, cipher, peer for a
+-- client certificate, ...); nil for plain HTTP
+function request.tlsinfo(req)
+  return C.tlsinfo(req[1])
+end
+
 -- req:header(name) -> the value of a header (any case), or nil
 function request.header(req, name)
   return req.headers[name]

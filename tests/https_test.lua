@@ -56,6 +56,42 @@ test.case("curl over TLS 1.2 and 1.3, ALPN http/1.1, the certificate verified", 
   test.eq(status, 60, out) -- CURLE_PEER_FAILED_VERIFICATION
 end)
 
+-- What the handler sees of TLS, one line.
+local function tls_line(req, res)
+  local info = req:tlsinfo()
+  if not info then return res:finish("plain") end
+  res:finish(("%s %s %s %s peer=%s"):format(info.records, info.version, info.cipher,
+    info.group or "-", info.peer and info.peer.subject or "-"))
+end
+
+test.case("req:tlsinfo(): TLS 1.3 clients of three TLS stacks (curl, gnutls-cli, Chromium) on luaio's record layer; a client certificate on OpenSSL's", function()
+  local c = certs.make()
+  local port = https_server(tls_line)
+  local resolve = ("--resolve localhost:%d:127.0.0.1"):format(port)
+  local out = run(("curl -sS --cacert %s %s https://localhost:%d/"):format(q(c.ca), resolve, port))
+  test.match(out, "^luaio TLSv1%.3 TLS_AES_128_GCM_SHA256 %S+ peer=%-", "curl (OpenSSL)")
+  if test.sh("command -v gnutls-cli"):find("gnutls") then -- GnuTLS's own TLS 1.3
+    out = run(("printf 'GET / HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' | " ..
+      "gnutls-cli --x509cafile=%s -p %d localhost"):format(q(c.ca), port))
+    test.match(out, "\nluaio TLSv1%.3 TLS_%S+ %S+ peer=%-", "gnutls-cli")
+  end
+  if test.sh("command -v chromium"):find("chromium") then -- BoringSSL, a post-quantum key share
+    out = run(("chromium --headless --no-sandbox --disable-gpu --ignore-certificate-errors " ..
+      "--user-data-dir=%s --dump-dom https://127.0.0.1:%d/ 2>/dev/null"):format(q(test.tmpdir() .. "/profile"), port), 30000)
+    test.match(out, "luaio TLSv1%.3 TLS_%S+ X25519MLKEM768 peer=%-", "chromium")
+  end
+  -- a client certificate: OpenSSL keeps the connection, the handler reads the certificate
+  local mtls = https_server(tls_line, { cert = c.server, key = c.server_key, client_ca = c.ca })
+  out = run(("curl -sS --cacert %s --cert %s --key %s --resolve localhost:%d:127.0.0.1 https://localhost:%d/")
+    :format(q(c.ca), q(c.client), q(c.client_key), mtls, mtls))
+  test.match(out, "^openssl TLSv1%.3 %S+ %S+ peer=CN=luaio test client")
+  -- plain HTTP: nil
+  local plain = assert(http.createServer(0, tls_line, { host = "127.0.0.1" }))
+  test.cleanup(function() plain:close() end)
+  out = run(("curl -sS http://127.0.0.1:%d/"):format(plain:address().port))
+  test.match(out, "^plain")
+end)
+
 test.case("openssl s_client: SNI picks the certificate, ALPN, resumption, TLS 1.1 refused", function()
   local c = certs.make()
   local port = https_server(hello, { certs = { certs.pair("server"), certs.pair("other") } })

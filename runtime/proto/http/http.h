@@ -105,6 +105,7 @@ int64_t http_body_ready(luaio_conn *c);
  * when more is to come, -1 when it is malformed. */
 int http_body_discard(luaio_conn *c);
 int http_read(lua_State *L);
+int http_tlsinfo(lua_State *L);
 /* The connection is being taken over: req.headers will be made from this copy of the head. */
 void http_request_keep_head(lua_State *L, int res, const char *head, size_t len);
 int http_request_table(lua_State *L);

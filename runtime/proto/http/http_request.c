@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "http.h"
+#include "tls.h"
 
 #define ROOM_MIN 4096 /* free input space a body read wants, so it is not read a byte at a time */
 
@@ -311,6 +312,14 @@ static const char *status_name(int status) {
 static int body_error(lua_State *L, hconn_t *h, int status, const char *msg) {
   h->body_status = (uint16_t)status;
   return luaio_pushnamederror(L, status_name(status), msg);
+}
+
+/* C.tlsinfo(res) -> the connection's tlsinfo (socket.c's), or nil: plain HTTP, or the
+ * response is over. */
+int http_tlsinfo(lua_State *L) {
+  hres_t *r = http_check_res(L, 1);
+  luaio_tls_push_info(L, r->conn);
+  return 1;
 }
 
 /* C.read(res[, n]) -> bytes | nil (the body is over) | nil, err | false (bytes arrived:
