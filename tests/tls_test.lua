@@ -538,7 +538,8 @@ end)
 -- openssl s_client sends a KeyUpdate for "k" (none asked back) and "K" (one asked back); the
 -- script's lines go to its stdin through a FIFO, each once the last one was sent or answered
 -- (s_client drops what follows a command letter in the same read). The answer to a K goes
--- at once from luaio's layer, with the next data from OpenSSL's.
+-- at once from luaio's layer, with the next data from OpenSSL's. s_client pads its records
+-- to 256 bytes: the padding goes.
 test.case("KeyUpdate with openssl s_client: asked for, it is answered once; not asked, not; data flows after each", function()
   for layer in pairs(LAYERS) do
     local seen = {}
@@ -546,7 +547,7 @@ test.case("KeyUpdate with openssl s_client: asked for, it is answered once; not 
     local fifo = test.tmpdir() .. "/stdin"
     test.sh("mkfifo " .. q(fifo))
     local peer = helpers.start("openssl s_client -connect 127.0.0.1:" .. port ..
-      " -servername localhost -tls1_3 -msg < " .. q(fifo))
+      " -servername localhost -tls1_3 -msg -record_padding 256 < " .. q(fifo)) -- padded records
     local input = assert(io.open(fifo, "w"))
     local SENT = ">>> TLS 1.3, Handshake %[length 0005%], KeyUpdate"
     local sent = 0
