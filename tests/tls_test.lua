@@ -428,9 +428,10 @@ test.case("shutdown() before the server's handshake is over waits for it: data, 
   test.eq(helpers.wait_output(peer, "(%a+ end %d+)"), "clean end 5")
 end)
 
--- python: handshakes over memory BIOs, sends one 1000-byte record whole or cut in half,
--- then ends the TCP stream without close_notify.
-local PY_CUT = [[
+-- python: a TLS client over memory BIOs (python3 script.py port mode ca), handshaken; what
+-- follows it writes records (obj.write, then out.read() for the ciphertext) and sends them,
+-- whole, cut or altered, on the socket.
+local PY_HANDSHAKE = [[
 import socket, ssl, sys
 port, mode = int(sys.argv[1]), sys.argv[2]
 ctx = ssl.create_default_context(cafile=sys.argv[3])
@@ -445,6 +446,11 @@ while True:
         sock.sendall(out.read())
         inc.write(sock.recv(65536))
 sock.sendall(out.read())
+]]
+
+-- Sends one 1000-byte record whole or cut in half, then ends the TCP stream without
+-- close_notify.
+local PY_CUT = PY_HANDSHAKE .. [[
 obj.write(b"x" * 1000)
 rec = out.read()
 sock.sendall(rec[: len(rec) // 2] if mode == "half" else rec)
@@ -584,30 +590,16 @@ test.case("KeyUpdate with openssl s_client: asked for, it is answered once; not 
   end
 end)
 
-local PY_TAMPER = [[
-import socket, ssl, sys
-port, how = int(sys.argv[1]), sys.argv[2]
-ctx = ssl.create_default_context(cafile=sys.argv[3])
-sock = socket.create_connection(("127.0.0.1", port))
-inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
-while True:
-    try:
-        obj.do_handshake()
-        break
-    except ssl.SSLWantReadError:
-        sock.sendall(out.read())
-        inc.write(sock.recv(65536))
-sock.sendall(out.read())
+local PY_TAMPER = PY_HANDSHAKE .. [[
 obj.write(b"first\n")
 good = out.read()
 obj.write(b"x" * 100)
 rec = bytearray(out.read())
-if how == "flipped":     # one bit of the sealed content
+if mode == "flipped":     # one bit of the sealed content
     rec[10] ^= 1
-elif how == "overflow":  # a header announcing more than a record may hold
+elif mode == "overflow":  # a header announcing more than a record may hold
     rec = bytearray(b"\x17\x03\x03\x41\x01") + bytes(16641)
-elif how == "plain":     # a handshake record in the clear after the handshake
+elif mode == "plain":     # a handshake record in the clear after the handshake
     rec = bytearray(b"\x16\x03\x03\x00\x04\x18\x00\x00\x00")
 sock.sendall(good + bytes(rec))
 data = b""
