@@ -607,6 +607,7 @@ static int send_key_update(luaio_conn *c, struct lean *l, int request) {
 /* The stream failed: why, and the fatal alert that tells the peer. */
 static int lean_fail(luaio_conn *c, luaio_tls *t, int alert, const char *why) {
   const uint8_t msg[2] = {2, (uint8_t)alert};
+  ERR_clear_error(); /* what EVP left there must not explain another connection's failure */
   if (why == NULL && alert == LUAIO_TLS13_BAD_RECORD_MAC)
     why = "decryption failed or bad record mac"; /* OpenSSL's words for it */
   set_reason(t, 1, why ? why : SSL_alert_desc_string_long(alert));
