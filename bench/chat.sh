@@ -11,7 +11,8 @@ clients=${1:-5000} rooms=${2:-100} big=${3:-1000} seconds=${4:-10} rate=${5:-20}
 ulimit -n 65536 2>/dev/null || true
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
-rport=$((20000 + RANDOM % 20000)) port=$((rport + 1))
+. bench/ports.sh
+rport=$(port_base) port=$((rport + 1))
 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" --daemonize no \
   --maxclients 20000 >"$dir/redis.log" 2>&1 &
 for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done

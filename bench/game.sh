@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 bots=${1:-1000} seconds=${2:-40} hz=${3:-30} world=${4:-4000}
 [ -x out/luaio ] || { echo "bench: build first (./build.sh)" >&2; exit 1; }
 ulimit -n 65536 2>/dev/null || true
-port=$((20000 + RANDOM % 20000))
+. bench/ports.sh
+port=$(port_base)
 env PORT=$port TICK_HZ=$hz WORLD=$world taskset -c 0 out/luaio run examples/game >/dev/null 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null; wait 2>/dev/null' EXIT

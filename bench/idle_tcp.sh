@@ -23,6 +23,7 @@ measure() { # name port command...
   local pid=$!
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$port") 2>/dev/null && break; sleep 0.05; done
   sleep 0.3
+  kill -0 $pid 2>/dev/null || { echo "bench: $name exited at start (port $port)" >&2; return 1; }
   local before after
   before=$(rss_kib $pid)
   local log
@@ -39,6 +40,7 @@ measure() { # name port command...
   rm -f "$log"
 }
 
-base=$((20000 + RANDOM % 20000)) # ports: avoid clashing with anything left running
+. bench/ports.sh
+base=$(port_base)
 measure luaio $base "$luaio" run bench/echo_server.lua $base
 if [ -f "$peers/node-echo.js" ]; then measure node $((base + 1)) node "$peers/node-echo.js" $((base + 1)); fi

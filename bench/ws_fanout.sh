@@ -40,6 +40,7 @@ measure() { # name port command...
   rm -f "$log"
 }
 
-base=$((20000 + RANDOM % 20000))
+. bench/ports.sh
+base=$(port_base)
 measure luaio $base out/luaio run bench/ws_fanout_server.lua $base "$size"
 measure node-ws $((base + 1)) node bench/ws_fanout_node.js $((base + 1)) "$size"
