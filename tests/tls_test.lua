@@ -541,53 +541,79 @@ print(s.recv(100).decode().strip(), s.version(), flush=True)
   test.eq(seen[1].info.peer.subject, "CN=luaio test client")
 end)
 
--- openssl s_client sends a KeyUpdate for "k" (none asked back) and "K" (one asked back); the
--- script's lines go to its stdin through a FIFO, each once the last one was sent or answered
--- (s_client drops what follows a command letter in the same read). The answer to a K goes
--- at once from luaio's layer, with the next data from OpenSSL's. s_client pads its records
--- to 256 bytes: the padding goes.
+-- openssl s_client sends a KeyUpdate for "k" (none asked back) and "K" (one asked back), and
+-- pads its records to 256 bytes: the padding goes.
+-- openssl s_client on a TLS server's port, driven line by line through a FIFO on its stdin.
+-- client.say(line[, wait]) writes a line, then waits for the output pattern `wait`; for "k"
+-- and "K" it first waits until s_client has sent that KeyUpdate (s_client drops what
+-- follows a command letter in the same read). client.output() is all it printed.
+local function s_client(port, label)
+  local fifo = test.tmpdir() .. "/stdin"
+  test.sh("mkfifo " .. q(fifo))
+  local peer = helpers.start("openssl s_client -connect 127.0.0.1:" .. port ..
+    " -servername localhost -tls1_3 -msg -record_padding 256 < " .. q(fifo)) -- padded records
+  local input = assert(io.open(fifo, "w"))
+  local client, sent = { peer = peer }, 0
+  function client.output() return helpers.output(peer) end
+  function client.count(pattern) return select(2, helpers.output(peer):gsub(pattern, "")) end
+  function client.say(line, wait)
+    input:write(line .. "\n")
+    input:flush()
+    if line:lower() == "k" then
+      sent = sent + 1
+      local deadline = task.now() + 5000
+      while client.count(client.SENT) < sent do
+        test.ok(task.now() < deadline, label .. ": s_client sent KeyUpdate " .. sent)
+        task.sleep(10)
+      end
+    end
+    if wait then helpers.wait_output(peer, wait) end
+  end
+  function client.close() input:close() end
+  client.SENT = ">>> TLS 1.3, Handshake %[length 0005%], KeyUpdate"
+  client.RECEIVED = "<<< TLS 1.3, Handshake %[length 0005%], KeyUpdate"
+  return client
+end
+
+-- The answer to a K goes at once from luaio's layer, with the next data from OpenSSL's.
 test.case("KeyUpdate with openssl s_client: asked for, it is answered once; not asked, not; data flows after each", function()
   for layer in pairs(LAYERS) do
     local seen = {}
     local port = serve(line_server_loop(seen), layer_pair(layer))
-    local fifo = test.tmpdir() .. "/stdin"
-    test.sh("mkfifo " .. q(fifo))
-    local peer = helpers.start("openssl s_client -connect 127.0.0.1:" .. port ..
-      " -servername localhost -tls1_3 -msg -record_padding 256 < " .. q(fifo)) -- padded records
-    local input = assert(io.open(fifo, "w"))
-    local SENT = ">>> TLS 1.3, Handshake %[length 0005%], KeyUpdate"
-    local sent = 0
-    local function say(line, wait)
-      input:write(line .. "\n")
-      input:flush()
-      if line:lower() == "k" then
-        sent = sent + 1
-        local deadline = task.now() + 5000
-        while select(2, helpers.output(peer):gsub(SENT, "")) < sent do
-          test.ok(task.now() < deadline, layer .. ": s_client sent KeyUpdate " .. sent)
-          task.sleep(10)
-        end
-      end
-      if wait then helpers.wait_output(peer, wait) end
-    end
-    say("hello", "echo hello")
-    say("K")
-    say("after-K", "echo after%-K")
-    test.match(helpers.output(peer), "<<< TLS 1.3, Handshake %[length 0005%], KeyUpdate", layer)
-    say("k")
-    say("after-k", "echo after%-k")
-    say("K")
-    say("K")
-    say("last", "echo last")
-    input:close()
-    helpers.wait_output(peer, "close_notify")
-    local out = helpers.output(peer)
-    local _, ours = out:gsub("<<< TLS 1.3, Handshake %[length 0005%], KeyUpdate", "")
-    local _, theirs = out:gsub(">>> TLS 1.3, Handshake %[length 0005%], KeyUpdate", "")
-    test.eq(theirs, 4, layer .. ": the client's")
+    local client = s_client(port, layer)
+    client.say("hello", "echo hello")
+    client.say("K")
+    client.say("after-K", "echo after%-K")
+    test.ok(client.count(client.RECEIVED) >= 1, layer .. ": answered")
+    client.say("k")
+    client.say("after-k", "echo after%-k")
+    client.say("K")
+    client.say("K")
+    client.say("last", "echo last")
+    client.close()
+    helpers.wait_output(client.peer, "close_notify")
+    local ours = client.count(client.RECEIVED)
+    test.eq(client.count(client.SENT), 4, layer .. ": the client's")
     test.ok(ours == 2 or ours == 3, layer .. ": one answer for the first K, one or two for the two K in a row: " .. ours)
     test.eq(seen.err, nil, layer .. ": no failure on the server")
   end
+end)
+
+test.case("KeyUpdates in a row without data: the 33rd ends the connection (luaio's layer); data resets the count", function()
+  local seen = {}
+  local port = serve(line_server_loop(seen))
+  local client = s_client(port, "luaio")
+  for _ = 1, 32 do client.say("k") end
+  client.say("still", "echo still") -- 32 are fine, and data starts the count again
+  for _ = 1, 32 do client.say("k") end
+  client.say("again", "echo again")
+  for _ = 1, 33 do client.say("k") end
+  helpers.wait_output(client.peer, "unexpected_message")
+  client.close()
+  local deadline = task.now() + 5000
+  while not seen.err and task.now() < deadline do task.sleep(10) end
+  test.eq(seen.err and seen.err.name, "ETLS")
+  test.eq(seen.err and seen.err.message, "too many key updates")
 end)
 
 local PY_TAMPER = PY_HANDSHAKE .. [[
