@@ -708,6 +708,61 @@ test.case("records larger than the room a reader leaves: what does not fit waits
   end
 end)
 
+-- python: N connections, each handshaken, then one 16 KB record sent in two halves 300 ms
+-- apart (the server reads the first half alone), then silence.
+local PY_HALVES = [[
+import socket, ssl, sys, time
+port, n, ca = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+ctx = ssl.create_default_context(cafile=ca)
+conns = []
+for i in range(n):
+    sock = socket.create_connection(("127.0.0.1", port))
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(out.read())
+            inc.write(sock.recv(65536))
+    sock.sendall(out.read())
+    obj.write(b"u" * 16000)
+    conns.append((sock, out.read()))
+print("handshaken", flush=True)
+time.sleep(0.3)
+for sock, rec in conns:
+    sock.sendall(rec[: len(rec) // 2])
+time.sleep(0.3)
+for sock, rec in conns:
+    sock.sendall(rec[len(rec) // 2 :])
+time.sleep(0.3)
+print("idle", flush=True)
+time.sleep(30)
+]]
+
+test.case("memory: a connection that got a record in pieces holds no buffer once idle (300 connections)", function()
+  local c = certs.make()
+  local port, peer = helpers.serve(([[
+local tcp = require "tcp"
+local server = assert(tcp.createServer(0, function(s) while s:read() do end end,
+  { host = "127.0.0.1", tls = { cert = %q, key = %q } }))
+print("listening " .. server:address().port .. " pid " .. require("process").pid)
+]]):format(c.server, c.server_key))
+  local pid = tonumber(helpers.wait_output(peer, "pid (%d+)"))
+  local client = python(PY_HALVES, port, 300, c.ca)
+  helpers.wait_output(client, "handshaken", 30000)
+  task.sleep(100)
+  local before = helpers.rss_kb(pid)
+  helpers.wait_output(client, "idle", 30000)
+  task.sleep(100)
+  local after = helpers.rss_kb(pid)
+  -- each half record waits in a buffer of its own, 16 KiB; kept, that is 8 KiB or more a
+  -- connection of RSS (what was written of it)
+  test.ok((after - before) / 300 < 3, ("%.1f KiB a connection more once idle (%d -> %d KiB)")
+    :format((after - before) / 300, before, after))
+end)
+
 -- --- STARTTLS ------------------------------------------------------------------------------------------
 
 test.case("starttls: plain text, then TLS both ways; bytes sent before the server's starttls", function()

@@ -255,15 +255,24 @@ void luaio_tls_alloc(luaio_conn *c, uv_buf_t *buf) {
   *buf = uv_buf_init(t->raw + t->rlen, t->rcap - t->rlen);
 }
 
-/* Keeps the ciphertext OpenSSL did not take (t->src) for the next round. */
+/* Keeps the ciphertext not taken yet (t->src: OpenSSL takes all, luaio's layer whole
+ * records) for the next round. */
 static void keep_leftover(luaio_tls *t) {
   if (!t->shared_raw) {
     t->roff = t->rlen - (uint32_t)t->src_len;
+  } else {
+    t->shared_raw = 0;
+    t->roff = t->rlen = 0;
+  }
+  if (t->src_len == 0) {
+    /* nothing left over: the buffer goes, or a connection that once got a record in
+     * pieces (luaio's layer leaves them here) would keep 16 KiB while idle */
+    free(t->raw);
+    t->raw = NULL;
+    t->rcap = t->roff = t->rlen = 0;
     return;
   }
-  t->shared_raw = 0;
-  t->roff = t->rlen = 0;
-  if (t->src_len == 0) return;
+  if (t->rlen > 0) return; /* the leftover is in t->raw already */
   if (t->rcap < t->src_len) {
     char *p = realloc(t->raw, t->src_len);
     if (p == NULL) return; /* dropped: the stream then fails, and says so */
