@@ -497,23 +497,27 @@ local function layer_pair(layer)
   return opts
 end
 
-test.case("the layer after the handshake: luaio's for TLS 1.3, OpenSSL's for 1.2, a client certificate, openssl_records", function()
+test.case("the layer after the handshake: luaio's for TLS 1.3 (each suite), OpenSSL's for 1.2, a client certificate, openssl_records", function()
   local c = certs.make()
+  local SUITES = { "TLS_AES_128_GCM_SHA256", "TLS_AES_256_GCM_SHA384", "TLS_CHACHA20_POLY1305_SHA256" }
   for layer in pairs(LAYERS) do
     local seen = {}
     local port = serve(line_server(seen), layer_pair(layer))
-    local s = assert(tcp.connect(port, "127.0.0.1", { tls = { ca = c.ca, servername = "localhost",
-      ciphersuites = "TLS_CHACHA20_POLY1305_SHA256" } }))
-    assert(s:write("x\n"))
-    test.eq(s:readline(), "echo x")
-    s:close()
-    local info = seen[1].info
-    test.eq(info.records, layer == "luaio" and "luaio" or "openssl", layer)
-    test.eq(info.version, "TLSv1.3")
-    test.eq(info.cipher, "TLS_CHACHA20_POLY1305_SHA256", "the cipher the client asked for")
-    test.eq(info.servername, "localhost")
-    test.eq(type(info.group), "string")
-    test.eq(info.resumed, false)
+    for i, suite in ipairs(SUITES) do -- a line of 10,000 bytes each way
+      local line = suite .. (" %d "):format(i) .. ("z"):rep(10000)
+      local s = assert(tcp.connect(port, "127.0.0.1", { tls = { ca = c.ca, servername = "localhost",
+        ciphersuites = suite } }))
+      assert(s:write(line .. "\n"))
+      test.eq(s:readline(), "echo " .. line, layer .. " " .. suite)
+      s:close()
+      local info = seen[i].info
+      test.eq(info.records, layer == "luaio" and "luaio" or "openssl", layer)
+      test.eq(info.version, "TLSv1.3")
+      test.eq(info.cipher, suite, "the suite the client asked for")
+      test.eq(info.servername, "localhost")
+      test.eq(type(info.group), "string")
+      test.eq(info.resumed, false)
+    end
   end
   -- TLS 1.2 stays on OpenSSL
   local seen = {}
