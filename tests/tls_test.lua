@@ -428,24 +428,32 @@ test.case("shutdown() before the server's handshake is over waits for it: data, 
   test.eq(helpers.wait_output(peer, "(%a+ end %d+)"), "clean end 5")
 end)
 
--- python: a TLS client over memory BIOs (python3 script.py port mode ca), handshaken; what
--- follows it writes records (obj.write, then out.read() for the ciphertext) and sends them,
--- whole, cut or altered, on the socket.
-local PY_HANDSHAKE = [[
-import socket, ssl, sys
+-- python: handshaken(ctx, port) -> sock, obj, inc, out: a TLS client over memory BIOs, so that
+-- what follows writes records (obj.write, then out.read() for the ciphertext) and sends
+-- them, whole, cut or altered, on the socket.
+local PY_CONNECT = [[
+import socket, ssl, sys, time
+
+def handshaken(ctx, port):
+    sock = socket.create_connection(("127.0.0.1", port))
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
+    while True:
+        try:
+            obj.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            sock.sendall(out.read())
+            inc.write(sock.recv(65536))
+    sock.sendall(out.read())
+    return sock, obj, inc, out
+]]
+
+-- One such client: python3 script.py port mode ca.
+local PY_HANDSHAKE = PY_CONNECT .. [[
 port, mode = int(sys.argv[1]), sys.argv[2]
 ctx = ssl.create_default_context(cafile=sys.argv[3])
-sock = socket.create_connection(("127.0.0.1", port))
-inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
-while True:
-    try:
-        obj.do_handshake()
-        break
-    except ssl.SSLWantReadError:
-        sock.sendall(out.read())
-        inc.write(sock.recv(65536))
-sock.sendall(out.read())
+sock, obj, inc, out = handshaken(ctx, port)
 ]]
 
 -- Sends one 1000-byte record whole or cut in half, then ends the TCP stream without
@@ -714,23 +722,12 @@ end)
 
 -- python: N connections, each handshaken, then one 16 KB record sent in two halves 300 ms
 -- apart (the server reads the first half alone), then silence.
-local PY_HALVES = [[
-import socket, ssl, sys, time
+local PY_HALVES = PY_CONNECT .. [[
 port, n, ca = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 ctx = ssl.create_default_context(cafile=ca)
 conns = []
 for i in range(n):
-    sock = socket.create_connection(("127.0.0.1", port))
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname="localhost")
-    while True:
-        try:
-            obj.do_handshake()
-            break
-        except ssl.SSLWantReadError:
-            sock.sendall(out.read())
-            inc.write(sock.recv(65536))
-    sock.sendall(out.read())
+    sock, obj, _, out = handshaken(ctx, port)
     obj.write(b"u" * 16000)
     conns.append((sock, out.read()))
 print("handshaken", flush=True)

@@ -509,8 +509,10 @@ static void count_records(struct handoff *h, const uint8_t *p, size_t n) {
     if (h->hdr_have < LUAIO_TLS13_HEADER) continue;
     h->hdr_have = 0;
     h->body_left = (uint16_t)(h->hdr[3] << 8 | h->hdr[4]);
-    if (h->hdr[0] != LUAIO_TLS13_APPDATA) h->unsealed = 1;
-    if (h->records < UINT8_MAX) h->records++;
+    if (h->hdr[0] != LUAIO_TLS13_APPDATA || h->records == UINT8_MAX)
+      h->unsealed = 1; /* no move: a record not sealed, or more than the count holds */
+    else
+      h->records++;
   }
 }
 

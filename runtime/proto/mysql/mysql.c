@@ -349,16 +349,22 @@ static void put_params(lua_State *L, uint8_t *p, int first, int last) {
 
 /* --- values ------------------------------------------------------------------------------------ */
 
+/* An integer value: 0 when a Lua number holds it exactly (|v| <= 2^53), else the length of
+ * its decimal digits, written to digits (a string keeps it lossless). */
+static size_t int_digits(const mw_value *v, char digits[24]) {
+  if (v->kind == MW_V_INT && v->i >= -(int64_t)EXACT && v->i <= (int64_t)EXACT) return 0;
+  if (v->kind == MW_V_UINT || v->i > 0)
+    return (size_t)snprintf(digits, 24, "%llu", (unsigned long long)v->u);
+  return (size_t)snprintf(digits, 24, "%lld", (long long)v->i);
+}
+
 static void push_int(lua_State *L, const mw_value *v) {
   char digits[24];
-  if (v->kind == MW_V_INT && v->i >= -(int64_t)EXACT && v->i <= (int64_t)EXACT) {
+  size_t n = int_digits(v, digits);
+  if (n == 0)
     lua_pushnumber(L, (lua_Number)v->i);
-  } else if (v->kind == MW_V_UINT || (v->kind == MW_V_INT && v->i > 0)) {
-    lua_pushlstring(L, digits,
-                    (size_t)snprintf(digits, sizeof digits, "%llu", (unsigned long long)v->u));
-  } else {
-    lua_pushlstring(L, digits, (size_t)snprintf(digits, sizeof digits, "%lld", (long long)v->i));
-  }
+  else
+    lua_pushlstring(L, digits, n);
 }
 
 static int is_int_type(uint8_t t) {
@@ -728,14 +734,13 @@ static int binary_cells(mconn *s, mw_buf *b, mcell *cell) {
       continue;
     }
     if (mw_binary_value(b, col->type, col->flags, col->decimals, &v, tmp)) return UV_EPROTO;
-    if (v.kind == MW_V_INT && v.i >= -(int64_t)EXACT && v.i <= (int64_t)EXACT) {
-      cell[i].num = (double)v.i, cell[i].len = CELL_NUM;
-    } else if (v.kind == MW_V_INT || v.kind == MW_V_UINT) { /* past 2^53: the digits */
+    if (v.kind == MW_V_INT || v.kind == MW_V_UINT) { /* as push_int: a number or digits */
       char digits[24];
-      int k = v.kind == MW_V_UINT || v.i > 0
-                  ? snprintf(digits, sizeof digits, "%llu", (unsigned long long)v.u)
-                  : snprintf(digits, sizeof digits, "%lld", (long long)v.i);
-      cell_bytes(s, &cell[i], digits, (size_t)k);
+      size_t n = int_digits(&v, digits);
+      if (n == 0)
+        cell[i].num = (double)v.i, cell[i].len = CELL_NUM;
+      else
+        cell_bytes(s, &cell[i], digits, n);
     } else if (v.kind == MW_V_DOUBLE) {
       cell[i].num = v.d, cell[i].len = CELL_NUM;
     } else if (v.kind == MW_V_BYTES) {
