@@ -10,7 +10,8 @@
 #              (5 columns) in a loop
 #   rows       one connection reading SELECT * of a 10,000-row table of 10 mixed columns
 #              (INT, BIGINT, VARCHAR, DOUBLE, DECIMAL, DATETIME, TINYINT, TEXT, DATE, NULLs):
-#              the text protocol (query); rows_exec: the binary one (execute)
+#              the text protocol (query); rows_exec: the binary one (execute). After rows,
+#              bench/mysql_rows_ceiling.lua: LuaJIT building the same rows with no I/O
 #   idle       CONNS pooled connections opened then left idle: RSS per connection
 # mysql2 is installed with npm into out/bench/node (git ignores out/) when missing; it is
 # set to give what luaio gives (dateStrings, supportBigNumbers).
@@ -99,6 +100,11 @@ for round in $(seq "$ROUNDS"); do
     unit=$([ $mode = point ] && echo "queries" || echo "rows")
     printf "%-10s luaio %9s %s/s %9s/cpu-s (%s%% cpu) | mysql2 %9s/s %9s/cpu-s (%s%% cpu) | %s/s %s, per cpu-s %s\n" \
       "$mode" "$l_ops" "$unit" "$l_cpu" "$l_pct" "$n_ops" "$n_cpu" "$n_pct" "$unit" "$(ratio "$l_ops" "$n_ops")" "$(ratio "$l_cpu" "$n_cpu")"
+    if [ $mode = rows ]; then # the same rows built by LuaJIT alone: the client's ceiling
+      read -r c_ops c_cpu c_pct <<<"$(run ceiling "$LUAIO" run bench/mysql_rows_ceiling.lua)"
+      printf "%-10s LuaJIT alone building the same rows in memory (bench/mysql_rows_ceiling.lua): %s rows/cpu-s, %s mysql2's\n" \
+        "" "$c_cpu" "$(ratio "$c_cpu" "$n_cpu")"
+    fi
   done
 done
 l_idle=$(run idle "$LUAIO" run bench/mysql_client.lua)
