@@ -123,6 +123,40 @@ test.case("a wait outside a task raises a clear error", function()
   test.raises(co, "sleep: cannot wait here")
 end)
 
+test.case("a wait inside a call made by C raises before it starts anything: nothing resumes the task later", function()
+  local tcp = require "tcp"
+  local function waits() task.sleep(20) end
+  local calls = {
+    gsub = function() return string.gsub("x", "x", waits) end,
+    sort = function() table.sort({ 3, 1, 2 }, function(a, b) waits(); return a < b end) end,
+    load = function() error(select(2, load(function() waits() end)), 0) end, -- the reader's error comes back
+    require = function()
+      package.preload["waits_at_top_level"] = function() waits(); return {} end
+      return require "waits_at_top_level"
+    end,
+  }
+  for name, call in pairs(calls) do
+    local ok, err = pcall(call)
+    test.ok(not ok, name .. " raised")
+    test.match(tostring(err), "sleep: cannot wait here: this code runs inside a call made by C")
+  end
+  -- A stale 20 ms timer would end this sleep early.
+  local started = task.now()
+  task.sleep(150)
+  test.ok(task.now() - started >= 149, "the next sleep lasted its time")
+
+  -- A socket read: before the check, its reader stayed registered and the next read was refused.
+  local server = assert(tcp.createServer(0, function(s) s:write(s:read()) end, { host = "127.0.0.1" }))
+  local sock = assert(tcp.connect(server:address().port, "127.0.0.1"))
+  local ok, err = pcall(string.gsub, "x", "x", function() return sock:read() end)
+  test.ok(not ok)
+  test.match(err, "read: cannot wait here")
+  assert(sock:write("hello"))
+  test.eq(sock:read(5), "hello")
+  sock:close()
+  server:close()
+end)
+
 test.case("an uncaught error in a spawned task is reported with file:line and the process goes on", function()
   local out, status = run_script([[
 local task = require "task"
