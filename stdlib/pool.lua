@@ -329,8 +329,7 @@ function Pool:acquire(key)
     self:_tidy(slot)
     return fail("EBUSY", ("too many tasks waiting for a connection (max_waiters %d)"):format(self.max_waiters))
   end
-  local me = sched.current()
-  if me == nil then error("acquire: cannot wait here: waiting calls must run in a luaio task", 2) end
+  local me = sched.waiter("acquire")
   waiters[#waiters + 1] = me
   local woken, conn = sched.suspend(self.wait_timeout > 0 and self.wait_timeout or nil)
   if woken == nil then -- timed out: leave the queue

@@ -92,10 +92,7 @@ function process.wait(pid, timeout)
     return e[1], e[2]
   end
   if not c.running(pid) then return nil, E.new("ECHILD", "no child process") end
-  local me = sched.current()
-  if me == nil then
-    error("wait: cannot wait here: waiting calls must run in a luaio task", 2)
-  end
+  local me = sched.waiter("wait")
   local list = waiters[pid]
   if not list then
     list = {}

@@ -59,10 +59,7 @@ end
 function Task:join(timeout)
   if timeout ~= nil then timeout = options.ms(timeout, 1, "join") end
   if self.status ~= "dead" then
-    local me = sched.current()
-    if me == nil then
-      error("join: cannot wait here: waiting calls must run in a luaio task", 2)
-    end
+    local me = sched.waiter("join")
     local waiters = self.waiters
     waiters[#waiters + 1] = me
     if sched.suspend(timeout) == nil then
@@ -127,8 +124,7 @@ function Ticker:wait()
     missed = floor((now - due) / period)
     n, due = n + missed, due + missed * period
   end
-  local me = sched.current()
-  if me == nil then error("wait: cannot wait here: waiting calls must run in a luaio task", 2) end
+  local me = sched.waiter("wait")
   self.waiter = me
   -- The loop's clock counts whole milliseconds from below: waiting ceil(due - floor(now)) ms
   -- wakes us at due or within a millisecond after it, never before.

@@ -140,10 +140,16 @@ test.case("a wait inside a call made by C raises before it starts anything: noth
     test.ok(not ok, name .. " raised")
     test.match(tostring(err), "sleep: cannot wait here: this code runs inside a call made by C")
   end
-  -- A stale 20 ms timer would end this sleep early.
+  -- Lua code that lists the task before it suspends (join) raises before it lists it.
+  local short = task.spawn(function() task.sleep(30) return "done" end)
+  local ok, err = pcall(string.gsub, "x", "x", function() short:join() end)
+  test.ok(not ok)
+  test.match(err, "join: cannot wait here")
+  -- A stale 20 ms timer, or the joined task's end, would cut this sleep short.
   local started = task.now()
   task.sleep(150)
   test.ok(task.now() - started >= 149, "the next sleep lasted its time")
+  test.eq({ short:join() }, { true, "done" })
 
   -- A socket read: before the check, its reader stayed registered and the next read was refused.
   local server = assert(tcp.createServer(0, function(s) s:write(s:read()) end, { host = "127.0.0.1" }))

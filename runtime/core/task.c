@@ -396,6 +396,14 @@ static int sched_yield_task(lua_State *L) {
   return luaio_yield(L);
 }
 
+/* sched.waiter(what): the running task, for Lua code that lists itself somewhere before it
+ * suspends: it raises first, as every waiting call does where it cannot wait. */
+static int sched_waiter(lua_State *L) {
+  luaio_checktask(L, luaL_checkstring(L, 1));
+  lua_pushthread(L);
+  return 1;
+}
+
 static int sched_current(lua_State *L) {
   if (current == NULL || current != L) return 0;
   lua_pushthread(L);
@@ -411,7 +419,8 @@ static int sched_now(lua_State *L) {
 static const luaL_Reg sched_funcs[] = {{"current", sched_current},  {"now", sched_now},
                                        {"sleep", sched_sleep},      {"spawn", sched_spawn},
                                        {"suspend", sched_suspend},  {"wake", sched_wake},
-                                       {"yield", sched_yield_task}, {NULL, NULL}};
+                                       {"waiter", sched_waiter},    {"yield", sched_yield_task},
+                                       {NULL, NULL}};
 
 int luaopen_luaio_task(lua_State *L) {
   luaio_newlib(L, sched_funcs);

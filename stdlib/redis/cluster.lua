@@ -80,7 +80,7 @@ function Cluster:_client(addr)
     if r and C.state(r) then return r end
     if not node.connecting then break end
     local waiters = node.waiters
-    waiters[#waiters + 1] = sched.current()
+    waiters[#waiters + 1] = sched.waiter("redis cluster")
     sched.suspend()
   end
   if node.client then
@@ -153,7 +153,7 @@ end
 function Cluster:refresh()
   if self.refreshing then
     local waiters = self.refresh_waiters
-    waiters[#waiters + 1] = sched.current()
+    waiters[#waiters + 1] = sched.waiter("redis cluster")
     sched.suspend()
     return self.last_refresh_ok or nil, self.last_refresh_err or nil
   end
