@@ -28,8 +28,15 @@ local function finish(t, ...)
   for i = 1, #waiters do sched.wake(waiters[i], true) end
 end
 
+-- An error object as text: tostring, unless its __tostring raises or gives no text.
+local function error_text(message)
+  local ok, text = pcall(tostring, message)
+  if ok and (type(text) == "string" or type(text) == "number") then return tostring(text) end
+  return "(error object is a " .. type(message) .. " value)"
+end
+
 local function on_error(message)
-  return traceback(tostring(message), 2)
+  return traceback(error_text(message), 2)
 end
 
 -- task.spawn(fn, ...) -> handle. fn(...) runs in a new task.
@@ -48,7 +55,14 @@ function task.spawn(fn, ...)
       end
       return finish(t, true, ...)
     end
-    report(xpcall(fn, on_error, unpack(args, 1, n)))
+    -- report itself fails when fn returns more values than a call can take (a stack
+    -- overflow): the task still ends, with that error, or join would wait forever.
+    local kept, err = pcall(report, xpcall(fn, on_error, unpack(args, 1, n)))
+    if not kept and t.status ~= "dead" then
+      local message = "its results could not be kept: " .. error_text(err)
+      io.stderr:write("luaio: uncaught error in task: ", message, "\n")
+      finish(t, false, message)
+    end
   end)
   return t
 end

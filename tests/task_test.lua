@@ -189,6 +189,30 @@ print("not reached")
   test.ok(not out:find("not reached"), "nothing runs after the error")
 end)
 
+test.case("an error object whose __tostring raises or gives no text still ends its task, and main with status 1", function()
+  local raising = setmetatable({}, { __tostring = function() error("no text") end })
+  local table_text = setmetatable({}, { __tostring = function() return {} end })
+  for _, object in ipairs({ raising, table_text }) do
+    local t = task.spawn(function() error(object) end)
+    test.eq({ t:join(5000) }, { false, "(error object is a table value)" })
+  end
+  local out, status = run_script([[
+error(setmetatable({}, { __tostring = function() error("no text") end }))
+]])
+  test.eq(status, 1)
+  test.match(out, "^luaio: error: %(error object is a table value%)\nstack traceback:")
+  test.ok(not out:find("PANIC"), "no panic")
+end)
+
+test.case("a task returning more values than a call can take ends with that error", function()
+  local function deep() return pcall(deep) end -- each level adds a value: about 30,000
+  local t = task.spawn(deep)
+  local ok, message = t:join(5000)
+  test.eq(ok, false)
+  test.match(message, "^its results could not be kept: .*stack overflow")
+  test.eq(t.status, "dead")
+end)
+
 test.case("the process exits when no work is left, after the spawned tasks end", function()
   local out, status = run_script([[
 local task = require "task"

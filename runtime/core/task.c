@@ -62,16 +62,35 @@ int luaio_yield(lua_State *L) {
   return lua_yield(L, 0);
 }
 
+static int call_tostring(lua_State *L) {
+  if (!luaL_callmeta(L, 1, "__tostring") || !lua_isstring(L, -1)) lua_pushnil(L);
+  return 1;
+}
+
+/* Pushes onto L the text of the error object at idx of from: a string or number as it is,
+ * else what its __tostring gives, called protected (an error object whose __tostring
+ * raises must not take the process down), else its type. */
+static const char *error_text(lua_State *L, lua_State *from, int idx) {
+  lua_pushvalue(from, idx);
+  lua_xmove(from, L, 1);
+  if (lua_isstring(L, -1)) return lua_tostring(L, -1);
+  lua_pushcfunction(L, call_tostring);
+  lua_pushvalue(L, -2);
+  if (lua_pcall(L, 1, 1, 0) == 0 && lua_isstring(L, -1)) {
+    lua_remove(L, -2);
+    return lua_tostring(L, -1);
+  }
+  lua_pop(L, 1);
+  const char *text = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, -1));
+  lua_remove(L, -2);
+  return text;
+}
+
 /* Prints "luaio: <what>: <message>" and a traceback of the failed coroutine. */
 static void report(lua_State *co, const char *what) {
-  const char *msg = lua_tostring(co, -1);
-  if (msg == NULL) {
-    if (luaL_callmeta(co, -1, "__tostring") && lua_isstring(co, -1))
-      msg = lua_tostring(co, -1);
-    else
-      msg = lua_pushfstring(co, "(error object is a %s value)", luaL_typename(co, -1));
-  }
+  const char *msg = error_text(mainL, co, -1); /* on mainL: co is dead */
   luaL_traceback(mainL, co, msg, 0);
+  lua_remove(mainL, -2);
   fprintf(stderr, "luaio: %s: %s\n", what, lua_tostring(mainL, -1));
   fflush(stderr);
   lua_pop(mainL, 1);
@@ -88,14 +107,7 @@ static char hook_key;
 static int traceback_ref = LUA_NOREF; /* the message handler: the error and a traceback */
 
 static int traceback_handler(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) {
-    if (luaL_callmeta(L, 1, "__tostring") && lua_isstring(L, -1))
-      msg = lua_tostring(L, -1);
-    else
-      msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  }
-  luaL_traceback(L, L, msg, 1);
+  luaL_traceback(L, L, error_text(L, L, 1), 1);
   return 1;
 }
 
