@@ -59,6 +59,7 @@ install_test_tools() {
   [ -e /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ] || pkgs+=(lua-cjson)
   command -v openssl >/dev/null || pkgs+=(openssl)       # test certificates, s_client
   command -v python3 >/dev/null || pkgs+=(python3)       # raw TLS peers (ssl module)
+  /usr/bin/python3 -c 'import cryptography' 2>/dev/null || pkgs+=(python3-cryptography) # a peer sealing its own TLS records
   command -v testssl >/dev/null || pkgs+=(testssl.sh)    # tests/testssl_test.lua
   command -v gnutls-cli >/dev/null || pkgs+=(gnutls-bin)   # a TLS stack of its own (tests/https_test.lua)
   # the Redis client's tests start their own servers (never the system's service)

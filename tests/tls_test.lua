@@ -628,6 +628,89 @@ test.case("KeyUpdates in a row without data: the 33rd ends the connection (luaio
   test.eq(seen.err and seen.err.message, "too many key updates")
 end)
 
+-- A client that seals its own records after the handshake (AES-128-GCM, secrets from the
+-- key log), so it can send what no TLS library sends: a KeyUpdate cut across two records
+-- (RFC 8446 5.1 lets a handshake message span records), then a line under the new key; or
+-- the first part of a KeyUpdate, then data (interleaving, which must fail). It prints the
+-- lines it reads back, or the alert.
+local PY_OWN_RECORDS = PY_CONNECT .. [[
+import hashlib, hmac, os, struct, tempfile
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+def expand(secret, label, n):
+    full = b"tls13 " + label
+    info = struct.pack(">H", n) + bytes([len(full)]) + full + b"\x00"
+    return hmac.new(secret, info + b"\x01", hashlib.sha256).digest()[:n]
+
+class Keys:
+    def __init__(self, secret):
+        self.secret, self.seq = secret, 0
+        self.aead, self.iv = AESGCM(expand(secret, b"key", 16)), expand(secret, b"iv", 12)
+    def nonce(self):
+        self.seq += 1
+        return bytes(a ^ b for a, b in zip(self.iv, (self.seq - 1).to_bytes(12, "big")))
+    def next(self):
+        return Keys(expand(self.secret, b"traffic upd", 32))
+
+port, mode, cafile = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+log = tempfile.mktemp()
+ctx = ssl.create_default_context(cafile=cafile)
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3  # the server allows AES-128-GCM alone
+ctx.keylog_filename = log
+sock, obj, inc, out = handshaken(ctx, port)
+secrets = dict(l.split()[0::2] for l in open(log) if l.count(" ") == 2)
+os.unlink(log)
+wr = Keys(bytes.fromhex(secrets["CLIENT_TRAFFIC_SECRET_0"]))
+rd = Keys(bytes.fromhex(secrets["SERVER_TRAFFIC_SECRET_0"]))
+
+def seal(ctype, content):
+    hdr = b"\x17\x03\x03" + struct.pack(">H", len(content) + 17)
+    return hdr + wr.aead.encrypt(wr.nonce(), content + bytes([ctype]), hdr)
+
+key_update = bytes([24, 0, 0, 1, 0])
+if mode == "split":
+    sock.sendall(seal(22, key_update[:3]) + seal(22, key_update[3:]))
+    wr = wr.next()
+    sock.sendall(seal(23, b"after\n"))
+else:  # interleaved: data between the parts
+    sock.sendall(seal(22, key_update[:3]) + seal(23, b"between\n"))
+sock.settimeout(5)
+buf = inc.read() if inc.pending else b""
+while True:
+    while len(buf) >= 5 and len(buf) >= 5 + struct.unpack(">H", buf[3:5])[0]:
+        n = 5 + struct.unpack(">H", buf[3:5])[0]
+        hdr, body, buf = buf[:5], buf[5:n], buf[n:]
+        inner = rd.aead.decrypt(rd.nonce(), body, hdr).rstrip(b"\x00")
+        if inner[-1] == 23:
+            print("client got:", inner[:-1].decode().strip(), flush=True)
+        elif inner[-1] == 21:
+            print("client alert:", inner[0], inner[1], flush=True)
+    d = sock.recv(65536)
+    if not d:
+        print("client end", flush=True)
+        break
+    buf += d
+]]
+
+test.case("a KeyUpdate cut across two records is taken; data between its parts fails it (both layers)", function()
+  for layer in pairs(LAYERS) do
+    local opts = layer_pair(layer)
+    opts.ciphersuites = "TLS_AES_128_GCM_SHA256"
+    local seen = {}
+    local port = serve(line_server_loop(seen), opts)
+    local peer = python(PY_OWN_RECORDS, port, "split", ca())
+    test.eq(helpers.wait_output(peer, "client got: (%S+ %S+)"), "echo after", layer)
+    helpers.stop(peer)
+    seen = {}
+    port = serve(line_server_loop(seen), opts)
+    peer = python(PY_OWN_RECORDS, port, "interleaved", ca())
+    test.eq(helpers.wait_output(peer, "client alert: (%d+ %d+)"), "2 10", layer .. ": unexpected_message")
+    local deadline = task.now() + 5000
+    while not seen.err and task.now() < deadline do task.sleep(10) end
+    test.eq(seen.err and seen.err.name, "ETLS", layer)
+  end
+end)
+
 local PY_TAMPER = PY_HANDSHAKE .. [[
 obj.write(b"first\n")
 good = out.read()

@@ -94,6 +94,8 @@ struct lean {
   uint8_t resumed, alpn_len, peer_closed;
   uint8_t update_owed; /* the peer asked for a KeyUpdate: ours goes before our next data */
   uint8_t updates_row; /* KeyUpdates received since the last data */
+  uint8_t hs_have;     /* bytes of a KeyUpdate cut across records, in hs */
+  uint8_t hs[5];
   char names[];        /* the ALPN protocol (alpn_len bytes), then the SNI name and a NUL */
 };
 
@@ -682,18 +684,30 @@ static int lean_alert(luaio_conn *c, luaio_tls *t, const uint8_t *p, int n) {
   return UV_EPROTO;
 }
 
-/* A handshake record after the handshake: a KeyUpdate is all a client may send, alone in
- * its record since the key changes after it (RFC 8446 4.6.3, 5.1). */
+/* A handshake record after the handshake: a KeyUpdate is all a client may send. It may be
+ * cut across records (RFC 8446 5.1), which then carry nothing else, and ends its record,
+ * since the key changes after it. */
 static int lean_handshake(luaio_conn *c, luaio_tls *t, const uint8_t *p, int n) {
+  static const uint8_t key_update[4] = {24, 0, 0, 1}; /* its type and length */
   struct lean *l = t->lean;
-  if (n < 4 || p[0] != 24) return lean_fail(c, t, LUAIO_TLS13_UNEXPECTED_MESSAGE, NULL);
-  if (n != 5 || p[1] != 0 || p[2] != 0 || p[3] != 1 || p[4] > 1)
-    return lean_fail(c, t, LUAIO_TLS13_DECODE_ERROR, "bad key update");
+  if (n == 0) return lean_fail(c, t, LUAIO_TLS13_UNEXPECTED_MESSAGE, NULL); /* 5.1: not empty */
+  for (int i = 0; i < n; i++) {
+    uint8_t have = l->hs_have;
+    if (have == sizeof l->hs) /* bytes after a whole KeyUpdate: the key changed there */
+      return lean_fail(c, t, LUAIO_TLS13_UNEXPECTED_MESSAGE, NULL);
+    if (have == 0 && p[i] != key_update[0])
+      return lean_fail(c, t, LUAIO_TLS13_UNEXPECTED_MESSAGE, NULL);
+    if ((have < 4 && p[i] != key_update[have]) || (have == 4 && p[i] > 1))
+      return lean_fail(c, t, LUAIO_TLS13_DECODE_ERROR, "bad key update");
+    l->hs[l->hs_have++] = p[i];
+  }
+  if (l->hs_have < sizeof l->hs) return 0; /* the rest comes in the next record */
+  l->hs_have = 0;
   /* each costs key derivations: a peer sending nothing else is not let burn the CPU */
   if (++l->updates_row > UPDATES_ROW_MAX)
     return lean_fail(c, t, LUAIO_TLS13_UNEXPECTED_MESSAGE, "too many key updates");
   if (luaio_tls13_update(&l->rl, 0) < 0) return lean_fail(c, t, LUAIO_TLS13_INTERNAL_ERROR, NULL);
-  if (p[4] == 1) l->update_owed = 1; /* requests since our last KeyUpdate count once */
+  if (l->hs[4] == 1) l->update_owed = 1; /* requests since our last KeyUpdate count once */
   return 0;
 }
 
@@ -735,6 +749,8 @@ static int lean_input(luaio_conn *c, luaio_tls *t, int *flags) {
     int err = 0;
     if (n < 0)
       return lean_fail(c, t, -n, NULL);
+    else if (l->hs_have > 0 && type != LUAIO_TLS13_HANDSHAKE) /* inside a KeyUpdate */
+      err = lean_fail(c, t, LUAIO_TLS13_UNEXPECTED_MESSAGE, NULL);
     else if (type == LUAIO_TLS13_APPDATA && n > 0) {
       *flags |= LUAIO_TLS_DATA;
       l->updates_row = 0;
