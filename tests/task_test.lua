@@ -130,10 +130,6 @@ test.case("a wait inside a call made by C raises before it starts anything: noth
     gsub = function() return string.gsub("x", "x", waits) end,
     sort = function() table.sort({ 3, 1, 2 }, function(a, b) waits(); return a < b end) end,
     load = function() error(select(2, load(function() waits() end)), 0) end, -- the reader's error comes back
-    require = function()
-      package.preload["waits_at_top_level"] = function() waits(); return {} end
-      return require "waits_at_top_level"
-    end,
   }
   for name, call in pairs(calls) do
     local ok, err = pcall(call)
@@ -161,6 +157,39 @@ test.case("a wait inside a call made by C raises before it starts anything: noth
   test.eq(sock:read(5), "hello")
   sock:close()
   server:close()
+end)
+
+test.case("a module's top level may wait; tasks requiring it meanwhile wait for it and get the same module", function()
+  local runs = 0
+  package.preload["waits_at_top_level"] = function(name)
+    runs = runs + 1
+    task.sleep(30)
+    return { name = name }
+  end
+  local tasks = {}
+  for i = 1, 3 do tasks[i] = task.spawn(require, "waits_at_top_level") end
+  local first = require "waits_at_top_level"
+  test.eq(first.name, "waits_at_top_level")
+  for i = 1, 3 do test.eq({ tasks[i]:join() }, { true, first }) end
+  test.eq(runs, 1)
+  test.eq(package.loaded["waits_at_top_level"], first)
+
+  -- A failed load is not kept (the next require tries again); a loop is an error; a module
+  -- that returns nothing is true; LuaJIT's messages.
+  local fails = true
+  package.preload["fails_once"] = function()
+    task.sleep(1)
+    if fails then fails = false error("not yet", 0) end
+    return "second time"
+  end
+  test.eq({ pcall(require, "fails_once") }, { false, "not yet" })
+  test.eq(require "fails_once", "second time")
+  package.preload["requires_itself"] = function() task.sleep(1) return require "requires_itself" end
+  test.eq({ pcall(require, "requires_itself") }, { false, "loop or previous error loading module 'requires_itself'" })
+  package.preload["returns_nothing"] = function() end
+  test.eq(require "returns_nothing", true)
+  test.raises(function() require({}) end, "bad argument #1 to 'require' %(string expected, got table%)")
+  test.raises(function() require "no_such_module" end, "module 'no_such_module' not found:\n\tno field package.preload%['no_such_module'%]")
 end)
 
 test.case("an uncaught error in a spawned task is reported with file:line and the process goes on", function()

@@ -34,8 +34,8 @@ lua_State *luaio_mainstate(void) { return mainL; }
 /* Every waiting call checks this before it sends, queues or registers anything: a wait
  * that could not yield would otherwise leave its request behind, and the answer would
  * later resume the task inside some other call. A task cannot yield from inside a call
- * made by C (require running a module's top level, string.gsub's or table.sort's
- * function, load's reader, a __gc called by the collector): lua_isyieldable says so. */
+ * made by C (string.gsub's or table.sort's function, load's reader, a __gc called by the
+ * collector; require is Lua for this reason): lua_isyieldable says so. */
 void luaio_checktask(lua_State *L, const char *what) {
   if (L != current)
     luaL_error(L,
@@ -44,9 +44,9 @@ void luaio_checktask(lua_State *L, const char *what) {
                what);
   if (!lua_isyieldable(L))
     luaL_error(L,
-               "%s: cannot wait here: this code runs inside a call made by C (a module's top "
-               "level run by require, a function given to string.gsub or table.sort, load's "
-               "reader, a __gc metamethod), which cannot be suspended",
+               "%s: cannot wait here: this code runs inside a call made by C (a function "
+               "given to string.gsub or table.sort, load's reader, a __gc metamethod), which "
+               "cannot be suspended",
                what);
 }
 
