@@ -342,7 +342,9 @@ local function check(self, fname)
   return u, self.r
 end
 
--- A transaction keeps the connection to its task: others wait for their turn.
+-- A transaction keeps the connection to its task: others wait for their turn. A command
+-- must be sent with no yield between its wait_turn and its send: a transaction that begins
+-- in between would take it in.
 local function wait_turn(r)
   local me = sched.current()
   while r.owner and r.owner ~= me do
@@ -431,9 +433,13 @@ end
 function Conn:execute(sql, ...)
   local u, r = check(self, "execute")
   if type(sql) ~= "string" then error("bad argument #1 to 'execute' (string expected, got " .. type(sql) .. ")", 2) end
-  if r.owner then wait_turn(r) end
-  local st, err = cached(u, r, sql)
-  if not st then return nil, err end
+  local me, st, err = sched.current(), nil, nil
+  repeat -- the PREPARE yields: whose turn it is is asked again after it
+    if r.owner then wait_turn(r) end
+    if st and r.cache_max == 0 then C.close_stmt(st) end
+    st, err = cached(u, r, sql)
+    if not st then return nil, err end
+  until r.owner == nil or r.owner == me
   local res, xerr = C.execute(u, st, r.arrays, ...)
   if r.cache_max == 0 then C.close_stmt(st) end
   return res, xerr
