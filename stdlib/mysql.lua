@@ -20,6 +20,7 @@ local sched = require "luaio.task"
 local bit = require "bit"
 local band, bor = bit.band, bit.bor
 local type, error, pcall, pairs, setmetatable, tostring, select, next = type, error, pcall, pairs, setmetatable, tostring, select, next
+local getmetatable, newproxy = getmetatable, newproxy
 local byte, char, sub, find, gsub = string.byte, string.char, string.sub, string.find, string.gsub
 local concat, floor = table.concat, math.floor
 
@@ -584,14 +585,23 @@ function mysql.pool(given)
   return setmetatable({ pool = p }, Pool)
 end
 
+-- Borrowed connections: the object handed out -> {pool, inner (the one the pool keeps),
+-- guard}. One dropped without release() gives its place back when collected, through its
+-- guard: closed, since nobody knows what state it was left in.
 local borrowed = setmetatable({}, { __mode = "k" })
+
+local function guard(p, inner)
+  local g = newproxy(true)
+  getmetatable(g).__gc = function() p:release(inner, false) end
+  return g
+end
 
 -- pool:get() -> connection | nil, err: yours until conn:release().
 function Pool:get()
   local inner, err = self.pool:acquire()
   if not inner then return nil, err end
   local db = setmetatable({ u = inner.u, r = inner.r }, Conn)
-  borrowed[db] = { pool = self.pool, inner = inner }
+  borrowed[db] = { pool = self.pool, inner = inner, guard = guard(self.pool, inner) }
   return db
 end
 
@@ -601,6 +611,7 @@ function Conn:release()
   local b = borrowed[self]
   if not b then error("bad argument #1 to 'release' (a connection from pool:get() expected)", 2) end
   borrowed[self] = nil
+  getmetatable(b.guard).__gc = nil
   self.u, self.r = nil, nil
   b.pool:release(b.inner, reusable(b.inner))
 end

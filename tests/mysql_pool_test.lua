@@ -85,6 +85,40 @@ test.case("get/release; a connection in a transaction or broken is not handed on
   p:close()
 end)
 
+test.case("a borrowed connection dropped without release gives its place back, closed", function()
+  local srv = mh.server()
+  local p = pool_for(srv, { size = 2, wait_timeout = 3000 })
+  local ids = {}
+  for i = 1, 2 do -- the handler raises before its release: the task's end drops the connection
+    local ok = task.spawn(function()
+      local c = assert(p:get())
+      ids[i] = assert(c:query("SELECT CONNECTION_ID() AS id"))[1].id
+      error("handler bug " .. i)
+    end):join()
+    test.eq(ok, false)
+  end
+  for _ = 1, 3 do collectgarbage("collect") end -- the connection objects, then their guards
+  test.eq(p:stats().busy, 0, "both places came back")
+  local r, err = p:query("SELECT CONNECTION_ID() AS id")
+  test.ok(r, "a query after them: " .. tostring(err))
+  test.ok(r[1].id ~= ids[1] and r[1].id ~= ids[2], "a dropped connection is closed, not reused")
+  local deadline = task.now() + 5000
+  while true do -- the server sees both go
+    local n = assert(srv.root:query("SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID IN (" ..
+      ids[1] .. ", " .. ids[2] .. ")"))[1].n
+    if tonumber(n) == 0 then break end
+    test.ok(task.now() < deadline, "the dropped connections were closed")
+    task.sleep(20)
+  end
+  local c = assert(p:get()) -- released by hand: not closed by a guard later
+  local id = assert(c:query("SELECT CONNECTION_ID() AS id"))[1].id
+  c:release()
+  c = nil
+  for _ = 1, 3 do collectgarbage("collect") end
+  test.eq(assert(p:query("SELECT CONNECTION_ID() AS id"))[1].id, id, "a released connection is reused")
+  p:close()
+end)
+
 test.case("max_waiters and wait_timeout", function()
   local srv = mh.server()
   local p = pool_for(srv, { size = 1, max_waiters = 1, wait_timeout = 200 })
