@@ -494,9 +494,9 @@ function Conn:close()
   if self.u then C.close(self.u) end
 end
 
--- db:state() -> open, reusable, in_transaction
+-- db:state() -> open, reusable, in_transaction, autocommit
 function Conn:state()
-  if not self.u then return false, false, false end
+  if not self.u then return false, false, false, false end
   return C.state(self.u)
 end
 
@@ -567,7 +567,8 @@ local POOL = pool.user_options(CONNECT)
 local Pool = {}
 Pool.__index = Pool
 
--- A pooled connection is reusable when open, idle, not in a transaction, nothing unread.
+-- A pooled connection is reusable when open, idle, not in a transaction, autocommit on,
+-- nothing unread.
 local function reusable(db)
   local _, ok = C.state(db.u)
   return ok and db.r.owner == nil
@@ -616,12 +617,24 @@ function Conn:release()
   b.pool:release(b.inner, reusable(b.inner))
 end
 
+-- A one-shot call (query, execute) that leaves a transaction open or autocommit off: the
+-- connection is closed (the server rolls back) and the call fails, so that no statement is
+-- acknowledged and then lost.
+local function left_open(fname, in_trans)
+  return E.new("EINVAL", ("pool:%s left %s: rolled back and the connection closed (use pool:transaction, " ..
+    "or pool:get for session state)"):format(fname, in_trans and "a transaction open" or "autocommit off"))
+end
+
 local function with(self, fname, ...)
   local db, err = self.pool:acquire()
   if not db then return nil, err end
   local function done(ok, ...)
+    local open, _, in_trans, autocommit = C.state(db.u)
     self.pool:release(db, reusable(db))
     if not ok then error((...), 0) end
+    if open and (in_trans or not autocommit) and fname ~= "transaction" and (...) ~= nil then
+      return nil, left_open(fname, in_trans)
+    end
     return ...
   end
   return done(pcall(Conn[fname], db, ...))

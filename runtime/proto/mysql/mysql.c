@@ -1278,17 +1278,21 @@ static int mysql_command(lua_State *L) {
                        NULL);
 }
 
-/* state(conn) -> open, reusable, in_transaction: may a pool hand it to someone else? */
+/* state(conn) -> open, reusable, in_transaction, autocommit: may a pool hand it to someone
+ * else? Not with a transaction open, nor with autocommit off (the next user's statements
+ * would be in a transaction nobody commits), by the server's last status. */
 static int mysql_state(lua_State *L) {
   mconn *s = check_conn(L, 1);
   luaio_conn *c = s ? s->c : NULL;
   int open = c != NULL && !c->closing && c->read_err == 0 && c->write_err == 0;
   int in_trans = s != NULL && (s->status & MW_IN_TRANS) != 0;
+  int autocommit = s != NULL && (s->status & MW_AUTOCOMMIT) != 0;
   lua_pushboolean(L, open);
-  lua_pushboolean(L, open && s->wcount == 0 && !in_trans && !s->joining &&
+  lua_pushboolean(L, open && s->wcount == 0 && !in_trans && autocommit && !s->joining &&
                          (c->in == NULL || c->in->len == c->in->off));
   lua_pushboolean(L, in_trans);
-  return 3;
+  lua_pushboolean(L, autocommit);
+  return 4;
 }
 
 /* close(conn): COM_QUIT, then the connection ends once it is written; waiters get ECANCELED. */
