@@ -57,6 +57,7 @@ local CONNECT = {
 }
 
 -- --- little-endian fields -------------------------------------------------------------------
+-- The handshake reads bytes a server chose: every reader gives nil past the end.
 
 local function le(n, bytes)
   local t = {}
@@ -69,11 +70,13 @@ end
 
 local function u16(s, i)
   local a, b = byte(s, i, i + 1)
-  return a + (b or 0) * 256
+  if not b then return nil end
+  return a + b * 256
 end
 
 local function u32(s, i)
   local a, b, c, d = byte(s, i, i + 3)
+  if not d then return nil end
   return a + b * 256 + c * 65536 + d * 16777216
 end
 
@@ -88,10 +91,13 @@ local function read_lenenc(s, i)
   local b = byte(s, i)
   if not b then return nil, i end
   if b < 251 then return b, i + 1 end
-  if b == 252 then return u16(s, i + 1), i + 3 end
-  if b == 253 then return u16(s, i + 1) + byte(s, i + 3) * 65536, i + 4 end
-  if b == 254 then return u32(s, i + 1) + u32(s, i + 5) * 4294967296, i + 9 end
-  return nil, i + 1
+  local n = (b == 252 and 2) or (b == 253 and 3) or (b == 254 and 8) or nil
+  if not n or #s < i + n then return nil, i + 1 end
+  local v, m = 0, 1
+  for k = 1, n do
+    v, m = v + byte(s, i + k) * m, m * 256
+  end
+  return v, i + 1 + n
 end
 
 -- A NUL-terminated string at i: the string and the index after its NUL.
@@ -107,6 +113,7 @@ local function proto_error(message) return E.new("EPROTO", message) end
 
 -- An ERR packet as {name = "EMYSQL", message, errno, sqlstate}.
 local function server_error(p)
+  if #p < 3 then return E.new("EPROTO", "short error packet") end
   local code, state, message = u16(p, 2), "HY000", sub(p, 4)
   if sub(p, 4, 4) == "#" then state, message = sub(p, 5, 9), sub(p, 10) end
   local err = E.new("EMYSQL", message)
@@ -143,7 +150,12 @@ local function auth_response(plugin, o, nonce, secure)
   if plugin == "sha256_password" then
     if pw == "" then return "\0" end
     if secure then return pw .. "\0" end
-    if o.rsa_public_key then return C.rsa_encrypt(o.rsa_public_key, pw, nonce) end
+    if o.rsa_public_key then
+      if nonce == "" then return nil, proto_error("no nonce") end
+      local cipher, err = C.rsa_encrypt(o.rsa_public_key, pw, nonce)
+      if not cipher then return nil, proto_error(err) end
+      return cipher
+    end
     return "\1" -- asks for the server's public key
   end
   return nil, E.new("ENOTSUP", "authentication plugin '" .. tostring(plugin) .. "' is not supported")
@@ -165,6 +177,7 @@ local function full_auth(sock, o, nonce, secure, seq, data)
     if byte(p, 1) ~= 1 then return nil, byte(p, 1) == 0xff and server_error(p) or proto_error("no public key") end
     key, seq = sub(p, 2), s + 1
   end
+  if nonce == "" then return nil, proto_error("no nonce") end
   local cipher, err = C.rsa_encrypt(key, pw, nonce)
   if not cipher then return nil, proto_error(err) end
   return write_packet(sock, cipher, seq)
@@ -207,29 +220,34 @@ local function authenticate(sock, o, plugin, nonce, secure)
   end
 end
 
--- The server's first packet (Handshake V10).
+-- The server's first packet (Handshake V10): the version, NUL; connection id (4), nonce (8),
+-- filler (1), capabilities (2), charset (1), status (2), capabilities (2), nonce length (1),
+-- reserved (10); the nonce's rest; the plugin's name.
 local function parse_handshake(p)
-  if byte(p, 1) == 0xff then return nil, server_error(p) end
-  if byte(p, 1) ~= 10 then return nil, proto_error("unsupported protocol version " .. tostring(byte(p, 1))) end
-  local h, i = {}, nil
-  h.version, i = cstring(p, 2)
+  local version = byte(p, 1)
+  if version == 0xff then return nil, server_error(p) end
+  if version ~= 10 then return nil, proto_error("unsupported protocol version " .. tostring(version)) end
+  local h = {}
+  local nul = find(p, "\0", 2, true)
+  if not nul or #p < nul + 31 then return nil, proto_error("short handshake") end
+  h.version = sub(p, 2, nul - 1)
+  local i = nul + 1
   h.id = u32(p, i)
   local nonce = sub(p, i + 4, i + 11)
   i = i + 13
-  local caps = u16(p, i)
+  local caps = u16(p, i) + u16(p, i + 5) * 65536
   h.charset, h.status = byte(p, i + 2), u16(p, i + 3)
-  caps = caps + u16(p, i + 5) * 65536
-  local alen = byte(p, i + 7) or 0
+  local alen = byte(p, i + 7)
   i = i + 18
   if band(caps, SECURE_CONNECTION) ~= 0 then
     local n = math.max(13, alen - 8)
+    if #p < i + n - 1 then return nil, proto_error("short handshake") end
     nonce = nonce .. sub(p, i, i + n - 1)
     i = i + n
     if byte(nonce, -1) == 0 then nonce = sub(nonce, 1, -2) end
   end
   h.caps, h.nonce = caps, nonce
   h.plugin = band(caps, PLUGIN_AUTH) ~= 0 and cstring(p, i) or "mysql_native_password"
-  if #p < i - 1 then return nil, proto_error("short handshake") end
   return h
 end
 
@@ -278,9 +296,12 @@ local function handshake(sock, o)
   if not ok then return nil, werr end
   local okp, aerr = authenticate(sock, o, h.plugin, h.nonce, secure)
   if not okp then return nil, aerr end
-  local _, i = read_lenenc(okp, 2)
-  _, i = read_lenenc(okp, i)
-  return caps, u16(okp, i), h
+  local affected, i = read_lenenc(okp, 2)
+  local insert_id
+  insert_id, i = read_lenenc(okp, i)
+  local status = affected and insert_id and #okp >= i + 3 and u16(okp, i)
+  if not status then return nil, proto_error("short OK packet") end
+  return caps, status, h
 end
 
 -- --- rows of long results -------------------------------------------------------------------------

@@ -23,11 +23,88 @@ local function read_packet(s)
   local n = h:byte(1) + h:byte(2) * 256 + h:byte(3) * 65536
   return n > 0 and assert(s:read(n)) or "", h:byte(4)
 end
-local function handshake(s, version, nonce, caps, plugin)
-  packet(s, "\10" .. version .. "\0" .. "\1\0\0\0" .. nonce:sub(1, 8) .. "\0" ..
+local function greeting(version, nonce, caps, plugin)
+  return "\10" .. version .. "\0" .. "\1\0\0\0" .. nonce:sub(1, 8) .. "\0" ..
     string.char(caps % 256, math.floor(caps / 256) % 256) .. "\45\2\0" ..
     string.char(math.floor(caps / 65536) % 256, math.floor(caps / 16777216) % 256) .. "\21" .. string.rep("\0", 10) ..
-    nonce:sub(9) .. "\0" .. plugin .. "\0", 0)
+    nonce:sub(9) .. "\0" .. plugin .. "\0"
+end
+local function handshake(s, version, nonce, caps, plugin)
+  packet(s, greeting(version, nonce, caps, plugin), 0)
+end
+
+-- A hostile server in Python: connection k gets case k of its arguments (they cycle), each
+-- "kind:hex". g: the hex is the greeting. r: a valid greeting, then the hex answers the
+-- handshake response. q: a valid greeting, an OK, then the hex (packets, framed) answers
+-- every command. Then the server half-closes and waits for the client to go.
+local FAKE = [[
+import socket, struct, sys
+def pkt(seq, p): return struct.pack('<I', len(p))[:3] + bytes([seq & 255]) + p
+port, greeting, cases = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3:]
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('127.0.0.1', port)); l.listen(16)
+print('listening', flush=True)
+k = 0
+while True:
+    c, _ = l.accept()
+    kind, data = cases[k % len(cases)].split(':'); k += 1
+    data = bytes.fromhex(data)
+    f = c.makefile('rb')
+    def read():
+        h = f.read(4)
+        if len(h) < 4: return None, None
+        return f.read(h[0] | h[1] << 8 | h[2] << 16), h[3]
+    try:
+        c.settimeout(10)
+        if kind == 'g':
+            c.sendall(pkt(0, data))
+        else:
+            c.sendall(pkt(0, greeting))
+            p, seq = read()
+            if kind == 'r':
+                c.sendall(pkt(seq + 1, data))
+            else:
+                c.sendall(pkt(seq + 1, b'\0\0\0\2\0\0\0'))
+                while True:
+                    p, seq = read()
+                    if p is None or p[:1] == b'\x01': break
+                    c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(65536): pass
+    except OSError:
+        pass
+    c.close()
+]]
+
+local function tohex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+local NATIVE_GREETING = greeting("10.11.0-fake", "abcdefghijklmnopqrst", 0xFFFFF7FF, "mysql_native_password")
+
+-- Starts FAKE with these cases ({kind, bytes}...); returns its port.
+local function fake_server(cases)
+  local helpers = require "tests.helpers"
+  local port = helpers.free_port()
+  local args = { port, tohex(NATIVE_GREETING) }
+  for _, c in ipairs(cases) do args[#args + 1] = c[1] .. ":" .. tohex(c[2]) end
+  helpers.wait_output(helpers.python(FAKE, unpack(args)), "listening")
+  return port
+end
+
+-- Framing for FAKE's q cases: a result set's packets.
+local function lenenc(n)
+  if n < 251 then return string.char(n) end
+  if n < 65536 then return "\252" .. string.char(n % 256, math.floor(n / 256)) end
+  local t = {}
+  for i = 1, 8 do t[i] = string.char(n % 256) n = math.floor(n / 256) end
+  return "\254" .. table.concat(t)
+end
+local function frame(seq, payload)
+  local n = #payload
+  return string.char(n % 256, math.floor(n / 256) % 256, math.floor(n / 65536), seq % 256) .. payload
+end
+local function lstr(s) return lenenc(#s) .. s end
+local function coldef(name) -- a VAR_STRING column
+  return lstr("def") .. lstr("db") .. lstr("t") .. lstr("t") .. lstr(name) .. lstr(name) .. "\12" ..
+    "\33\0" .. "\255\0\0\0" .. "\253" .. "\0\0" .. "\0" .. "\0\0"
 end
 
 -- --- authentication ------------------------------------------------------------------------
@@ -236,6 +313,37 @@ t.recv(100)
   test.ok(db, tostring(err))
   test.eq(helpers.wait_output(peer, "password (%x+)"), hex("over tls\0"))
   db:close()
+end)
+
+test.case("a broken greeting or authentication reply: nil, EPROTO, never a raised error", function()
+  local g = NATIVE_GREETING
+  local plugin_at = g:find("mysql_native_password", 1, true)
+  local cases, expect = {}, {}
+  for n = 0, #g - 1 do -- every cut of the greeting
+    cases[#cases + 1] = { "g", g:sub(1, n) }
+    expect[#cases] = n < plugin_at - 1 and "EPROTO" or true -- past the nonce: the plugin is cut
+  end
+  local replies = {
+    { "", "EPROTO" }, { "\0", "EPROTO" }, { "\0\0", "EPROTO" }, { "\0\0\0", "EPROTO" }, { "\0\0\0\2", "EPROTO" },
+    { "\0\251\0\2\0\0\0", "EPROTO" }, { "\0\252\1", "EPROTO" }, { "\0\254\1\0\0", "EPROTO" },
+    { "\255", "EPROTO" }, { "\255\21", "EPROTO" }, { "\255\21\4", "EMYSQL" }, { "\255\21\4#28", "EMYSQL" },
+    { "\254", "ENOTSUP" }, { "\254mysql_native_password", true }, { "\254dialog\0abc", "ENOTSUP" },
+    { "\1", "EPROTO" }, { "\254sha256_password\0", "EPROTO" }, { "\2", "EPROTO" },
+  }
+  for _, r in ipairs(replies) do
+    cases[#cases + 1] = { "r", r[1] }
+    expect[#cases] = r[2]
+  end
+  local port = fake_server(cases)
+  for i, c in ipairs(cases) do
+    local what = c[1] .. " " .. tohex(c[2])
+    local ok, db, err = pcall(mysql.connect, { port = port, user = "u", password = "pw", rsa_public_key = "no key",
+      connect_timeout = 5000 })
+    test.ok(ok, what .. " raised " .. tostring(db))
+    test.eq(db, nil, what)
+    test.ok(type(err) == "table" and err.name, what .. ": " .. tostring(err))
+    if expect[i] ~= true then test.eq(err and err.name, expect[i], what .. ": " .. tostring(err)) end
+  end
 end)
 
 -- --- types ------------------------------------------------------------------------------------
