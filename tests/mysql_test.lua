@@ -530,6 +530,36 @@ test.case("long results: every row as a short result gives it, in both shapes an
   db:close()
 end)
 
+test.case("wide results: past 4096 columns, and past what a Lua stack holds, in both protocols", function()
+  local db = mh.connect(mh.server())
+  for _, n in ipairs({ 4097, 9000 }) do
+    local cols = {}
+    for i = 1, n do cols[i] = "x.n + " .. i .. " AS c" .. i end
+    local sql = "SELECT " .. table.concat(cols, ", ") .. " FROM (SELECT 0 AS n" ..
+      string.rep(" UNION ALL SELECT 1", 19) .. ") x"
+    for _, how in ipairs({ "query", "execute" }) do
+      for _, arrays in ipairs({ false, true }) do
+        local rows, err
+        if how == "query" then rows, err = db:query(sql, { arrays = arrays }) else rows, err = db:execute(sql) end
+        local what = n .. " columns, " .. how .. (arrays and ", arrays" or "")
+        test.ok(rows, what .. ": " .. tostring(err))
+        test.eq(#rows, 20, what)
+        test.eq(#rows.columns, n, what)
+        test.eq(rows.columns[n].name, "c" .. n)
+        local last = rows[20]
+        if how == "query" and arrays then
+          test.eq({ last[1], last[n] }, { 2, n + 1 }, what)
+        else
+          test.eq({ last.c1, last["c" .. n] }, { 2, n + 1 }, what)
+        end
+        if how == "execute" then break end
+      end
+    end
+  end
+  test.eq(assert(db:query("SELECT 1 AS one"))[1].one, 1, "the connection is still usable")
+  db:close()
+end)
+
 test.case("prepare, execute with parameters, close; the statement cache", function()
   local db = mh.connect(mh.server(), { statement_cache = 2 })
   local st = assert(db:prepare("SELECT ? * 2 AS v, ? AS s"))

@@ -473,6 +473,13 @@ static int grow_cols(mconn *s, uint32_t n) {
 #define FILL(s) ((s)->base + 6)
 #define NAMES(s) ((s)->base + 7)
 
+/* A result's columns: at most MAX_COLS (a SELECT list may be longer than a table's 4096
+ * columns; a prepared statement counts them in 16 bits), 12 bytes each in s->cols and
+ * s->hashes. Up to STACK_NAMES names are on the stack from NAMES; lua_checkstack allows a C
+ * call 8000 slots, so a wider result has them in a table there instead. */
+#define MAX_COLS 65535
+#define STACK_NAMES 4096
+
 /* The statement's cached columns table (its environment's [2]). */
 static void push_cached(lua_State *co, int stmt_idx) {
   lua_getfenv(co, stmt_idx);
@@ -483,8 +490,8 @@ static void push_cached(lua_State *co, int stmt_idx) {
 /* A result set of n columns begins. With a statement whose cache has n columns, nothing is
  * built while the definitions match it. */
 static int columns_begin(mconn *s, lua_State *co, uint32_t n, mstmt *stmt) {
-  if (n > 4096) return UV_EPROTO;
-  if (grow_cols(s, n) || !lua_checkstack(co, (int)n + 24)) return UV_ENOMEM;
+  if (n > MAX_COLS) return UV_EPROTO;
+  if (grow_cols(s, n) || !lua_checkstack(co, (n <= STACK_NAMES ? (int)n : 1) + 24)) return UV_ENOMEM;
   s->ncols = n;
   s->left = n;
   s->reuse = stmt != NULL && stmt->ncached == n;
@@ -542,10 +549,13 @@ static int columns_end(mconn *s, lua_State *co, mstmt *stmt, int stmt_idx) {
   }
   lua_settop(co, STMT(s));
   lua_pushnil(co); /* FILL */
+  int wide = s->ncols > STACK_NAMES;
+  if (wide) lua_createtable(co, (int)s->ncols, 0);
   for (uint32_t i = 1; i <= s->ncols; i++) {
     lua_rawgeti(co, COLUMNS(s), (int)i);
     lua_getfield(co, -1, "name");
     lua_remove(co, -2);
+    if (wide) lua_rawseti(co, NAMES(s), (int)i);
   }
   return 0;
 }
@@ -781,14 +791,17 @@ static int on_row(mconn *s, lua_State *co, int arrays, int binary, const uint8_t
   }
   int err = batch_flush(s, co); /* rows batched before this one come first */
   if (err) return err;
-  int names = NAMES(s), n = (int)s->ncols;
+  int names = NAMES(s), n = (int)s->ncols, wide = s->ncols > STACK_NAMES;
   mw_buf b = {p, p + len};
   const uint8_t *nulls = NULL;
   char tmp[64];
   if (binary && mw_binary_row(&b, s->ncols, &nulls)) return UV_EPROTO;
   lua_createtable(co, arrays ? n : 0, arrays ? 0 : n);
   for (int i = 0; i < n; i++) {
-    if (!arrays) lua_pushvalue(co, names + i);
+    if (!arrays && wide)
+      lua_rawgeti(co, names, i + 1);
+    else if (!arrays)
+      lua_pushvalue(co, names + i);
     const mcol *col = &s->cols[i];
     if (binary) {
       mw_value v;
