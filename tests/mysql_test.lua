@@ -346,6 +346,48 @@ test.case("a broken greeting or authentication reply: nil, EPROTO, never a raise
   end
 end)
 
+test.case("a hostile result: impossible column counts, more cells than columns: EPROTO", function()
+  local done = "\254\0\0\2\0\0\0" -- the OK that ends rows (CLIENT_DEPRECATE_EOF)
+  local function result(count, rows)
+    local out, seq = { frame(1, count), frame(2, coldef("a")) }, 3
+    for _, r in ipairs(rows) do
+      out[#out + 1] = frame(seq, r)
+      seq = seq + 1
+    end
+    out[#out + 1] = frame(seq, done)
+    return table.concat(out)
+  end
+  local good, bad21 = {}, {}
+  for i = 1, 20 do good[i], bad21[i] = lstr(tostring(i)), lstr(tostring(i)) end
+  bad21[21] = lstr("1") .. lstr("2")
+  local cases = {
+    { "2^32 + 1 columns", result("\254\1\0\0\0\1\0\0\0", { lstr("1") }) },
+    { "2^40 columns", result("\254\0\0\0\0\0\1\0\0", { lstr("1") }) },
+    { "65536 columns", result(lenenc(65536), { lstr("1") }) },
+    { "2^64 - 1 columns", result("\254" .. string.rep("\255", 8), { lstr("1") }) },
+    { "3 cells in 1 column", result(lenenc(1), { lstr("1") .. lstr("2") .. lstr("3") }) },
+    { "a NULL cell too many", result(lenenc(1), { lstr("1") .. "\251" }) },
+    { "the 21st row has 2 cells (batched rows)", result(lenenc(1), bad21) },
+  }
+  local fake = {}
+  for i, c in ipairs(cases) do fake[i] = { "q", c[2] } end
+  fake[#fake + 1] = { "q", result(lenenc(1), good) } -- and a good one still passes
+  local port = fake_server(fake)
+  for _, c in ipairs(cases) do
+    local db = assert(mysql.connect({ port = port, user = "u", password = "pw", timeout = 3000 }))
+    local r, err = db:query("SELECT a")
+    test.eq(r, nil, c[1])
+    test.eq(err and err.name, "EPROTO", c[1] .. ": " .. tostring(err))
+    test.eq(db:state(), false, c[1] .. ": the connection is dropped")
+    db:close()
+  end
+  local db = assert(mysql.connect({ port = port, user = "u", password = "pw", timeout = 3000 }))
+  local rows = assert(db:query("SELECT a"))
+  test.eq(#rows, 20)
+  test.eq(rows[20].a, "20")
+  db:close()
+end)
+
 -- --- types ------------------------------------------------------------------------------------
 
 local TYPES = [[(

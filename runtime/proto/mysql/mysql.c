@@ -780,6 +780,7 @@ static int batch_row(mconn *s, lua_State *co, int binary, const uint8_t *p, size
   mw_buf b = {p, p + len};
   mcell *cell = s->cells + (size_t)s->bcount * n;
   if ((err = binary ? binary_cells(s, &b, cell) : text_cells(s, &b, cell))) return err;
+  if (b.p != b.end) return UV_EPROTO; /* more values than columns */
   s->bcount++;
   return 0;
 }
@@ -826,6 +827,7 @@ static int on_row(mconn *s, lua_State *co, int arrays, int binary, const uint8_t
     else
       lua_rawset(co, -3);
   }
+  if (b.p != b.end) return UV_EPROTO; /* more values than columns */
   lua_rawseti(co, ROWS(s), (int)++s->nrows);
   return 0;
 }
@@ -899,7 +901,8 @@ static int on_first(mconn *s, lua_State *co, waiter_t *w, const uint8_t *p, size
   }
   mw_buf b = {p, p + len};
   uint64_t n;
-  if (w->kind == K_SIMPLE || mw_lenenc(&b, &n) || b.p != b.end || n == 0) return UV_EPROTO;
+  if (w->kind == K_SIMPLE || mw_lenenc(&b, &n) || b.p != b.end || n == 0 || n > MAX_COLS)
+    return UV_EPROTO;
   s->st = S_COLS;
   return columns_begin(s, co, (uint32_t)n, w->kind == K_EXECUTE ? w->stmt : NULL);
 }
