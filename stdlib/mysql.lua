@@ -413,10 +413,18 @@ function Conn:prepare(sql)
   return setmetatable({ st = st, conn = self, params = params, columns = columns }, Stmt)
 end
 
+-- C.execute's report of a misuse (false, place, message), raised at the caller of the method
+-- that called this; first: the caller's number for the first parameter.
+local function misuse(place, message, first)
+  if place == 0 then error(message, 3) end
+  error(("bad argument #%d to 'execute' (%s)"):format(first + place - 1, message), 3)
+end
+
 function Stmt:execute(...)
   local u, r = check(self.conn, "execute")
   if r.owner then wait_turn(r) end
-  local res, err = C.execute(u, self.st, r.arrays, ...)
+  local res, err, message = C.execute(u, self.st, r.arrays, ...)
+  if res == false then misuse(err, message, 1) end
   return res, err
 end
 
@@ -462,8 +470,9 @@ function Conn:execute(sql, ...)
     st, err = cached(u, r, sql)
     if not st then return nil, err end
   until r.owner == nil or r.owner == me
-  local res, xerr = C.execute(u, st, r.arrays, ...)
+  local res, xerr, message = C.execute(u, st, r.arrays, ...)
   if r.cache_max == 0 then C.close_stmt(st) end
+  if res == false then misuse(xerr, message, 2) end
   return res, xerr
 end
 
@@ -646,13 +655,21 @@ local function left_open(fname, in_trans)
     "or pool:get for session state)"):format(fname, in_trans and "a transaction open" or "autocommit off"))
 end
 
+-- Raises again, for with, what a method raised: a misuse raised inside pcall has no
+-- position, and gets that of the pool method's caller: level 3, since Pool:query... call
+-- with, and with calls done (which calls this), as tail calls.
+local function raise_here(e)
+  if type(e) == "string" and not find(e, "^[%w_%./%-]+:%d+: ") then error(e, 3) end
+  error(e, 0)
+end
+
 local function with(self, fname, ...)
   local db, err = self.pool:acquire()
   if not db then return nil, err end
   local function done(ok, ...)
     local open, _, in_trans, autocommit = C.state(db.u)
     self.pool:release(db, reusable(db))
-    if not ok then error((...), 0) end
+    if not ok then raise_here((...)) end
     if open and (in_trans or not autocommit) and fname ~= "transaction" and (...) ~= nil then
       return nil, left_open(fname, in_trans)
     end

@@ -89,13 +89,14 @@ test.case("a borrowed connection dropped without release gives its place back, c
   local srv = mh.server()
   local p = pool_for(srv, { size = 2, wait_timeout = 3000 })
   local ids = {}
-  for i = 1, 2 do -- the handler raises before its release: the task's end drops the connection
-    local ok = task.spawn(function()
+  for i = 1, 2 do -- a handler raises before its release (its caller catches that)
+    local ok, err = pcall(function()
       local c = assert(p:get())
       ids[i] = assert(c:query("SELECT CONNECTION_ID() AS id"))[1].id
       error("handler bug " .. i)
-    end):join()
+    end)
     test.eq(ok, false)
+    test.match(err, "handler bug")
   end
   for _ = 1, 3 do collectgarbage("collect") end -- the connection objects, then their guards
   test.eq(p:stats().busy, 0, "both places came back")
@@ -159,6 +160,19 @@ test.case("a pooled call that leaves autocommit off or a transaction open: rolle
   end), "done")
   test.eq(count(), 2)
   test.eq(p:stats().idle, 0)
+  p:close()
+end)
+
+test.case("misuse through the pool raises at the caller's line and gives the connection back", function()
+  local p = pool_for(mh.server(), { size = 1 })
+  local function raises_here(fn, pattern) -- fn is written on the line that calls this
+    test.raises(fn, "^tests/mysql_pool_test%.lua:" .. debug.getinfo(2, "l").currentline .. ": " .. pattern)
+  end
+  raises_here(function() p:execute("SELECT ?", {}) end, "bad argument #2 to 'execute' %(nil, boolean, number or string expected, got table%)")
+  raises_here(function() p:execute("SELECT ?", 1, 2) end, "mysql: the statement takes 1 parameters, got 2")
+  raises_here(function() p:query(42) end, "bad argument #1 to 'query' %(string expected, got number%)")
+  test.eq(p:stats().busy, 0)
+  test.eq(assert(p:execute("SELECT ? AS v", 3))[1].v, 3)
   p:close()
 end)
 

@@ -608,10 +608,19 @@ test.case("prepare, execute with parameters, close; the statement cache", functi
   test.eq(st.params, 2)
   test.eq(st.columns, 2)
   for i = 1, 3 do test.eq(assert(st:execute(i, "x"))[1], { v = i * 2, s = "x" }) end
-  test.raises(function() st:execute(1) end, "takes 2 parameters, got 1")
-  test.raises(function() st:execute(1, {}) end, "nil, boolean, number or string expected")
+  -- misuse raises at the caller's line, the bad parameter numbered as the caller counts
+  local function raises_here(fn, pattern) -- fn is written on the line that calls this
+    test.raises(fn, "^tests/mysql_test%.lua:" .. debug.getinfo(2, "l").currentline .. ": " .. pattern)
+  end
+  raises_here(function() st:execute(1) end, "mysql: the statement takes 2 parameters, got 1")
+  raises_here(function() st:execute(1, {}) end, "bad argument #2 to 'execute' %(nil, boolean, number or string expected, got table%)")
+  raises_here(function() db:execute("SELECT ?", {}) end, "bad argument #2 to 'execute' %(nil, boolean, number or string expected, got table%)")
+  raises_here(function() db:execute("SELECT ?, ?", 1, print) end, "bad argument #3 to 'execute' %(.*got function%)")
+  raises_here(function() db:execute("SELECT ?", 1, 2) end, "mysql: the statement takes 1 parameters, got 2")
+  raises_here(function() db:execute(42) end, "bad argument #1 to 'execute' %(string expected, got number%)")
+  test.eq(assert(db:execute("SELECT ? AS v", 5))[1].v, 5, "usable after them")
   st:close()
-  test.raises(function() st:execute(1, 2) end, "statement closed")
+  raises_here(function() st:execute(1, 2) end, "statement closed")
   for i = 1, 5 do -- more SQL texts than the cache holds: old statements close
     test.eq(assert(db:execute("SELECT ? + " .. i .. " AS v", 1))[1].v, 1 + i)
   end

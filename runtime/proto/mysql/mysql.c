@@ -277,8 +277,9 @@ static int is_int64(lua_Number d) {
   return d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0;
 }
 
-/* The payload size of parameters first..last, or 0 after raising for a bad type. */
-static size_t params_size(lua_State *L, int first, int last) {
+/* The payload size of parameters first..last, or 0 with *bad the index of one of a type
+ * that cannot be bound. */
+static size_t params_size(lua_State *L, int first, int last, int *bad) {
   int n = last - first + 1;
   size_t size = (size_t)(n + 7) / 8 + 1 + 2 * (size_t)n;
   for (int i = first; i <= last; i++) {
@@ -291,10 +292,10 @@ static size_t params_size(lua_State *L, int first, int last) {
         break;
       }
       default:
-        if (!is_null(L, i))
-          luaL_argerror(L, i,
-                        lua_pushfstring(L, "nil, boolean, number or string expected, got %s",
-                                        luaL_typename(L, i)));
+        if (!is_null(L, i)) {
+          *bad = i;
+          return 0;
+        }
     }
   }
   return size;
@@ -1259,16 +1260,33 @@ static int mysql_prepare(lua_State *L) {
   return send_and_wait(L, s, send_simple(L, s->c, COM_PREPARE, 2), K_PREPARE, 0, NULL);
 }
 
-/* execute(conn, stmt, arrays, params...) -> result | nil, err */
+/* A misuse of execute, for stdlib/mysql.lua to raise where its caller is (only it knows how
+ * the caller numbers the parameters): false, the bad parameter's place (1 for the first; 0:
+ * the call as a whole), the message. */
+static int misuse(lua_State *L, int param, const char *message) {
+  lua_pushboolean(L, 0);
+  lua_pushinteger(L, param);
+  lua_pushstring(L, message);
+  return 3;
+}
+
+/* execute(conn, stmt, arrays, params...) -> result | nil, err | false, param, message */
 static int mysql_execute(lua_State *L) {
   mconn *s0 = check_conn(L, 1);
   mstmt *st = check_stmt(L, 2);
   int arrays = lua_toboolean(L, 3), top = lua_gettop(L), nparams = top > 3 ? top - 3 : 0;
-  if (st->closed) return luaL_argerror(L, 2, "statement closed");
-  if (s0 != NULL && st->owner != s0) return luaL_argerror(L, 2, "statement of another connection");
+  if (st->closed) return misuse(L, 0, "statement closed");
+  if (s0 != NULL && st->owner != s0) return misuse(L, 0, "statement of another connection");
   if (nparams != st->nparams)
-    return luaL_error(L, "mysql: the statement takes %d parameters, got %d", st->nparams, nparams);
-  size_t size = 10 + (nparams ? params_size(L, 4, top) : 0);
+    return misuse(L, 0,
+                  lua_pushfstring(L, "mysql: the statement takes %d parameters, got %d",
+                                  st->nparams, nparams));
+  int bad = 0;
+  size_t size = 10 + (nparams ? params_size(L, 4, top, &bad) : 0);
+  if (bad)
+    return misuse(L, bad - 3,
+                  lua_pushfstring(L, "nil, boolean, number or string expected, got %s",
+                                  luaL_typename(L, bad)));
   int n;
   mconn *s = begin(L, "execute", &n);
   if (s == NULL) return n;
