@@ -604,12 +604,28 @@ local function reusable(db)
   return ok and db.r.owner == nil
 end
 
+-- A pool's connection: autocommit on, even when the server's default is off (a pooled
+-- statement is its own transaction: nobody would commit it).
+local function open_pooled(o)
+  local db, err = open(o)
+  if not db then return nil, err end
+  local _, _, _, autocommit = C.state(db.u)
+  if not autocommit then
+    local ok, serr = C.query(db.u, "SET autocommit = 1")
+    if not ok then
+      db:close()
+      return nil, serr
+    end
+  end
+  return db
+end
+
 -- mysql.pool(options) -> a pool of connections to one server: connect's options, and size,
 -- max_idle, idle_timeout, max_waiters, wait_timeout.
 function mysql.pool(given)
   local o = config(given, "pool", POOL)
   local p = pool.new(pool.settings(o, 10, {
-    connect = function() return open(o) end,
+    connect = function() return open_pooled(o) end,
     alive = reusable,
     close = function(db) db:close() end,
   }))

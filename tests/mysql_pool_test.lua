@@ -161,6 +161,16 @@ test.case("a pooled call that leaves autocommit off or a transaction open: rolle
   test.eq(count(), 2)
   test.eq(p:stats().idle, 0)
   p:close()
+  -- a server whose default is autocommit off: the pool turns it on for its connections
+  assert(srv.root:query("SET GLOBAL autocommit = 0"))
+  test.cleanup(function() srv.root:query("SET GLOBAL autocommit = 1") end)
+  p = pool_for(srv, { size = 1 })
+  r = assert(p:execute("INSERT INTO t7 VALUES (?)", 5))
+  test.eq(r.affected_rows, 1)
+  assert(srv.root:query("SET GLOBAL autocommit = 1"))
+  test.eq(count(), 3)
+  test.eq(p:stats().idle, 1, "and keeps them")
+  p:close()
 end)
 
 test.case("misuse through the pool raises at the caller's line and gives the connection back", function()
