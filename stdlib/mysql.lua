@@ -225,6 +225,7 @@ end
 -- reserved (10); the nonce's rest; the plugin's name.
 local function parse_handshake(p)
   local version = byte(p, 1)
+  if version == nil then return nil, proto_error("empty handshake") end
   if version == 0xff then return nil, server_error(p) end
   if version ~= 10 then return nil, proto_error("unsupported protocol version " .. tostring(version)) end
   local h = {}
