@@ -20,6 +20,7 @@ local sched = require "luaio.task"
 local bit = require "bit"
 local band, bor = bit.band, bit.bor
 local type, error, pcall, pairs, setmetatable, tostring, select, next = type, error, pcall, pairs, setmetatable, tostring, select, next
+local getmetatable, newproxy = getmetatable, newproxy
 local byte, char, sub, find, gsub = string.byte, string.char, string.sub, string.find, string.gsub
 local concat, floor = table.concat, math.floor
 
@@ -56,6 +57,7 @@ local CONNECT = {
 }
 
 -- --- little-endian fields -------------------------------------------------------------------
+-- The handshake reads bytes a server chose: every reader gives nil past the end.
 
 local function le(n, bytes)
   local t = {}
@@ -68,11 +70,13 @@ end
 
 local function u16(s, i)
   local a, b = byte(s, i, i + 1)
-  return a + (b or 0) * 256
+  if not b then return nil end
+  return a + b * 256
 end
 
 local function u32(s, i)
   local a, b, c, d = byte(s, i, i + 3)
+  if not d then return nil end
   return a + b * 256 + c * 65536 + d * 16777216
 end
 
@@ -87,10 +91,13 @@ local function read_lenenc(s, i)
   local b = byte(s, i)
   if not b then return nil, i end
   if b < 251 then return b, i + 1 end
-  if b == 252 then return u16(s, i + 1), i + 3 end
-  if b == 253 then return u16(s, i + 1) + byte(s, i + 3) * 65536, i + 4 end
-  if b == 254 then return u32(s, i + 1) + u32(s, i + 5) * 4294967296, i + 9 end
-  return nil, i + 1
+  local n = (b == 252 and 2) or (b == 253 and 3) or (b == 254 and 8) or nil
+  if not n or #s < i + n then return nil, i + 1 end
+  local v, m = 0, 1
+  for k = 1, n do
+    v, m = v + byte(s, i + k) * m, m * 256
+  end
+  return v, i + 1 + n
 end
 
 -- A NUL-terminated string at i: the string and the index after its NUL.
@@ -106,6 +113,7 @@ local function proto_error(message) return E.new("EPROTO", message) end
 
 -- An ERR packet as {name = "EMYSQL", message, errno, sqlstate}.
 local function server_error(p)
+  if #p < 3 then return E.new("EPROTO", "short error packet") end
   local code, state, message = u16(p, 2), "HY000", sub(p, 4)
   if sub(p, 4, 4) == "#" then state, message = sub(p, 5, 9), sub(p, 10) end
   local err = E.new("EMYSQL", message)
@@ -142,7 +150,12 @@ local function auth_response(plugin, o, nonce, secure)
   if plugin == "sha256_password" then
     if pw == "" then return "\0" end
     if secure then return pw .. "\0" end
-    if o.rsa_public_key then return C.rsa_encrypt(o.rsa_public_key, pw, nonce) end
+    if o.rsa_public_key then
+      if nonce == "" then return nil, proto_error("no nonce") end
+      local cipher, err = C.rsa_encrypt(o.rsa_public_key, pw, nonce)
+      if not cipher then return nil, proto_error(err) end
+      return cipher
+    end
     return "\1" -- asks for the server's public key
   end
   return nil, E.new("ENOTSUP", "authentication plugin '" .. tostring(plugin) .. "' is not supported")
@@ -164,6 +177,7 @@ local function full_auth(sock, o, nonce, secure, seq, data)
     if byte(p, 1) ~= 1 then return nil, byte(p, 1) == 0xff and server_error(p) or proto_error("no public key") end
     key, seq = sub(p, 2), s + 1
   end
+  if nonce == "" then return nil, proto_error("no nonce") end
   local cipher, err = C.rsa_encrypt(key, pw, nonce)
   if not cipher then return nil, proto_error(err) end
   return write_packet(sock, cipher, seq)
@@ -206,29 +220,35 @@ local function authenticate(sock, o, plugin, nonce, secure)
   end
 end
 
--- The server's first packet (Handshake V10).
+-- The server's first packet (Handshake V10): the version, NUL; connection id (4), nonce (8),
+-- filler (1), capabilities (2), charset (1), status (2), capabilities (2), nonce length (1),
+-- reserved (10); the nonce's rest; the plugin's name.
 local function parse_handshake(p)
-  if byte(p, 1) == 0xff then return nil, server_error(p) end
-  if byte(p, 1) ~= 10 then return nil, proto_error("unsupported protocol version " .. tostring(byte(p, 1))) end
-  local h, i = {}, nil
-  h.version, i = cstring(p, 2)
+  local version = byte(p, 1)
+  if version == nil then return nil, proto_error("empty handshake") end
+  if version == 0xff then return nil, server_error(p) end
+  if version ~= 10 then return nil, proto_error("unsupported protocol version " .. tostring(version)) end
+  local h = {}
+  local nul = find(p, "\0", 2, true)
+  if not nul or #p < nul + 31 then return nil, proto_error("short handshake") end
+  h.version = sub(p, 2, nul - 1)
+  local i = nul + 1
   h.id = u32(p, i)
   local nonce = sub(p, i + 4, i + 11)
   i = i + 13
-  local caps = u16(p, i)
+  local caps = u16(p, i) + u16(p, i + 5) * 65536
   h.charset, h.status = byte(p, i + 2), u16(p, i + 3)
-  caps = caps + u16(p, i + 5) * 65536
-  local alen = byte(p, i + 7) or 0
+  local alen = byte(p, i + 7)
   i = i + 18
   if band(caps, SECURE_CONNECTION) ~= 0 then
     local n = math.max(13, alen - 8)
+    if #p < i + n - 1 then return nil, proto_error("short handshake") end
     nonce = nonce .. sub(p, i, i + n - 1)
     i = i + n
     if byte(nonce, -1) == 0 then nonce = sub(nonce, 1, -2) end
   end
   h.caps, h.nonce = caps, nonce
   h.plugin = band(caps, PLUGIN_AUTH) ~= 0 and cstring(p, i) or "mysql_native_password"
-  if #p < i - 1 then return nil, proto_error("short handshake") end
   return h
 end
 
@@ -277,9 +297,12 @@ local function handshake(sock, o)
   if not ok then return nil, werr end
   local okp, aerr = authenticate(sock, o, h.plugin, h.nonce, secure)
   if not okp then return nil, aerr end
-  local _, i = read_lenenc(okp, 2)
-  _, i = read_lenenc(okp, i)
-  return caps, u16(okp, i), h
+  local affected, i = read_lenenc(okp, 2)
+  local insert_id
+  insert_id, i = read_lenenc(okp, i)
+  local status = affected and insert_id and #okp >= i + 3 and u16(okp, i)
+  if not status then return nil, proto_error("short OK packet") end
+  return caps, status, h
 end
 
 -- --- rows of long results -------------------------------------------------------------------------
@@ -342,7 +365,9 @@ local function check(self, fname)
   return u, self.r
 end
 
--- A transaction keeps the connection to its task: others wait for their turn.
+-- A transaction keeps the connection to its task: others wait for their turn. A command
+-- must be sent with no yield between its wait_turn and its send: a transaction that begins
+-- in between would take it in.
 local function wait_turn(r)
   local me = sched.current()
   while r.owner and r.owner ~= me do
@@ -389,10 +414,18 @@ function Conn:prepare(sql)
   return setmetatable({ st = st, conn = self, params = params, columns = columns }, Stmt)
 end
 
+-- C.execute's report of a misuse (false, place, message), raised at the caller of the method
+-- that called this; first: the caller's number for the first parameter.
+local function misuse(place, message, first)
+  if place == 0 then error(message, 3) end
+  error(("bad argument #%d to 'execute' (%s)"):format(first + place - 1, message), 3)
+end
+
 function Stmt:execute(...)
   local u, r = check(self.conn, "execute")
   if r.owner then wait_turn(r) end
-  local res, err = C.execute(u, self.st, r.arrays, ...)
+  local res, err, message = C.execute(u, self.st, r.arrays, ...)
+  if res == false then misuse(err, message, 1) end
   return res, err
 end
 
@@ -431,11 +464,16 @@ end
 function Conn:execute(sql, ...)
   local u, r = check(self, "execute")
   if type(sql) ~= "string" then error("bad argument #1 to 'execute' (string expected, got " .. type(sql) .. ")", 2) end
-  if r.owner then wait_turn(r) end
-  local st, err = cached(u, r, sql)
-  if not st then return nil, err end
-  local res, xerr = C.execute(u, st, r.arrays, ...)
+  local me, st, err = sched.current(), nil, nil
+  repeat -- the PREPARE yields: whose turn it is is asked again after it
+    if r.owner then wait_turn(r) end
+    if st and r.cache_max == 0 then C.close_stmt(st) end
+    st, err = cached(u, r, sql)
+    if not st then return nil, err end
+  until r.owner == nil or r.owner == me
+  local res, xerr, message = C.execute(u, st, r.arrays, ...)
   if r.cache_max == 0 then C.close_stmt(st) end
+  if res == false then misuse(xerr, message, 2) end
   return res, xerr
 end
 
@@ -487,9 +525,9 @@ function Conn:close()
   if self.u then C.close(self.u) end
 end
 
--- db:state() -> open, reusable, in_transaction
+-- db:state() -> open, reusable, in_transaction, autocommit
 function Conn:state()
-  if not self.u then return false, false, false end
+  if not self.u then return false, false, false, false end
   return C.state(self.u)
 end
 
@@ -560,10 +598,27 @@ local POOL = pool.user_options(CONNECT)
 local Pool = {}
 Pool.__index = Pool
 
--- A pooled connection is reusable when open, idle, not in a transaction, nothing unread.
+-- A pooled connection is reusable when open, idle, not in a transaction, autocommit on,
+-- nothing unread.
 local function reusable(db)
   local _, ok = C.state(db.u)
   return ok and db.r.owner == nil
+end
+
+-- A pool's connection: autocommit on, even when the server's default is off (a pooled
+-- statement is its own transaction: nobody would commit it).
+local function open_pooled(o)
+  local db, err = open(o)
+  if not db then return nil, err end
+  local _, _, _, autocommit = C.state(db.u)
+  if not autocommit then
+    local ok, serr = C.query(db.u, "SET autocommit = 1")
+    if not ok then
+      db:close()
+      return nil, serr
+    end
+  end
+  return db
 end
 
 -- mysql.pool(options) -> a pool of connections to one server: connect's options, and size,
@@ -571,21 +626,30 @@ end
 function mysql.pool(given)
   local o = config(given, "pool", POOL)
   local p = pool.new(pool.settings(o, 10, {
-    connect = function() return open(o) end,
+    connect = function() return open_pooled(o) end,
     alive = reusable,
     close = function(db) db:close() end,
   }))
   return setmetatable({ pool = p }, Pool)
 end
 
+-- Borrowed connections: the object handed out -> {pool, inner (the one the pool keeps),
+-- guard}. One dropped without release() gives its place back when collected, through its
+-- guard: closed, since nobody knows what state it was left in.
 local borrowed = setmetatable({}, { __mode = "k" })
+
+local function guard(p, inner)
+  local g = newproxy(true)
+  getmetatable(g).__gc = function() p:release(inner, false) end
+  return g
+end
 
 -- pool:get() -> connection | nil, err: yours until conn:release().
 function Pool:get()
   local inner, err = self.pool:acquire()
   if not inner then return nil, err end
   local db = setmetatable({ u = inner.u, r = inner.r }, Conn)
-  borrowed[db] = { pool = self.pool, inner = inner }
+  borrowed[db] = { pool = self.pool, inner = inner, guard = guard(self.pool, inner) }
   return db
 end
 
@@ -595,16 +659,37 @@ function Conn:release()
   local b = borrowed[self]
   if not b then error("bad argument #1 to 'release' (a connection from pool:get() expected)", 2) end
   borrowed[self] = nil
+  getmetatable(b.guard).__gc = nil
   self.u, self.r = nil, nil
   b.pool:release(b.inner, reusable(b.inner))
+end
+
+-- A one-shot call (query, execute) that leaves a transaction open or autocommit off: the
+-- connection is closed (the server rolls back) and the call fails, so that no statement is
+-- acknowledged and then lost.
+local function left_open(fname, in_trans)
+  return E.new("EINVAL", ("pool:%s left %s: rolled back and the connection closed (use pool:transaction, " ..
+    "or pool:get for session state)"):format(fname, in_trans and "a transaction open" or "autocommit off"))
+end
+
+-- Raises again, for with, what a method raised: a misuse raised inside pcall has no
+-- position, and gets that of the pool method's caller: level 3, since Pool:query... call
+-- with, and with calls done (which calls this), as tail calls.
+local function raise_here(e)
+  if type(e) == "string" and not find(e, "^[%w_%./%-]+:%d+: ") then error(e, 3) end
+  error(e, 0)
 end
 
 local function with(self, fname, ...)
   local db, err = self.pool:acquire()
   if not db then return nil, err end
   local function done(ok, ...)
+    local open, _, in_trans, autocommit = C.state(db.u)
     self.pool:release(db, reusable(db))
-    if not ok then error((...), 0) end
+    if not ok then raise_here((...)) end
+    if open and (in_trans or not autocommit) and fname ~= "transaction" and (...) ~= nil then
+      return nil, left_open(fname, in_trans)
+    end
     return ...
   end
   return done(pcall(Conn[fname], db, ...))

@@ -85,6 +85,107 @@ test.case("get/release; a connection in a transaction or broken is not handed on
   p:close()
 end)
 
+test.case("a borrowed connection dropped without release gives its place back, closed", function()
+  local srv = mh.server()
+  local p = pool_for(srv, { size = 2, wait_timeout = 3000 })
+  local ids = {}
+  for i = 1, 2 do -- a handler raises before its release (its caller catches that)
+    local ok, err = pcall(function()
+      local c = assert(p:get())
+      ids[i] = assert(c:query("SELECT CONNECTION_ID() AS id"))[1].id
+      error("handler bug " .. i)
+    end)
+    test.eq(ok, false)
+    test.match(err, "handler bug")
+  end
+  for _ = 1, 3 do collectgarbage("collect") end -- the connection objects, then their guards
+  test.eq(p:stats().busy, 0, "both places came back")
+  local r, err = p:query("SELECT CONNECTION_ID() AS id")
+  test.ok(r, "a query after them: " .. tostring(err))
+  test.ok(r[1].id ~= ids[1] and r[1].id ~= ids[2], "a dropped connection is closed, not reused")
+  local deadline = task.now() + 5000
+  while true do -- the server sees both go
+    local n = assert(srv.root:query("SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE ID IN (" ..
+      ids[1] .. ", " .. ids[2] .. ")"))[1].n
+    if tonumber(n) == 0 then break end
+    test.ok(task.now() < deadline, "the dropped connections were closed")
+    task.sleep(20)
+  end
+  local c = assert(p:get()) -- released by hand: not closed by a guard later
+  local id = assert(c:query("SELECT CONNECTION_ID() AS id"))[1].id
+  c:release()
+  c = nil
+  for _ = 1, 3 do collectgarbage("collect") end
+  test.eq(assert(p:query("SELECT CONNECTION_ID() AS id"))[1].id, id, "a released connection is reused")
+  p:close()
+end)
+
+test.case("a pooled call that leaves autocommit off or a transaction open: rolled back, closed, an error", function()
+  local srv = mh.server()
+  local p = pool_for(srv, { size = 1, multi_statements = true })
+  assert(p:query("DROP TABLE IF EXISTS t7"))
+  assert(p:query("CREATE TABLE t7 (v INT) ENGINE=InnoDB"))
+  local function count() return tonumber(assert(srv.root:query("SELECT COUNT(*) AS n FROM test.t7"))[1].n) end
+  local r, err = p:query("SET autocommit = 0")
+  test.eq(r, nil)
+  test.eq(err and err.name, "EINVAL")
+  test.match(tostring(err), "autocommit off")
+  test.eq(p:stats(), { idle = 0, busy = 0, waiting = 0 }, "that connection was closed")
+  r = assert(p:execute("INSERT INTO t7 VALUES (?)", 1))
+  test.eq(r.affected_rows, 1)
+  test.eq(count(), 1, "the next call's acknowledged insert is kept")
+  r, err = p:query("BEGIN")
+  test.eq(r, nil)
+  test.match(tostring(err), "transaction open")
+  r, err = p:query("START TRANSACTION; INSERT INTO t7 VALUES (2)")
+  test.eq(r, nil, "an insert inside a transaction left open is not acknowledged")
+  test.match(tostring(err), "rolled back")
+  test.eq(count(), 1)
+  r, err = p:query("SET autocommit = 0; INSERT INTO t7 VALUES (3)")
+  test.eq(r, nil)
+  test.eq(count(), 1)
+  -- a borrowed connection left with autocommit off is closed when it comes back
+  local c = assert(p:get())
+  local id = assert(c:query("SELECT CONNECTION_ID() AS id"))[1].id
+  assert(c:query("SET autocommit = 0"))
+  local open, reusable = c:state()
+  test.eq({ open, reusable }, { true, false })
+  c:release()
+  test.ok(assert(p:query("SELECT CONNECTION_ID() AS id"))[1].id ~= id, "not handed on")
+  -- pool:transaction commits even when fn turned autocommit off; that connection is closed
+  test.eq(p:transaction(function(tx)
+    assert(tx:query("SET autocommit = 0"))
+    assert(tx:execute("INSERT INTO t7 VALUES (?)", 4))
+    return "done"
+  end), "done")
+  test.eq(count(), 2)
+  test.eq(p:stats().idle, 0)
+  p:close()
+  -- a server whose default is autocommit off: the pool turns it on for its connections
+  assert(srv.root:query("SET GLOBAL autocommit = 0"))
+  test.cleanup(function() srv.root:query("SET GLOBAL autocommit = 1") end)
+  p = pool_for(srv, { size = 1 })
+  r = assert(p:execute("INSERT INTO t7 VALUES (?)", 5))
+  test.eq(r.affected_rows, 1)
+  assert(srv.root:query("SET GLOBAL autocommit = 1"))
+  test.eq(count(), 3)
+  test.eq(p:stats().idle, 1, "and keeps them")
+  p:close()
+end)
+
+test.case("misuse through the pool raises at the caller's line and gives the connection back", function()
+  local p = pool_for(mh.server(), { size = 1 })
+  local function raises_here(fn, pattern) -- fn is written on the line that calls this
+    test.raises(fn, "^tests/mysql_pool_test%.lua:" .. debug.getinfo(2, "l").currentline .. ": " .. pattern)
+  end
+  raises_here(function() p:execute("SELECT ?", {}) end, "bad argument #2 to 'execute' %(nil, boolean, number or string expected, got table%)")
+  raises_here(function() p:execute("SELECT ?", 1, 2) end, "mysql: the statement takes 1 parameters, got 2")
+  raises_here(function() p:query(42) end, "bad argument #1 to 'query' %(string expected, got number%)")
+  test.eq(p:stats().busy, 0)
+  test.eq(assert(p:execute("SELECT ? AS v", 3))[1].v, 3)
+  p:close()
+end)
+
 test.case("max_waiters and wait_timeout", function()
   local srv = mh.server()
   local p = pool_for(srv, { size = 1, max_waiters = 1, wait_timeout = 200 })

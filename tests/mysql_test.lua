@@ -23,11 +23,88 @@ local function read_packet(s)
   local n = h:byte(1) + h:byte(2) * 256 + h:byte(3) * 65536
   return n > 0 and assert(s:read(n)) or "", h:byte(4)
 end
-local function handshake(s, version, nonce, caps, plugin)
-  packet(s, "\10" .. version .. "\0" .. "\1\0\0\0" .. nonce:sub(1, 8) .. "\0" ..
+local function greeting(version, nonce, caps, plugin)
+  return "\10" .. version .. "\0" .. "\1\0\0\0" .. nonce:sub(1, 8) .. "\0" ..
     string.char(caps % 256, math.floor(caps / 256) % 256) .. "\45\2\0" ..
     string.char(math.floor(caps / 65536) % 256, math.floor(caps / 16777216) % 256) .. "\21" .. string.rep("\0", 10) ..
-    nonce:sub(9) .. "\0" .. plugin .. "\0", 0)
+    nonce:sub(9) .. "\0" .. plugin .. "\0"
+end
+local function handshake(s, version, nonce, caps, plugin)
+  packet(s, greeting(version, nonce, caps, plugin), 0)
+end
+
+-- A hostile server in Python: connection k gets case k of its arguments (they cycle), each
+-- "kind:hex". g: the hex is the greeting. r: a valid greeting, then the hex answers the
+-- handshake response. q: a valid greeting, an OK, then the hex (packets, framed) answers
+-- every command. Then the server half-closes and waits for the client to go.
+local FAKE = [[
+import socket, struct, sys
+def pkt(seq, p): return struct.pack('<I', len(p))[:3] + bytes([seq & 255]) + p
+port, greeting, cases = int(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[3:]
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(('127.0.0.1', port)); l.listen(16)
+print('listening', flush=True)
+k = 0
+while True:
+    c, _ = l.accept()
+    kind, data = cases[k % len(cases)].split(':'); k += 1
+    data = bytes.fromhex(data)
+    f = c.makefile('rb')
+    def read():
+        h = f.read(4)
+        if len(h) < 4: return None, None
+        return f.read(h[0] | h[1] << 8 | h[2] << 16), h[3]
+    try:
+        c.settimeout(10)
+        if kind == 'g':
+            c.sendall(pkt(0, data))
+        else:
+            c.sendall(pkt(0, greeting))
+            p, seq = read()
+            if kind == 'r':
+                c.sendall(pkt(seq + 1, data))
+            else:
+                c.sendall(pkt(seq + 1, b'\0\0\0\2\0\0\0'))
+                while True:
+                    p, seq = read()
+                    if p is None or p[:1] == b'\x01': break
+                    c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(65536): pass
+    except OSError:
+        pass
+    c.close()
+]]
+
+local function tohex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+local NATIVE_GREETING = greeting("10.11.0-fake", "abcdefghijklmnopqrst", 0xFFFFF7FF, "mysql_native_password")
+
+-- Starts FAKE with these cases ({kind, bytes}...); returns its port.
+local function fake_server(cases)
+  local helpers = require "tests.helpers"
+  local port = helpers.free_port()
+  local args = { port, tohex(NATIVE_GREETING) }
+  for _, c in ipairs(cases) do args[#args + 1] = c[1] .. ":" .. tohex(c[2]) end
+  helpers.wait_output(helpers.python(FAKE, unpack(args)), "listening")
+  return port
+end
+
+-- Framing for FAKE's q cases: a result set's packets.
+local function lenenc(n)
+  if n < 251 then return string.char(n) end
+  if n < 65536 then return "\252" .. string.char(n % 256, math.floor(n / 256)) end
+  local t = {}
+  for i = 1, 8 do t[i] = string.char(n % 256) n = math.floor(n / 256) end
+  return "\254" .. table.concat(t)
+end
+local function frame(seq, payload)
+  local n = #payload
+  return string.char(n % 256, math.floor(n / 256) % 256, math.floor(n / 65536), seq % 256) .. payload
+end
+local function lstr(s) return lenenc(#s) .. s end
+local function coldef(name) -- a VAR_STRING column
+  return lstr("def") .. lstr("db") .. lstr("t") .. lstr("t") .. lstr(name) .. lstr(name) .. "\12" ..
+    "\33\0" .. "\255\0\0\0" .. "\253" .. "\0\0" .. "\0" .. "\0\0"
 end
 
 -- --- authentication ------------------------------------------------------------------------
@@ -238,6 +315,79 @@ t.recv(100)
   db:close()
 end)
 
+test.case("a broken greeting or authentication reply: nil, EPROTO, never a raised error", function()
+  local g = NATIVE_GREETING
+  local plugin_at = g:find("mysql_native_password", 1, true)
+  local cases, expect = {}, {}
+  for n = 0, #g - 1 do -- every cut of the greeting
+    cases[#cases + 1] = { "g", g:sub(1, n) }
+    expect[#cases] = n < plugin_at - 1 and "EPROTO" or true -- past the nonce: the plugin is cut
+  end
+  local replies = {
+    { "", "EPROTO" }, { "\0", "EPROTO" }, { "\0\0", "EPROTO" }, { "\0\0\0", "EPROTO" }, { "\0\0\0\2", "EPROTO" },
+    { "\0\251\0\2\0\0\0", "EPROTO" }, { "\0\252\1", "EPROTO" }, { "\0\254\1\0\0", "EPROTO" },
+    { "\255", "EPROTO" }, { "\255\21", "EPROTO" }, { "\255\21\4", "EMYSQL" }, { "\255\21\4#28", "EMYSQL" },
+    { "\254", "ENOTSUP" }, { "\254mysql_native_password", true }, { "\254dialog\0abc", "ENOTSUP" },
+    { "\1", "EPROTO" }, { "\254sha256_password\0", "EPROTO" }, { "\2", "EPROTO" },
+  }
+  for _, r in ipairs(replies) do
+    cases[#cases + 1] = { "r", r[1] }
+    expect[#cases] = r[2]
+  end
+  local port = fake_server(cases)
+  for i, c in ipairs(cases) do
+    local what = c[1] .. " " .. tohex(c[2])
+    local ok, db, err = pcall(mysql.connect, { port = port, user = "u", password = "pw", rsa_public_key = "no key",
+      connect_timeout = 5000 })
+    test.ok(ok, what .. " raised " .. tostring(db))
+    test.eq(db, nil, what)
+    test.ok(type(err) == "table" and err.name, what .. ": " .. tostring(err))
+    if expect[i] ~= true then test.eq(err and err.name, expect[i], what .. ": " .. tostring(err)) end
+  end
+end)
+
+test.case("a hostile result: impossible column counts, more cells than columns: EPROTO", function()
+  local done = "\254\0\0\2\0\0\0" -- the OK that ends rows (CLIENT_DEPRECATE_EOF)
+  local function result(count, rows)
+    local out, seq = { frame(1, count), frame(2, coldef("a")) }, 3
+    for _, r in ipairs(rows) do
+      out[#out + 1] = frame(seq, r)
+      seq = seq + 1
+    end
+    out[#out + 1] = frame(seq, done)
+    return table.concat(out)
+  end
+  local good, bad21 = {}, {}
+  for i = 1, 20 do good[i], bad21[i] = lstr(tostring(i)), lstr(tostring(i)) end
+  bad21[21] = lstr("1") .. lstr("2")
+  local cases = {
+    { "2^32 + 1 columns", result("\254\1\0\0\0\1\0\0\0", { lstr("1") }) },
+    { "2^40 columns", result("\254\0\0\0\0\0\1\0\0", { lstr("1") }) },
+    { "65536 columns", result(lenenc(65536), { lstr("1") }) },
+    { "2^64 - 1 columns", result("\254" .. string.rep("\255", 8), { lstr("1") }) },
+    { "3 cells in 1 column", result(lenenc(1), { lstr("1") .. lstr("2") .. lstr("3") }) },
+    { "a NULL cell too many", result(lenenc(1), { lstr("1") .. "\251" }) },
+    { "the 21st row has 2 cells (batched rows)", result(lenenc(1), bad21) },
+  }
+  local fake = {}
+  for i, c in ipairs(cases) do fake[i] = { "q", c[2] } end
+  fake[#fake + 1] = { "q", result(lenenc(1), good) } -- and a good one still passes
+  local port = fake_server(fake)
+  for _, c in ipairs(cases) do
+    local db = assert(mysql.connect({ port = port, user = "u", password = "pw", timeout = 3000 }))
+    local r, err = db:query("SELECT a")
+    test.eq(r, nil, c[1])
+    test.eq(err and err.name, "EPROTO", c[1] .. ": " .. tostring(err))
+    test.eq(db:state(), false, c[1] .. ": the connection is dropped")
+    db:close()
+  end
+  local db = assert(mysql.connect({ port = port, user = "u", password = "pw", timeout = 3000 }))
+  local rows = assert(db:query("SELECT a"))
+  test.eq(#rows, 20)
+  test.eq(rows[20].a, "20")
+  db:close()
+end)
+
 -- --- types ------------------------------------------------------------------------------------
 
 local TYPES = [[(
@@ -422,16 +572,55 @@ test.case("long results: every row as a short result gives it, in both shapes an
   db:close()
 end)
 
+test.case("wide results: past 4096 columns, and past what a Lua stack holds, in both protocols", function()
+  local db = mh.connect(mh.server())
+  for _, n in ipairs({ 4097, 9000 }) do
+    local cols = {}
+    for i = 1, n do cols[i] = "x.n + " .. i .. " AS c" .. i end
+    local sql = "SELECT " .. table.concat(cols, ", ") .. " FROM (SELECT 0 AS n" ..
+      string.rep(" UNION ALL SELECT 1", 19) .. ") x"
+    for _, how in ipairs({ "query", "execute" }) do
+      for _, arrays in ipairs({ false, true }) do
+        local rows, err
+        if how == "query" then rows, err = db:query(sql, { arrays = arrays }) else rows, err = db:execute(sql) end
+        local what = n .. " columns, " .. how .. (arrays and ", arrays" or "")
+        test.ok(rows, what .. ": " .. tostring(err))
+        test.eq(#rows, 20, what)
+        test.eq(#rows.columns, n, what)
+        test.eq(rows.columns[n].name, "c" .. n)
+        local last = rows[20]
+        if how == "query" and arrays then
+          test.eq({ last[1], last[n] }, { 2, n + 1 }, what)
+        else
+          test.eq({ last.c1, last["c" .. n] }, { 2, n + 1 }, what)
+        end
+        if how == "execute" then break end
+      end
+    end
+  end
+  test.eq(assert(db:query("SELECT 1 AS one"))[1].one, 1, "the connection is still usable")
+  db:close()
+end)
+
 test.case("prepare, execute with parameters, close; the statement cache", function()
   local db = mh.connect(mh.server(), { statement_cache = 2 })
   local st = assert(db:prepare("SELECT ? * 2 AS v, ? AS s"))
   test.eq(st.params, 2)
   test.eq(st.columns, 2)
   for i = 1, 3 do test.eq(assert(st:execute(i, "x"))[1], { v = i * 2, s = "x" }) end
-  test.raises(function() st:execute(1) end, "takes 2 parameters, got 1")
-  test.raises(function() st:execute(1, {}) end, "nil, boolean, number or string expected")
+  -- misuse raises at the caller's line, the bad parameter numbered as the caller counts
+  local function raises_here(fn, pattern) -- fn is written on the line that calls this
+    test.raises(fn, "^tests/mysql_test%.lua:" .. debug.getinfo(2, "l").currentline .. ": " .. pattern)
+  end
+  raises_here(function() st:execute(1) end, "mysql: the statement takes 2 parameters, got 1")
+  raises_here(function() st:execute(1, {}) end, "bad argument #2 to 'execute' %(nil, boolean, number or string expected, got table%)")
+  raises_here(function() db:execute("SELECT ?", {}) end, "bad argument #2 to 'execute' %(nil, boolean, number or string expected, got table%)")
+  raises_here(function() db:execute("SELECT ?, ?", 1, print) end, "bad argument #3 to 'execute' %(.*got function%)")
+  raises_here(function() db:execute("SELECT ?", 1, 2) end, "mysql: the statement takes 1 parameters, got 2")
+  raises_here(function() db:execute(42) end, "bad argument #1 to 'execute' %(string expected, got number%)")
+  test.eq(assert(db:execute("SELECT ? AS v", 5))[1].v, 5, "usable after them")
   st:close()
-  test.raises(function() st:execute(1, 2) end, "statement closed")
+  raises_here(function() st:execute(1, 2) end, "statement closed")
   for i = 1, 5 do -- more SQL texts than the cache holds: old statements close
     test.eq(assert(db:execute("SELECT ? + " .. i .. " AS v", 1))[1].v, 1 + i)
   end
@@ -513,6 +702,43 @@ test.case("transactions: commit, a forced rollback, and other tasks wait their t
   test.eq(in_trans, false)
   local _, nested = db:transaction(function(tx) tx:transaction(function() end) end)
   test.match(tostring(nested), "do not nest")
+  db:close()
+end)
+
+test.case("a statement prepared while another task's transaction begins waits for it to end", function()
+  -- db:execute's first use of its SQL waits for PREPARE; a transaction that begins meanwhile
+  -- must not have the execute run inside it (and rolled back with it)
+  local db = mh.connect(mh.server())
+  fresh_table(db, "logt", "(who VARCHAR(10)) ENGINE=InnoDB")
+  local b = task.spawn(function() return db:execute("INSERT INTO logt VALUES (?)", "B") end)
+  local a = task.spawn(function()
+    return db:transaction(function(tx)
+      assert(tx:query("INSERT INTO logt VALUES ('A')"))
+      error("A aborts")
+    end)
+  end)
+  local _, r = b:join()
+  test.eq(r and r.affected_rows, 1)
+  local _, ra, erra = a:join()
+  test.eq(ra, nil)
+  test.match(tostring(erra), "A aborts")
+  local rows = assert(mh.connect(mh.server()):query("SELECT who FROM logt"))
+  test.eq(#rows, 1, "B's acknowledged row is there")
+  test.eq(rows[1] and rows[1].who, "B")
+  -- the same with the statement cache off (each execute prepares)
+  local nc = mh.connect(mh.server(), { statement_cache = 0 })
+  fresh_table(nc, "logt", "(who VARCHAR(10)) ENGINE=InnoDB")
+  b = task.spawn(function() return nc:execute("INSERT INTO logt VALUES (?)", "B") end)
+  a = task.spawn(function()
+    return nc:transaction(function(tx)
+      assert(tx:query("INSERT INTO logt VALUES ('A')"))
+      error("A aborts")
+    end)
+  end)
+  test.eq(select(2, b:join()).affected_rows, 1)
+  a:join()
+  test.eq(#assert(db:query("SELECT who FROM logt WHERE who = 'B'")), 1)
+  nc:close()
   db:close()
 end)
 

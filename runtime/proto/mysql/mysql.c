@@ -277,8 +277,9 @@ static int is_int64(lua_Number d) {
   return d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0;
 }
 
-/* The payload size of parameters first..last, or 0 after raising for a bad type. */
-static size_t params_size(lua_State *L, int first, int last) {
+/* The payload size of parameters first..last, or 0 with *bad the index of one of a type
+ * that cannot be bound. */
+static size_t params_size(lua_State *L, int first, int last, int *bad) {
   int n = last - first + 1;
   size_t size = (size_t)(n + 7) / 8 + 1 + 2 * (size_t)n;
   for (int i = first; i <= last; i++) {
@@ -291,10 +292,10 @@ static size_t params_size(lua_State *L, int first, int last) {
         break;
       }
       default:
-        if (!is_null(L, i))
-          luaL_argerror(L, i,
-                        lua_pushfstring(L, "nil, boolean, number or string expected, got %s",
-                                        luaL_typename(L, i)));
+        if (!is_null(L, i)) {
+          *bad = i;
+          return 0;
+        }
     }
   }
   return size;
@@ -473,6 +474,13 @@ static int grow_cols(mconn *s, uint32_t n) {
 #define FILL(s) ((s)->base + 6)
 #define NAMES(s) ((s)->base + 7)
 
+/* A result's columns: at most MAX_COLS (a SELECT list may be longer than a table's 4096
+ * columns; a prepared statement counts them in 16 bits), 12 bytes each in s->cols and
+ * s->hashes. Up to STACK_NAMES names are on the stack from NAMES; lua_checkstack allows a C
+ * call 8000 slots, so a wider result has them in a table there instead. */
+#define MAX_COLS 65535
+#define STACK_NAMES 4096
+
 /* The statement's cached columns table (its environment's [2]). */
 static void push_cached(lua_State *co, int stmt_idx) {
   lua_getfenv(co, stmt_idx);
@@ -483,8 +491,8 @@ static void push_cached(lua_State *co, int stmt_idx) {
 /* A result set of n columns begins. With a statement whose cache has n columns, nothing is
  * built while the definitions match it. */
 static int columns_begin(mconn *s, lua_State *co, uint32_t n, mstmt *stmt) {
-  if (n > 4096) return UV_EPROTO;
-  if (grow_cols(s, n) || !lua_checkstack(co, (int)n + 24)) return UV_ENOMEM;
+  if (n > MAX_COLS) return UV_EPROTO;
+  if (grow_cols(s, n) || !lua_checkstack(co, (n <= STACK_NAMES ? (int)n : 1) + 24)) return UV_ENOMEM;
   s->ncols = n;
   s->left = n;
   s->reuse = stmt != NULL && stmt->ncached == n;
@@ -542,10 +550,13 @@ static int columns_end(mconn *s, lua_State *co, mstmt *stmt, int stmt_idx) {
   }
   lua_settop(co, STMT(s));
   lua_pushnil(co); /* FILL */
+  int wide = s->ncols > STACK_NAMES;
+  if (wide) lua_createtable(co, (int)s->ncols, 0);
   for (uint32_t i = 1; i <= s->ncols; i++) {
     lua_rawgeti(co, COLUMNS(s), (int)i);
     lua_getfield(co, -1, "name");
     lua_remove(co, -2);
+    if (wide) lua_rawseti(co, NAMES(s), (int)i);
   }
   return 0;
 }
@@ -770,6 +781,7 @@ static int batch_row(mconn *s, lua_State *co, int binary, const uint8_t *p, size
   mw_buf b = {p, p + len};
   mcell *cell = s->cells + (size_t)s->bcount * n;
   if ((err = binary ? binary_cells(s, &b, cell) : text_cells(s, &b, cell))) return err;
+  if (b.p != b.end) return UV_EPROTO; /* more values than columns */
   s->bcount++;
   return 0;
 }
@@ -781,14 +793,17 @@ static int on_row(mconn *s, lua_State *co, int arrays, int binary, const uint8_t
   }
   int err = batch_flush(s, co); /* rows batched before this one come first */
   if (err) return err;
-  int names = NAMES(s), n = (int)s->ncols;
+  int names = NAMES(s), n = (int)s->ncols, wide = s->ncols > STACK_NAMES;
   mw_buf b = {p, p + len};
   const uint8_t *nulls = NULL;
   char tmp[64];
   if (binary && mw_binary_row(&b, s->ncols, &nulls)) return UV_EPROTO;
   lua_createtable(co, arrays ? n : 0, arrays ? 0 : n);
   for (int i = 0; i < n; i++) {
-    if (!arrays) lua_pushvalue(co, names + i);
+    if (!arrays && wide)
+      lua_rawgeti(co, names, i + 1);
+    else if (!arrays)
+      lua_pushvalue(co, names + i);
     const mcol *col = &s->cols[i];
     if (binary) {
       mw_value v;
@@ -813,6 +828,7 @@ static int on_row(mconn *s, lua_State *co, int arrays, int binary, const uint8_t
     else
       lua_rawset(co, -3);
   }
+  if (b.p != b.end) return UV_EPROTO; /* more values than columns */
   lua_rawseti(co, ROWS(s), (int)++s->nrows);
   return 0;
 }
@@ -886,7 +902,8 @@ static int on_first(mconn *s, lua_State *co, waiter_t *w, const uint8_t *p, size
   }
   mw_buf b = {p, p + len};
   uint64_t n;
-  if (w->kind == K_SIMPLE || mw_lenenc(&b, &n) || b.p != b.end || n == 0) return UV_EPROTO;
+  if (w->kind == K_SIMPLE || mw_lenenc(&b, &n) || b.p != b.end || n == 0 || n > MAX_COLS)
+    return UV_EPROTO;
   s->st = S_COLS;
   return columns_begin(s, co, (uint32_t)n, w->kind == K_EXECUTE ? w->stmt : NULL);
 }
@@ -1243,16 +1260,33 @@ static int mysql_prepare(lua_State *L) {
   return send_and_wait(L, s, send_simple(L, s->c, COM_PREPARE, 2), K_PREPARE, 0, NULL);
 }
 
-/* execute(conn, stmt, arrays, params...) -> result | nil, err */
+/* A misuse of execute, for stdlib/mysql.lua to raise where its caller is (only it knows how
+ * the caller numbers the parameters): false, the bad parameter's place (1 for the first; 0:
+ * the call as a whole), the message. */
+static int misuse(lua_State *L, int param, const char *message) {
+  lua_pushboolean(L, 0);
+  lua_pushinteger(L, param);
+  lua_pushstring(L, message);
+  return 3;
+}
+
+/* execute(conn, stmt, arrays, params...) -> result | nil, err | false, param, message */
 static int mysql_execute(lua_State *L) {
   mconn *s0 = check_conn(L, 1);
   mstmt *st = check_stmt(L, 2);
   int arrays = lua_toboolean(L, 3), top = lua_gettop(L), nparams = top > 3 ? top - 3 : 0;
-  if (st->closed) return luaL_argerror(L, 2, "statement closed");
-  if (s0 != NULL && st->owner != s0) return luaL_argerror(L, 2, "statement of another connection");
+  if (st->closed) return misuse(L, 0, "statement closed");
+  if (s0 != NULL && st->owner != s0) return misuse(L, 0, "statement of another connection");
   if (nparams != st->nparams)
-    return luaL_error(L, "mysql: the statement takes %d parameters, got %d", st->nparams, nparams);
-  size_t size = 10 + (nparams ? params_size(L, 4, top) : 0);
+    return misuse(L, 0,
+                  lua_pushfstring(L, "mysql: the statement takes %d parameters, got %d",
+                                  st->nparams, nparams));
+  int bad = 0;
+  size_t size = 10 + (nparams ? params_size(L, 4, top, &bad) : 0);
+  if (bad)
+    return misuse(L, bad - 3,
+                  lua_pushfstring(L, "nil, boolean, number or string expected, got %s",
+                                  luaL_typename(L, bad)));
   int n;
   mconn *s = begin(L, "execute", &n);
   if (s == NULL) return n;
@@ -1278,17 +1312,21 @@ static int mysql_command(lua_State *L) {
                        NULL);
 }
 
-/* state(conn) -> open, reusable, in_transaction: may a pool hand it to someone else? */
+/* state(conn) -> open, reusable, in_transaction, autocommit: may a pool hand it to someone
+ * else? Not with a transaction open, nor with autocommit off (the next user's statements
+ * would be in a transaction nobody commits), by the server's last status. */
 static int mysql_state(lua_State *L) {
   mconn *s = check_conn(L, 1);
   luaio_conn *c = s ? s->c : NULL;
   int open = c != NULL && !c->closing && c->read_err == 0 && c->write_err == 0;
   int in_trans = s != NULL && (s->status & MW_IN_TRANS) != 0;
+  int autocommit = s != NULL && (s->status & MW_AUTOCOMMIT) != 0;
   lua_pushboolean(L, open);
-  lua_pushboolean(L, open && s->wcount == 0 && !in_trans && !s->joining &&
+  lua_pushboolean(L, open && s->wcount == 0 && !in_trans && autocommit && !s->joining &&
                          (c->in == NULL || c->in->len == c->in->off));
   lua_pushboolean(L, in_trans);
-  return 3;
+  lua_pushboolean(L, autocommit);
+  return 4;
 }
 
 /* close(conn): COM_QUIT, then the connection ends once it is written; waiters get ECANCELED. */

@@ -52,6 +52,7 @@ enum {
 #define MW_UNSIGNED_FLAG 32
 #define MW_MORE_RESULTS 0x0008 /* server status: another result follows */
 #define MW_IN_TRANS 0x0001     /* server status: a transaction is open */
+#define MW_AUTOCOMMIT 0x0002   /* server status: autocommit is on */
 
 /* A cursor over one payload. */
 typedef struct {
