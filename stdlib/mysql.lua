@@ -372,7 +372,7 @@ local function wait_turn(r)
   local me = sched.current()
   while r.owner and r.owner ~= me do
     local q = r.queue
-    q[#q + 1] = me
+    q[#q + 1] = sched.waiter("mysql") -- raises, listing nothing, where it cannot wait
     sched.suspend()
   end
 end
