@@ -396,6 +396,18 @@ test.case("7.x ws:close() does the closing handshake; the handler returning clos
   test.eq(H.expect_close(H.connect(port2)), 1000)
 end)
 
+test.case("7.x ws:close(): the whole reason is sent, NUL bytes and all", function()
+  local port = H.serve(function(ws) ws:close(4000, "before\0after") end)
+  local s = H.connect(port)
+  local f = H.read_frame(s)
+  test.eq({ f.op, f.payload }, { CLOSE, H.close_payload(4000, "before\0after") })
+  -- and our client's receive gives it whole in err.reason
+  local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/"))
+  local data, err = ws:receive()
+  test.eq(data, nil)
+  test.eq({ err.code, err.reason }, { 4000, "before\0after" })
+end)
+
 test.case("7.x close_timeout: a peer that never answers the close; a peer that vanishes without one", function()
   local result = {}
   local port = H.serve(function(ws, req)

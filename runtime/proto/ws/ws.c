@@ -138,13 +138,14 @@ __attribute__((noinline)) static int write_frame(ws_t *w, lua_State *L, int op, 
   return c->write_err;
 }
 
-/* A close frame: code (0: none) and reason, cut to the 123 bytes a control frame allows. */
+/* A close frame: code (0: none) and reason (rlen bytes: it may hold NULs), cut to the 123
+ * bytes a control frame allows. */
 __attribute__((noinline)) static void write_close(ws_t *w, lua_State *L, unsigned code,
-                                                  const char *reason) {
+                                                  const char *reason, size_t rlen) {
   uint8_t body[125];
   size_t n = 0;
   if (code != 0) {
-    size_t rlen = reason ? strlen(reason) : 0;
+    if (reason == NULL) rlen = 0;
     if (rlen > 123) rlen = 123;
     body[0] = (uint8_t)(code >> 8);
     body[1] = (uint8_t)code;
@@ -178,12 +179,13 @@ static int push_end(lua_State *L, ws_t *w) {
   lua_pushnil(L);
   const char *name = w->err_name ? w->err_name : "CLOSED";
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->reason_ref);
-  const char *reason = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
+  size_t rlen = 0;
+  const char *reason = lua_isstring(L, -1) ? lua_tolstring(L, -1, &rlen) : "";
   if (strcmp(name, "CLOSED") == 0) {
     unsigned code = w->close_code ? w->close_code : 1006;
     lua_pushfstring(L, "closed: %d%s%s", (int)code, *reason ? " " : "", reason);
     luaio_newerror(L, (int)code, "CLOSED", lua_tostring(L, -1));
-    lua_pushstring(L, reason);
+    lua_pushlstring(L, reason, rlen); /* whole: a reason may hold NULs */
     lua_setfield(L, -2, "reason");
     lua_replace(L, -3);
     lua_pop(L, 1);
@@ -295,7 +297,7 @@ static void finish(lua_State *L, ws_t *w, unsigned linger) {
 
 /* The peer broke the protocol: close with code, and the connection ends. */
 static int fail(lua_State *L, ws_t *w, unsigned code, const char *why) {
-  if (w->state == S_OPEN) write_close(w, L, code, why);
+  if (w->state == S_OPEN) write_close(w, L, code, why, strlen(why));
   const char *name = code == 1007   ? "EILSEQ"
                      : code == 1009 ? "EMSGSIZE"
                      : code == 1011 ? "ENOMEM"
@@ -442,7 +444,7 @@ static int on_close_frame(lua_State *L, ws_t *w, const uint8_t *p, size_t n) {
     if (ws_utf8(&st, p + 2, n - 2) < 0 || st != WS_UTF8_OK)
       return fail(L, w, 1007, "invalid UTF-8 in the close reason");
   }
-  if (w->state == S_OPEN) write_close(w, L, code == 1005 ? 0 : code, NULL); /* echo the code */
+  if (w->state == S_OPEN) write_close(w, L, code == 1005 ? 0 : code, NULL, 0); /* echo the code */
   set_end(L, w, "CLOSED", code, n > 2 ? (const char *)p + 2 : NULL, n > 2 ? n - 2 : 0);
   w->clean = 1;
   finish(L, w, LINGER_MS);
@@ -705,7 +707,7 @@ static void ws_end(lua_State *L, int idx) {
   ws_t *w = lua_touserdata(L, idx);
   if (w == NULL || w->conn == NULL) return;
   if (w->state == S_OPEN) {
-    write_close(w, L, 1000, NULL);
+    write_close(w, L, 1000, NULL, 0);
     set_end(L, w, "CLOSED", 1000, NULL, 0);
   }
   finish(L, w, LINGER_MS);
@@ -827,7 +829,7 @@ static int ws_close(lua_State *L) {
   }
   if (w->closer != NULL) return luaio_pushnamederror(L, "EBUSY", "another task is already closing");
   if (w->state == S_OPEN) {
-    write_close(w, L, (unsigned)code, reason);
+    write_close(w, L, (unsigned)code, reason, rlen);
     w->state = S_CLOSING;
     w->timer = T_CLOSING;
     luaio_conn_timeout(w->conn, w->close_ms);
@@ -948,7 +950,7 @@ static int ws_index(lua_State *L) {
 static int ws_gc(lua_State *L) {
   ws_t *w = lua_touserdata(L, 1);
   if (w->conn != NULL) {
-    if (w->state == S_OPEN) write_close(w, L, 1001, NULL); /* going away */
+    if (w->state == S_OPEN) write_close(w, L, 1001, NULL, 0); /* going away */
     set_end(L, w, "CLOSED", 1001, NULL, 0);
     finish(L, w, LINGER_MS);
   }
@@ -994,7 +996,8 @@ __attribute__((noinline)) static int push_compressed(lua_State *L, int op, int b
 /* The slow subscriber is dropped: close 1008 after its backlog, or at the send timeout. */
 static void drop_slow(lua_State *L, ws_t *w) {
   luaio_conn *c = w->conn;
-  write_close(w, L, 1008, "backlog over max_backlog");
+  static const char reason[] = "backlog over max_backlog";
+  write_close(w, L, 1008, reason, sizeof reason - 1);
   const char *why = "dropped: the backlog passed max_backlog";
   set_end(L, w, "ENOBUFS", 1008, why, strlen(why));
   c->send_timeout = w->close_ms ? w->close_ms : 5000;
