@@ -175,10 +175,13 @@ local function origin_allowed(origins, origin, req)
 end
 
 local function upgrade(req, res, opts)
-  local up, connection, version, key, protocol, ext, origin = C.headers(res, "upgrade", "connection",
-    "sec-websocket-version", "sec-websocket-key", "sec-websocket-protocol", "sec-websocket-extensions", "origin")
+  local up, connection, version, key, protocol, ext, origin, length, te = C.headers(res, "upgrade", "connection",
+    "sec-websocket-version", "sec-websocket-key", "sec-websocket-protocol", "sec-websocket-extensions", "origin",
+    "content-length", "transfer-encoding")
   if req.method ~= "GET" then return refuse(res, 400, "a WebSocket handshake is a GET") end
   if req.httpVersion ~= "1.1" then return refuse(res, 400, "a WebSocket handshake needs HTTP/1.1") end
+  -- A GET with a body is no handshake (and its bytes would be taken for frames).
+  if te or (length and length ~= "0") then return refuse(res, 400, "a WebSocket handshake has no body") end
   if not has_token(up, "websocket") then return refuse(res, 400, "Upgrade: websocket expected") end
   if not has_token(connection, "upgrade") then return refuse(res, 400, "Connection: Upgrade expected") end
   if version ~= "13" then

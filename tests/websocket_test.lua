@@ -52,9 +52,9 @@ test.case("handshake: not an upgrade gets 400, another version 426, a bad key 40
   local server = assert(require("http").createServer(0, router, { host = "127.0.0.1" }))
   test.cleanup(function() server:close() end)
   local port = server:address().port
-  local function try(headers)
+  local function try(headers, body)
     local c = assert(tcp.connect(port, "127.0.0.1", { timeout = 3000 }))
-    c:write("GET / HTTP/1.1\r\nHost: x\r\n" .. headers .. "\r\n")
+    c:write("GET / HTTP/1.1\r\nHost: x\r\n" .. headers .. "\r\n" .. (body or ""))
     local line = c:readline()
     local parts = {}
     repeat
@@ -73,7 +73,12 @@ test.case("handshake: not an upgrade gets 400, another version 426, a bad key 40
   test.eq(try("Upgrade: websocket\r\nConnection: close\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"), 400, "Connection without upgrade")
   test.eq(try("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n"), 400, "bad key")
   test.eq(try("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"), 400, "no key")
-  test.eq(errs, { "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO" })
+  -- a handshake is a GET without a body: one with a body is refused (400, not an error)
+  local v13 = base .. "Sec-WebSocket-Version: 13\r\n"
+  test.eq(try(v13 .. "Content-Length: 5\r\n", "hello"), 400, "a body")
+  test.eq(try(v13 .. "Transfer-Encoding: chunked\r\n", "0\r\n\r\n"), 400, "a chunked body")
+  test.eq(try(v13 .. "Content-Length: 0\r\n"), 101, "Content-Length: 0")
+  test.eq(errs, { "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "ws" })
 end)
 
 test.case("handshake: a POST to a websocket route is not upgraded; a GET elsewhere still works", function()
