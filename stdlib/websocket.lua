@@ -243,19 +243,18 @@ websocket.subscribers = C.subscribers
 
 -- --- the client ----------------------------------------------------------------------------------
 
--- ws://host[:port][/path][?query] -> secure, host, port, target, authority
+local WS_PORTS = { ws = 80, wss = 443 }
+
+-- ws://host[:port][/path][?query] -> secure, host, port, target, authority; or nil, why.
+-- The rules are the HTTP client's (http_client.lua), so a URL one refuses the other refuses
+-- too: no user info, no space or control character in the path (request splitting).
 local function parse_url(url)
-  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
-  scheme = scheme and scheme:lower()
-  if scheme ~= "ws" and scheme ~= "wss" then return nil end
-  local authority, target = rest:match("^([^/?#]*)([^#]*)")
-  if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
-  local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
-  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
-  if not host or host == "" then return nil end
-  port = port ~= "" and tonumber(port) or (scheme == "wss" and 443 or 80)
-  if port < 1 or port > 65535 then return nil end
-  return scheme == "wss", host, port, target, authority
+  local scheme = url:match("^(%a[%w+.-]*)://")
+  if not scheme or not WS_PORTS[scheme:lower()] then return nil end
+  local http_client = require "http_client"
+  local t, why = http_client.parse_url(url, WS_PORTS)
+  if not t then return nil, why end
+  return t.scheme == "wss", t.host, t.port, t.path, http_client.authority(t)
 end
 
 local function check_header(name, value)
@@ -366,7 +365,11 @@ function websocket.connect(url, given)
   end
   local opts = options.check(given, CLIENT_OPTIONS, 2, "connect")
   local secure, host, port, target, authority = parse_url(url)
-  if secure == nil then error("bad argument #1 to 'connect' (ws:// or wss:// URL expected, got '" .. url .. "')", 2) end
+  if secure == nil then
+    -- the URL as %q shows it: its control characters cannot break the message's line
+    error("bad argument #1 to 'connect' (" .. (host or "ws:// or wss:// URL expected") .. ", got " ..
+      ("%q"):format(url):gsub("\\\n", "\\n") .. ")", 2)
+  end
   if opts.tls ~= nil and not secure then
     error("bad argument #2 to 'connect' (option 'tls' is for wss:// URLs)", 2)
   end

@@ -583,6 +583,12 @@ test.case("client: refused handshakes, bad URLs, wss:// to a plain server", func
   test.raises(function() websocket.connect("http://x/") end, "ws:// or wss://")
   test.raises(function() websocket.connect("ws://x/", { nope = 1 }) end, "unknown option 'nope'")
   test.raises(function() websocket.connect("ws://x/", { headers = { ["X-A"] = "a\r\nb" } }) end, "control character")
+  -- the URL's path and query are checked as http.get checks them: no request splitting
+  local injected = "ws://127.0.0.1:" .. port .. "/?x=1 HTTP/1.1\r\nX-Injected: yes\r\n\r\nGET /second"
+  test.raises(function() websocket.connect(injected) end, "spaces or control characters in the URL's path")
+  test.raises(function() require("http").get("http" .. injected:sub(3)) end, "spaces or control characters in the URL's path")
+  test.raises(function() websocket.connect("ws://127.0.0.1/a\0b") end, "control characters")
+  test.raises(function() websocket.connect("ws://u@127.0.0.1/") end, "user info")
 end)
 
 -- wss:// : the server is an HTTPS server (the websocket takes the TLS connection over), the
