@@ -637,6 +637,33 @@ test.case("client: a server sending masked frames or a bad accept is refused", f
   test.match(err.message, "masked frame from the server")
 end)
 
+-- A server that trickles its 101 a byte at a time never lets the socket go idle: the
+-- client's timeout is a deadline for the connect and the whole handshake, not an idle timer.
+test.case("client: timeout bounds the whole handshake, even against a server trickling its answer", function()
+  local server = assert(tcp.createServer(0, function(sock)
+    local key
+    while true do
+      local line = sock:readline()
+      if not line or line == "" then break end
+      key = line:match("^Sec%-WebSocket%-Key: (.+)$") or key
+    end
+    local answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
+      "Sec-WebSocket-Accept: " .. require("luaio.websocket").accept_key(key) .. "\r\nX-Pad: " .. rep("a", 100) .. "\r\n\r\n"
+    for i = 1, #answer do -- about 6 s in all
+      if not sock:write(answer:sub(i, i)) then return end
+      task.sleep(30)
+    end
+    sock:read()
+  end, { host = "127.0.0.1" }))
+  test.cleanup(function() server:close() end)
+  local t0 = task.now()
+  local ws, err = websocket.connect("ws://127.0.0.1:" .. server:address().port .. "/", { timeout = 1000 })
+  local took = task.now() - t0
+  test.eq(ws, nil)
+  test.eq(err and err.name, "ETIMEDOUT")
+  test.ok(took < 4000, "gave up after " .. math.floor(took) .. " ms (timeout 1000)")
+end)
+
 test.case("send waits while the backlog is over max_backlog: a reader that does not read holds the writer", function()
   local sent, finished = 0, false
   local port = H.serve(function(ws)

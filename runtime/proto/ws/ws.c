@@ -1106,16 +1106,39 @@ static int ws_accept(lua_State *L) {
   return 1;
 }
 
-/* C.adopt(socket, options) -> ws | nil, err: a client connection whose handshake is done
- * (bytes after the 101 stay buffered for the websocket). */
+/* Puts n bytes back in front of the unread input: what the handshake read past the 101. */
+static int unread(luaio_conn *c, const char *p, size_t n) {
+  uint32_t had = c->in ? c->in->len - c->in->off : 0;
+  if ((uint64_t)had + n > c->in_max) c->in_max = (uint32_t)(had + n); /* ws_attach resets it */
+  int err = luaio_conn_reserve_in(c, (uint32_t)n);
+  if (err) return err;
+  luaio_inbuf *in = c->in;
+  memmove(in->data + in->off + n, in->data + in->off, had);
+  memcpy(in->data + in->off, p, n);
+  in->len += (uint32_t)n;
+  return 0;
+}
+
+/* C.adopt(socket, options[, rest]) -> ws | nil, err: a client connection whose handshake is
+ * done; rest: the bytes the handshake read past the 101 (frames), the websocket's first. */
 static int ws_adopt(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 2);
+  size_t n = 0;
+  const char *rest = luaL_optlstring(L, 3, "", &n);
+  if (n > 1u << 30) return luaL_argerror(L, 3, "too long");
+  lua_settop(L, 3);
   ws_t *w = ws_new(L, 2, 1);
   luaio_conn *c = luaio_socket_release(L, 1);
   if (c == NULL) return luaio_pusherror(L, UV_ENOTCONN);
+  if (n > 0) {
+    int err = unread(c, rest, n);
+    if (err) {
+      luaio_conn_close(c, err);
+      return luaio_pusherror(L, err);
+    }
+  }
   ws_attach(w, c);
-  lua_settop(L, 3);
+  lua_settop(L, 4);
   return 1;
 }
 
