@@ -177,11 +177,9 @@ end)
 
 test.case("2.x ws:ping() and on_pong; ping_interval pings an idle peer", function()
   local pongs = {}
-  local done = false
   local port = H.serve(function(ws)
     ws:ping("from server")
     task.sleep(400) -- idle: the ping interval (100 ms) sends pings meanwhile
-    done = true
     ws:receive()
   end, { ping_interval = 100, on_pong = function(data) pongs[#pongs + 1] = data end })
   local s = H.connect(port)
@@ -192,8 +190,7 @@ test.case("2.x ws:ping() and on_pong; ping_interval pings an idle peer", functio
   test.eq(more.op, PING, "an interval ping")
   test.eq(more.payload, "")
   s:write(H.frame(PONG, "") .. H.frame(CLOSE, H.close_payload(1000)))
-  test.eq(H.expect_close(s), 1000)
-  test.ok(done)
+  test.eq(H.expect_close(s), 1000) -- answered as it comes, even while the handler sleeps
   test.eq(pongs[1], "reply")
 end)
 
@@ -798,4 +795,182 @@ io.stdout:flush()
       receive = function() return (ws:receive()) end,
     }
   end)
+end)
+
+-- --- hostile and careless peers ----------------------------------------------------------
+
+-- A python3 peer that floods masked (client) or unmasked (server) 125-byte pings and reads
+-- nothing (its receive buffer is made small), until it has sent `mb` MiB or 20 s passed.
+local PING_FLOOD = [[
+import socket, sys, time, base64, hashlib
+mode, port, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def flood(s, masked):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    frame = (b"\x89\xfd\x01\x02\x03\x04" if masked else b"\x89\x7d") + b"p" * 125
+    chunk = frame * 512
+    s.settimeout(0.2)
+    sent, t0 = 0, time.time()
+    while sent < mb * 1048576 and time.time() - t0 < 20:
+        try: sent += s.send(chunk)
+        except socket.timeout: pass
+        except OSError as e: print("ENDED %d %s" % (sent, e), flush=True); return
+    print("DONE %d" % sent, flush=True)
+    time.sleep(2)
+if mode == "client":
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head: head += s.recv(1)
+    flood(s, True)
+else:
+    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0)); ls.listen()
+    print("listening %d" % ls.getsockname()[1], flush=True)
+    c, _ = ls.accept()
+    head = b""
+    while b"\r\n\r\n" not in head: head += c.recv(1)
+    key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key")][0]
+    acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+    flood(c, False)
+]]
+
+local function rss_mb()
+  local f = assert(io.open("/proc/self/status"))
+  local status = f:read("*a")
+  f:close()
+  return tonumber(status:match("VmRSS:%s*(%d+)")) / 1024
+end
+
+-- Waits for the flooding peer's last line while sampling this process's memory; returns the
+-- line and the largest growth seen (MiB).
+local function watch_flood(peer)
+  local helpers = require "tests.helpers"
+  local base, grew = rss_mb(), 0
+  local deadline = task.now() + 30000
+  while task.now() < deadline do
+    grew = math.max(grew, rss_mb() - base)
+    local out = helpers.output(peer)
+    local line = out:match("(DONE %d+)") or out:match("(ENDED[^\n]*)")
+    if line then return line, grew end
+    task.sleep(20)
+  end
+  error("the flooding peer never finished: " .. helpers.output(peer))
+end
+
+-- Pongs are owed, not queued without end: while the output is over max_backlog, only the
+-- latest ping is answered once it drains (RFC 6455 5.5.3), so memory stays bounded.
+test.case("a ping flood from a peer that reads nothing: the server's memory stays bounded", function()
+  local helpers = require "tests.helpers"
+  local port = H.serve()
+  local peer = helpers.python(PING_FLOOD, "client", port, 256)
+  local line, grew = watch_flood(peer)
+  test.match(line, "^DONE")
+  test.ok(grew < 64, ("memory grew by %.0f MiB while 256 MiB of pings came"):format(grew))
+end)
+
+test.case("pings while the output is over max_backlog: one pong, for the latest, once it drains", function()
+  local port = H.serve(function(ws)
+    ws:send(rep("B", 16 * 1024 * 1024), "binary") -- more than the kernel's buffers take
+    ws:receive()
+  end, { max_backlog = 1000 })
+  local s = H.connect(port, nil, nil, 16) -- a socket that takes 16 KiB at most
+  task.sleep(200) -- the send waits: nothing is read yet
+  s:write(H.frame(PING, "a") .. H.frame(PING, "b") .. H.frame(PING, "c"))
+  task.sleep(100)
+  test.eq(assert(s:read(10)), "\130\127\0\0\0\0\1\0\0\0", "the 16 MiB message first")
+  for _ = 1, 1024 do assert(s:read(16384)) end
+  local f = assert(H.read_frame(s))
+  test.eq({ f.op, f.payload }, { PONG, "c" })
+  s:write(H.frame(PING, "d"))
+  f = assert(H.read_frame(s))
+  test.eq({ f.op, f.payload }, { PONG, "d" }, "answered at once again")
+end)
+
+-- The flood goes on and the peer takes nothing: send_timeout drops it, as it drops a peer
+-- that holds a waiting send.
+test.case("a ping flood from a peer that reads nothing is dropped after send_timeout", function()
+  local helpers = require "tests.helpers"
+  local port = H.serve(nil, { send_timeout = 300 })
+  local peer = helpers.python(PING_FLOOD, "client", port, 100000)
+  local line = watch_flood(peer)
+  test.match(line, "^ENDED")
+end)
+
+test.case("a ping flood from a server while our client waits in receive: memory stays bounded", function()
+  local helpers = require "tests.helpers"
+  local peer = helpers.python(PING_FLOOD, "server", 0, 256)
+  local port = tonumber(helpers.wait_output(peer, "listening (%d+)", 10000))
+  local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/"))
+  test.cleanup(function() ws:close() end)
+  local received
+  task.spawn(function() received = { ws:receive() } end)
+  local line, grew = watch_flood(peer)
+  test.match(line, "^DONE")
+  test.ok(grew < 64, ("memory grew by %.0f MiB while 256 MiB of pings came"):format(grew))
+end)
+
+-- Several tasks may send on one websocket: each message is queued in call order, and each
+-- send waits while the backlog is over max_backlog. None is refused after being queued.
+test.case("send from several tasks: queued in order, each waits its turn, none gets EBUSY", function()
+  local results = {}
+  local port = H.serve(function(ws)
+    local big = rep("B", 16 * 1024 * 1024 - 6) -- more than the kernel's buffers take
+    local queued = false
+    local t1 = task.spawn(function()
+      queued = true -- send queues before it waits
+      return ws:send("first " .. big, "binary")
+    end)
+    while not queued do task.sleep(1) end
+    results.second = { ws:send("second", "text") }
+    results.first = { t1:join(10000) }
+    ws:receive()
+  end, { max_backlog = 1000 })
+  local s = H.connect(port, nil, nil, 16)
+  task.sleep(200) -- both sends wait: nothing is read yet
+  test.eq(assert(s:read(16)), "\130\127\0\0\0\0\1\0\0\0first ", "the first message first")
+  for _ = 1, 1023 do assert(s:read(16384)) end
+  assert(s:read(16384 - 6))
+  local f = assert(H.read_frame(s))
+  test.eq({ f.op, f.payload }, { TEXT, "second" })
+  local deadline = task.now() + 3000
+  while not results.first and task.now() < deadline do task.sleep(5) end
+  test.eq(results.second, { true })
+  test.eq(results.first, { true, true })
+end)
+
+-- A handler that only sends still answers the peer's ping and close (RFC 6455 5.5.1,
+-- 5.5.2): frames are parsed as they arrive, and messages are kept for a later receive.
+test.case("a handler that never receives still answers pings and the close; messages wait for receive", function()
+  local result = {}
+  local port = H.serve(function(ws)
+    local i = 0
+    while true do
+      i = i + 1
+      local ok, err = ws:send("tick " .. i)
+      if not ok then result.send = err break end
+      task.sleep(20)
+    end
+    result.first = { ws:receive() }
+    result.second = { ws:receive() }
+    result.third = { ws:receive() }
+  end)
+  local s = H.connect(port)
+  test.eq(H.read_frame(s).payload, "tick 1")
+  s:write(H.frame(TEXT, "kept 1") .. H.frame(BINARY, "kept 2") .. H.frame(PING, "are you there"))
+  local f
+  repeat f = assert(H.read_frame(s)) until f.op ~= TEXT
+  test.eq({ f.op, f.payload }, { PONG, "are you there" })
+  s:write(H.frame(CLOSE, H.close_payload(4001, "bye")))
+  repeat f = assert(H.read_frame(s)) until f.op ~= TEXT
+  test.eq({ f.op, f.payload }, { CLOSE, H.close_payload(4001) })
+  test.eq(select(2, s:read()).name, "EOF")
+  local deadline = task.now() + 3000
+  while not result.third and task.now() < deadline do task.sleep(10) end
+  test.eq(result.send and result.send.name, "CLOSED")
+  test.eq(result.first, { "kept 1", "text" })
+  test.eq(result.second, { "kept 2", "binary" })
+  test.eq({ result.third[1], result.third[2].name, result.third[2].code }, { nil, "CLOSED", 4001 })
 end)
