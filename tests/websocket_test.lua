@@ -974,3 +974,30 @@ test.case("a handler that never receives still answers pings and the close; mess
   test.eq(result.second, { "kept 2", "binary" })
   test.eq({ result.third[1], result.third[2].name, result.third[2].code }, { nil, "CLOSED", 4001 })
 end)
+
+-- A frame's header claims its length before its bytes come: the input buffer grows as they
+-- come, not to the claim (200 connections claiming 16 MiB each took 3.2 GB of address space).
+test.case("a frame header claiming 16 MiB costs no 16 MiB before its bytes arrive", function()
+  local function vmsize_mb()
+    local f = assert(io.open("/proc/self/status"))
+    local status = f:read("*a")
+    f:close()
+    return tonumber(status:match("VmSize:%s*(%d+)")) / 1024
+  end
+  local port = H.serve()
+  local socks = {}
+  for i = 1, 20 do socks[i] = H.connect(port) end
+  task.sleep(50)
+  local before = vmsize_mb()
+  local header = "\130\255\0\0\0\0\1\0\0\0\1\2\3\4" -- binary, masked, 16 MiB, then a key
+  for i = 1, 20 do socks[i]:write(header .. "a few bytes") end
+  task.sleep(200)
+  local grew = vmsize_mb() - before
+  test.ok(grew < 100, ("address space grew by %.0f MiB for 20 frames claiming 16 MiB each"):format(grew))
+  -- and a whole 16 MiB frame still arrives (the buffer grows as it comes)
+  local s = H.connect(port)
+  local payload = rep("z", 16 * 1024 * 1024)
+  s:write(H.frame(BINARY, payload, { key = "\0\0\0\0" }))
+  local f = assert(H.read_frame(s))
+  test.eq({ f.op, #f.payload }, { BINARY, #payload })
+end)

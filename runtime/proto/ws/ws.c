@@ -11,7 +11,8 @@
  * the peer's close echoed as they come, whether a task receives or not (a handler that only
  * sends must still answer them): a message complete while nobody receives is kept as a
  * string for receive; past in_base bytes kept, parsing stops and the input's bound holds
- * back the peer (TCP does the rest). A frame larger than that bound raises it for itself.
+ * back the peer (TCP does the rest). A frame larger than that bound raises it for itself;
+ * the buffer grows as the frame's bytes come, not to the length its header claims.
  *
  * Sending. A frame is its header and payload queued on the core: a large payload string is
  * referenced, not copied (server side: clients mask, so they copy). send waits only while
@@ -426,7 +427,9 @@ static const char *refused(ws_t *w, unsigned *code) {
   return NULL;
 }
 
-/* A new frame header of n bytes was parsed: check it, make room for the whole frame. */
+/* A new frame header of n bytes was parsed: check it, and let the input hold the whole
+ * frame. The buffer is not grown to the length claimed here: it grows (doubling) as the
+ * bytes come, so a peer that only claims large frames costs nothing. */
 static int frame_start(lua_State *L, ws_t *w, int n) {
   luaio_conn *c = w->conn;
   unsigned code;
@@ -444,11 +447,6 @@ static int frame_start(lua_State *L, ws_t *w, int n) {
     c->in_max = (uint32_t)total;
     w->big = 1;
     luaio_conn_consume(c, 0); /* reading, paused at the old bound, goes on */
-  }
-  uint64_t have = c->in->len - c->in->off;
-  if (total > have) {
-    int err = luaio_conn_reserve_in(c, (uint32_t)(total - have));
-    if (err == UV_ENOMEM) return fail(L, w, 1011, "out of memory");
   }
   return P_WAIT;
 }
