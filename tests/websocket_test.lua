@@ -613,14 +613,19 @@ test.case("wss:// : our client and our HTTPS server, compressed and not; verific
   test.eq(err and err.message, "hostname mismatch")
 end)
 
+-- For a raw server: reads the handshake request, returns its Sec-WebSocket-Key.
+local function request_key(sock)
+  local key
+  while true do
+    local line = sock:readline()
+    if not line or line == "" then return key end
+    key = line:match("^Sec%-WebSocket%-Key: (.+)$") or key
+  end
+end
+
 test.case("client: a server sending masked frames or a bad accept is refused", function()
   local server = assert(tcp.createServer(0, function(sock)
-    local key
-    while true do
-      local line = sock:readline()
-      if not line or line == "" then break end
-      key = line:match("^Sec%-WebSocket%-Key: (.+)$") or key
-    end
+    local key = request_key(sock)
     local accept = sock.path == "bad" and "nope" or require("luaio.websocket").accept_key(key)
     sock:write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " ..
       accept .. "\r\n\r\n" .. H.frame(TEXT, "masked by a server"))
@@ -638,12 +643,7 @@ end)
 -- client's timeout is a deadline for the connect and the whole handshake, not an idle timer.
 test.case("client: timeout bounds the whole handshake, even against a server trickling its answer", function()
   local server = assert(tcp.createServer(0, function(sock)
-    local key
-    while true do
-      local line = sock:readline()
-      if not line or line == "" then break end
-      key = line:match("^Sec%-WebSocket%-Key: (.+)$") or key
-    end
+    local key = request_key(sock)
     local answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
       "Sec-WebSocket-Accept: " .. require("luaio.websocket").accept_key(key) .. "\r\nX-Pad: " .. rep("a", 100) .. "\r\n\r\n"
     for i = 1, #answer do -- about 6 s in all
@@ -837,12 +837,15 @@ else:
     flood(c, False)
 ]]
 
-local function rss_mb()
+-- This process's VmRSS or VmSize (field), in MiB.
+local function memory_mb(field)
   local f = assert(io.open("/proc/self/status"))
   local status = f:read("*a")
   f:close()
-  return tonumber(status:match("VmRSS:%s*(%d+)")) / 1024
+  return tonumber(status:match(field .. ":%s*(%d+)")) / 1024
 end
+
+local function rss_mb() return memory_mb("VmRSS") end
 
 -- Waits for the flooding peer's last line while sampling this process's memory; returns the
 -- line and the largest growth seen (MiB).
@@ -978,12 +981,7 @@ end)
 -- A frame's header claims its length before its bytes come: the input buffer grows as they
 -- come, not to the claim (200 connections claiming 16 MiB each took 3.2 GB of address space).
 test.case("a frame header claiming 16 MiB costs no 16 MiB before its bytes arrive", function()
-  local function vmsize_mb()
-    local f = assert(io.open("/proc/self/status"))
-    local status = f:read("*a")
-    f:close()
-    return tonumber(status:match("VmSize:%s*(%d+)")) / 1024
-  end
+  local function vmsize_mb() return memory_mb("VmSize") end
   local port = H.serve()
   local socks = {}
   for i = 1, 20 do socks[i] = H.connect(port) end

@@ -222,12 +222,7 @@ static void set_end(lua_State *L, ws_t *w, const char *name, unsigned code, cons
 
 /* Wakes a waiting task (through the ready queue: this may run inside another task's call):
  * with true when ok, else with the connection's end. */
-static void wake(lua_State *L, ws_t *w, lua_State **co, int *ref, int ok) {
-  lua_State *t = *co;
-  if (t == NULL) return;
-  int anchor = *ref;
-  *co = NULL;
-  *ref = LUA_NOREF;
+static void ready(lua_State *L, ws_t *w, lua_State *t, int ok) {
   if (ok) {
     lua_pushboolean(L, 1);
     luaio_ready(L, t, 1);
@@ -235,6 +230,15 @@ static void wake(lua_State *L, ws_t *w, lua_State **co, int *ref, int ok) {
     push_end(L, w);
     luaio_ready(L, t, 2);
   }
+}
+
+static void wake(lua_State *L, ws_t *w, lua_State **co, int *ref, int ok) {
+  lua_State *t = *co;
+  if (t == NULL) return;
+  int anchor = *ref;
+  *co = NULL;
+  *ref = LUA_NOREF;
+  ready(L, w, t, ok);
   luaio_unanchor(anchor); /* once the ready queue holds it: the pushes allocate */
 }
 
@@ -249,13 +253,7 @@ static void wake_writers(lua_State *L, ws_t *w, int ok) {
     lua_rawgeti(L, -1, (int)i);
     lua_State *t = lua_tothread(L, -1);
     lua_pop(L, 1);
-    if (ok) {
-      lua_pushboolean(L, 1);
-      luaio_ready(L, t, 1);
-    } else {
-      push_end(L, w);
-      luaio_ready(L, t, 2);
-    }
+    ready(L, w, t, ok);
     lua_pushnil(L);
     lua_rawseti(L, -2, (int)i);
   }
