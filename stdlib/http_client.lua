@@ -139,13 +139,18 @@ function client.resolve(base, reference)
   return concat(out)
 end
 
+local HTTP_PORTS = { http = 80, https = 443 }
+
 -- Splits an absolute http(s) URL: {scheme, host (lower case), port, path (with the query;
--- the fragment dropped)}, or nil and the reason.
-local function parse_url(url)
+-- the fragment dropped)}, or nil and the reason. ports: the schemes allowed and their default
+-- ports (http and https; websocket.lua passes ws and wss). The path is checked here, once for
+-- every client: a space or control character in it would split the request line.
+local function parse_url(url, ports)
+  ports = ports or HTTP_PORTS
   local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
   if not scheme then return nil, "not an absolute URL (http://host[:port]/path)" end
   scheme = scheme:lower()
-  if scheme ~= "http" and scheme ~= "https" then return nil, "scheme '" .. scheme .. "' is not http" end
+  if not ports[scheme] then return nil, "scheme '" .. scheme .. "' is not http" end
   local authority, path = rest:match("^([^/?#]*)(.*)$")
   if authority:find("@", 1, true) then return nil, "user info in URLs is not supported" end
   local host, port
@@ -156,7 +161,7 @@ local function parse_url(url)
   end
   if not host then return nil, "bad host in URL" end
   if port == "" then
-    port = scheme == "https" and 443 or 80
+    port = ports[scheme]
   else
     port = tonumber(port)
     if port < 1 or port > 65535 then return nil, "port out of range in URL" end
@@ -171,9 +176,14 @@ end
 local function authority_of(target)
   local host = target.host
   if host:find(":", 1, true) then host = "[" .. host .. "]" end
-  if target.port ~= (target.scheme == "https" and 443 or 80) then host = host .. ":" .. target.port end
+  local secure = target.scheme == "https" or target.scheme == "wss"
+  if target.port ~= (secure and 443 or 80) then host = host .. ":" .. target.port end
   return host
 end
+
+-- For the WebSocket client (stdlib/websocket.lua): the same URL rules and Host header.
+client.parse_url = parse_url
+client.authority = authority_of
 
 -- --- options ---------------------------------------------------------------------------------
 

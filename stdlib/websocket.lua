@@ -16,6 +16,7 @@
 local C = require "luaio.websocket"
 local options = require "luaio.options"
 local errors = require "luaio.error"
+local task = require "task"
 
 local concat, type, tostring, tonumber, ipairs = table.concat, type, tostring, tonumber, ipairs
 
@@ -39,7 +40,7 @@ local SERVER_OPTIONS = {
 local CLIENT_OPTIONS = {
   headers = { "table" },
   protocols = { "table" },
-  timeout = { "ms" }, -- connect and handshake; default 10 s
+  timeout = { "ms" }, -- a deadline for the connect and the handshake together; default 10 s
   tls = { { "boolean", "table" } }, -- wss://: tcp.connect's tls options (ca, servername, verify...)
 }
 for name, rule in pairs(COMMON) do
@@ -175,10 +176,13 @@ local function origin_allowed(origins, origin, req)
 end
 
 local function upgrade(req, res, opts)
-  local up, connection, version, key, protocol, ext, origin = C.headers(res, "upgrade", "connection",
-    "sec-websocket-version", "sec-websocket-key", "sec-websocket-protocol", "sec-websocket-extensions", "origin")
+  local up, connection, version, key, protocol, ext, origin, length, te = C.headers(res, "upgrade", "connection",
+    "sec-websocket-version", "sec-websocket-key", "sec-websocket-protocol", "sec-websocket-extensions", "origin",
+    "content-length", "transfer-encoding")
   if req.method ~= "GET" then return refuse(res, 400, "a WebSocket handshake is a GET") end
   if req.httpVersion ~= "1.1" then return refuse(res, 400, "a WebSocket handshake needs HTTP/1.1") end
+  -- A GET with a body is no handshake (and its bytes would be taken for frames).
+  if te or (length and length ~= "0") then return refuse(res, 400, "a WebSocket handshake has no body") end
   if not has_token(up, "websocket") then return refuse(res, 400, "Upgrade: websocket expected") end
   if not has_token(connection, "upgrade") then return refuse(res, 400, "Connection: Upgrade expected") end
   if version ~= "13" then
@@ -240,19 +244,18 @@ websocket.subscribers = C.subscribers
 
 -- --- the client ----------------------------------------------------------------------------------
 
--- ws://host[:port][/path][?query] -> secure, host, port, target, authority
+local WS_PORTS = { ws = 80, wss = 443 }
+
+-- ws://host[:port][/path][?query] -> secure, host, port, target, authority; or nil, why.
+-- The rules are the HTTP client's (http_client.lua), so a URL one refuses the other refuses
+-- too: no user info, no space or control character in the path (request splitting).
 local function parse_url(url)
-  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
-  scheme = scheme and scheme:lower()
-  if scheme ~= "ws" and scheme ~= "wss" then return nil end
-  local authority, target = rest:match("^([^/?#]*)([^#]*)")
-  if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
-  local host, port = authority:match("^%[([^%]]+)%]:?(%d*)$")
-  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
-  if not host or host == "" then return nil end
-  port = port ~= "" and tonumber(port) or (scheme == "wss" and 443 or 80)
-  if port < 1 or port > 65535 then return nil end
-  return scheme == "wss", host, port, target, authority
+  local scheme = url:match("^(%a[%w+.-]*)://")
+  if not scheme or not WS_PORTS[scheme:lower()] then return nil end
+  local http_client = require "http_client"
+  local t, why = http_client.parse_url(url, WS_PORTS)
+  if not t then return nil, why end
+  return t.scheme == "wss", t.host, t.port, t.path, http_client.authority(t)
 end
 
 local function check_header(name, value)
@@ -266,23 +269,60 @@ local function check_header(name, value)
   return value
 end
 
--- Reads the response head: status, headers (lower-case names, repeats joined with ", ").
-local function read_head(sock)
-  local line, err = sock:readline()
-  if not line then return nil, err end
+local MAX_HEAD = 65536 -- a response head larger than this is refused
+
+-- The time left until deadline (task.now() ms) as the socket's timeout for its next wait,
+-- or nil, ETIMEDOUT once it has passed. Each wait is cut to what is left, so a server that
+-- trickles its answer a byte at a time cannot stretch the handshake past the deadline.
+local function late()
+  return nil, errors.new("ETIMEDOUT", "the handshake was not done within timeout")
+end
+
+local function within(sock, deadline)
+  local left = deadline - task.now()
+  if left <= 0 then return late() end
+  sock:setTimeout(math.ceil(left))
+  return true
+end
+
+-- Reads the response head by the deadline: status, headers (lower-case names, repeats
+-- joined with ", "), and the bytes that came right behind the head (frames: they are the
+-- websocket's).
+local function read_head(sock, deadline)
+  local parts, size, tail, head, rest = {}, 0, "", nil, nil
+  while not head do
+    local ok, err = within(sock, deadline)
+    if not ok then return nil, err end
+    local data
+    data, err = sock:read()
+    if not data then
+      if err.name == "ETIMEDOUT" then return late() end -- the read waited for what was left
+      return nil, err
+    end
+    parts[#parts + 1] = data
+    size = size + #data
+    if (tail .. data):find("\r\n\r\n", 1, true) then -- only now are the parts joined
+      local all = concat(parts)
+      local e = all:find("\r\n\r\n", 1, true)
+      head, rest = all:sub(1, e + 1), all:sub(e + 4)
+    elseif size > MAX_HEAD then
+      return nil, errors.new("EPROTO", "response head over " .. MAX_HEAD .. " bytes")
+    else
+      tail = (tail .. data):sub(-3)
+    end
+  end
+  local lines = head:gmatch("(.-)\r?\n")
+  local line = lines()
   local status = line:match("^HTTP/1%.[01] (%d%d%d)")
   if not status then return nil, errors.new("EPROTO", "not an HTTP response: " .. line:sub(1, 80)) end
   local headers = {}
-  for _ = 1, 200 do
-    line, err = sock:readline()
-    if not line then return nil, err end
-    if line == "" then return tonumber(status), headers end
-    local name, value = line:match("^([^:]+):[ \t]*(.-)[ \t]*$")
+  for l in lines do
+    local name, value = l:match("^([^:]+):[ \t]*(.-)[ \t]*$")
     if not name then return nil, errors.new("EPROTO", "malformed header line in the response") end
     name = name:lower()
     headers[name] = headers[name] and headers[name] .. ", " .. value or value
   end
-  return nil, errors.new("EPROTO", "too many header lines in the response")
+  return tonumber(status), headers, rest
 end
 
 -- The server's permessage-deflate answer: deflate bits and peer takeover, or nil, why.
@@ -312,7 +352,7 @@ local function client_deflate(value)
   return our_bits, peer_takeover
 end
 
-local function handshake(sock, opts, target, authority)
+local function handshake(sock, opts, target, authority, deadline)
   local key = C.new_key()
   local lines = {
     "GET " .. target .. " HTTP/1.1", "Host: " .. authority, "Upgrade: websocket", "Connection: Upgrade",
@@ -328,9 +368,10 @@ local function handshake(sock, opts, target, authority)
     lines[#lines + 1] = name .. ": " .. check_header(name, value)
   end
   lines[#lines + 1] = "\r\n"
-  local ok, err = sock:write(concat(lines, "\r\n"))
+  local ok, err = within(sock, deadline)
+  if ok then ok, err = sock:write(concat(lines, "\r\n")) end
   if not ok then return nil, err end
-  local status, headers = read_head(sock)
+  local status, headers, rest = read_head(sock, deadline)
   if not status then return nil, headers end
   local function bad(why) return nil, errors.new("EPROTO", why) end
   if status ~= 101 then return bad("the server answered " .. status .. ", not 101") end
@@ -352,7 +393,7 @@ local function handshake(sock, opts, target, authority)
     if not our_bits then return bad(peer_takeover) end
     core.extensions, core.deflate_bits, core.peer_takeover = ext, our_bits, peer_takeover
   end
-  return C.adopt(sock, core)
+  return C.adopt(sock, core, rest)
 end
 
 -- websocket.connect(url[, options]) -> ws | nil, err: ws://, or wss:// (TLS, verified as
@@ -363,7 +404,11 @@ function websocket.connect(url, given)
   end
   local opts = options.check(given, CLIENT_OPTIONS, 2, "connect")
   local secure, host, port, target, authority = parse_url(url)
-  if secure == nil then error("bad argument #1 to 'connect' (ws:// or wss:// URL expected, got '" .. url .. "')", 2) end
+  if secure == nil then
+    -- the URL as %q shows it: its control characters cannot break the message's line
+    error("bad argument #1 to 'connect' (" .. (host or "ws:// or wss:// URL expected") .. ", got " ..
+      ("%q"):format(url):gsub("\\\n", "\\n") .. ")", 2)
+  end
   if opts.tls ~= nil and not secure then
     error("bad argument #2 to 'connect' (option 'tls' is for wss:// URLs)", 2)
   end
@@ -379,11 +424,11 @@ function websocket.connect(url, given)
   end
   for name, value in pairs(opts.headers or {}) do check_header(name, value) end
   local timeout = opts.timeout or 10000
+  local deadline = timeout > 0 and task.now() + timeout or math.huge -- 0 or math.huge: none
   local sock, err = require("tcp").connect(port, host, { timeout = timeout, tls = secure and (opts.tls or true) or nil })
   if not sock then return nil, err end
-  sock:setTimeout(timeout)
   local ws
-  ws, err = handshake(sock, opts, target, authority)
+  ws, err = handshake(sock, opts, target, authority, deadline)
   if not ws then
     sock:close()
     return nil, err

@@ -52,9 +52,9 @@ test.case("handshake: not an upgrade gets 400, another version 426, a bad key 40
   local server = assert(require("http").createServer(0, router, { host = "127.0.0.1" }))
   test.cleanup(function() server:close() end)
   local port = server:address().port
-  local function try(headers)
+  local function try(headers, body)
     local c = assert(tcp.connect(port, "127.0.0.1", { timeout = 3000 }))
-    c:write("GET / HTTP/1.1\r\nHost: x\r\n" .. headers .. "\r\n")
+    c:write("GET / HTTP/1.1\r\nHost: x\r\n" .. headers .. "\r\n" .. (body or ""))
     local line = c:readline()
     local parts = {}
     repeat
@@ -73,7 +73,12 @@ test.case("handshake: not an upgrade gets 400, another version 426, a bad key 40
   test.eq(try("Upgrade: websocket\r\nConnection: close\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"), 400, "Connection without upgrade")
   test.eq(try("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n"), 400, "bad key")
   test.eq(try("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"), 400, "no key")
-  test.eq(errs, { "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO" })
+  -- a handshake is a GET without a body: one with a body is refused (400, not an error)
+  local v13 = base .. "Sec-WebSocket-Version: 13\r\n"
+  test.eq(try(v13 .. "Content-Length: 5\r\n", "hello"), 400, "a body")
+  test.eq(try(v13 .. "Transfer-Encoding: chunked\r\n", "0\r\n\r\n"), 400, "a chunked body")
+  test.eq(try(v13 .. "Content-Length: 0\r\n"), 101, "Content-Length: 0")
+  test.eq(errs, { "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "ws" })
 end)
 
 test.case("handshake: a POST to a websocket route is not upgraded; a GET elsewhere still works", function()
@@ -172,11 +177,9 @@ end)
 
 test.case("2.x ws:ping() and on_pong; ping_interval pings an idle peer", function()
   local pongs = {}
-  local done = false
   local port = H.serve(function(ws)
     ws:ping("from server")
     task.sleep(400) -- idle: the ping interval (100 ms) sends pings meanwhile
-    done = true
     ws:receive()
   end, { ping_interval = 100, on_pong = function(data) pongs[#pongs + 1] = data end })
   local s = H.connect(port)
@@ -187,8 +190,7 @@ test.case("2.x ws:ping() and on_pong; ping_interval pings an idle peer", functio
   test.eq(more.op, PING, "an interval ping")
   test.eq(more.payload, "")
   s:write(H.frame(PONG, "") .. H.frame(CLOSE, H.close_payload(1000)))
-  test.eq(H.expect_close(s), 1000)
-  test.ok(done)
+  test.eq(H.expect_close(s), 1000) -- answered as it comes, even while the handler sleeps
   test.eq(pongs[1], "reply")
 end)
 
@@ -396,6 +398,18 @@ test.case("7.x ws:close() does the closing handshake; the handler returning clos
   test.eq(H.expect_close(H.connect(port2)), 1000)
 end)
 
+test.case("7.x ws:close(): the whole reason is sent, NUL bytes and all", function()
+  local port = H.serve(function(ws) ws:close(4000, "before\0after") end)
+  local s = H.connect(port)
+  local f = H.read_frame(s)
+  test.eq({ f.op, f.payload }, { CLOSE, H.close_payload(4000, "before\0after") })
+  -- and our client's receive gives it whole in err.reason
+  local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/"))
+  local data, err = ws:receive()
+  test.eq(data, nil)
+  test.eq({ err.code, err.reason }, { 4000, "before\0after" })
+end)
+
 test.case("7.x close_timeout: a peer that never answers the close; a peer that vanishes without one", function()
   local result = {}
   local port = H.serve(function(ws, req)
@@ -566,6 +580,12 @@ test.case("client: refused handshakes, bad URLs, wss:// to a plain server", func
   test.raises(function() websocket.connect("http://x/") end, "ws:// or wss://")
   test.raises(function() websocket.connect("ws://x/", { nope = 1 }) end, "unknown option 'nope'")
   test.raises(function() websocket.connect("ws://x/", { headers = { ["X-A"] = "a\r\nb" } }) end, "control character")
+  -- the URL's path and query are checked as http.get checks them: no request splitting
+  local injected = "ws://127.0.0.1:" .. port .. "/?x=1 HTTP/1.1\r\nX-Injected: yes\r\n\r\nGET /second"
+  test.raises(function() websocket.connect(injected) end, "spaces or control characters in the URL's path")
+  test.raises(function() require("http").get("http" .. injected:sub(3)) end, "spaces or control characters in the URL's path")
+  test.raises(function() websocket.connect("ws://127.0.0.1/a\0b") end, "control characters")
+  test.raises(function() websocket.connect("ws://u@127.0.0.1/") end, "user info")
 end)
 
 -- wss:// : the server is an HTTPS server (the websocket takes the TLS connection over), the
@@ -593,14 +613,19 @@ test.case("wss:// : our client and our HTTPS server, compressed and not; verific
   test.eq(err and err.message, "hostname mismatch")
 end)
 
+-- For a raw server: reads the handshake request, returns its Sec-WebSocket-Key.
+local function request_key(sock)
+  local key
+  while true do
+    local line = sock:readline()
+    if not line or line == "" then return key end
+    key = line:match("^Sec%-WebSocket%-Key: (.+)$") or key
+  end
+end
+
 test.case("client: a server sending masked frames or a bad accept is refused", function()
   local server = assert(tcp.createServer(0, function(sock)
-    local key
-    while true do
-      local line = sock:readline()
-      if not line or line == "" then break end
-      key = line:match("^Sec%-WebSocket%-Key: (.+)$") or key
-    end
+    local key = request_key(sock)
     local accept = sock.path == "bad" and "nope" or require("luaio.websocket").accept_key(key)
     sock:write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " ..
       accept .. "\r\n\r\n" .. H.frame(TEXT, "masked by a server"))
@@ -612,6 +637,28 @@ test.case("client: a server sending masked frames or a bad accept is refused", f
   test.eq(data, nil)
   test.eq(err.name, "EPROTO")
   test.match(err.message, "masked frame from the server")
+end)
+
+-- A server that trickles its 101 a byte at a time never lets the socket go idle: the
+-- client's timeout is a deadline for the connect and the whole handshake, not an idle timer.
+test.case("client: timeout bounds the whole handshake, even against a server trickling its answer", function()
+  local server = assert(tcp.createServer(0, function(sock)
+    local key = request_key(sock)
+    local answer = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
+      "Sec-WebSocket-Accept: " .. require("luaio.websocket").accept_key(key) .. "\r\nX-Pad: " .. rep("a", 100) .. "\r\n\r\n"
+    for i = 1, #answer do -- about 6 s in all
+      if not sock:write(answer:sub(i, i)) then return end
+      task.sleep(30)
+    end
+    sock:read()
+  end, { host = "127.0.0.1" }))
+  test.cleanup(function() server:close() end)
+  local t0 = task.now()
+  local ws, err = websocket.connect("ws://127.0.0.1:" .. server:address().port .. "/", { timeout = 1000 })
+  local took = task.now() - t0
+  test.eq(ws, nil)
+  test.eq(err and err.name, "ETIMEDOUT")
+  test.ok(took < 4000, "gave up after " .. math.floor(took) .. " ms (timeout 1000)")
 end)
 
 test.case("send waits while the backlog is over max_backlog: a reader that does not read holds the writer", function()
@@ -748,4 +795,207 @@ io.stdout:flush()
       receive = function() return (ws:receive()) end,
     }
   end)
+end)
+
+-- --- hostile and careless peers ----------------------------------------------------------
+
+-- A python3 peer that floods masked (client) or unmasked (server) 125-byte pings and reads
+-- nothing (its receive buffer is made small), until it has sent `mb` MiB or 20 s passed.
+local PING_FLOOD = [[
+import socket, sys, time, base64, hashlib
+mode, port, mb = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def flood(s, masked):
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    frame = (b"\x89\xfd\x01\x02\x03\x04" if masked else b"\x89\x7d") + b"p" * 125
+    chunk = frame * 512
+    s.settimeout(0.2)
+    sent, t0 = 0, time.time()
+    while sent < mb * 1048576 and time.time() - t0 < 20:
+        try: sent += s.send(chunk)
+        except socket.timeout: pass
+        except OSError as e: print("ENDED %d %s" % (sent, e), flush=True); return
+    print("DONE %d" % sent, flush=True)
+    time.sleep(2)
+if mode == "client":
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head: head += s.recv(1)
+    flood(s, True)
+else:
+    ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", 0)); ls.listen()
+    print("listening %d" % ls.getsockname()[1], flush=True)
+    c, _ = ls.accept()
+    head = b""
+    while b"\r\n\r\n" not in head: head += c.recv(1)
+    key = [l.split(b":", 1)[1].strip() for l in head.split(b"\r\n") if l.lower().startswith(b"sec-websocket-key")][0]
+    acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+              b"Sec-WebSocket-Accept: " + acc + b"\r\n\r\n")
+    flood(c, False)
+]]
+
+-- This process's VmRSS or VmSize (field), in MiB.
+local function memory_mb(field)
+  local f = assert(io.open("/proc/self/status"))
+  local status = f:read("*a")
+  f:close()
+  return tonumber(status:match(field .. ":%s*(%d+)")) / 1024
+end
+
+local function rss_mb() return memory_mb("VmRSS") end
+
+-- Waits for the flooding peer's last line while sampling this process's memory; returns the
+-- line and the largest growth seen (MiB).
+local function watch_flood(peer)
+  local helpers = require "tests.helpers"
+  local base, grew = rss_mb(), 0
+  local deadline = task.now() + 30000
+  while task.now() < deadline do
+    grew = math.max(grew, rss_mb() - base)
+    local out = helpers.output(peer)
+    local line = out:match("(DONE %d+)") or out:match("(ENDED[^\n]*)")
+    if line then return line, grew end
+    task.sleep(20)
+  end
+  error("the flooding peer never finished: " .. helpers.output(peer))
+end
+
+-- Pongs are owed, not queued without end: while the output is over max_backlog, only the
+-- latest ping is answered once it drains (RFC 6455 5.5.3), so memory stays bounded.
+test.case("a ping flood from a peer that reads nothing: the server's memory stays bounded", function()
+  local helpers = require "tests.helpers"
+  local port = H.serve()
+  local peer = helpers.python(PING_FLOOD, "client", port, 256)
+  local line, grew = watch_flood(peer)
+  test.match(line, "^DONE")
+  test.ok(grew < 64, ("memory grew by %.0f MiB while 256 MiB of pings came"):format(grew))
+end)
+
+test.case("pings while the output is over max_backlog: one pong, for the latest, once it drains", function()
+  local port = H.serve(function(ws)
+    ws:send(rep("B", 16 * 1024 * 1024), "binary") -- more than the kernel's buffers take
+    ws:receive()
+  end, { max_backlog = 1000 })
+  local s = H.connect(port, nil, nil, 16) -- a socket that takes 16 KiB at most
+  task.sleep(200) -- the send waits: nothing is read yet
+  s:write(H.frame(PING, "a") .. H.frame(PING, "b") .. H.frame(PING, "c"))
+  task.sleep(100)
+  test.eq(assert(s:read(10)), "\130\127\0\0\0\0\1\0\0\0", "the 16 MiB message first")
+  for _ = 1, 1024 do assert(s:read(16384)) end
+  local f = assert(H.read_frame(s))
+  test.eq({ f.op, f.payload }, { PONG, "c" })
+  s:write(H.frame(PING, "d"))
+  f = assert(H.read_frame(s))
+  test.eq({ f.op, f.payload }, { PONG, "d" }, "answered at once again")
+end)
+
+-- The flood goes on and the peer takes nothing: send_timeout drops it, as it drops a peer
+-- that holds a waiting send.
+test.case("a ping flood from a peer that reads nothing is dropped after send_timeout", function()
+  local helpers = require "tests.helpers"
+  local port = H.serve(nil, { send_timeout = 300 })
+  local peer = helpers.python(PING_FLOOD, "client", port, 100000)
+  local line = watch_flood(peer)
+  test.match(line, "^ENDED")
+end)
+
+test.case("a ping flood from a server while our client waits in receive: memory stays bounded", function()
+  local helpers = require "tests.helpers"
+  local peer = helpers.python(PING_FLOOD, "server", 0, 256)
+  local port = tonumber(helpers.wait_output(peer, "listening (%d+)", 10000))
+  local ws = assert(websocket.connect("ws://127.0.0.1:" .. port .. "/"))
+  test.cleanup(function() ws:close() end)
+  local received
+  task.spawn(function() received = { ws:receive() } end)
+  local line, grew = watch_flood(peer)
+  test.match(line, "^DONE")
+  test.ok(grew < 64, ("memory grew by %.0f MiB while 256 MiB of pings came"):format(grew))
+end)
+
+-- Several tasks may send on one websocket: each message is queued in call order, and each
+-- send waits while the backlog is over max_backlog. None is refused after being queued.
+test.case("send from several tasks: queued in order, each waits its turn, none gets EBUSY", function()
+  local results = {}
+  local port = H.serve(function(ws)
+    local big = rep("B", 16 * 1024 * 1024 - 6) -- more than the kernel's buffers take
+    local queued = false
+    local t1 = task.spawn(function()
+      queued = true -- send queues before it waits
+      return ws:send("first " .. big, "binary")
+    end)
+    while not queued do task.sleep(1) end
+    results.second = { ws:send("second", "text") }
+    results.first = { t1:join(10000) }
+    ws:receive()
+  end, { max_backlog = 1000 })
+  local s = H.connect(port, nil, nil, 16)
+  task.sleep(200) -- both sends wait: nothing is read yet
+  test.eq(assert(s:read(16)), "\130\127\0\0\0\0\1\0\0\0first ", "the first message first")
+  for _ = 1, 1023 do assert(s:read(16384)) end
+  assert(s:read(16384 - 6))
+  local f = assert(H.read_frame(s))
+  test.eq({ f.op, f.payload }, { TEXT, "second" })
+  local deadline = task.now() + 3000
+  while not results.first and task.now() < deadline do task.sleep(5) end
+  test.eq(results.second, { true })
+  test.eq(results.first, { true, true })
+end)
+
+-- A handler that only sends still answers the peer's ping and close (RFC 6455 5.5.1,
+-- 5.5.2): frames are parsed as they arrive, and messages are kept for a later receive.
+test.case("a handler that never receives still answers pings and the close; messages wait for receive", function()
+  local result = {}
+  local port = H.serve(function(ws)
+    local i = 0
+    while true do
+      i = i + 1
+      local ok, err = ws:send("tick " .. i)
+      if not ok then result.send = err break end
+      task.sleep(20)
+    end
+    result.first = { ws:receive() }
+    result.second = { ws:receive() }
+    result.third = { ws:receive() }
+  end)
+  local s = H.connect(port)
+  test.eq(H.read_frame(s).payload, "tick 1")
+  s:write(H.frame(TEXT, "kept 1") .. H.frame(BINARY, "kept 2") .. H.frame(PING, "are you there"))
+  local f
+  repeat f = assert(H.read_frame(s)) until f.op ~= TEXT
+  test.eq({ f.op, f.payload }, { PONG, "are you there" })
+  s:write(H.frame(CLOSE, H.close_payload(4001, "bye")))
+  repeat f = assert(H.read_frame(s)) until f.op ~= TEXT
+  test.eq({ f.op, f.payload }, { CLOSE, H.close_payload(4001) })
+  test.eq(select(2, s:read()).name, "EOF")
+  local deadline = task.now() + 3000
+  while not result.third and task.now() < deadline do task.sleep(10) end
+  test.eq(result.send and result.send.name, "CLOSED")
+  test.eq(result.first, { "kept 1", "text" })
+  test.eq(result.second, { "kept 2", "binary" })
+  test.eq({ result.third[1], result.third[2].name, result.third[2].code }, { nil, "CLOSED", 4001 })
+end)
+
+-- A frame's header claims its length before its bytes come: the input buffer grows as they
+-- come, not to the claim (200 connections claiming 16 MiB each took 3.2 GB of address space).
+test.case("a frame header claiming 16 MiB costs no 16 MiB before its bytes arrive", function()
+  local function vmsize_mb() return memory_mb("VmSize") end
+  local port = H.serve()
+  local socks = {}
+  for i = 1, 20 do socks[i] = H.connect(port) end
+  task.sleep(50)
+  local before = vmsize_mb()
+  local header = "\130\255\0\0\0\0\1\0\0\0\1\2\3\4" -- binary, masked, 16 MiB, then a key
+  for i = 1, 20 do socks[i]:write(header .. "a few bytes") end
+  task.sleep(200)
+  local grew = vmsize_mb() - before
+  test.ok(grew < 100, ("address space grew by %.0f MiB for 20 frames claiming 16 MiB each"):format(grew))
+  -- and a whole 16 MiB frame still arrives (the buffer grows as it comes)
+  local s = H.connect(port)
+  local payload = rep("z", 16 * 1024 * 1024)
+  s:write(H.frame(BINARY, payload, { key = "\0\0\0\0" }))
+  local f = assert(H.read_frame(s))
+  test.eq({ f.op, #f.payload }, { BINARY, #payload })
 end)

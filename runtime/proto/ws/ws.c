@@ -2,18 +2,25 @@
  * ws.c: WebSocket (RFC 6455, permessage-deflate RFC 7692), a protocol on the connection core,
  * and the C half of stdlib/websocket.lua (module luaio.websocket).
  *
- * Receiving. Frames are parsed straight from the core's input buffer (c->in) when a task
- * waits in ws:receive(): the payload is unmasked in place as its bytes arrive, a text
- * message's UTF-8 is checked as they arrive too (a bad byte closes with 1007 before the rest
- * of the frame is there), and a message that is one frame (nearly all of them) becomes its
- * Lua string straight from the buffer. Fragments are gathered in a buffer of the
- * connection's, freed when the message is delivered. Pings are answered and pongs consumed
- * inside receive. A frame larger than the input buffer's usual bound raises that bound for
- * itself; while nobody receives, the bound holds back the peer (TCP does the rest).
+ * Receiving. Frames are parsed straight from the core's input buffer (c->in) as they
+ * arrive: the payload is unmasked in place as its bytes arrive, a text message's UTF-8 is
+ * checked as they arrive too (a bad byte closes with 1007 before the rest of the frame is
+ * there), and a message that is one frame (nearly all of them), when a task waits in
+ * ws:receive(), becomes its Lua string straight from the buffer. Fragments are gathered in
+ * a buffer of the connection's, freed when the message is delivered. Pings are answered and
+ * the peer's close echoed as they come, whether a task receives or not (a handler that only
+ * sends must still answer them): a message complete while nobody receives is kept as a
+ * string for receive; past in_base bytes kept, parsing stops and the input's bound holds
+ * back the peer (TCP does the rest). A frame larger than that bound raises it for itself;
+ * the buffer grows as the frame's bytes come, not to the length its header claims.
  *
  * Sending. A frame is its header and payload queued on the core: a large payload string is
  * referenced, not copied (server side: clients mask, so they copy). send waits only while
  * more than max_backlog bytes are queued: a slow reader holds back the writer, not memory.
+ * Several tasks may wait so, in order; each message is queued when send is called. Pongs
+ * are not queued while the backlog is over max_backlog: the latest ping's answer is owed,
+ * and written once it drains (RFC 6455 5.5.3: only the latest ping need be answered), so a
+ * peer flooding pings without reading costs nothing but the send timeout's wait.
  *
  * Publish. websocket.publish frames a message once into one Lua string (and compresses it
  * once per window size) and queues the same string on every subscriber. A subscriber whose
@@ -27,8 +34,9 @@
  *
  * Timeouts: one deadline on the core. While open: ping_interval after the last bytes
  * received, a ping; idle_timeout after them, the connection is dropped (ETIMEDOUT). While a
- * send waits for the backlog to drain, the core's send timeout holds the deadline instead: a
- * peer that keeps sending but reads nothing is not idle, yet must not hold the sender forever.
+ * send waits for the backlog to drain (or a pong is owed), the core's send timeout holds the
+ * deadline instead: a peer that keeps sending but reads nothing is not idle, yet must not
+ * hold us forever.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -49,8 +57,12 @@ enum { P_WAIT, P_MESSAGE, P_END };
 
 typedef struct {
   luaio_conn *conn;                    /* NULL once the connection is gone */
-  lua_State *reader, *writer, *closer; /* tasks waiting in receive, send, close */
-  int reader_ref, writer_ref, closer_ref;
+  lua_State *reader, *closer; /* tasks waiting in receive, close */
+  int reader_ref, closer_ref;
+  int writers_ref; /* a table: the tasks waiting in send (or ping), in order */
+  int held_ref;    /* a table: messages parsed while nobody received (data, kind, ...) */
+  uint32_t nwriters, held_first, held_last; /* held: slots [held_first, held_last) */
+  size_t held_bytes;
   int pong_ref, protocol_ref, ext_ref, reason_ref;
   uint8_t *msg; /* a fragmented message's payload so far (compressed, when it is) */
   size_t msg_len, msg_cap;
@@ -64,6 +76,8 @@ typedef struct {
   uint32_t rx_at; /* loop time (ms) of the last bytes received, while the timer is T_ACTIVE */
   uint16_t close_code; /* CLOSED: the peer's code (1005: none given, 1006: no close frame) */
   uint8_t hlen, op, frag, deflated, state, timer, client, pmd, pmd_bits, peer_takeover, big, clean;
+  uint8_t pong_owed, pong_len; /* the latest ping's answer, owed while the output is full */
+  uint8_t pong[125];
 } ws_t;
 
 typedef struct {
@@ -138,13 +152,14 @@ __attribute__((noinline)) static int write_frame(ws_t *w, lua_State *L, int op, 
   return c->write_err;
 }
 
-/* A close frame: code (0: none) and reason, cut to the 123 bytes a control frame allows. */
+/* A close frame: code (0: none) and reason (rlen bytes: it may hold NULs), cut to the 123
+ * bytes a control frame allows. */
 __attribute__((noinline)) static void write_close(ws_t *w, lua_State *L, unsigned code,
-                                                  const char *reason) {
+                                                  const char *reason, size_t rlen) {
   uint8_t body[125];
   size_t n = 0;
   if (code != 0) {
-    size_t rlen = reason ? strlen(reason) : 0;
+    if (reason == NULL) rlen = 0;
     if (rlen > 123) rlen = 123;
     body[0] = (uint8_t)(code >> 8);
     body[1] = (uint8_t)code;
@@ -178,12 +193,13 @@ static int push_end(lua_State *L, ws_t *w) {
   lua_pushnil(L);
   const char *name = w->err_name ? w->err_name : "CLOSED";
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->reason_ref);
-  const char *reason = lua_isstring(L, -1) ? lua_tostring(L, -1) : "";
+  size_t rlen = 0;
+  const char *reason = lua_isstring(L, -1) ? lua_tolstring(L, -1, &rlen) : "";
   if (strcmp(name, "CLOSED") == 0) {
     unsigned code = w->close_code ? w->close_code : 1006;
     lua_pushfstring(L, "closed: %d%s%s", (int)code, *reason ? " " : "", reason);
     luaio_newerror(L, (int)code, "CLOSED", lua_tostring(L, -1));
-    lua_pushstring(L, reason);
+    lua_pushlstring(L, reason, rlen); /* whole: a reason may hold NULs */
     lua_setfield(L, -2, "reason");
     lua_replace(L, -3);
     lua_pop(L, 1);
@@ -206,12 +222,7 @@ static void set_end(lua_State *L, ws_t *w, const char *name, unsigned code, cons
 
 /* Wakes a waiting task (through the ready queue: this may run inside another task's call):
  * with true when ok, else with the connection's end. */
-static void wake(lua_State *L, ws_t *w, lua_State **co, int *ref, int ok) {
-  lua_State *t = *co;
-  if (t == NULL) return;
-  int anchor = *ref;
-  *co = NULL;
-  *ref = LUA_NOREF;
+static void ready(lua_State *L, ws_t *w, lua_State *t, int ok) {
   if (ok) {
     lua_pushboolean(L, 1);
     luaio_ready(L, t, 1);
@@ -219,7 +230,34 @@ static void wake(lua_State *L, ws_t *w, lua_State **co, int *ref, int ok) {
     push_end(L, w);
     luaio_ready(L, t, 2);
   }
+}
+
+static void wake(lua_State *L, ws_t *w, lua_State **co, int *ref, int ok) {
+  lua_State *t = *co;
+  if (t == NULL) return;
+  int anchor = *ref;
+  *co = NULL;
+  *ref = LUA_NOREF;
+  ready(L, w, t, ok);
   luaio_unanchor(anchor); /* once the ready queue holds it: the pushes allocate */
+}
+
+/* Wakes every task waiting in send, in the order they came: with true when ok, else with
+ * the connection's end. The table keeps each one alive until the ready queue holds it. */
+static void wake_writers(lua_State *L, ws_t *w, int ok) {
+  uint32_t n = w->nwriters;
+  if (n == 0) return;
+  w->nwriters = 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->writers_ref);
+  for (uint32_t i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, (int)i);
+    lua_State *t = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    ready(L, w, t, ok);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, (int)i);
+  }
+  lua_pop(L, 1);
 }
 
 static void light_key(lua_State *L, ws_t *w) { lua_pushlightuserdata(L, w); }
@@ -280,7 +318,7 @@ static void detach(lua_State *L, ws_t *w) {
   ws_inflate_free(&w->inflater);
   unsubscribe_all(L, w);
   wake(L, w, &w->reader, &w->reader_ref, 0);
-  wake(L, w, &w->writer, &w->writer_ref, 0);
+  wake_writers(L, w, 0);
   wake(L, w, &w->closer, &w->closer_ref, w->clean);
 }
 
@@ -295,7 +333,7 @@ static void finish(lua_State *L, ws_t *w, unsigned linger) {
 
 /* The peer broke the protocol: close with code, and the connection ends. */
 static int fail(lua_State *L, ws_t *w, unsigned code, const char *why) {
-  if (w->state == S_OPEN) write_close(w, L, code, why);
+  if (w->state == S_OPEN) write_close(w, L, code, why, strlen(why));
   const char *name = code == 1007   ? "EILSEQ"
                      : code == 1009 ? "EMSGSIZE"
                      : code == 1011 ? "ENOMEM"
@@ -314,9 +352,21 @@ static uint32_t first_timeout(ws_t *w) {
   return w->ping_ms && (!w->idle_ms || w->ping_ms < w->idle_ms) ? w->ping_ms : w->idle_ms;
 }
 
+/* Output waits for a peer that does not read: tasks wait in send, or a pong is owed. */
+static int blocked(ws_t *w) { return w->nwriters > 0 || w->pong_owed; }
+
+/* While blocked, the core's send timeout holds the deadline instead of the idle timer: a
+ * peer that keeps sending but reads nothing is not idle, yet must not hold us forever. */
+static void hold_for_send(ws_t *w) {
+  if (w->timer == T_ACTIVE || w->timer == T_PINGED) {
+    w->timer = T_NONE;
+    luaio_conn_timeout(w->conn, 0);
+  }
+}
+
 /* The deadline runs from the last bytes received. */
 static void arm_active(ws_t *w) {
-  if (w->state != S_OPEN || w->conn == NULL || w->writer != NULL) return;
+  if (w->state != S_OPEN || w->conn == NULL || blocked(w)) return;
   uint32_t first = first_timeout(w);
   w->timer = first ? T_ACTIVE : T_NONE;
   w->rx_at = loop_now();
@@ -375,7 +425,9 @@ static const char *refused(ws_t *w, unsigned *code) {
   return NULL;
 }
 
-/* A new frame header of n bytes was parsed: check it, make room for the whole frame. */
+/* A new frame header of n bytes was parsed: check it, and let the input hold the whole
+ * frame. The buffer is not grown to the length claimed here: it grows (doubling) as the
+ * bytes come, so a peer that only claims large frames costs nothing. */
 static int frame_start(lua_State *L, ws_t *w, int n) {
   luaio_conn *c = w->conn;
   unsigned code;
@@ -393,11 +445,6 @@ static int frame_start(lua_State *L, ws_t *w, int n) {
     c->in_max = (uint32_t)total;
     w->big = 1;
     luaio_conn_consume(c, 0); /* reading, paused at the old bound, goes on */
-  }
-  uint64_t have = c->in->len - c->in->off;
-  if (total > have) {
-    int err = luaio_conn_reserve_in(c, (uint32_t)(total - have));
-    if (err == UV_ENOMEM) return fail(L, w, 1011, "out of memory");
   }
   return P_WAIT;
 }
@@ -442,7 +489,7 @@ static int on_close_frame(lua_State *L, ws_t *w, const uint8_t *p, size_t n) {
     if (ws_utf8(&st, p + 2, n - 2) < 0 || st != WS_UTF8_OK)
       return fail(L, w, 1007, "invalid UTF-8 in the close reason");
   }
-  if (w->state == S_OPEN) write_close(w, L, code == 1005 ? 0 : code, NULL); /* echo the code */
+  if (w->state == S_OPEN) write_close(w, L, code == 1005 ? 0 : code, NULL, 0); /* echo the code */
   set_end(L, w, "CLOSED", code, n > 2 ? (const char *)p + 2 : NULL, n > 2 ? n - 2 : 0);
   w->clean = 1;
   finish(L, w, LINGER_MS);
@@ -457,7 +504,15 @@ __attribute__((noinline)) static int control(lua_State *L, ws_t *w, const uint8_
   if (n > 0) memcpy(p, payload, n);
   frame_done(w, total);
   if (op == WS_PING) {
-    if (w->state == S_OPEN) write_frame(w, L, WS_PONG, 0, p, n, 0);
+    if (w->state != S_OPEN) return P_WAIT;
+    if (luaio_conn_above_high(w->conn)) { /* 5.5.3: only the latest ping need be answered */
+      memcpy(w->pong, p, n);
+      w->pong_len = (uint8_t)n;
+      w->pong_owed = 1;
+      hold_for_send(w);
+    } else {
+      write_frame(w, L, WS_PONG, 0, p, n, 0);
+    }
     return P_WAIT;
   }
   if (op == WS_PONG) {
@@ -593,11 +648,64 @@ static int push_message(lua_State *co, ws_t *w, ws_msg *m) {
   return 2;
 }
 
-/* While closing with nobody receiving: messages are dropped until the peer's close. */
-__attribute__((noinline)) static void drain_closing(lua_State *L, ws_t *w) {
+/* --- messages kept for receive ----------------------------------------------------------- */
+
+static int held_empty(ws_t *w) { return w->held_first == w->held_last; }
+
+/* A message parsed while nobody receives: kept as a string (and its kind) for receive. */
+__attribute__((noinline)) static void hold_message(lua_State *L, ws_t *w, ws_msg *m) {
+  if (w->held_ref == LUA_NOREF) {
+    lua_newtable(L);
+    w->held_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  if (held_empty(w)) w->held_first = w->held_last = 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->held_ref);
+  lua_pushlstring(L, (const char *)m->p, m->len);
+  lua_rawseti(L, -2, (int)w->held_last);
+  lua_pushboolean(L, m->op == WS_BINARY);
+  lua_rawseti(L, -2, (int)w->held_last + 1);
+  lua_pop(L, 1);
+  w->held_last += 2;
+  w->held_bytes += m->len;
+  message_done(w, m);
+}
+
+/* Pushes the oldest kept message: data, "text" | "binary"; returns 2. */
+static int push_held(lua_State *L, ws_t *w) {
+  int i = (int)w->held_first;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->held_ref);
+  lua_rawgeti(L, -1, i);
+  lua_rawgeti(L, -2, i + 1);
+  int binary = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, i);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, i + 1);
+  lua_remove(L, -2);
+  w->held_bytes -= lua_objlen(L, -1);
+  w->held_first += 2;
+  if (binary)
+    lua_pushliteral(L, "binary");
+  else
+    lua_pushliteral(L, "text");
+  return 2;
+}
+
+/* Nobody receives: what has arrived is parsed anyway, so that pings and the peer's close
+ * are answered as they come (RFC 6455 5.5.1, 5.5.2), and each complete message is kept for
+ * receive. Past in_base bytes kept, parsing stops until receive takes some: the input then
+ * fills to its bound and reading pauses, holding the peer back. While closing, messages
+ * are dropped until the peer's close. */
+__attribute__((noinline)) static void parse_ahead(lua_State *L, ws_t *w) {
   ws_msg m;
-  int r;
-  while ((r = pump(L, w, &m)) == P_MESSAGE) message_done(w, &m);
+  while (w->conn != NULL && (w->state != S_OPEN || w->held_bytes < w->in_base)) {
+    if (pump(L, w, &m) != P_MESSAGE) return;
+    if (w->state == S_OPEN)
+      hold_message(L, w, &m);
+    else
+      message_done(w, &m);
+  }
 }
 
 static void on_read(lua_State *L, luaio_conn *c) {
@@ -616,9 +724,12 @@ static void on_read(lua_State *L, luaio_conn *c) {
     luaio_unanchor(anchor);
     /* The answer leaves now (as in socket.c). w is not read: the task may have ended and
      * the collector finalized it; a detached connection's state pointer is cleared. */
-    if (luaio_conn_ud(c) == w && c->proto == &ws_proto && !c->closing) luaio_conn_flush(c);
-  } else if (w->state == S_CLOSING || (w->closer != NULL)) {
-    drain_closing(L, w);
+    if (luaio_conn_ud(c) == w && c->proto == &ws_proto && !c->closing) {
+      luaio_conn_flush(c);
+      if (w->reader == NULL) parse_ahead(L, w); /* the task went on to something else */
+    }
+  } else {
+    parse_ahead(L, w);
   }
 }
 
@@ -628,8 +739,11 @@ static void on_drain(lua_State *L, luaio_conn *c) {
     luaio_conn_close(c, c->write_err);
     return;
   }
-  if (w->writer == NULL) return;
-  wake(L, w, &w->writer, &w->writer_ref, 1);
+  if (w->pong_owed && !luaio_conn_above_high(c)) {
+    w->pong_owed = 0;
+    if (w->state == S_OPEN) write_frame(w, L, WS_PONG, 0, w->pong, w->pong_len, 0);
+  }
+  wake_writers(L, w, 1);
   if (w->timer == T_NONE) arm_active(w);
 }
 
@@ -661,7 +775,7 @@ static int opt_ref(lua_State *L, int opts, const char *name) {
 static ws_t *ws_new(lua_State *L, int opts, int client) {
   ws_t *w = lua_newuserdata(L, sizeof *w);
   memset(w, 0, sizeof *w);
-  w->reader_ref = w->writer_ref = w->closer_ref = LUA_NOREF;
+  w->reader_ref = w->closer_ref = w->writers_ref = w->held_ref = LUA_NOREF;
   w->pong_ref = w->protocol_ref = w->ext_ref = w->reason_ref = LUA_NOREF;
   w->state = S_CLOSED;
   lua_rawgeti(L, LUA_REGISTRYINDEX, ws_type.ref);
@@ -705,7 +819,7 @@ static void ws_end(lua_State *L, int idx) {
   ws_t *w = lua_touserdata(L, idx);
   if (w == NULL || w->conn == NULL) return;
   if (w->state == S_OPEN) {
-    write_close(w, L, 1000, NULL);
+    write_close(w, L, 1000, NULL, 0);
     set_end(L, w, "CLOSED", 1000, NULL, 0);
   }
   finish(L, w, LINGER_MS);
@@ -715,6 +829,11 @@ static void ws_end(lua_State *L, int idx) {
 
 /* ws:receive() -> data, "text" | "binary" | nil, err */
 __attribute__((noinline)) static int try_receive(lua_State *L, ws_t *w) {
+  if (!held_empty(w)) {
+    int n = push_held(L, w);
+    parse_ahead(L, w); /* parsing may have stopped at the bound */
+    return n;
+  }
   ws_msg m;
   int r = pump(L, w, &m);
   if (r == P_MESSAGE) return push_message(L, w, &m);
@@ -745,15 +864,18 @@ static int sent(lua_State *L, ws_t *w, int err) {
     lua_pushboolean(L, 1);
     return 1;
   }
-  if (w->writer != NULL)
-    return luaio_pushnamederror(L, "EBUSY", "another task is already waiting to send");
+  /* The message is queued: this task waits, after any that already wait (never EBUSY: a
+   * failure must not be reported for a message that will be sent). */
   luaio_checktask(L, "send");
-  w->writer = L;
-  w->writer_ref = luaio_anchor(L);
-  if (w->timer == T_ACTIVE || w->timer == T_PINGED) { /* the send timeout takes the deadline */
-    w->timer = T_NONE;
-    luaio_conn_timeout(c, 0);
+  if (w->writers_ref == LUA_NOREF) {
+    lua_newtable(L);
+    w->writers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->writers_ref);
+  lua_pushthread(L);
+  lua_rawseti(L, -2, (int)++w->nwriters);
+  lua_pop(L, 1);
+  hold_for_send(w);
   return luaio_yield(L);
 }
 
@@ -827,12 +949,12 @@ static int ws_close(lua_State *L) {
   }
   if (w->closer != NULL) return luaio_pushnamederror(L, "EBUSY", "another task is already closing");
   if (w->state == S_OPEN) {
-    write_close(w, L, (unsigned)code, reason);
+    write_close(w, L, (unsigned)code, reason, rlen);
     w->state = S_CLOSING;
     w->timer = T_CLOSING;
     luaio_conn_timeout(w->conn, w->close_ms);
   }
-  if (w->reader == NULL) drain_closing(L, w); /* the peer's close may be here already */
+  if (w->reader == NULL) parse_ahead(L, w); /* the peer's close may be here already */
   if (w->state == S_CLOSED) {
     if (w->clean) {
       lua_pushboolean(L, 1);
@@ -948,7 +1070,7 @@ static int ws_index(lua_State *L) {
 static int ws_gc(lua_State *L) {
   ws_t *w = lua_touserdata(L, 1);
   if (w->conn != NULL) {
-    if (w->state == S_OPEN) write_close(w, L, 1001, NULL); /* going away */
+    if (w->state == S_OPEN) write_close(w, L, 1001, NULL, 0); /* going away */
     set_end(L, w, "CLOSED", 1001, NULL, 0);
     finish(L, w, LINGER_MS);
   }
@@ -958,7 +1080,10 @@ static int ws_gc(lua_State *L) {
   luaL_unref(L, LUA_REGISTRYINDEX, w->protocol_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, w->ext_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, w->reason_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, w->writers_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, w->held_ref);
   w->pong_ref = w->protocol_ref = w->ext_ref = w->reason_ref = LUA_NOREF;
+  w->writers_ref = w->held_ref = LUA_NOREF;
   return 0;
 }
 
@@ -994,7 +1119,8 @@ __attribute__((noinline)) static int push_compressed(lua_State *L, int op, int b
 /* The slow subscriber is dropped: close 1008 after its backlog, or at the send timeout. */
 static void drop_slow(lua_State *L, ws_t *w) {
   luaio_conn *c = w->conn;
-  write_close(w, L, 1008, "backlog over max_backlog");
+  static const char reason[] = "backlog over max_backlog";
+  write_close(w, L, 1008, reason, sizeof reason - 1);
   const char *why = "dropped: the backlog passed max_backlog";
   set_end(L, w, "ENOBUFS", 1008, why, strlen(why));
   c->send_timeout = w->close_ms ? w->close_ms : 5000;
@@ -1100,19 +1226,44 @@ static int ws_accept(lua_State *L) {
   ws_attach(w, c);
   http_res_bind(L, 1, 3, ws_end);
   lua_settop(L, 3);
+  parse_ahead(L, w); /* frames that came right behind the handshake */
   return 1;
 }
 
-/* C.adopt(socket, options) -> ws | nil, err: a client connection whose handshake is done
- * (bytes after the 101 stay buffered for the websocket). */
+/* Puts n bytes back in front of the unread input: what the handshake read past the 101. */
+static int unread(luaio_conn *c, const char *p, size_t n) {
+  uint32_t had = c->in ? c->in->len - c->in->off : 0;
+  if ((uint64_t)had + n > c->in_max) c->in_max = (uint32_t)(had + n); /* ws_attach resets it */
+  int err = luaio_conn_reserve_in(c, (uint32_t)n);
+  if (err) return err;
+  luaio_inbuf *in = c->in;
+  memmove(in->data + in->off + n, in->data + in->off, had);
+  memcpy(in->data + in->off, p, n);
+  in->len += (uint32_t)n;
+  return 0;
+}
+
+/* C.adopt(socket, options[, rest]) -> ws | nil, err: a client connection whose handshake is
+ * done; rest: the bytes the handshake read past the 101 (frames), the websocket's first. */
 static int ws_adopt(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 2);
+  size_t n = 0;
+  const char *rest = luaL_optlstring(L, 3, "", &n);
+  if (n > 1u << 30) return luaL_argerror(L, 3, "too long");
+  lua_settop(L, 3);
   ws_t *w = ws_new(L, 2, 1);
   luaio_conn *c = luaio_socket_release(L, 1);
   if (c == NULL) return luaio_pusherror(L, UV_ENOTCONN);
+  if (n > 0) {
+    int err = unread(c, rest, n);
+    if (err) {
+      luaio_conn_close(c, err);
+      return luaio_pusherror(L, err);
+    }
+  }
   ws_attach(w, c);
-  lua_settop(L, 3);
+  lua_settop(L, 4);
+  parse_ahead(L, w); /* frames that came right behind the 101 */
   return 1;
 }
 
