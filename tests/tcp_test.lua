@@ -418,6 +418,31 @@ test.case("a writer far ahead of a peer that does not read waits (write_buffer_s
   test.ok(written > stalled, "reading let the writer go on")
 end)
 
+test.case("several tasks waiting to write to a peer that does not read: each write is queued, waits, returns true, in order", function()
+  local results, MB = {}, 1024 * 1024
+  local _, port = serve_here(function(socket)
+    local writers = {}
+    for i, byte in ipairs({ "a", "b", "c" }) do -- each far above write_buffer_size
+      writers[i] = task.spawn(function() return socket:write(byte:rep(16 * MB)) end)
+    end
+    for i = 1, 3 do results[i] = { select(2, writers[i]:join()) } end
+    socket:close()
+  end, { host = "127.0.0.1", write_buffer_size = 64 })
+  local s = assert(tcp.connect(port))
+  task.sleep(300) -- not reading yet: the first writer waits, the others arrive behind it
+  local got = {}
+  while true do
+    local d = s:read()
+    if not d then break end
+    got[#got + 1] = d
+  end
+  s:close()
+  for i = 1, 3 do test.eq(results[i], { true }, "writer " .. i) end
+  local all = table.concat(got)
+  test.eq(#all, 48 * MB)
+  test.ok(all == ("a"):rep(16 * MB) .. ("b"):rep(16 * MB) .. ("c"):rep(16 * MB), "in the order they wrote")
+end)
+
 test.case("send_timeout closes a connection whose peer takes nothing; the waiting write fails", function()
   local result = {}
   local _, port = serve_here(function(socket)

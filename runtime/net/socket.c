@@ -37,7 +37,8 @@ typedef enum { READ_ANY, READ_EXACT, READ_LINE, READ_HANDSHAKE } read_mode;
 typedef struct {
   luaio_conn **box; /* the Lua userdata's slot pointing at the connection */
   int reader_ref;   /* the task waiting in read/readline or for a handshake */
-  int writer_ref;   /* the task waiting for output to drain, or for its shutdown */
+  int writer_ref;   /* the task waiting for output to drain (a table of them when several
+                     * do: add_writer), or for its shutdown */
   /* READ_EXACT: bytes wanted; READ_LINE: bytes already searched; READ_HANDSHAKE: the
    * registry ref of the socket a connect returns (LUA_NOREF: true) */
   int32_t mark;
@@ -137,11 +138,53 @@ static void wake(lua_State *L, luaio_conn *c, int *ref, int err) {
   luaio_unanchor(anchor); /* once the ready queue holds it: the pushes above allocate */
 }
 
+/* Another task waits for the output to drain: writer_ref's thread becomes a table of the
+ * waiting tasks, in the order they wrote (their bytes are queued in that order already). */
+static void add_writer(lua_State *L, sock_t *s) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->writer_ref);
+  if (!lua_istable(L, -1)) {
+    lua_createtable(L, 2, 0);
+    lua_insert(L, -2);
+    lua_rawseti(L, -2, 1);
+    lua_pushvalue(L, -1);
+    lua_rawseti(L, LUA_REGISTRYINDEX, s->writer_ref); /* the same reference, now the table */
+  }
+  lua_pushthread(L);
+  lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+  lua_pop(L, 1);
+}
+
+/* Wakes the task or tasks waiting to write, all with the same result. */
+static void wake_writers(lua_State *L, luaio_conn *c, int err) {
+  sock_t *s = SOCK(c);
+  if (s->writer_ref == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->writer_ref);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    wake(L, c, &s->writer_ref, err);
+    return;
+  }
+  int anchor = s->writer_ref, n = (int)lua_objlen(L, -1);
+  s->writer_ref = LUA_NOREF;
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_State *t = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    if (err < 0)
+      luaio_tls_pusherror(L, c, err);
+    else
+      lua_pushboolean(L, 1);
+    luaio_ready(L, t, err < 0 ? 2 : 1);
+  }
+  lua_pop(L, 1);
+  luaio_unanchor(anchor); /* once the ready queue holds them */
+}
+
 /* The socket lets go of its connection: waiting tasks learn why, the userdata is cleared. */
 static void detach(lua_State *L, luaio_conn *c, int err) {
   sock_t *s = SOCK(c);
   wake(L, c, &s->reader_ref, s->timed_out ? UV_ETIMEDOUT : err);
-  wake(L, c, &s->writer_ref, s->timed_out ? UV_ETIMEDOUT : err);
+  wake_writers(L, c, s->timed_out ? UV_ETIMEDOUT : err);
   s->shutting = 0;
   if (s->mode == READ_HANDSHAKE) luaL_unref(L, LUA_REGISTRYINDEX, s->mark);
   s->mode = READ_ANY;
@@ -295,7 +338,7 @@ static int sock_readline(lua_State *L) { return read_generic(L, READ_LINE, 0, "r
 static void on_drain(lua_State *L, luaio_conn *c) {
   sock_t *s = SOCK(c);
   if (s->writer_ref == LUA_NOREF || (s->shutting && c->write_err == 0)) return; /* on_shutdown */
-  wake(L, c, &s->writer_ref, c->write_err); /* true, or the write error */
+  wake_writers(L, c, c->write_err); /* true, or the write error */
   timer_update(c);
 }
 
@@ -342,9 +385,11 @@ static int sock_write(lua_State *L) {
     return 1;
   }
   sock_t *s = SOCK(c);
-  if (s->writer_ref != LUA_NOREF) return push_busy(L, "another task is already waiting to write");
   luaio_checktask(L, "write");
-  s->writer_ref = luaio_anchor(L);
+  if (s->writer_ref == LUA_NOREF)
+    s->writer_ref = luaio_anchor(L);
+  else
+    add_writer(L, s); /* behind the others: its bytes are queued behind theirs */
   timer_update(c);
   return luaio_yield(L);
 }
