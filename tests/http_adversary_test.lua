@@ -626,7 +626,7 @@ end)
 test.case("res:status sends the IANA reason phrase", function()
   local port = serve()
   local phrases = {
-    [103] = "Early Hints", [421] = "Misdirected Request", [422] = "Unprocessable Content", [425] = "Too Early",
+    [421] = "Misdirected Request", [422] = "Unprocessable Content", [425] = "Too Early",
     [426] = "Upgrade Required", [428] = "Precondition Required", [451] = "Unavailable For Legal Reasons",
     [506] = "Variant Also Negotiates", [507] = "Insufficient Storage", [508] = "Loop Detected",
     [511] = "Network Authentication Required",
@@ -681,4 +681,24 @@ io.stdout:flush()
   test.match(data, "\r\n\r\n1048582$")
   test.ok((codes["200"] or 0) > 0, "some requests were served")
   test.eq(select(2, test.sh("kill -0 " .. peer.pid)), 0, "the process is alive")
+end)
+
+-- --- 14. the response's state the app sets: status, Connection, bodyless statuses ----------------
+
+test.case("a handler that asks for a 1xx status gets a 500, never a lone 1xx that the next response would answer", function()
+  local port = serve()
+  for _, code in ipairs({ 100, 101, 103 }) do
+    for _, version in ipairs({ "1.1", "1.0" }) do
+      local first = version == "1.1" and get("/status?code=" .. code)
+        or "GET /status?code=" .. code .. " HTTP/1.0\r\n\r\n"
+      local data, ending = helpers.exchange(port, first .. get("/admin"), { idle = 3000 })
+      local responses, rest = helpers.parse_responses(data)
+      local desc = code .. " HTTP/" .. version .. ": " .. summary(responses, rest) .. ", ending " .. ending
+      test.ok(not data:find("^HTTP/1%.1 1"), "no interim response first: " .. desc)
+      test.eq(#responses, 1, desc)
+      test.eq(responses[1].status, 500, desc)
+      test.ok(not data:find("ADMIN"), "the pipelined request is not taken as this one's answer: " .. desc)
+      test.ok(helpers.closed(ending), desc)
+    end
+  end
 end)

@@ -213,3 +213,30 @@ io.stdout:flush()
   -- anything else is an argument error naming the option
   test.raises(function() http.createServer(0, function() end, { access_log = 5 }) end, "access_log")
 end)
+
+test.case("res:status refuses 1xx (interim responses are the server's), non-integers and codes outside 100-599", function()
+  local refused, taken = {}, {}
+  local port = serve(function(req, res)
+    for _, code in ipairs({ 100, 101, 103, 199, 99, 600, 999, 1000, 200.5, 0 / 0, "abc" }) do
+      local ok, err = pcall(res.status, res, code)
+      local ok2 = pcall(function() res.status = code end)
+      if ok or ok2 then
+        taken[#taken + 1] = tostring(code)
+      else
+        refused[#refused + 1] = tostring(code)
+        test.match(err, type(code) == "number" and "^bad argument #%d to '[^']*' %(status code: an integer from 200 to 599 expected"
+          or "^bad argument #%d to '[^']*' %(number expected", tostring(code) .. ": " .. err)
+      end
+    end
+    for _, code in ipairs({ 200, 204, 404, 599, "302" }) do
+      local ok, err = pcall(res.status, res, code)
+      if ok then taken[#taken + 1] = tostring(code) else refused[#refused + 1] = tostring(code) .. " " .. err end
+    end
+    res:status(201)
+    res:finish("ok")
+  end)
+  local res, body = get(port, "/")
+  test.eq({ res.status, body }, { 201, "ok" })
+  test.eq(taken, { "200", "204", "404", "599", "302" }, "the codes res:status took")
+  test.eq(#refused, 11, "refused: " .. table.concat(refused, ", "))
+end)

@@ -377,11 +377,16 @@ static int res_write(lua_State *L) {
   return luaio_yield(L);
 }
 
-/* res:status(code) -> res */
+/* res:status(code) -> res. A final status only: a 1xx sent as the answer would leave the
+ * client waiting for the final one, and a pipelining client would take the next request's
+ * response for it. Interim responses are the server's (100 Continue when the body is read,
+ * 101 through res:upgrade). */
 static int res_status(lua_State *L) {
   hres_t *r = http_check_res(L, 1);
-  lua_Integer code = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, code >= 100 && code <= 999, 2, "status code 100-999 expected");
+  lua_Number n = luaL_checknumber(L, 2);
+  luaL_argcheck(L, n >= 200 && n <= 599 && n == (lua_Number)(int)n, 2,
+                "status code: an integer from 200 to 599 expected (1xx are the server's)");
+  int code = (int)n;
   if (r->head_sent) return luaL_error(L, "status: headers already sent");
   r->status = (uint16_t)code;
   lua_settop(L, 1);
