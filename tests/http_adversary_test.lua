@@ -105,6 +105,10 @@ router:all("/status", function(req, res)
   res:status(tonumber(req.query.code))
   res:finish("")
 end)
+router:all("/hdr", function(req, res) -- an app header: ?n=name&v=value (append=1: appendHeader)
+  if req.query.append then res:appendHeader(req.query.n, req.query.v) else res:setHeader(req.query.n, req.query.v) end
+  res:finish("set")
+end)
 router:get("/static/*", http.static(%q))
 
 server = assert(http.createServer(0, router, options))
@@ -701,4 +705,35 @@ test.case("a handler that asks for a 1xx status gets a 500, never a lone 1xx tha
       test.ok(helpers.closed(ending), desc)
     end
   end
+end)
+
+test.case("an app's Connection: close closes the connection after its response; the server's Connection line is the only one", function()
+  local port = serve()
+  for _, shape in ipairs({ "v=close", "v=Close", "v=keep-alive,%20close", "v=close&append=1" }) do
+    local data, ending = helpers.exchange(port, get("/hdr?n=Connection&" .. shape) .. get("/admin"), { idle = 3000 })
+    local responses, rest = helpers.parse_responses(data)
+    local desc = shape .. ": " .. summary(responses, rest) .. ", ending " .. ending
+    test.eq(#responses, 1, "no answer to the request after it: " .. desc)
+    test.eq(responses[1] and responses[1].count.connection, 1, "one Connection line: " .. desc)
+    test.ok(helpers.closed(ending), "closed after the response: " .. desc)
+  end
+  -- keep-alive asked by the app on a connection the server closes (HTTP/1.0, Connection: close)
+  for _, request in ipairs({ "GET /hdr?n=Connection&v=keep-alive HTTP/1.0\r\n\r\n",
+      get("/hdr?n=Connection&v=keep-alive", "Connection: close\r\n") }) do
+    local data, ending = helpers.exchange(port, request .. get("/admin"), { idle = 3000 })
+    local responses, rest = helpers.parse_responses(data)
+    local desc = ("%q"):format(request) .. ": " .. summary(responses, rest) .. ", ending " .. ending
+    test.eq(#responses, 1, desc)
+    test.eq(responses[1].count.connection, 1, "one Connection line: " .. desc)
+    test.eq(responses[1].headers.connection, "close", "the server's decision: " .. desc)
+    test.ok(helpers.closed(ending), desc)
+  end
+  -- keep-alive asked on a connection the server keeps: kept, one line at most
+  local data, ending = helpers.exchange(port, get("/hdr?n=Connection&v=keep-alive") .. get("/admin", "Connection: close\r\n"),
+    { idle = 3000 })
+  local responses, rest = helpers.parse_responses(data)
+  local desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 2, desc)
+  test.ok((responses[1].count.connection or 0) <= 1, desc)
+  test.ok(responses[1].headers.connection ~= "close", desc)
 end)

@@ -140,6 +140,8 @@ static void hdr_release(hres_t *r) {
 
 /* --- the head ----------------------------------------------------------------------------------- */
 
+static void hdr_remove(hres_t *r, const char *name, size_t nlen);
+
 static int bodyless(hres_t *r) {
   return r->head_method || r->status < 200 || r->status == 204 || r->status == 304;
 }
@@ -167,6 +169,10 @@ static void send_head(hres_t *r, luaio_conn *c, int64_t body_len) {
     date_update();
     p += put(p, date_line, date_len);
   }
+  /* Connection is the server's when it writes one: an app's line (a keep-alive on a
+   * connection that closes) would contradict it. */
+  if (r->status >= 200 && (!r->keep_alive || r->minor == 0) && r->hdr_len)
+    hdr_remove(r, "connection", 10);
   if (r->hdr_len) p += put(p, r->hdr, r->hdr_len);
   if (r->status >= 200 && r->status != 204 && r->status != 304 && !r->has_length) {
     if (body_len >= 0) {
@@ -458,6 +464,20 @@ static int hdr_append(hres_t *r, const char *name, size_t nlen, const char *valu
 
 #define IS(name, n, lit) ((n) == sizeof(lit) - 1 && strncasecmp((name), lit, (n)) == 0)
 
+/* Whether a Connection value lists "close" (RFC 9110 7.6.1: a comma-separated list). */
+static int lists_close(const char *v, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    size_t start = i;
+    while (i < n && v[i] != ',') i++;
+    size_t end = i;
+    while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t')) end--;
+    if (IS(v + start, end - start, "close")) return 1;
+  }
+  return 0;
+}
+
 /* res:setHeader(name, value) -> res: replaces an earlier value of the same name.
  * res:appendHeader(name, value) -> res: one more line of that name (Set-Cookie). */
 static int set_header(lua_State *L, int replace) {
@@ -492,6 +512,9 @@ static int set_header(lua_State *L, int replace) {
     r->has_length = 1;
     r->content_length = length;
   }
+  /* RFC 9112 9.6: a server that sends close must close after this response; the server
+   * writes its own line then (send_head). */
+  if (IS(name, nlen, "connection") && lists_close(value, vlen)) r->keep_alive = 0;
   if (IS(name, nlen, "server")) r->user_server = 1;
   if (IS(name, nlen, "date")) r->user_date = 1;
   if (replace || IS(name, nlen, "content-length")) hdr_remove(r, name, nlen);
