@@ -737,3 +737,54 @@ test.case("an app's Connection: close closes the connection after its response; 
   test.ok((responses[1].count.connection or 0) <= 1, desc)
   test.ok(responses[1].headers.connection ~= "close", desc)
 end)
+
+test.case("Expect: 100-continue, the handler does not read: the body already here is dropped and the connection kept; else Connection: close", function()
+  local port = serve()
+  local post = "POST /ignore HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+  -- the whole body came with the head (as clients that do not wait send it): kept, like nginx
+  for _, body in ipairs({ "hello", "5\r\nhello\r\n0\r\n\r\n" }) do
+    local request = body == "hello" and post or post:gsub("Content%-Length: 5", "Transfer-Encoding: chunked")
+    local data, ending = helpers.exchange(port, request .. body .. get("/admin", "Connection: close\r\n"), { idle = 3000 })
+    local responses, rest = helpers.parse_responses(data)
+    local desc = summary(responses, rest) .. ", ending " .. ending
+    test.eq(#responses, 2, desc)
+    test.eq(responses[1].body, "ignored", desc)
+    test.eq(responses[1].headers.connection, nil, "no Connection: close: " .. desc)
+    test.eq(responses[2] and responses[2].body, "ADMIN", desc)
+  end
+  -- the client waits for 100 Continue that never comes: the answer says the connection ends
+  local data, ending = helpers.exchange(port, post, { idle = 3000 })
+  local responses, rest = helpers.parse_responses(data)
+  local desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 1, desc)
+  test.eq(responses[1].headers.connection, "close", "the close is announced: " .. desc)
+  test.ok(helpers.closed(ending), desc)
+  -- luaio's client (it sends the body with the head) on one pooled connection: every POST answered
+  local got = {}
+  for i = 1, 3 do
+    local res, err = require("http").request({ url = "http://127.0.0.1:" .. port .. "/ignore", method = "POST",
+      body = "hello", headers = { Expect = "100-continue" } })
+    got[i] = res and (res.status .. " " .. res:body()) or (err.name .. " " .. err.message)
+  end
+  test.eq(got, { "200 ignored", "200 ignored", "200 ignored" })
+end)
+
+test.case("an unread Content-Length body over 1 MiB: the answer says Connection: close, then the connection closes", function()
+  local port = serve("{ max_body_size = 8388608 }")
+  local data, ending = helpers.exchange(port,
+    "POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 2097152\r\n\r\n" .. ("x"):rep(65536), { idle = 3000 })
+  local responses, rest = helpers.parse_responses(data)
+  local desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 1, desc)
+  test.eq(responses[1].body, "ignored", desc)
+  test.eq(responses[1].headers.connection, "close", "the close is announced: " .. desc)
+  test.ok(helpers.closed(ending), desc)
+  -- up to 1 MiB unread: dropped, the connection kept, nothing to announce
+  data, ending = helpers.exchange(port, "POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 1048576\r\n\r\n" ..
+    ("x"):rep(1048576) .. get("/admin", "Connection: close\r\n"), { idle = 3000 })
+  responses, rest = helpers.parse_responses(data)
+  desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 2, desc)
+  test.eq(responses[1].headers.connection, nil, desc)
+  test.eq(responses[2].body, "ADMIN", desc)
+end)

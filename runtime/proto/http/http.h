@@ -15,6 +15,7 @@
 #include "http_parser.h"
 
 #define HTTP_MAX_HEADERS 1024 /* max_headers may not be set above this */
+#define DISCARD_MAX 1048576   /* body bytes the server reads and drops to keep a connection */
 
 typedef struct hserver_s hserver_t;
 typedef struct hconn_s hconn_t;
@@ -88,6 +89,9 @@ void http_accept(hserver_t *s, uv_stream_t *listener, int fd);
 int http_start_request(lua_State *L, luaio_conn *c);
 /* Ends the connection after its output (lingering when the client may still send). */
 void http_conn_end(luaio_conn *c);
+/* Whether what is left of the request body lets the connection carry another request if
+ * the response ended now (a response that will close says so in its head). */
+int http_body_keeps(luaio_conn *c);
 /* The server is closing: the response not yet started says Connection: close, an idle
  * connection gets a short grace. */
 void http_conn_closing(luaio_conn *c);
@@ -101,6 +105,8 @@ void http_push_request(lua_State *L, const char *method, size_t mlen, const char
 /* Body bytes ready at in->data + in->off now (chunked input is decoded in place); -1 for a
  * malformed chunked body. */
 int64_t http_body_ready(luaio_conn *c);
+/* The rest of the body is all in the input buffer (0 also when it is malformed). */
+int http_body_arrived(luaio_conn *c);
 /* Drops what is buffered of a body nobody reads; returns 1 when the body is complete, 0
  * when more is to come, -1 when it is malformed. */
 int http_body_discard(luaio_conn *c);

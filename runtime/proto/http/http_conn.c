@@ -33,7 +33,6 @@
 
 #define POOL_MAX 256        /* idle worker tasks kept */
 #define LINGER_MS 2000      /* how long an ending connection reads what the client still sends */
-#define DISCARD_MAX 1048576 /* body bytes the server reads and drops to keep a connection */
 #define GRACE_MS                                                                                   \
   500 /* while the server closes: how long an idle connection may
                                * still bring a request (answered with Connection: close) */
@@ -254,16 +253,21 @@ static int next_request(lua_State *L, luaio_conn *c) {
   return 0;
 }
 
-/* Whether the connection can carry another request after r's. */
-static int reusable(luaio_conn *c, hres_t *r) {
+int http_body_keeps(luaio_conn *c) {
   hconn_t *h = HCONN(c);
-  if (!r->keep_alive || r->aborted || c->write_err) return 0;
   if (BODY_CONSUMED(h)) return 1;
   /* A body nobody read: worth reading and dropping only when it is small, and only when
-   * the client was not left waiting for a 100 Continue it will never get. */
-  if (h->expect_continue) return 0;
+   * the client was not left waiting for a 100 Continue it will never get (unless it sent
+   * the whole body anyway: then it is here, and dropped as nginx does). */
+  if (h->expect_continue) return http_body_arrived(c);
   if (h->body_kind == LHTTP_BODY_LENGTH) return h->body_left <= DISCARD_MAX;
   return h->body_taken <= h->server->max_body_size;
+}
+
+/* Whether the connection can carry another request after r's. */
+static int reusable(luaio_conn *c, hres_t *r) {
+  if (!r->keep_alive || r->aborted || c->write_err) return 0;
+  return http_body_keeps(c);
 }
 
 /* C.done(res, ok, err) -> handler, req, res for the next request on this connection, or

@@ -147,9 +147,12 @@ static int bodyless(hres_t *r) {
 }
 
 /* Writes the status line and headers. body_len < 0: chunked (HTTP/1.1) or ended by the
- * close (HTTP/1.0); otherwise the Content-Length. */
-static void send_head(hres_t *r, luaio_conn *c, int64_t body_len) {
+ * close (HTTP/1.0); otherwise the Content-Length. complete: the whole response goes now
+ * (finish), so whether the connection closes after it is known and said here (RFC 9112
+ * 9.6): a client that pools it would otherwise send its next request into the close. */
+static void send_head(hres_t *r, luaio_conn *c, int64_t body_len, int complete) {
   hserver_t *s = HCONN(c)->server;
+  if (complete && r->keep_alive && r->status >= 200 && !http_body_keeps(c)) r->keep_alive = 0;
   const char *text = http_reason(r->status);
   char *start = luaio_conn_reserve(c, r->hdr_len + strlen(text) + 256);
   r->head_sent = 1;
@@ -266,7 +269,7 @@ static void send_error(lua_State *L, hres_t *r, luaio_conn *c, int status) {
   r->has_length = 0;
   r->keep_alive = 0;
   r->user_server = r->user_date = 0;
-  send_head(r, c, (int64_t)strlen(text) + 1);
+  send_head(r, c, (int64_t)strlen(text) + 1, 1);
   lua_pushfstring(L, "%s\n", text);
   r->body_written = strlen(text) + 1;
   add_body(L, r, c, -1, strlen(text) + 1);
@@ -287,7 +290,7 @@ void http_res_end(lua_State *L, hres_t *r, int ok) {
   }
   if (r->finished) return;
   /* The handler returned without finish(): finish it. */
-  if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : 0);
+  if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : 0, 1);
   if (r->has_length && r->body_written != r->content_length && !r->head_method) {
     r->aborted = 1; /* fewer bytes than promised: the client must see the cut */
     return;
@@ -346,7 +349,7 @@ static int res_finish(lua_State *L) {
     if (r->has_length && r->content_length != len && !(r->head_method && len == 0))
       return luaL_error(L, "finish: the body has %d bytes but Content-Length says %f", (int)len,
                         (double)r->content_length);
-    send_head(r, c, r->has_length ? (int64_t)r->content_length : (int64_t)len);
+    send_head(r, c, r->has_length ? (int64_t)r->content_length : (int64_t)len, 1);
   }
   r->body_written += len;
   int err = add_body(L, r, c, 2, len);
@@ -366,7 +369,7 @@ static int res_write(lua_State *L) {
   size_t len;
   luaio_conn *c = body_call(L, &r, &len, "write");
   if (c == NULL) return 2;
-  if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : -1);
+  if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : -1, 0);
   if (r->has_length && r->body_written + len > r->content_length && !r->head_method) {
     r->aborted = 1;
     return luaL_error(L, "write: the body would exceed its Content-Length of %f bytes",
@@ -556,7 +559,7 @@ luaio_conn *http_res_takeover(lua_State *L, int res) {
   if (!BODY_CONSUMED(h)) luaL_error(L, "upgrade: the request has a body still to read");
   r->status = 101;
   r->keep_alive = 1;
-  send_head(r, c, 0);
+  send_head(r, c, 0, 0);
   r->finished = 1;
   /* req.headers outlives the head in the input buffer: the request keeps the head as a
    * string (req[3]) unless its headers were already made. */
