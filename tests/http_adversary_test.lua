@@ -109,6 +109,13 @@ router:all("/hdr", function(req, res) -- an app header: ?n=name&v=value (append=
   if req.query.append then res:appendHeader(req.query.n, req.query.v) else res:setHeader(req.query.n, req.query.v) end
   res:finish("set")
 end)
+router:all("/bodyless", function(req, res) -- ?code=&cl= (an app Content-Length)&body=&write=1
+  res:status(tonumber(req.query.code))
+  res:setHeader("ETag", '"abc"')
+  if req.query.cl then res:setHeader("Content-Length", req.query.cl) end
+  if req.query.write then res:write(req.query.body or "") end
+  res:finish(not req.query.write and req.query.body or nil)
+end)
 router:get("/static/*", http.static(%q))
 
 server = assert(http.createServer(0, router, options))
@@ -787,4 +794,30 @@ test.case("an unread Content-Length body over 1 MiB: the answer says Connection:
   test.eq(#responses, 2, desc)
   test.eq(responses[1].headers.connection, nil, desc)
   test.eq(responses[2].body, "ADMIN", desc)
+end)
+
+test.case("304 and HEAD keep an app's Content-Length without a body; 204 never has one; 205 has no content (Content-Length: 0)", function()
+  local port = serve()
+  local cases = { -- request, status, Content-Length expected in the head (false: none)
+    { get("/bodyless?code=304&cl=1234"), 304, "1234" },
+    { "HEAD /bodyless?code=200&cl=1234 HTTP/1.1\r\nHost: a\r\n\r\n", 200, "1234" },
+    { get("/bodyless?code=204&cl=1234"), 204, false },
+    { get("/bodyless?code=204&body=SHOULD-NOT-APPEAR"), 204, false },
+    { get("/bodyless?code=205&body=SHOULD-NOT-APPEAR"), 205, "0" },
+    { get("/bodyless?code=205&body=SHOULD-NOT-APPEAR&write=1"), 205, "0" },
+    { get("/bodyless?code=205&cl=17&body=SHOULD-NOT-APPEAR"), 205, "0" },
+    { "GET /bodyless?code=205&body=SHOULD-NOT-APPEAR&write=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 205, "0" },
+  }
+  for _, case in ipairs(cases) do
+    local request, status, length = case[1], case[2], case[3]
+    local data, ending = helpers.exchange(port, request .. get("/admin", "Connection: close\r\n"), { idle = 3000 })
+    local responses, rest = helpers.parse_responses(data, { request:match("^HEAD") and "HEAD" or "GET", "GET" })
+    local desc = ("%q"):format(request) .. ": " .. summary(responses, rest) .. ", ending " .. ending
+    test.ok(not data:find("SHOULD-NOT-APPEAR", 1, true), "no content: " .. desc)
+    test.eq(#responses, 2, "the connection goes on in sync: " .. desc)
+    test.eq(responses[1].status, status, desc)
+    test.eq(responses[1].headers["content-length"] or false, length, desc)
+    test.eq(responses[1].headers["transfer-encoding"], nil, desc)
+    test.eq(responses[2] and responses[2].body, "ADMIN", desc)
+  end
 end)

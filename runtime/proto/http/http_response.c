@@ -4,7 +4,7 @@
  * The wire cannot be desynchronised from Lua: the server writes the framing (Content-Length
  * or chunked, never both), a Content-Length set by the app must be digits and must match
  * the body (finish raises otherwise, before anything is sent; a write past it raises and
- * aborts), a HEAD response and a 1xx/204/304 carry no body bytes whatever the handler
+ * aborts), a HEAD response and a 1xx/204/205/304 carry no body bytes whatever the handler
  * writes, and a response the handler abandons (it raised after sending the head, or sent
  * less than it promised) aborts the connection instead of ending the body cleanly, so
  * the client sees the cut.
@@ -142,8 +142,12 @@ static void hdr_release(hres_t *r) {
 
 static void hdr_remove(hres_t *r, const char *name, size_t nlen);
 
+/* No content goes on the wire: HEAD, 1xx, 204, 205 (RFC 9110 15.3.6) and 304. An app's
+ * Content-Length is then not checked against the body: on HEAD and 304 it tells the
+ * representation's length (RFC 9110 8.6), on 1xx, 204 and 205 it is dropped. */
 static int bodyless(hres_t *r) {
-  return r->head_method || r->status < 200 || r->status == 204 || r->status == 304;
+  return r->head_method || r->status < 200 || r->status == 204 || r->status == 205 ||
+         r->status == 304;
 }
 
 /* Writes the status line and headers. body_len < 0: chunked (HTTP/1.1) or ended by the
@@ -176,8 +180,13 @@ static void send_head(hres_t *r, luaio_conn *c, int64_t body_len, int complete) 
    * connection that closes) would contradict it. */
   if (r->status >= 200 && (!r->keep_alive || r->minor == 0) && r->hdr_len)
     hdr_remove(r, "connection", 10);
+  /* RFC 9110 8.6: no Content-Length on a 1xx or a 204; a 205 is framed as empty (15.3.6) */
+  int no_length = r->status < 200 || r->status == 204 || r->status == 205;
+  if (no_length && r->has_length) hdr_remove(r, "content-length", 14);
   if (r->hdr_len) p += put(p, r->hdr, r->hdr_len);
-  if (r->status >= 200 && r->status != 204 && r->status != 304 && !r->has_length) {
+  if (r->status == 205) {
+    p += PUT(p, "Content-Length: 0\r\n");
+  } else if (!no_length && r->status != 304 && !r->has_length) {
     if (body_len >= 0) {
       p += PUT(p, "Content-Length: ");
       p += put_decimal(p, (uint64_t)body_len);
@@ -291,7 +300,7 @@ void http_res_end(lua_State *L, hres_t *r, int ok) {
   if (r->finished) return;
   /* The handler returned without finish(): finish it. */
   if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : 0, 1);
-  if (r->has_length && r->body_written != r->content_length && !r->head_method) {
+  if (r->has_length && r->body_written != r->content_length && !bodyless(r)) {
     r->aborted = 1; /* fewer bytes than promised: the client must see the cut */
     return;
   }
@@ -346,14 +355,14 @@ static int res_finish(lua_State *L) {
   luaio_conn *c = body_call(L, &r, &len, "finish");
   if (c == NULL) return 2;
   if (!r->head_sent) {
-    if (r->has_length && r->content_length != len && !(r->head_method && len == 0))
+    if (r->has_length && r->content_length != len && !(bodyless(r) && len == 0))
       return luaL_error(L, "finish: the body has %d bytes but Content-Length says %f", (int)len,
                         (double)r->content_length);
     send_head(r, c, r->has_length ? (int64_t)r->content_length : (int64_t)len, 1);
   }
   r->body_written += len;
   int err = add_body(L, r, c, 2, len);
-  if (r->has_length && r->body_written != r->content_length && !r->head_method) {
+  if (r->has_length && r->body_written != r->content_length && !bodyless(r)) {
     r->aborted = 1;
     return luaL_error(L, "finish: %f body bytes in all but Content-Length says %f",
                       (double)r->body_written, (double)r->content_length);
@@ -370,7 +379,7 @@ static int res_write(lua_State *L) {
   luaio_conn *c = body_call(L, &r, &len, "write");
   if (c == NULL) return 2;
   if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : -1, 0);
-  if (r->has_length && r->body_written + len > r->content_length && !r->head_method) {
+  if (r->has_length && r->body_written + len > r->content_length && !bodyless(r)) {
     r->aborted = 1;
     return luaL_error(L, "write: the body would exceed its Content-Length of %f bytes",
                       (double)r->content_length);
