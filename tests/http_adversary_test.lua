@@ -821,3 +821,24 @@ test.case("304 and HEAD keep an app's Content-Length without a body; 204 never h
     test.eq(responses[2] and responses[2].body, "ADMIN", desc)
   end
 end)
+
+test.case("an unread chunked body is dropped up to 1 MiB, then the connection closes (as for Content-Length)", function()
+  local port = serve()
+  local head = "POST /ignore HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+  local chunk = "10000\r\n" .. ("x"):rep(65536) .. "\r\n"
+  -- 4 MiB in 64 KiB chunks after the answer: the server stops dropping them past 1 MiB
+  local data, ending = helpers.exchange(port, { head, 300, chunk:rep(64), "0\r\n\r\n" .. get("/admin") }, { idle = 4000 })
+  local responses, rest = helpers.parse_responses(data)
+  local desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 1, desc)
+  test.eq(responses[1].body, "ignored", desc)
+  test.ok(not data:find("ADMIN"), "the request after the body is not served: " .. desc)
+  test.ok(helpers.closed(ending), "closed: " .. desc)
+  -- under 1 MiB (in chunks of every size, across reads): dropped, the connection kept
+  data, ending = helpers.exchange(port, { head, 300, chunk:rep(8), "ff\r\n" .. ("z"):rep(255) .. "\r\n",
+    100, chunk:rep(7), "0\r\n\r\n" .. get("/admin", "Connection: close\r\n") }, { idle = 4000 })
+  responses, rest = helpers.parse_responses(data)
+  desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 2, desc)
+  test.eq(responses[2] and responses[2].body, "ADMIN", desc)
+end)

@@ -56,6 +56,7 @@ struct hconn_s {
   struct lhttp_chunked_decoder dec;
   uint64_t body_left;   /* length-framed: bytes of the body not yet taken */
   uint64_t body_taken;  /* bytes given to the handler, or discarded */
+  uint64_t discarded;   /* bytes discarded (at most DISCARD_MAX, whatever the framing) */
   uint16_t body_status; /* 400, 408 or 413 once the body is broken: the answer says so */
   uint8_t state, body_kind, body_end, expect_continue;
 };
@@ -108,7 +109,8 @@ int64_t http_body_ready(luaio_conn *c);
 /* The rest of the body is all in the input buffer (0 also when it is malformed). */
 int http_body_arrived(luaio_conn *c);
 /* Drops what is buffered of a body nobody reads; returns 1 when the body is complete, 0
- * when more is to come, -1 when it is malformed. */
+ * when more is to come, -1 when it is malformed or more than DISCARD_MAX bytes were
+ * dropped (a chunked body's length is not known before: it is counted here). */
 int http_body_discard(luaio_conn *c);
 int http_read(lua_State *L);
 int http_tlsinfo(lua_State *L);

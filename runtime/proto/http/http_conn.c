@@ -161,7 +161,7 @@ int http_start_request(lua_State *L, luaio_conn *c) {
   h->body_kind = (uint8_t)f.body;
   h->body_left = f.body == LHTTP_BODY_LENGTH ? f.content_length : 0;
   h->body_end = f.body == LHTTP_BODY_NONE || (f.body == LHTTP_BODY_LENGTH && f.content_length == 0);
-  h->body_taken = 0;
+  h->body_taken = h->discarded = 0;
   h->body_status = 0;
   h->ready = 0;
   memset(&h->dec, 0, sizeof h->dec);

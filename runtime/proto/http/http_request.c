@@ -306,11 +306,13 @@ static void body_take(lua_State *L, luaio_conn *c, size_t n) {
 }
 
 int http_body_discard(luaio_conn *c) {
+  hconn_t *h = HCONN(c);
   for (;;) {
-    if (BODY_CONSUMED(HCONN(c))) return 1;
+    if (BODY_CONSUMED(h)) return 1;
     int64_t ready = http_body_ready(c);
     if (ready < 0) return -1;
-    if (ready == 0) return BODY_CONSUMED(HCONN(c));
+    if (ready == 0) return BODY_CONSUMED(h);
+    if ((h->discarded += (uint64_t)ready) > DISCARD_MAX) return -1; /* not worth reading */
     body_take(NULL, c, (size_t)ready);
   }
 }
