@@ -240,3 +240,18 @@ test.case("res:status refuses 1xx (interim responses are the server's), non-inte
   test.eq(taken, { "200", "204", "404", "599", "302" }, "the codes res:status took")
   test.eq(#refused, 11, "refused: " .. table.concat(refused, ", "))
 end)
+
+test.case("server_name with CR, LF, NUL or another control character raises naming the option, as setHeader does", function()
+  for _, name in ipairs({ "app\r\nSet-Cookie: injected=1", "app\n", "a\rb", "a\0b", "a\127" }) do
+    local ok, err = pcall(http.createServer, 0, function() end, { host = "127.0.0.1", server_name = name })
+    test.ok(not ok, ("%q is refused"):format(name))
+    test.match(tostring(err), "^[^\n]*bad argument #3 to 'createServer' %(option 'server_name': control character in header value", tostring(err))
+  end
+  local port = serve(function(req, res)
+    local ok, err = pcall(res.setHeader, res, "X-Name", "app\r\nSet-Cookie: injected=1")
+    res:finish(ok and "taken" or tostring(err))
+  end, { server_name = "app\t1" })
+  local res, body = get(port, "/")
+  test.eq(res.headers.server, "app\t1")
+  test.match(body, "control character in header value")
+end)

@@ -140,6 +140,10 @@ luaio_conn *http_res_takeover(lua_State *L, int res);
  * index res: end(L, idx) ends it when the handler returns (idx: where the object is). */
 typedef void (*http_takeover_end)(lua_State *L, int idx);
 void http_res_bind(lua_State *L, int res, int obj, http_takeover_end end);
+/* Why v[0..n) cannot be a header value (a control character: response splitting), or
+ * NULL; http_value_check is the same for Lua (C.value_problem). */
+const char *http_value_problem(const char *v, size_t n);
+int http_value_check(lua_State *L);
 /* A canned response (Date, Server, Connection: close) for errors found before a handler. */
 void http_reply_error(lua_State *L, luaio_conn *c, int status);
 void http_response_register(lua_State *L);

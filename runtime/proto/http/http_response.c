@@ -476,6 +476,26 @@ static int hdr_append(hres_t *r, const char *name, size_t nlen, const char *valu
 
 #define IS(name, n, lit) ((n) == sizeof(lit) - 1 && strncasecmp((name), lit, (n)) == 0)
 
+const char *http_value_problem(const char *v, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)v[i];
+    /* CR or LF here would let a value start a new header: response splitting */
+    if ((ch < 32 && ch != '\t') || ch == 127) return "control character in header value";
+  }
+  return NULL;
+}
+
+/* C.value_problem(s) -> why s cannot be a header value, or nothing (http.lua checks
+ * server_name with it) */
+int http_value_check(lua_State *L) {
+  size_t n;
+  const char *v = luaL_checklstring(L, 1, &n);
+  const char *problem = http_value_problem(v, n);
+  if (problem == NULL) return 0;
+  lua_pushstring(L, problem);
+  return 1;
+}
+
 /* Whether a Connection value lists "close" (RFC 9110 7.6.1: a comma-separated list). */
 static int lists_close(const char *v, size_t n) {
   size_t i = 0;
@@ -502,11 +522,8 @@ static int set_header(lua_State *L, int replace) {
   luaL_argcheck(L, nlen > 0 && nlen < 256, 2, "header name length 1-255 expected");
   for (size_t i = 0; i < nlen; i++)
     luaL_argcheck(L, tchar[(unsigned char)name[i]], 2, "invalid character in header name");
-  for (size_t i = 0; i < vlen; i++) {
-    unsigned char ch = (unsigned char)value[i];
-    /* CR or LF here would let a value start a new header: response splitting */
-    luaL_argcheck(L, (ch >= 32 && ch != 127) || ch == '\t', 3, "control character in header value");
-  }
+  const char *problem = http_value_problem(value, vlen);
+  if (problem != NULL) return luaL_argerror(L, 3, problem);
   if (r->head_sent)
     return luaL_error(L, "%s: headers already sent", replace ? "setHeader" : "appendHeader");
   uint64_t length = 0;
