@@ -842,3 +842,43 @@ test.case("an unread chunked body is dropped up to 1 MiB, then the connection cl
   test.eq(#responses, 2, desc)
   test.eq(responses[2] and responses[2].body, "ADMIN", desc)
 end)
+
+test.case("a request target over max_url_length gets 414 however its bytes arrive", function()
+  local port = serve()
+  local wrong = {}
+  for _, size in ipairs({ 9000, 20000, 40000 }) do
+    local request = "GET /" .. ("a"):rep(size) .. " HTTP/1.1\r\nHost: a\r\n\r\n"
+    for _, parts in ipairs({ { request }, { request:sub(1, 17000), 300, request:sub(17001) },
+        { request:sub(1, 100), 300, request:sub(101) } }) do
+      local data = helpers.exchange(port, parts, { idle = 3000 })
+      local line = data:match("^[^\r]*")
+      if line ~= "HTTP/1.1 414 URI Too Long" then wrong[#wrong + 1] = ("%d bytes in %d writes: %s"):format(size, #parts, line) end
+    end
+  end
+  -- a request line past max_url_length followed by headers that fill the buffer: 414 too
+  local data = helpers.exchange(port, "GET /" .. ("a"):rep(9000) .. " HTTP/1.1\r\nHost: a\r\nX-Big: " .. ("b"):rep(30000),
+    { idle = 3000 })
+  if not data:find("^HTTP/1%.1 414 ") then wrong[#wrong + 1] = "long target, then a buffer full of headers: " .. data:match("^[^\r]*") end
+  test.eq(wrong, {})
+end)
+
+test.case("a header name over 255 bytes gets 431 (two such names must not merge in req.headers)", function()
+  local port = serve()
+  local long = ("X"):rep(255)
+  local data, ending = helpers.exchange(port, "GET / HTTP/1.1\r\nHost: a\r\n" .. long .. "-one: 1\r\n" .. long .. "-two: 2\r\n\r\n",
+    { idle = 3000 })
+  test.match(data, "^HTTP/1%.1 431 ")
+  test.ok(helpers.closed(ending), ending)
+  data = helpers.exchange(port, "GET / HTTP/1.1\r\nHost: a\r\n" .. long .. ": 1\r\nConnection: close\r\n\r\n", { idle = 3000 })
+  test.match(data, "^HTTP/1%.1 200 ", "255 bytes are fine")
+end)
+
+test.case("a request target with a fragment ('#'), origin-form or absolute-form, gets 400", function()
+  local port = serve()
+  for _, target in ipairs({ "/path#frag", "/path?q=1#frag", "/#", "http://a/path#frag", "http://a#frag", "http://a/?q#" }) do
+    local data, ending = helpers.exchange(port, "GET " .. target .. " HTTP/1.1\r\nHost: a\r\n\r\n", { idle = 3000 })
+    test.match(data, "^HTTP/1%.1 400 ", target)
+    test.ok(helpers.closed(ending), target .. ": " .. ending)
+  end
+  test.match((helpers.exchange(port, get("/path?q=%23", "Connection: close\r\n"))), "\r\n\r\npath q=# ", "an encoded # is data")
+end)

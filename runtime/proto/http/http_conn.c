@@ -106,6 +106,23 @@ static const char *decode_path(const char *p, size_t n, size_t *out) {
   return path_buf;
 }
 
+/* A header name longer than a response's may be (255 bytes): req.headers would cut it,
+ * and two names that differ after it would merge. */
+static int long_name(size_t nhdr) {
+  for (size_t i = 0; i < nhdr; i++)
+    if (headers[i].name_len > 255) return 1;
+  return 0;
+}
+
+/* The length of the target in a request line that ends at eol (an estimate: the bytes
+ * between its first and last space), for the answer to a head that fills the buffer. */
+static size_t target_length(const char *line, const char *eol) {
+  const char *first = memchr(line, ' ', (size_t)(eol - line)), *last = eol;
+  if (first == NULL) return 0;
+  while (last > first && *last != ' ') last--;
+  return last > first ? (size_t)(last - first - 1) : 0;
+}
+
 int http_start_request(lua_State *L, luaio_conn *c) {
   hconn_t *h = HCONN(c);
   hserver_t *s = h->server;
@@ -120,9 +137,9 @@ int http_start_request(lua_State *L, luaio_conn *c) {
                               &nhdr, h->last_len);
   if (n == LHTTP_INCOMPLETE) {
     h->last_len = (uint32_t)len;
-    if (len >= s->max_header_size) {
+    if (len >= s->max_header_size) { /* 414 when the target is what is too long */
       const char *eol = memchr(buf, '\n', len);
-      http_reply_error(L, c, eol == NULL && len > s->max_url ? 414 : 431);
+      http_reply_error(L, c, (eol == NULL ? len : target_length(buf, eol)) > s->max_url ? 414 : 431);
     } else if (h->state != H_HEAD) {
       h->state = H_HEAD; /* the header timeout runs from the first byte, not the last */
       luaio_conn_timeout(c, s->header_timeout);
@@ -135,12 +152,14 @@ int http_start_request(lua_State *L, luaio_conn *c) {
   struct lhttp_framing f;
   const char *path = NULL;
   size_t path_len = 0;
-  if (n == LHTTP_TOO_MANY_HEADERS || (n > 0 && (size_t)n > s->max_header_size))
+  if (n == LHTTP_TOO_MANY_HEADERS)
     status = 431;
   else if (n < 0)
     status = 400;
-  else if (target_len > s->max_url)
+  else if (target_len > s->max_url) /* before the head's size: as when it comes in pieces */
     status = 414;
+  else if ((size_t)n > s->max_header_size || long_name(nhdr))
+    status = 431;
   else if (lhttp_parse_target(target, target_len, &t) != 0 ||
            (t.form == LHTTP_TARGET_ASTERISK &&
             !(method_len == 7 && memcmp(method, "OPTIONS", 7) == 0)))
