@@ -31,8 +31,8 @@
 #include "socket.h"
 #include "tls.h"
 
-#define POOL_MAX 256        /* idle worker tasks kept */
-#define LINGER_MS 2000      /* how long an ending connection reads what the client still sends */
+#define POOL_MAX 256   /* idle worker tasks kept */
+#define LINGER_MS 2000 /* how long an ending connection reads what the client still sends */
 #define GRACE_MS                                                                                   \
   500 /* while the server closes: how long an idle connection may
                                * still bring a request (answered with Connection: close) */
@@ -139,7 +139,8 @@ int http_start_request(lua_State *L, luaio_conn *c) {
     h->last_len = (uint32_t)len;
     if (len >= s->max_header_size) { /* 414 when the target is what is too long */
       const char *eol = memchr(buf, '\n', len);
-      http_reply_error(L, c, (eol == NULL ? len : target_length(buf, eol)) > s->max_url ? 414 : 431);
+      http_reply_error(L, c,
+                       (eol == NULL ? len : target_length(buf, eol)) > s->max_url ? 414 : 431);
     } else if (h->state != H_HEAD) {
       h->state = H_HEAD; /* the header timeout runs from the first byte, not the last */
       luaio_conn_timeout(c, s->header_timeout);
