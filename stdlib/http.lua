@@ -246,6 +246,10 @@ local OPTIONS = {
 local function check_options(options)
   local copy = options_checker.check(options, OPTIONS, 3, "createServer", 3)
   if copy.server_name == true then copy.server_name = nil end
+  if type(copy.server_name) == "string" then -- it goes into every response head, as setHeader's values
+    local problem = C.value_problem(copy.server_name)
+    if problem then options_checker.argerror(3, "createServer", "option 'server_name': " .. problem, 3) end
+  end
   if copy.tls then
     local tls = {}
     for k, v in pairs(copy.tls) do tls[k] = v end

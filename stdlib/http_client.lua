@@ -428,6 +428,9 @@ local function next_piece(st)
     local raw, err = raw_read(st)
     if not raw then
       if st.kind == "close" and err.name == "EOF" then
+        if not C.clean_end(st.sock) then -- RFC 9112 9.8: an unclean close is not the end
+          return broken(st, C.error("EPROTO", "connection closed without TLS close_notify: the body may be truncated"))
+        end
         release(st, false)
         return nil
       end

@@ -105,6 +105,17 @@ router:all("/status", function(req, res)
   res:status(tonumber(req.query.code))
   res:finish("")
 end)
+router:all("/hdr", function(req, res) -- an app header: ?n=name&v=value (append=1: appendHeader)
+  if req.query.append then res:appendHeader(req.query.n, req.query.v) else res:setHeader(req.query.n, req.query.v) end
+  res:finish("set")
+end)
+router:all("/bodyless", function(req, res) -- ?code=&cl= (an app Content-Length)&body=&write=1
+  res:status(tonumber(req.query.code))
+  res:setHeader("ETag", '"abc"')
+  if req.query.cl then res:setHeader("Content-Length", req.query.cl) end
+  if req.query.write then res:write(req.query.body or "") end
+  res:finish(not req.query.write and req.query.body or nil)
+end)
 router:get("/static/*", http.static(%q))
 
 server = assert(http.createServer(0, router, options))
@@ -626,7 +637,7 @@ end)
 test.case("res:status sends the IANA reason phrase", function()
   local port = serve()
   local phrases = {
-    [103] = "Early Hints", [421] = "Misdirected Request", [422] = "Unprocessable Content", [425] = "Too Early",
+    [421] = "Misdirected Request", [422] = "Unprocessable Content", [425] = "Too Early",
     [426] = "Upgrade Required", [428] = "Precondition Required", [451] = "Unavailable For Legal Reasons",
     [506] = "Variant Also Negotiates", [507] = "Insufficient Storage", [508] = "Loop Detected",
     [511] = "Network Authentication Required",
@@ -681,4 +692,193 @@ io.stdout:flush()
   test.match(data, "\r\n\r\n1048582$")
   test.ok((codes["200"] or 0) > 0, "some requests were served")
   test.eq(select(2, test.sh("kill -0 " .. peer.pid)), 0, "the process is alive")
+end)
+
+-- --- 14. the response's state the app sets: status, Connection, bodyless statuses ----------------
+
+test.case("a handler that asks for a 1xx status gets a 500, never a lone 1xx that the next response would answer", function()
+  local port = serve()
+  for _, code in ipairs({ 100, 101, 103 }) do
+    for _, version in ipairs({ "1.1", "1.0" }) do
+      local first = version == "1.1" and get("/status?code=" .. code)
+        or "GET /status?code=" .. code .. " HTTP/1.0\r\n\r\n"
+      local data, ending = helpers.exchange(port, first .. get("/admin"), { idle = 3000 })
+      local responses, rest = helpers.parse_responses(data)
+      local desc = code .. " HTTP/" .. version .. ": " .. summary(responses, rest) .. ", ending " .. ending
+      test.ok(not data:find("^HTTP/1%.1 1"), "no interim response first: " .. desc)
+      test.eq(#responses, 1, desc)
+      test.eq(responses[1].status, 500, desc)
+      test.ok(not data:find("ADMIN"), "the pipelined request is not taken as this one's answer: " .. desc)
+      test.ok(helpers.closed(ending), desc)
+    end
+  end
+end)
+
+test.case("an app's Connection: close closes the connection after its response; the server's Connection line is the only one", function()
+  local port = serve()
+  for _, shape in ipairs({ "v=close", "v=Close", "v=keep-alive,%20close", "v=close&append=1" }) do
+    local data, ending = helpers.exchange(port, get("/hdr?n=Connection&" .. shape) .. get("/admin"), { idle = 3000 })
+    local responses, rest = helpers.parse_responses(data)
+    local desc = shape .. ": " .. summary(responses, rest) .. ", ending " .. ending
+    test.eq(#responses, 1, "no answer to the request after it: " .. desc)
+    test.eq(responses[1] and responses[1].count.connection, 1, "one Connection line: " .. desc)
+    test.ok(helpers.closed(ending), "closed after the response: " .. desc)
+  end
+  -- keep-alive asked by the app on a connection the server closes (HTTP/1.0, Connection: close)
+  for _, request in ipairs({ "GET /hdr?n=Connection&v=keep-alive HTTP/1.0\r\n\r\n",
+      get("/hdr?n=Connection&v=keep-alive", "Connection: close\r\n") }) do
+    local data, ending = helpers.exchange(port, request .. get("/admin"), { idle = 3000 })
+    local responses, rest = helpers.parse_responses(data)
+    local desc = ("%q"):format(request) .. ": " .. summary(responses, rest) .. ", ending " .. ending
+    test.eq(#responses, 1, desc)
+    test.eq(responses[1].count.connection, 1, "one Connection line: " .. desc)
+    test.eq(responses[1].headers.connection, "close", "the server's decision: " .. desc)
+    test.ok(helpers.closed(ending), desc)
+  end
+  -- keep-alive asked on a connection the server keeps: kept, one line at most
+  local data, ending = helpers.exchange(port, get("/hdr?n=Connection&v=keep-alive") .. get("/admin", "Connection: close\r\n"),
+    { idle = 3000 })
+  local responses, rest = helpers.parse_responses(data)
+  local desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 2, desc)
+  test.ok((responses[1].count.connection or 0) <= 1, desc)
+  test.ok(responses[1].headers.connection ~= "close", desc)
+end)
+
+test.case("Expect: 100-continue, the handler does not read: the body already here is dropped and the connection kept; else Connection: close", function()
+  local port = serve()
+  local post = "POST /ignore HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+  -- the whole body came with the head (as clients that do not wait send it): kept, like nginx
+  for _, body in ipairs({ "hello", "5\r\nhello\r\n0\r\n\r\n" }) do
+    local request = body == "hello" and post or post:gsub("Content%-Length: 5", "Transfer-Encoding: chunked")
+    local data, ending = helpers.exchange(port, request .. body .. get("/admin", "Connection: close\r\n"), { idle = 3000 })
+    local responses, rest = helpers.parse_responses(data)
+    local desc = summary(responses, rest) .. ", ending " .. ending
+    test.eq(#responses, 2, desc)
+    test.eq(responses[1].body, "ignored", desc)
+    test.eq(responses[1].headers.connection, nil, "no Connection: close: " .. desc)
+    test.eq(responses[2] and responses[2].body, "ADMIN", desc)
+  end
+  -- the client waits for 100 Continue that never comes: the answer says the connection ends
+  local data, ending = helpers.exchange(port, post, { idle = 3000 })
+  local responses, rest = helpers.parse_responses(data)
+  local desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 1, desc)
+  test.eq(responses[1].headers.connection, "close", "the close is announced: " .. desc)
+  test.ok(helpers.closed(ending), desc)
+  -- luaio's client (it sends the body with the head) on one pooled connection: every POST answered
+  local got = {}
+  for i = 1, 3 do
+    local res, err = require("http").request({ url = "http://127.0.0.1:" .. port .. "/ignore", method = "POST",
+      body = "hello", headers = { Expect = "100-continue" } })
+    got[i] = res and (res.status .. " " .. res:body()) or (err.name .. " " .. err.message)
+  end
+  test.eq(got, { "200 ignored", "200 ignored", "200 ignored" })
+end)
+
+test.case("an unread Content-Length body over 1 MiB: the answer says Connection: close, then the connection closes", function()
+  local port = serve("{ max_body_size = 8388608 }")
+  local data, ending = helpers.exchange(port,
+    "POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 2097152\r\n\r\n" .. ("x"):rep(65536), { idle = 3000 })
+  local responses, rest = helpers.parse_responses(data)
+  local desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 1, desc)
+  test.eq(responses[1].body, "ignored", desc)
+  test.eq(responses[1].headers.connection, "close", "the close is announced: " .. desc)
+  test.ok(helpers.closed(ending), desc)
+  -- up to 1 MiB unread: dropped, the connection kept, nothing to announce
+  data, ending = helpers.exchange(port, "POST /ignore HTTP/1.1\r\nHost: a\r\nContent-Length: 1048576\r\n\r\n" ..
+    ("x"):rep(1048576) .. get("/admin", "Connection: close\r\n"), { idle = 3000 })
+  responses, rest = helpers.parse_responses(data)
+  desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 2, desc)
+  test.eq(responses[1].headers.connection, nil, desc)
+  test.eq(responses[2].body, "ADMIN", desc)
+end)
+
+test.case("304 and HEAD keep an app's Content-Length without a body; 204 never has one; 205 has no content (Content-Length: 0)", function()
+  local port = serve()
+  local cases = { -- request, status, Content-Length expected in the head (false: none)
+    { get("/bodyless?code=304&cl=1234"), 304, "1234" },
+    { "HEAD /bodyless?code=200&cl=1234 HTTP/1.1\r\nHost: a\r\n\r\n", 200, "1234" },
+    { get("/bodyless?code=204&cl=1234"), 204, false },
+    { get("/bodyless?code=204&body=SHOULD-NOT-APPEAR"), 204, false },
+    { get("/bodyless?code=205&body=SHOULD-NOT-APPEAR"), 205, "0" },
+    { get("/bodyless?code=205&body=SHOULD-NOT-APPEAR&write=1"), 205, "0" },
+    { get("/bodyless?code=205&cl=17&body=SHOULD-NOT-APPEAR"), 205, "0" },
+    { "GET /bodyless?code=205&body=SHOULD-NOT-APPEAR&write=1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 205, "0" },
+  }
+  for _, case in ipairs(cases) do
+    local request, status, length = case[1], case[2], case[3]
+    local data, ending = helpers.exchange(port, request .. get("/admin", "Connection: close\r\n"), { idle = 3000 })
+    local responses, rest = helpers.parse_responses(data, { request:match("^HEAD") and "HEAD" or "GET", "GET" })
+    local desc = ("%q"):format(request) .. ": " .. summary(responses, rest) .. ", ending " .. ending
+    test.ok(not data:find("SHOULD-NOT-APPEAR", 1, true), "no content: " .. desc)
+    test.eq(#responses, 2, "the connection goes on in sync: " .. desc)
+    test.eq(responses[1].status, status, desc)
+    test.eq(responses[1].headers["content-length"] or false, length, desc)
+    test.eq(responses[1].headers["transfer-encoding"], nil, desc)
+    test.eq(responses[2] and responses[2].body, "ADMIN", desc)
+  end
+end)
+
+test.case("an unread chunked body is dropped up to 1 MiB, then the connection closes (as for Content-Length)", function()
+  local port = serve()
+  local head = "POST /ignore HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+  local chunk = "10000\r\n" .. ("x"):rep(65536) .. "\r\n"
+  -- 4 MiB in 64 KiB chunks after the answer: the server stops dropping them past 1 MiB
+  local data, ending = helpers.exchange(port, { head, 300, chunk:rep(64), "0\r\n\r\n" .. get("/admin") }, { idle = 4000 })
+  local responses, rest = helpers.parse_responses(data)
+  local desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 1, desc)
+  test.eq(responses[1].body, "ignored", desc)
+  test.ok(not data:find("ADMIN"), "the request after the body is not served: " .. desc)
+  test.ok(helpers.closed(ending), "closed: " .. desc)
+  -- under 1 MiB (in chunks of every size, across reads): dropped, the connection kept
+  data, ending = helpers.exchange(port, { head, 300, chunk:rep(8), "ff\r\n" .. ("z"):rep(255) .. "\r\n",
+    100, chunk:rep(7), "0\r\n\r\n" .. get("/admin", "Connection: close\r\n") }, { idle = 4000 })
+  responses, rest = helpers.parse_responses(data)
+  desc = summary(responses, rest) .. ", ending " .. ending
+  test.eq(#responses, 2, desc)
+  test.eq(responses[2] and responses[2].body, "ADMIN", desc)
+end)
+
+test.case("a request target over max_url_length gets 414 however its bytes arrive", function()
+  local port = serve()
+  local wrong = {}
+  for _, size in ipairs({ 9000, 20000, 40000 }) do
+    local request = "GET /" .. ("a"):rep(size) .. " HTTP/1.1\r\nHost: a\r\n\r\n"
+    for _, parts in ipairs({ { request }, { request:sub(1, 17000), 300, request:sub(17001) },
+        { request:sub(1, 100), 300, request:sub(101) } }) do
+      local data = helpers.exchange(port, parts, { idle = 3000 })
+      local line = data:match("^[^\r]*")
+      if line ~= "HTTP/1.1 414 URI Too Long" then wrong[#wrong + 1] = ("%d bytes in %d writes: %s"):format(size, #parts, line) end
+    end
+  end
+  -- a request line past max_url_length followed by headers that fill the buffer: 414 too
+  local data = helpers.exchange(port, "GET /" .. ("a"):rep(9000) .. " HTTP/1.1\r\nHost: a\r\nX-Big: " .. ("b"):rep(30000),
+    { idle = 3000 })
+  if not data:find("^HTTP/1%.1 414 ") then wrong[#wrong + 1] = "long target, then a buffer full of headers: " .. data:match("^[^\r]*") end
+  test.eq(wrong, {})
+end)
+
+test.case("a header name over 255 bytes gets 431 (two such names must not merge in req.headers)", function()
+  local port = serve()
+  local long = ("X"):rep(255)
+  local data, ending = helpers.exchange(port, "GET / HTTP/1.1\r\nHost: a\r\n" .. long .. "-one: 1\r\n" .. long .. "-two: 2\r\n\r\n",
+    { idle = 3000 })
+  test.match(data, "^HTTP/1%.1 431 ")
+  test.ok(helpers.closed(ending), ending)
+  data = helpers.exchange(port, "GET / HTTP/1.1\r\nHost: a\r\n" .. long .. ": 1\r\nConnection: close\r\n\r\n", { idle = 3000 })
+  test.match(data, "^HTTP/1%.1 200 ", "255 bytes are fine")
+end)
+
+test.case("a request target with a fragment ('#'), origin-form or absolute-form, gets 400", function()
+  local port = serve()
+  for _, target in ipairs({ "/path#frag", "/path?q=1#frag", "/#", "http://a/path#frag", "http://a#frag", "http://a/?q#" }) do
+    local data, ending = helpers.exchange(port, "GET " .. target .. " HTTP/1.1\r\nHost: a\r\n\r\n", { idle = 3000 })
+    test.match(data, "^HTTP/1%.1 400 ", target)
+    test.ok(helpers.closed(ending), target .. ": " .. ending)
+  end
+  test.match((helpers.exchange(port, get("/path?q=%23", "Connection: close\r\n"))), "\r\n\r\npath q=# ", "an encoded # is data")
 end)

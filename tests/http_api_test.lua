@@ -213,3 +213,45 @@ io.stdout:flush()
   -- anything else is an argument error naming the option
   test.raises(function() http.createServer(0, function() end, { access_log = 5 }) end, "access_log")
 end)
+
+test.case("res:status refuses 1xx (interim responses are the server's), non-integers and codes outside 100-599", function()
+  local refused, taken = {}, {}
+  local port = serve(function(req, res)
+    for _, code in ipairs({ 100, 101, 103, 199, 99, 600, 999, 1000, 200.5, 0 / 0, "abc" }) do
+      local ok, err = pcall(res.status, res, code)
+      local ok2 = pcall(function() res.status = code end)
+      if ok or ok2 then
+        taken[#taken + 1] = tostring(code)
+      else
+        refused[#refused + 1] = tostring(code)
+        test.match(err, type(code) == "number" and "^bad argument #%d to '[^']*' %(status code: an integer from 200 to 599 expected"
+          or "^bad argument #%d to '[^']*' %(number expected", tostring(code) .. ": " .. err)
+      end
+    end
+    for _, code in ipairs({ 200, 204, 404, 599, "302" }) do
+      local ok, err = pcall(res.status, res, code)
+      if ok then taken[#taken + 1] = tostring(code) else refused[#refused + 1] = tostring(code) .. " " .. err end
+    end
+    res:status(201)
+    res:finish("ok")
+  end)
+  local res, body = get(port, "/")
+  test.eq({ res.status, body }, { 201, "ok" })
+  test.eq(taken, { "200", "204", "404", "599", "302" }, "the codes res:status took")
+  test.eq(#refused, 11, "refused: " .. table.concat(refused, ", "))
+end)
+
+test.case("server_name with CR, LF, NUL or another control character raises naming the option, as setHeader does", function()
+  for _, name in ipairs({ "app\r\nSet-Cookie: injected=1", "app\n", "a\rb", "a\0b", "a\127" }) do
+    local ok, err = pcall(http.createServer, 0, function() end, { host = "127.0.0.1", server_name = name })
+    test.ok(not ok, ("%q is refused"):format(name))
+    test.match(tostring(err), "^[^\n]*bad argument #3 to 'createServer' %(option 'server_name': control character in header value", tostring(err))
+  end
+  local port = serve(function(req, res)
+    local ok, err = pcall(res.setHeader, res, "X-Name", "app\r\nSet-Cookie: injected=1")
+    res:finish(ok and "taken" or tostring(err))
+  end, { server_name = "app\t1" })
+  local res, body = get(port, "/")
+  test.eq(res.headers.server, "app\t1")
+  test.match(body, "control character in header value")
+end)

@@ -608,3 +608,65 @@ test.case("examples/https reloads its certificate on SIGHUP; a bad pair is refus
   helpers.wait_output(peer, "certificate reload failed")
   test.eq(subject("other.test"), "CN=other.test")
 end)
+
+-- --- our client: a close-delimited body needs TLS's close_notify to be complete --------------------
+
+-- A python HTTPS server: /ragged sends a close-delimited body and ends with a bare TCP FIN (no
+-- close_notify: what a truncation attacker injects), /clean the same body ended with
+-- close_notify, /length a Content-Length body ended with a bare FIN.
+local PY_RAGGED = [[
+import socket, ssl, sys, threading
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+srv = socket.socket()
+srv.bind(("127.0.0.1", 0))
+srv.listen(16)
+print("listening", srv.getsockname()[1], flush=True)
+def serve(raw):
+    raw.settimeout(5)
+    try:
+        c = ctx.wrap_socket(raw, server_side=True)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += c.recv(4096)
+        path = data.split(b" ")[1]
+        if path == b"/length":
+            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nwhole body")
+        else:
+            c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nwhole body")
+        if path == b"/clean":
+            c.unwrap()
+        raw.shutdown(socket.SHUT_RDWR)
+        raw.close()
+    except Exception as e:
+        print("error", e, flush=True)
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],)).start()
+]]
+
+test.case("our client: a close-delimited HTTPS body cut by a FIN without close_notify is EPROTO, not a complete body", function()
+  local c = certs.make()
+  local peer = python(PY_RAGGED, c.server, c.server_key)
+  local port = tonumber(helpers.wait_output(peer, "listening (%d+)"))
+  local function fetch(path, by_pieces)
+    local res, err = https.get(("https://localhost:%d%s"):format(port, path), { ca = c.ca, timeout = 5000 })
+    if not res then return "request: " .. err.name end
+    if not by_pieces then
+      local body, berr = res:body()
+      return body or (berr.name .. " " .. berr.message)
+    end
+    local pieces = {}
+    while true do
+      local piece, perr = res:read()
+      if not piece then
+        pieces[#pieces + 1] = perr and perr.name or "end"
+        return table.concat(pieces, "|")
+      end
+      pieces[#pieces + 1] = piece
+    end
+  end
+  test.eq(fetch("/clean"), "whole body", "ended with close_notify: complete")
+  test.match(fetch("/ragged"), "^EPROTO [^\n]*close_notify", "ended by a bare FIN: truncated")
+  test.match(fetch("/ragged", true), "^whole body|EPROTO$", "read piece by piece: the pieces, then the error")
+  test.match(fetch("/length"), "^EPROTO ", "a Content-Length body cut short, as before")
+end)

@@ -1645,3 +1645,15 @@ int luaopen_luaio_tls(lua_State *L) {
   luaio_newlib(L, tls_funcs);
   return 1;
 }
+
+/* --- for protocols: how the peer ended (added for the HTTP client) ------------------------- */
+
+/* A read EOF looks the same to protocols whether close_notify came first or not (an end
+ * between records is taken as an end); a protocol whose message ends with the connection
+ * (an HTTP body without a length) asks here whether it was the peer's clean end. */
+int luaio_tls_peer_closed(luaio_conn *c) {
+  luaio_tls *t = c->tls;
+  if (t == NULL) return 0;
+  if (t->lean != NULL) return t->lean->peer_closed;
+  return t->ssl != NULL && (SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN) != 0;
+}

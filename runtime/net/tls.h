@@ -54,6 +54,8 @@ int luaio_tls_attach(luaio_conn *c, luaio_tlsctx *ctx, const char *servername);
 int luaio_tls_pusherror(lua_State *L, luaio_conn *c, int err);
 /* Pushes {version, cipher, alpn, resumed, servername, peer = {...}} or nil (no TLS). */
 void luaio_tls_push_info(lua_State *L, luaio_conn *c);
+/* Whether the peer sent close_notify (0 without TLS): a read EOF alone does not tell. */
+int luaio_tls_peer_closed(luaio_conn *c);
 
 int luaopen_luaio_tls(lua_State *L);
 

@@ -15,6 +15,7 @@
 #include "http_parser.h"
 
 #define HTTP_MAX_HEADERS 1024 /* max_headers may not be set above this */
+#define DISCARD_MAX 1048576   /* body bytes the server reads and drops to keep a connection */
 
 typedef struct hserver_s hserver_t;
 typedef struct hconn_s hconn_t;
@@ -55,6 +56,7 @@ struct hconn_s {
   struct lhttp_chunked_decoder dec;
   uint64_t body_left;   /* length-framed: bytes of the body not yet taken */
   uint64_t body_taken;  /* bytes given to the handler, or discarded */
+  uint64_t discarded;   /* bytes discarded (at most DISCARD_MAX, whatever the framing) */
   uint16_t body_status; /* 400, 408 or 413 once the body is broken: the answer says so */
   uint8_t state, body_kind, body_end, expect_continue;
 };
@@ -88,6 +90,9 @@ void http_accept(hserver_t *s, uv_stream_t *listener, int fd);
 int http_start_request(lua_State *L, luaio_conn *c);
 /* Ends the connection after its output (lingering when the client may still send). */
 void http_conn_end(luaio_conn *c);
+/* Whether what is left of the request body lets the connection carry another request if
+ * the response ended now (a response that will close says so in its head). */
+int http_body_keeps(luaio_conn *c);
 /* The server is closing: the response not yet started says Connection: close, an idle
  * connection gets a short grace. */
 void http_conn_closing(luaio_conn *c);
@@ -101,8 +106,11 @@ void http_push_request(lua_State *L, const char *method, size_t mlen, const char
 /* Body bytes ready at in->data + in->off now (chunked input is decoded in place); -1 for a
  * malformed chunked body. */
 int64_t http_body_ready(luaio_conn *c);
+/* The rest of the body is all in the input buffer (0 also when it is malformed). */
+int http_body_arrived(luaio_conn *c);
 /* Drops what is buffered of a body nobody reads; returns 1 when the body is complete, 0
- * when more is to come, -1 when it is malformed. */
+ * when more is to come, -1 when it is malformed or more than DISCARD_MAX bytes were
+ * dropped (a chunked body's length is not known before: it is counted here). */
 int http_body_discard(luaio_conn *c);
 int http_read(lua_State *L);
 int http_tlsinfo(lua_State *L);
@@ -132,6 +140,10 @@ luaio_conn *http_res_takeover(lua_State *L, int res);
  * index res: end(L, idx) ends it when the handler returns (idx: where the object is). */
 typedef void (*http_takeover_end)(lua_State *L, int idx);
 void http_res_bind(lua_State *L, int res, int obj, http_takeover_end end);
+/* Why v[0..n) cannot be a header value (a control character: response splitting), or
+ * NULL; http_value_check is the same for Lua (C.value_problem). */
+const char *http_value_problem(const char *v, size_t n);
+int http_value_check(lua_State *L);
 /* A canned response (Date, Server, Connection: close) for errors found before a handler. */
 void http_reply_error(lua_State *L, luaio_conn *c, int status);
 void http_response_register(lua_State *L);

@@ -9,6 +9,7 @@
  *   parse_response(s[, last_len[, head_request]]) -> head | nil, "incomplete" | nil, err
  *   decoder() -> a chunked decoder; decoder:decode(piece) -> data, done, leftover | nil, err
  *   park(socket), unpark(socket) -> alive: a socket waits in the pool
+ *   clean_end(socket) -> whether an EOF read was the server's end, not a cut
  *   sweep(fn, ms) / sweep(nil): fn runs in a task every ms, without keeping the process alive
  *   error(name, message) -> an error table {code, name, message}
  *
@@ -26,6 +27,7 @@
 
 #include "http_parser.h"
 #include "socket.h"
+#include "tls.h"
 
 #define MAX_HEADERS 128 /* more header lines than this: an error */
 #define DECODER_MT "luaio.http_client.decoder"
@@ -329,6 +331,15 @@ static int httpclient_unpark(lua_State *L) {
   return 1;
 }
 
+/* clean_end(socket) -> true when the EOF just read is the server's own end: always over TCP;
+ * over TLS only after its close_notify. A bare FIN can be injected by anyone on the path, so
+ * a body that ends with the connection is complete only with it (RFC 9112 9.8). */
+static int httpclient_clean_end(lua_State *L) {
+  luaio_conn *c = luaio_socket_check(L, 1);
+  lua_pushboolean(L, c != NULL && (c->tls == NULL || luaio_tls_peer_closed(c)));
+  return 1;
+}
+
 static void on_sweep(uv_timer_t *t) {
   lua_State *L = luaio_mainstate();
   lua_rawgeti(L, LUA_REGISTRYINDEX, sweep_ref);
@@ -366,7 +377,8 @@ static int httpclient_error(lua_State *L) {
 
 static const luaL_Reg decoder_methods[] = {{"decode", decoder_decode}, {NULL, NULL}};
 
-static const luaL_Reg httpclient_funcs[] = {{"decoder", httpclient_decoder},
+static const luaL_Reg httpclient_funcs[] = {{"clean_end", httpclient_clean_end},
+                                            {"decoder", httpclient_decoder},
                                             {"error", httpclient_error},
                                             {"park", httpclient_park},
                                             {"parse_response", httpclient_parse_response},

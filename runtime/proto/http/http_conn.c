@@ -31,9 +31,8 @@
 #include "socket.h"
 #include "tls.h"
 
-#define POOL_MAX 256        /* idle worker tasks kept */
-#define LINGER_MS 2000      /* how long an ending connection reads what the client still sends */
-#define DISCARD_MAX 1048576 /* body bytes the server reads and drops to keep a connection */
+#define POOL_MAX 256   /* idle worker tasks kept */
+#define LINGER_MS 2000 /* how long an ending connection reads what the client still sends */
 #define GRACE_MS                                                                                   \
   500 /* while the server closes: how long an idle connection may
                                * still bring a request (answered with Connection: close) */
@@ -107,6 +106,23 @@ static const char *decode_path(const char *p, size_t n, size_t *out) {
   return path_buf;
 }
 
+/* A header name longer than a response's may be (255 bytes): req.headers would cut it,
+ * and two names that differ after it would merge. */
+static int long_name(size_t nhdr) {
+  for (size_t i = 0; i < nhdr; i++)
+    if (headers[i].name_len > 255) return 1;
+  return 0;
+}
+
+/* The length of the target in a request line that ends at eol (an estimate: the bytes
+ * between its first and last space), for the answer to a head that fills the buffer. */
+static size_t target_length(const char *line, const char *eol) {
+  const char *first = memchr(line, ' ', (size_t)(eol - line)), *last = eol;
+  if (first == NULL) return 0;
+  while (last > first && *last != ' ') last--;
+  return last > first ? (size_t)(last - first - 1) : 0;
+}
+
 int http_start_request(lua_State *L, luaio_conn *c) {
   hconn_t *h = HCONN(c);
   hserver_t *s = h->server;
@@ -121,9 +137,10 @@ int http_start_request(lua_State *L, luaio_conn *c) {
                               &nhdr, h->last_len);
   if (n == LHTTP_INCOMPLETE) {
     h->last_len = (uint32_t)len;
-    if (len >= s->max_header_size) {
+    if (len >= s->max_header_size) { /* 414 when the target is what is too long */
       const char *eol = memchr(buf, '\n', len);
-      http_reply_error(L, c, eol == NULL && len > s->max_url ? 414 : 431);
+      http_reply_error(L, c,
+                       (eol == NULL ? len : target_length(buf, eol)) > s->max_url ? 414 : 431);
     } else if (h->state != H_HEAD) {
       h->state = H_HEAD; /* the header timeout runs from the first byte, not the last */
       luaio_conn_timeout(c, s->header_timeout);
@@ -136,12 +153,14 @@ int http_start_request(lua_State *L, luaio_conn *c) {
   struct lhttp_framing f;
   const char *path = NULL;
   size_t path_len = 0;
-  if (n == LHTTP_TOO_MANY_HEADERS || (n > 0 && (size_t)n > s->max_header_size))
+  if (n == LHTTP_TOO_MANY_HEADERS)
     status = 431;
   else if (n < 0)
     status = 400;
-  else if (target_len > s->max_url)
+  else if (target_len > s->max_url) /* before the head's size: as when it comes in pieces */
     status = 414;
+  else if ((size_t)n > s->max_header_size || long_name(nhdr))
+    status = 431;
   else if (lhttp_parse_target(target, target_len, &t) != 0 ||
            (t.form == LHTTP_TARGET_ASTERISK &&
             !(method_len == 7 && memcmp(method, "OPTIONS", 7) == 0)))
@@ -162,7 +181,7 @@ int http_start_request(lua_State *L, luaio_conn *c) {
   h->body_kind = (uint8_t)f.body;
   h->body_left = f.body == LHTTP_BODY_LENGTH ? f.content_length : 0;
   h->body_end = f.body == LHTTP_BODY_NONE || (f.body == LHTTP_BODY_LENGTH && f.content_length == 0);
-  h->body_taken = 0;
+  h->body_taken = h->discarded = 0;
   h->body_status = 0;
   h->ready = 0;
   memset(&h->dec, 0, sizeof h->dec);
@@ -254,16 +273,21 @@ static int next_request(lua_State *L, luaio_conn *c) {
   return 0;
 }
 
-/* Whether the connection can carry another request after r's. */
-static int reusable(luaio_conn *c, hres_t *r) {
+int http_body_keeps(luaio_conn *c) {
   hconn_t *h = HCONN(c);
-  if (!r->keep_alive || r->aborted || c->write_err) return 0;
   if (BODY_CONSUMED(h)) return 1;
   /* A body nobody read: worth reading and dropping only when it is small, and only when
-   * the client was not left waiting for a 100 Continue it will never get. */
-  if (h->expect_continue) return 0;
+   * the client was not left waiting for a 100 Continue it will never get (unless it sent
+   * the whole body anyway: then it is here, and dropped as nginx does). */
+  if (h->expect_continue) return http_body_arrived(c);
   if (h->body_kind == LHTTP_BODY_LENGTH) return h->body_left <= DISCARD_MAX;
   return h->body_taken <= h->server->max_body_size;
+}
+
+/* Whether the connection can carry another request after r's. */
+static int reusable(luaio_conn *c, hres_t *r) {
+  if (!r->keep_alive || r->aborted || c->write_err) return 0;
+  return http_body_keeps(c);
 }
 
 /* C.done(res, ok, err) -> handler, req, res for the next request on this connection, or

@@ -465,6 +465,7 @@ static void split_query(const char *t, size_t n, struct lhttp_target *out) {
 
 int lhttp_parse_target(const char *t, size_t n, struct lhttp_target *out) {
   memset(out, 0, sizeof *out);
+  if (memchr(t, '#', n) != NULL) return LHTTP_ERROR; /* a fragment is never sent (RFC 9112 3.2) */
   if (n > 0 && t[0] == '/') {
     out->form = LHTTP_TARGET_ORIGIN;
     split_query(t, n, out);
@@ -484,8 +485,7 @@ int lhttp_parse_target(const char *t, size_t n, struct lhttp_target *out) {
   else
     return LHTTP_ERROR;
   const char *a = t + skip, *end = t + n, *p = a;
-  while (p < end && *p != '/' && *p != '?' && *p != '#') p++;
-  if (p < end && *p == '#') return LHTTP_ERROR; /* a fragment is never sent */
+  while (p < end && *p != '/' && *p != '?') p++;
   if (p == a || !lhttp_valid_host(a, (size_t)(p - a))) return LHTTP_ERROR;
   out->form = LHTTP_TARGET_ABSOLUTE;
   out->authority = a;

@@ -144,7 +144,7 @@ struct lhttp_target {
 
 /* Splits a request target: origin-form ("/p?q"), absolute-form ("http://host/p?q",
  * http or https, any case) or "*". Returns 0, or LHTTP_ERROR for anything else (an
- * authority-form, another scheme, a bad authority). */
+ * authority-form, another scheme, a bad authority, a "#": clients never send a fragment). */
 int lhttp_parse_target(const char *t, size_t n, struct lhttp_target *out);
 
 /* Percent-decodes a path into dst (room for n bytes): returns the decoded length, or

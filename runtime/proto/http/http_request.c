@@ -264,19 +264,31 @@ int64_t http_body_ready(luaio_conn *c) {
   size_t buffered = in ? in->len - in->off : 0;
   if (h->body_kind == LHTTP_BODY_LENGTH)
     return (int64_t)(buffered < h->body_left ? buffered : h->body_left);
-  if (h->ready > 0 || h->body_end || buffered == 0) return h->ready;
-  size_t fresh = buffered;
-  ssize_t rest = lhttp_decode_chunked(&h->dec, in->data + in->off, &fresh);
-  if (rest == LHTTP_ERROR) return -1;
-  h->ready = (uint32_t)fresh;
+  if (h->body_status) return -1; /* broken: the decoder's state means nothing any more */
+  if (h->body_end || buffered == h->ready) return h->ready;
+  /* The bytes after the decoded ones are decoded in place, right behind them. */
+  size_t fresh = buffered - h->ready;
+  ssize_t rest = lhttp_decode_chunked(&h->dec, in->data + in->off + h->ready, &fresh);
+  if (rest == LHTTP_ERROR) {
+    h->body_status = 400;
+    return -1;
+  }
+  h->ready += (uint32_t)fresh;
   if (rest >= 0) { /* complete: the decoder moved what follows (the next request) right
                     * behind the data */
     h->body_end = 1;
-    in->len = in->off + (uint32_t)fresh + (uint32_t)rest;
+    in->len = in->off + h->ready + (uint32_t)rest;
   } else {
-    in->len = in->off + (uint32_t)fresh;
+    in->len = in->off + h->ready;
   }
   return h->ready;
+}
+
+int http_body_arrived(luaio_conn *c) {
+  hconn_t *h = HCONN(c);
+  if (h->body_kind == LHTTP_BODY_LENGTH)
+    return c->in != NULL && c->in->len - c->in->off >= h->body_left;
+  return http_body_ready(c) >= 0 && h->body_end;
 }
 
 /* n ready bytes are taken (pushed when L is not NULL) or dropped. */
@@ -294,11 +306,13 @@ static void body_take(lua_State *L, luaio_conn *c, size_t n) {
 }
 
 int http_body_discard(luaio_conn *c) {
+  hconn_t *h = HCONN(c);
   for (;;) {
-    if (BODY_CONSUMED(HCONN(c))) return 1;
+    if (BODY_CONSUMED(h)) return 1;
     int64_t ready = http_body_ready(c);
     if (ready < 0) return -1;
-    if (ready == 0) return BODY_CONSUMED(HCONN(c));
+    if (ready == 0) return BODY_CONSUMED(h);
+    if ((h->discarded += (uint64_t)ready) > DISCARD_MAX) return -1; /* not worth reading */
     body_take(NULL, c, (size_t)ready);
   }
 }

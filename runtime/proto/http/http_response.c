@@ -4,7 +4,7 @@
  * The wire cannot be desynchronised from Lua: the server writes the framing (Content-Length
  * or chunked, never both), a Content-Length set by the app must be digits and must match
  * the body (finish raises otherwise, before anything is sent; a write past it raises and
- * aborts), a HEAD response and a 1xx/204/304 carry no body bytes whatever the handler
+ * aborts), a HEAD response and a 1xx/204/205/304 carry no body bytes whatever the handler
  * writes, and a response the handler abandons (it raised after sending the head, or sent
  * less than it promised) aborts the connection instead of ending the body cleanly, so
  * the client sees the cut.
@@ -140,14 +140,23 @@ static void hdr_release(hres_t *r) {
 
 /* --- the head ----------------------------------------------------------------------------------- */
 
+static void hdr_remove(hres_t *r, const char *name, size_t nlen);
+
+/* No content goes on the wire: HEAD, 1xx, 204, 205 (RFC 9110 15.3.6) and 304. An app's
+ * Content-Length is then not checked against the body: on HEAD and 304 it tells the
+ * representation's length (RFC 9110 8.6), on 1xx, 204 and 205 it is dropped. */
 static int bodyless(hres_t *r) {
-  return r->head_method || r->status < 200 || r->status == 204 || r->status == 304;
+  return r->head_method || r->status < 200 || r->status == 204 || r->status == 205 ||
+         r->status == 304;
 }
 
 /* Writes the status line and headers. body_len < 0: chunked (HTTP/1.1) or ended by the
- * close (HTTP/1.0); otherwise the Content-Length. */
-static void send_head(hres_t *r, luaio_conn *c, int64_t body_len) {
+ * close (HTTP/1.0); otherwise the Content-Length. complete: the whole response goes now
+ * (finish), so whether the connection closes after it is known and said here (RFC 9112
+ * 9.6): a client that pools it would otherwise send its next request into the close. */
+static void send_head(hres_t *r, luaio_conn *c, int64_t body_len, int complete) {
   hserver_t *s = HCONN(c)->server;
+  if (complete && r->keep_alive && r->status >= 200 && !http_body_keeps(c)) r->keep_alive = 0;
   const char *text = http_reason(r->status);
   char *start = luaio_conn_reserve(c, r->hdr_len + strlen(text) + 256);
   r->head_sent = 1;
@@ -167,8 +176,17 @@ static void send_head(hres_t *r, luaio_conn *c, int64_t body_len) {
     date_update();
     p += put(p, date_line, date_len);
   }
+  /* Connection is the server's when it writes one: an app's line (a keep-alive on a
+   * connection that closes) would contradict it. */
+  if (r->status >= 200 && (!r->keep_alive || r->minor == 0) && r->hdr_len)
+    hdr_remove(r, "connection", 10);
+  /* RFC 9110 8.6: no Content-Length on a 1xx or a 204; a 205 is framed as empty (15.3.6) */
+  int no_length = r->status < 200 || r->status == 204 || r->status == 205;
+  if (no_length && r->has_length) hdr_remove(r, "content-length", 14);
   if (r->hdr_len) p += put(p, r->hdr, r->hdr_len);
-  if (r->status >= 200 && r->status != 204 && r->status != 304 && !r->has_length) {
+  if (r->status == 205) {
+    p += PUT(p, "Content-Length: 0\r\n");
+  } else if (!no_length && r->status != 304 && !r->has_length) {
     if (body_len >= 0) {
       p += PUT(p, "Content-Length: ");
       p += put_decimal(p, (uint64_t)body_len);
@@ -260,7 +278,7 @@ static void send_error(lua_State *L, hres_t *r, luaio_conn *c, int status) {
   r->has_length = 0;
   r->keep_alive = 0;
   r->user_server = r->user_date = 0;
-  send_head(r, c, (int64_t)strlen(text) + 1);
+  send_head(r, c, (int64_t)strlen(text) + 1, 1);
   lua_pushfstring(L, "%s\n", text);
   r->body_written = strlen(text) + 1;
   add_body(L, r, c, -1, strlen(text) + 1);
@@ -281,8 +299,8 @@ void http_res_end(lua_State *L, hres_t *r, int ok) {
   }
   if (r->finished) return;
   /* The handler returned without finish(): finish it. */
-  if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : 0);
-  if (r->has_length && r->body_written != r->content_length && !r->head_method) {
+  if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : 0, 1);
+  if (r->has_length && r->body_written != r->content_length && !bodyless(r)) {
     r->aborted = 1; /* fewer bytes than promised: the client must see the cut */
     return;
   }
@@ -337,14 +355,14 @@ static int res_finish(lua_State *L) {
   luaio_conn *c = body_call(L, &r, &len, "finish");
   if (c == NULL) return 2;
   if (!r->head_sent) {
-    if (r->has_length && r->content_length != len && !(r->head_method && len == 0))
+    if (r->has_length && r->content_length != len && !(bodyless(r) && len == 0))
       return luaL_error(L, "finish: the body has %d bytes but Content-Length says %f", (int)len,
                         (double)r->content_length);
-    send_head(r, c, r->has_length ? (int64_t)r->content_length : (int64_t)len);
+    send_head(r, c, r->has_length ? (int64_t)r->content_length : (int64_t)len, 1);
   }
   r->body_written += len;
   int err = add_body(L, r, c, 2, len);
-  if (r->has_length && r->body_written != r->content_length && !r->head_method) {
+  if (r->has_length && r->body_written != r->content_length && !bodyless(r)) {
     r->aborted = 1;
     return luaL_error(L, "finish: %f body bytes in all but Content-Length says %f",
                       (double)r->body_written, (double)r->content_length);
@@ -360,8 +378,8 @@ static int res_write(lua_State *L) {
   size_t len;
   luaio_conn *c = body_call(L, &r, &len, "write");
   if (c == NULL) return 2;
-  if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : -1);
-  if (r->has_length && r->body_written + len > r->content_length && !r->head_method) {
+  if (!r->head_sent) send_head(r, c, r->has_length ? (int64_t)r->content_length : -1, 0);
+  if (r->has_length && r->body_written + len > r->content_length && !bodyless(r)) {
     r->aborted = 1;
     return luaL_error(L, "write: the body would exceed its Content-Length of %f bytes",
                       (double)r->content_length);
@@ -377,11 +395,16 @@ static int res_write(lua_State *L) {
   return luaio_yield(L);
 }
 
-/* res:status(code) -> res */
+/* res:status(code) -> res. A final status only: a 1xx sent as the answer would leave the
+ * client waiting for the final one, and a pipelining client would take the next request's
+ * response for it. Interim responses are the server's (100 Continue when the body is read,
+ * 101 through res:upgrade). */
 static int res_status(lua_State *L) {
   hres_t *r = http_check_res(L, 1);
-  lua_Integer code = luaL_checkinteger(L, 2);
-  luaL_argcheck(L, code >= 100 && code <= 999, 2, "status code 100-999 expected");
+  lua_Number n = luaL_checknumber(L, 2);
+  luaL_argcheck(L, n >= 200 && n <= 599 && n == (lua_Number)(int)n, 2,
+                "status code: an integer from 200 to 599 expected (1xx are the server's)");
+  int code = (int)n;
   if (r->head_sent) return luaL_error(L, "status: headers already sent");
   r->status = (uint16_t)code;
   lua_settop(L, 1);
@@ -453,6 +476,40 @@ static int hdr_append(hres_t *r, const char *name, size_t nlen, const char *valu
 
 #define IS(name, n, lit) ((n) == sizeof(lit) - 1 && strncasecmp((name), lit, (n)) == 0)
 
+const char *http_value_problem(const char *v, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    unsigned char ch = (unsigned char)v[i];
+    /* CR or LF here would let a value start a new header: response splitting */
+    if ((ch < 32 && ch != '\t') || ch == 127) return "control character in header value";
+  }
+  return NULL;
+}
+
+/* C.value_problem(s) -> why s cannot be a header value, or nothing (http.lua checks
+ * server_name with it) */
+int http_value_check(lua_State *L) {
+  size_t n;
+  const char *v = luaL_checklstring(L, 1, &n);
+  const char *problem = http_value_problem(v, n);
+  if (problem == NULL) return 0;
+  lua_pushstring(L, problem);
+  return 1;
+}
+
+/* Whether a Connection value lists "close" (RFC 9110 7.6.1: a comma-separated list). */
+static int lists_close(const char *v, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    while (i < n && (v[i] == ' ' || v[i] == '\t' || v[i] == ',')) i++;
+    size_t start = i;
+    while (i < n && v[i] != ',') i++;
+    size_t end = i;
+    while (end > start && (v[end - 1] == ' ' || v[end - 1] == '\t')) end--;
+    if (IS(v + start, end - start, "close")) return 1;
+  }
+  return 0;
+}
+
 /* res:setHeader(name, value) -> res: replaces an earlier value of the same name.
  * res:appendHeader(name, value) -> res: one more line of that name (Set-Cookie). */
 static int set_header(lua_State *L, int replace) {
@@ -465,11 +522,8 @@ static int set_header(lua_State *L, int replace) {
   luaL_argcheck(L, nlen > 0 && nlen < 256, 2, "header name length 1-255 expected");
   for (size_t i = 0; i < nlen; i++)
     luaL_argcheck(L, tchar[(unsigned char)name[i]], 2, "invalid character in header name");
-  for (size_t i = 0; i < vlen; i++) {
-    unsigned char ch = (unsigned char)value[i];
-    /* CR or LF here would let a value start a new header: response splitting */
-    luaL_argcheck(L, (ch >= 32 && ch != 127) || ch == '\t', 3, "control character in header value");
-  }
+  const char *problem = http_value_problem(value, vlen);
+  if (problem != NULL) return luaL_argerror(L, 3, problem);
   if (r->head_sent)
     return luaL_error(L, "%s: headers already sent", replace ? "setHeader" : "appendHeader");
   uint64_t length = 0;
@@ -487,6 +541,9 @@ static int set_header(lua_State *L, int replace) {
     r->has_length = 1;
     r->content_length = length;
   }
+  /* RFC 9112 9.6: a server that sends close must close after this response; the server
+   * writes its own line then (send_head). */
+  if (IS(name, nlen, "connection") && lists_close(value, vlen)) r->keep_alive = 0;
   if (IS(name, nlen, "server")) r->user_server = 1;
   if (IS(name, nlen, "date")) r->user_date = 1;
   if (replace || IS(name, nlen, "content-length")) hdr_remove(r, name, nlen);
@@ -528,7 +585,7 @@ luaio_conn *http_res_takeover(lua_State *L, int res) {
   if (!BODY_CONSUMED(h)) luaL_error(L, "upgrade: the request has a body still to read");
   r->status = 101;
   r->keep_alive = 1;
-  send_head(r, c, 0);
+  send_head(r, c, 0, 0);
   r->finished = 1;
   /* req.headers outlives the head in the input buffer: the request keeps the head as a
    * string (req[3]) unless its headers were already made. */

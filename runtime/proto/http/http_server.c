@@ -121,10 +121,15 @@ static int http_init(lua_State *L) {
 }
 
 static const luaL_Reg server_methods[] = {{"close", server_close}, {NULL, NULL}};
-static const luaL_Reg http_funcs[] = {{"done", http_done},       {"form", http_form},
-                                      {"init", http_init},       {"listen", http_listen},
-                                      {"read", http_read},       {"request", http_request_table},
-                                      {"tlsinfo", http_tlsinfo}, {NULL, NULL}};
+static const luaL_Reg http_funcs[] = {{"done", http_done},
+                                      {"form", http_form},
+                                      {"init", http_init},
+                                      {"listen", http_listen},
+                                      {"read", http_read},
+                                      {"request", http_request_table},
+                                      {"tlsinfo", http_tlsinfo},
+                                      {"value_problem", http_value_check},
+                                      {NULL, NULL}};
 
 int luaopen_luaio_http(lua_State *L) {
   http_response_register(L);
