@@ -223,8 +223,8 @@ static int copy_array(lua_State *L, int arg, int t, int first, char **v, size_t 
   size_t n = lua_objlen(L, t);
   for (size_t k = (size_t)first; k <= n; k++, i++) {
     lua_rawgeti(L, t, (int)k);
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    if (s == NULL || strlen(s) != lua_objlen(L, -1)) {
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? luaio_tocstring(L, -1) : NULL;
+    if (s == NULL) {
       free_strings(v);
       return luaL_argerror(L, arg,
                            lua_pushfstring(L, "%s[%d]: string without zero bytes expected, got %s",
