@@ -278,7 +278,7 @@ static int store_get(const char *path, const char **data, size_t *size, int *own
 
 /* App paths are relative, '/'-separated, and never leave the app: no "..", no leading "/". */
 static const char *check_path(lua_State *L, int arg) {
-  const char *path = luaL_checkstring(L, arg);
+  const char *path = luaio_checkcstring(L, arg);
   while (path[0] == '.' && path[1] == '/') path += 2;
   const char *p = path;
   luaL_argcheck(L, *p != '/', arg, "must be relative to the app");
@@ -330,7 +330,24 @@ static int app_searcher(lua_State *L) {
   return 1;
 }
 
+/* require looks the name up in package.loaded and hands it to the searchers as a C string: a
+ * zero byte would cut it (require "mod\0x" loading mod.lua). A Lua wrapper refuses such names;
+ * it tail-calls require, so require's own errors keep pointing at the caller's line. */
+static const char checked_require[] =
+    "local require, type, find = require, type, string.find\n"
+    "return function(name, ...)\n"
+    "  if type(name) == 'string' and find(name, '\\0', 1, true) then\n"
+    "    error(\"bad argument #1 to 'require' (string without zero bytes expected, got a string "
+    "with a zero byte)\", 2)\n"
+    "  end\n"
+    "  return require(name, ...)\n"
+    "end\n";
+
 void luaio_bundle_install(lua_State *L) {
+  if (luaL_loadbuffer(L, checked_require, sizeof checked_require - 1, "=require") != 0 ||
+      lua_pcall(L, 0, 1, 0) != 0)
+    luaL_error(L, "%s", lua_tostring(L, -1));
+  lua_setglobal(L, "require");
   /* package.loaders = {preload, app}: nothing is looked up on disk outside the app. */
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "loaders");
@@ -462,7 +479,7 @@ static int bundle_list(lua_State *L) {
 
 /* archive.walk(dir) -> sorted array of every regular file under dir, relative to it */
 static int archive_walk(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
+  const char *dir = luaio_checkcstring(L, 1);
   lua_newtable(L);
   int err = walk(L, dir, "", 0);
   if (err != 0) return luaio_pusherror(L, err);
@@ -570,7 +587,7 @@ static int write_bundle(int out, int self, const char *archive, size_t raw, int 
  * Writes our runtime plus the packed files to path.tmp, then renames it over path, so a
  * failed build never leaves a half-written executable behind. */
 static int archive_write(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = luaio_checkcstring(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   int level = (int)luaL_optinteger(L, 3, 19);
   luaL_argcheck(L, level >= 1 && level <= ZSTD_maxCLevel(), 3, "zstd level out of range");
