@@ -44,8 +44,8 @@ end
 
 local function check_level(level, fname, argn)
   if type(level) ~= "string" or LEVELS[level] == nil then
-    argerror(argn, fname, "level 'debug', 'info', 'warn' or 'error' expected, got " ..
-      (type(level) == "string" and ("'" .. level .. "'") or type(level)))
+    options.argerror(argn, fname, "level 'debug', 'info', 'warn' or 'error' expected, got " ..
+      (type(level) == "string" and ("'" .. level .. "'") or type(level)), 3)
   end
   return LEVELS[level]
 end
