@@ -518,6 +518,24 @@ print(#process.argv, table.concat(process.argv, "|"), process.uptime() < 5)
   test.eq((run(app, "a 'b c'")), "2\ta|b c\ttrue\n")
 end)
 
+-- Variable names, values, file and signal names reach C as C strings: a zero byte would cut
+-- them (getenv("PATH\0x") read PATH, fork{file = "worker\0x"} ran worker.lua).
+test.case("a zero byte in a variable, file or signal name raises, naming the argument", function()
+  local zero = "string without zero bytes expected, got a string with a zero byte"
+  test.raises(function() local _ = process.getenv("PATH\0x") end,
+    "process_test%.lua:%d+: bad argument #1 to 'getenv' %(" .. zero .. "%)")
+  test.raises(function() local _ = process.setenv("LUAIO_T\0PATH", "x") end,
+    "process_test%.lua:%d+: bad argument #1 to 'setenv' %(" .. zero .. "%)")
+  test.raises(function() local _ = process.setenv("LUAIO_T", "x\0y") end,
+    "process_test%.lua:%d+: bad argument #2 to 'setenv' %(" .. zero .. "%)")
+  test.eq(process.getenv("LUAIO_T"), nil)
+  test.raises(function() local _ = process.fork { file = "worker.lua\0x" } end,
+    "process_test%.lua:%d+: bad argument #1 to 'fork' %(option 'file': string without zero bytes expected, got a string with a zero byte%)")
+  test.raises(function() local _ = process.kill(process.pid, "SIGKILL\0x") end,
+    "process_test%.lua:%d+: bad argument #2 to 'kill' %(" .. zero .. "%)")
+  test.raises(function() local _ = process.on("SIGUSR2\0x", print) end, "bad argument #1 to 'on' %(" .. zero .. "%)")
+end)
+
 test.case("exit ends the process at once with the status, output flushed; abort dumps", function()
   local app = make_app({ ["main.lua"] = [[
 local process = require "process"

@@ -299,7 +299,7 @@ __attribute__((noinline)) static int exe_path(char **exe) {
  * options are checked here). */
 static int process_fork(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  const char *path = luaL_optstring(L, 2, NULL);
+  const char *path = luaio_optcstring(L, 2, NULL);
   uint64_t uid = luaio_opt_uint(L, 1, "uid", NO_ID, 0, INT32_MAX);
   uint64_t gid = luaio_opt_uint(L, 1, "gid", NO_ID, 0, INT32_MAX);
   int ncpu = (int)uv_available_parallelism();
@@ -475,7 +475,7 @@ static int process_exit(lua_State *L) {
 
 /* process.getenv(name) -> the value, or nil when it is not set */
 static int process_getenv(lua_State *L) {
-  const char *v = getenv(luaL_checkstring(L, 1));
+  const char *v = getenv(luaio_checkcstring(L, 1));
   if (v == NULL)
     lua_pushnil(L);
   else
@@ -486,8 +486,8 @@ static int process_getenv(lua_State *L) {
 /* c.setenv(name[, value]) -> true | nil, err: sets (or, without value, removes) a variable
  * of this process's environment, which the children it starts afterwards inherit. */
 static int process_setenv(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  const char *value = luaL_optstring(L, 2, NULL);
+  const char *name = luaio_checkcstring(L, 1);
+  const char *value = luaio_optcstring(L, 2, NULL);
   luaL_argcheck(L, name[0] != '\0' && strchr(name, '=') == NULL, 1,
                 "name must be non-empty, without '='");
   int err = value ? uv_os_setenv(name, value) : uv_os_unsetenv(name);

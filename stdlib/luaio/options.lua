@@ -133,7 +133,8 @@ function options.check(opts, spec, argn, fname, level)
     if copy[name] == nil then
       if rule.required then
         argerror(argn, fname, ("option '%s': %s expected, got nil"):format(name,
-          type(rule[1]) == "table" and concat(rule[1], " or ") or rule[1] == "ms" and "duration" or rule[1]), level)
+          type(rule[1]) == "table" and concat(rule[1], " or ") or rule[1] == "ms" and "duration"
+          or rule[1] == "cstring" and "string" or rule[1]), level)
       end
       copy[name] = rule.default
     end
