@@ -287,6 +287,7 @@ end
 -- r:receive([timeout_ms]) -> kind, channel, message (pmessage: and the pattern) | kind, ...
 -- for other pushes ("invalidate", keys) | nil, err (ETIMEDOUT: the client stays usable).
 function methods:receive(timeout)
+  if timeout ~= nil then options.ms(timeout, 1, "receive") end -- raised at the caller's line
   local m, err = C.receive(self, timeout)
   if not m then return nil, err end
   local kind = m[1]
