@@ -460,6 +460,12 @@ test.case("kill takes signal names and numbers, SIGTERM by default; wait reports
   test.raises(function() process.kill(pid, 99) end, "bad argument #2 to 'kill' %(signal number out of range%)")
   test.raises(function() process.kill(pid, {}) end, "bad argument #2 to 'kill' %(signal name or number expected, got table%)")
   test.raises(function() process.kill("x") end, "bad argument #1 to 'kill'")
+  -- 0 and negative numbers name process groups (-1: every process we may signal); a pid
+  -- that fell back to 0 would signal our whole group: refused
+  for _, bad in ipairs({ 0, -1, -2, -process.pid }) do
+    test.raises(function() local _ = process.kill(bad, 0) end,
+      "process_test%.lua:%d+: bad argument #1 to 'kill' %(pid above 0 expected, got " .. tostring(bad):gsub("%-", "%%-") .. "%)")
+  end
   process.kill(pid, "SIGKILL")
   process.wait(pid, 10000)
   local ok, err = process.kill(2 ^ 30) -- above any pid_max

@@ -372,11 +372,14 @@ static int asks_to_end(int signum) {
 }
 
 /* process.kill(pid[, signal]) -> true, or nil, err. signal: a name or a number, SIGTERM by
- * default. pid may name a forever child by the pid fork returned: the signal goes to the
+ * default; pid > 0 (process groups are not signalled). pid may name a forever child by the pid fork returned: the signal goes to the
  * running incarnation. */
 static int process_kill(lua_State *L) {
   lua_Number n = luaL_checknumber(L, 1);
   luaL_argcheck(L, n == (int)n, 1, "integer pid expected");
+  /* kill(2) reads 0 as our process group and -1 as every process we may signal: a pid that
+   * fell back to 0 must not reach them */
+  if (n <= 0) luaL_argerror(L, 1, lua_pushfstring(L, "pid above 0 expected, got %d", (int)n));
   int pid = (int)n;
   int signum = luaio_checksignal(L, 2, SIGTERM);
   child_t *c = child_find(pid);
