@@ -113,13 +113,42 @@ print("missing", process.fork { file = "nope.lua" })
   test.match(out, "missing\tnil\tENOENT: no such file or directory\n")
 end)
 
-test.case("a bundled app ignores LUAIO_FORK_APP: only its own code runs", function()
-  local app = make_app({ ["main.lua"] = "print('main')\n", ["worker.lua"] = "print('own worker')\n" })
+-- LUAIO_FORK_* are for the children process.fork starts (which it marks on their command
+-- line) and for no one else: left in an environment, they must not turn luaio commands, or
+-- an app, into something else, nor travel further to the programs an app starts.
+local FORK_ENV_MAIN = [[
+local process = require "process"
+print("main", ...)
+print("env", tostring(process.getenv("LUAIO_FORK_FILE")), tostring(process.getenv("LUAIO_FORK_APP")),
+  tostring(process.getenv("LUAIO_FORK_PARENT")))
+io.stdout:flush()
+local pid = assert(process.exec({ "sh", "-c", "env | grep -c '^LUAIO_FORK_'" }))
+process.wait(pid, 10000)
+]]
+
+test.case("LUAIO_FORK_* in the environment neither hijack luaio run nor reach exec'd programs", function()
+  local app = make_app({ ["main.lua"] = FORK_ENV_MAIN, ["worker.lua"] = "print('worker ran')\n" })
+  local evil = make_app({ ["main.lua"] = "print('foreign code')\n", ["worker.lua"] = "print('foreign code')\n" })
+  local env = "LUAIO_FORK_FILE=worker.lua LUAIO_FORK_APP=" .. q(evil) .. " LUAIO_FORK_PARENT=1 "
+  local want = "main\ta\nenv\tnil\tnil\tnil\n0\n"
+  for _, how in ipairs({ " run " .. q(app) .. " a", " run " .. q(app .. "/main.lua") .. " a", " " .. q(app .. "/main.lua") .. " a" }) do
+    local out, status = test.sh(env .. "timeout 10 " .. luaio .. how)
+    test.eq(out, want, how)
+    test.eq(status, 0, how)
+  end
+  local out, status = test.sh("LUAIO_FORK_FILE=worker.lua timeout 10 " .. luaio .. " run " .. q(app) .. " a")
+  test.eq(out, want, "without LUAIO_FORK_APP: luaio run used to refuse")
+  test.eq(status, 0)
+  test.eq((test.sh(env .. "timeout 10 " .. luaio .. " version")):match("^luaio "), "luaio ")
+end)
+
+test.case("a bundled app ignores LUAIO_FORK_* it did not get from process.fork", function()
+  local app = make_app({ ["main.lua"] = FORK_ENV_MAIN, ["worker.lua"] = "print('own worker')\n" })
   local evil = make_app({ ["worker.lua"] = "print('foreign code')\n" })
   local exe = app .. "/../guarded"
   test.sh(luaio .. " build " .. q(app) .. " -o " .. q(exe))
-  local out = test.sh("LUAIO_FORK_FILE=worker.lua LUAIO_FORK_APP=" .. q(evil) .. " timeout 10 " .. q(exe))
-  test.eq(out, "own worker\n")
+  local out = test.sh("LUAIO_FORK_FILE=worker.lua LUAIO_FORK_APP=" .. q(evil) .. " timeout 10 " .. q(exe) .. " a")
+  test.eq(out, "main\ta\nenv\tnil\tnil\tnil\n0\n")
 end)
 
 test.case("fork: wrong options raise naming the argument; a missing file is ENOENT", function()

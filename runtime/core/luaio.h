@@ -187,6 +187,10 @@ void *luaio_heap_realloc(void *p, size_t n);
 void *luaio_heap_calloc(size_t n);
 #define luaio_heap_free(p) ((void)luaio_heap_realloc((p), 0))
 
+/* The first argument process.fork gives a child (our own executable): with LUAIO_FORK_FILE in
+ * its environment, it makes main.c run that file of the app (see main.c, process.c). */
+#define LUAIO_FORK_ARG "--luaio-fork"
+
 /* A fresh state (main.c): standard libraries, luaio's modules, the app searcher, the
  * scheduler and `arg`. For the entry point, and for harnesses (the server fuzzer). */
 lua_State *luaio_state_new(const char *script, int argc, char **argv);

@@ -4,8 +4,9 @@
  *
  * Children come from two calls:
  *   - fork: this same executable, running another file of the same app. The child learns
- *     which file from LUAIO_FORK_* environment variables that main.c reads and removes at
- *     start (see run_fork_child there);
+ *     which file from LUAIO_FORK_* environment variables, which main.c reads and removes at
+ *     start and honours only with LUAIO_FORK_ARG first on the command line (see
+ *     take_fork_env there);
  *   - exec: any program, found through PATH, with an argument vector and never a shell.
  *
  * Every child is a child_t in one list until it ends for good. Lua names a child by the
@@ -320,14 +321,19 @@ static int process_fork(lua_State *L) {
     nargs = lua_objlen(L, t);
   }
 
-  char **args = strings_new(nargs + 1); /* args[0]: our executable */
+  /* args[0]: our executable; args[1]: the mark main.c honours LUAIO_FORK_* with */
+  char **args = strings_new(nargs + 2);
   if (args == NULL) return luaL_error(L, "fork: out of memory");
   int err = exe_path(args);
   if (err < 0) {
     free(args);
     return luaio_pusherror(L, err);
   }
-  copy_array(L, 1, t, 1, args, 1, "option 'args'"); /* frees args when it raises */
+  if ((args[1] = strdup(LUAIO_FORK_ARG)) == NULL) {
+    free_strings(args);
+    return luaL_error(L, "fork: out of memory");
+  }
+  copy_array(L, 1, t, 1, args, 2, "option 'args'"); /* frees args when it raises */
   if (path == NULL) { /* options checked first: misuse raises even when the file is missing */
     free_strings(args);
     return luaio_pusherror(L, UV_ENOENT);
