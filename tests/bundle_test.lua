@@ -264,6 +264,17 @@ test.case("a payload made by another luaio build is refused with a clear message
   test.match(out, "^luaio: this bundle was made by another luaio build %(bundle ffffffffffffffff, runtime %x+%); rebuild")
 end)
 
+test.case("a damaged build id is called corruption, its bytes shown in hex, not raw", function()
+  -- a build id is 16 lowercase hex digits: anything else in its place is damage, not
+  -- another build; one flipped byte used to print as a raw byte in "another luaio build"
+  local out, status = damaged(function(exe)
+    return "size=$(stat -c %s " .. exe .. "); printf '\\377\\001zzzzzzzzzzzzzz' | dd of=" .. exe ..
+      " bs=1 seek=$((size - 32)) conv=notrunc status=none"
+  end)
+  test.eq(status, 1)
+  test.eq(out, "luaio: corrupt bundle: the build id in the trailer is not one (bytes ff017a7a7a7a7a7a7a7a7a7a7a7a7a7a)\n")
+end)
+
 test.case("luaio build of an app that is itself a built app's folder keeps the runtime small", function()
   -- building twice from the same runtime gives the same size: no payload is ever copied
   local app = make_app()

@@ -165,6 +165,28 @@ static const char *parse_archive(const char *buf, size_t size) {
   return NULL;
 }
 
+/* A build id as the Makefile writes it: 16 lowercase hex digits. */
+static int is_build_id(const unsigned char *id) {
+  for (int i = 0; i < BUILD_ID_LEN; i++)
+    if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) return 0;
+  return 1;
+}
+
+/* The trailer's build id differs from ours: another build made the bundle, or, when it is not
+ * even a build id, the trailer is damaged (its bytes are shown in hex, never raw). */
+static void fail_build_id(const unsigned char *id) {
+  if (is_build_id(id)) {
+    fprintf(stderr,
+            "luaio: this bundle was made by another luaio build (bundle %.16s, runtime %s); "
+            "rebuild the app with this runtime's `luaio build`\n",
+            (const char *)id, LUAIO_BUILD_ID);
+    exit(1);
+  }
+  char hex[2 * BUILD_ID_LEN + 1];
+  for (int i = 0; i < BUILD_ID_LEN; i++) snprintf(hex + 2 * i, 3, "%02x", id[i]);
+  fail("the build id in the trailer is not one (bytes %s)", hex);
+}
+
 luaio_payload luaio_bundle_mount_self(void) {
   int fd = open_self();
   if (fd < 0) return LUAIO_NO_PAYLOAD; /* cannot see ourselves: behave as the plain runtime */
@@ -185,13 +207,7 @@ luaio_payload luaio_bundle_mount_self(void) {
     fail("%s", "no trailer at the end of the file (truncated or overwritten)");
   }
   if (get32(t) != FORMAT_VERSION) fail("%s", "unknown bundle format version");
-  if (memcmp(t + 32, LUAIO_BUILD_ID, BUILD_ID_LEN) != 0) {
-    fprintf(stderr,
-            "luaio: this bundle was made by another luaio build (bundle %.16s, runtime %s); "
-            "rebuild the app with this runtime's `luaio build`\n",
-            (const char *)t + 32, LUAIO_BUILD_ID);
-    exit(1);
-  }
+  if (memcmp(t + 32, LUAIO_BUILD_ID, BUILD_ID_LEN) != 0) fail_build_id(t + 32);
   uint32_t crc = get32(t + 4);
   uint64_t offset = get64(t + 8), packed = get64(t + 16), raw = get64(t + 24);
   if (offset + packed + TRAILER_SIZE != file_size || (own != 0 && offset != own))
