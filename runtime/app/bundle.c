@@ -464,6 +464,14 @@ static void sort_names(lua_State *L) {
   lua_remove(L, -2);
 }
 
+/* walk() from the app folder's dir (its first dlen bytes). Apart from bundle_list, which
+ * raises: a frame that raises must hold no array (see docs/internals.md, ASan). */
+static __attribute__((noinline)) int walk_folder(lua_State *L, const char *dir, size_t dlen) {
+  char rel[MAX_NAME];
+  snprintf(rel, sizeof rel, "%.*s", (int)dlen, dir);
+  return walk(L, store.folder, rel, 0);
+}
+
 /* bundle.list([dir]) -> sorted array of the app's file paths under dir (all files without) */
 static int bundle_list(lua_State *L) {
   const char *dir = lua_isnoneornil(L, 1) ? "" : check_path(L, 1);
@@ -483,9 +491,7 @@ static int bundle_list(lua_State *L) {
     }
     return 1;
   }
-  char rel[MAX_NAME];
-  snprintf(rel, sizeof rel, "%.*s", (int)dlen, dir);
-  int err = walk(L, store.folder, rel, 0);
+  int err = walk_folder(L, dir, dlen);
   if (err != 0) return luaio_pusherror(L, err);
   sort_names(L);
   return 1;
