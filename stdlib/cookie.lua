@@ -17,12 +17,17 @@ local format, byte, char = string.format, string.byte, string.char
 
 local cookie = {}
 
-local function argerror(n, fname, msg) error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
+-- Raises at `level` above the function that calls argerror (2, the default: its caller). The
+-- helpers below take the same `level`, counted from their own caller.
+local function argerror(n, fname, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), (level or 2) + 1)
+end
 
 -- A cookie name is an RFC 9110 token.
-local function check_name(name, n, fname)
+local function check_name(name, n, fname, level)
   if type(name) ~= "string" or name == "" or name:find("[^%w!#$%%&'*+%-.^_`|~]") then
-    argerror(n, fname, "cookie name (a token) expected, got " .. (type(name) == "string" and "'" .. name .. "'" or type(name)))
+    argerror(n, fname, "cookie name (a token) expected, got " .. (type(name) == "string" and "'" .. name .. "'" or type(name)),
+      (level or 2) + 1)
   end
 end
 
@@ -59,11 +64,12 @@ end
 
 -- A secret is a string of 16 bytes or more, or an array of them: the first signs, any
 -- verifies (rotation: put the new secret first, drop the old one once its cookies expired).
-local function secrets(secret, n, fname)
+local function secrets(secret, n, fname, level)
+  level = (level or 2) + 1
   local list = type(secret) == "table" and secret or { secret }
-  if #list == 0 then argerror(n, fname, "secret expected") end
+  if #list == 0 then argerror(n, fname, "secret expected", level) end
   for _, s in ipairs(list) do
-    if type(s) ~= "string" or #s < 16 then argerror(n, fname, "secret of at least 16 bytes expected") end
+    if type(s) ~= "string" or #s < 16 then argerror(n, fname, "secret of at least 16 bytes expected", level) end
   end
   return list
 end
@@ -109,8 +115,8 @@ local ATTRIBUTES = {
   secret = { { "string", "table" } },
 }
 
-local function attribute_value(v, what)
-  if v:find("[%c;]") then argerror(3, "serialize", "option '" .. what .. "': no ';' or control character allowed") end
+local function attribute_value(v, what, argn, fname, level)
+  if v:find("[%c;]") then argerror(argn, fname, "option '" .. what .. "': no ';' or control character allowed", level + 1) end
   return v
 end
 
@@ -118,45 +124,55 @@ end
 -- max_age (ms), expires (Unix seconds), path ("/"), domain, secure (false), http_only
 -- (true), same_site ("Lax"; "Strict", "None" (needs secure), or false for none), secret
 -- (signs the value). The value is %XX-encoded where it is not a cookie-octet.
-function cookie.serialize(name, value, opts)
-  check_name(name, 1, "serialize")
+-- (serialize for fname, whose argument argn is the name; level: the user's, from our caller)
+local function serialize(name, value, opts, fname, argn, level)
+  level = level + 1
+  check_name(name, argn, fname, level)
   if type(value) ~= "string" then
-    if type(value) ~= "number" then argerror(2, "serialize", "string expected, got " .. type(value)) end
+    if type(value) ~= "number" then argerror(argn + 1, fname, "string expected, got " .. type(value), level) end
     value = tostring(value)
   end
-  local o = options.check(opts, ATTRIBUTES, 3, "serialize")
-  if o.secret then value = value .. "." .. mac(secrets(o.secret, 3, "serialize")[1], name, value) end
+  local o = options.check(opts, ATTRIBUTES, argn + 2, fname, level)
+  if o.secret then value = value .. "." .. mac(secrets(o.secret, argn + 2, fname, level)[1], name, value) end
   local parts = { name .. "=" .. encode(value) }
   if o.max_age then
     parts[#parts + 1] = "Max-Age=" .. (o.max_age == math.huge and 400 * 86400 or floor(o.max_age / 1000))
   end
   if o.expires then parts[#parts + 1] = "Expires=" .. os.date("!%a, %d %b %Y %H:%M:%S GMT", floor(o.expires)) end
-  if o.domain then parts[#parts + 1] = "Domain=" .. attribute_value(o.domain, "domain") end
-  if o.path then parts[#parts + 1] = "Path=" .. attribute_value(o.path, "path") end
+  if o.domain then parts[#parts + 1] = "Domain=" .. attribute_value(o.domain, "domain", argn + 2, fname, level) end
+  if o.path then parts[#parts + 1] = "Path=" .. attribute_value(o.path, "path", argn + 2, fname, level) end
   if o.secure then parts[#parts + 1] = "Secure" end
   if o.http_only then parts[#parts + 1] = "HttpOnly" end
   if o.same_site then
     local ss = SAME_SITE[tostring(o.same_site):lower()]
-    if not ss then argerror(3, "serialize", "option 'same_site': 'Strict', 'Lax', 'None' or false expected") end
-    if ss == "None" and not o.secure then argerror(3, "serialize", "option 'same_site': 'None' needs secure = true") end
+    if not ss then argerror(argn + 2, fname, "option 'same_site': 'Strict', 'Lax', 'None' or false expected", level) end
+    if ss == "None" and not o.secure then argerror(argn + 2, fname, "option 'same_site': 'None' needs secure = true", level) end
     parts[#parts + 1] = "SameSite=" .. ss
   end
   return table.concat(parts, "; ")
 end
 
+function cookie.serialize(name, value, opts)
+  local header = serialize(name, value, opts, "serialize", 1, 2)
+  return header
+end
+
 -- cookie.set(res, name, value[, options]) -> res: adds a Set-Cookie header (options as
 -- serialize; several cookies make several headers)
 function cookie.set(res, name, value, opts)
-  return res:appendHeader("Set-Cookie", cookie.serialize(name, value, opts))
+  local header = serialize(name, value, opts, "set", 2, 2)
+  return res:appendHeader("Set-Cookie", header)
 end
 
 -- cookie.clear(res, name[, options]) -> res: tells the browser to delete the cookie (give
 -- the path and domain it was set with)
 function cookie.clear(res, name, opts)
   local o = {}
+  if opts ~= nil and type(opts) ~= "table" then argerror(3, "clear", "table expected, got " .. type(opts)) end
   for k, v in pairs(opts or {}) do o[k] = v end
   o.max_age, o.expires, o.secret = 0, 0, nil
-  return res:appendHeader("Set-Cookie", cookie.serialize(name, "", o))
+  local header = serialize(name, "", o, "clear", 2, 2)
+  return res:appendHeader("Set-Cookie", header)
 end
 
 -- cookie.get(req, name[, secret]) -> the cookie's value, or nil (absent, or with secret: not

@@ -24,9 +24,12 @@ local fs = {
 -- pool for the bytes, one for the end), capped so that a huge file is read in pieces.
 local MIN_CHUNK, MAX_CHUNK = 65536, 64 * 1024 * 1024
 
+-- A path goes to the OS as a C string: one with a zero byte would be cut there.
 local function check_path(path, fname)
   if type(path) ~= "string" then
     error(("bad argument #1 to '%s' (string expected, got %s)"):format(fname, type(path)), 3)
+  elseif path:find("\0", 1, true) then
+    error(("bad argument #1 to '%s' (string without zero bytes expected, got a string with a zero byte)"):format(fname), 3)
   end
 end
 

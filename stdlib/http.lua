@@ -94,6 +94,8 @@ local response_methods = debug.getregistry()["luaio.http.response"].methods
 function response_methods.sendFile(res, path, options)
   if type(path) ~= "string" then
     error("bad argument #1 to 'sendFile' (string expected, got " .. type(path) .. ")", 2)
+  elseif path:find("\0", 1, true) then -- the OS would read the path up to it only
+    error("bad argument #1 to 'sendFile' (string without zero bytes expected, got a string with a zero byte)", 2)
   end
   return require("http_static").send_file(C.request(res), res, path, options)
 end
@@ -218,7 +220,7 @@ local options_checker = require "luaio.options"
 -- Defaults are http_server.c's (docs/api.md lists them).
 local OPTIONS = {
   family = { "integer", values = { 4, 6 } },
-  host = { "string" },
+  host = { "cstring" },
   tcp_nodelay = { "boolean" },
   tcp_keepalive = { "boolean" },
   tcp_keepidle = { "integer", min = 0, max = 32767 },

@@ -206,6 +206,8 @@ end
 function static.handler(root, options)
   if type(root) ~= "string" then
     error("bad argument #1 to 'static' (folder path expected, got " .. type(root) .. ")", 2)
+  elseif root:find("\0", 1, true) then -- the OS would read paths under it up to the zero only
+    error("bad argument #1 to 'static' (folder path without zero bytes expected, got a string with a zero byte)", 2)
   end
   options = options or {}
   local in_bundle

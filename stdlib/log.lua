@@ -25,7 +25,7 @@ local LEVEL_NAMES = { "debug", "info", "warn", "error" }
 -- No defaults here: configure changes only what it is given; make() fills in the rest.
 local OPTIONS = {
   level = { "string", values = LEVEL_NAMES },
-  output = { "string", check = function(v) if v == "" then return "non-empty string" end end },
+  output = { "cstring", check = function(v) if v == "" then return "non-empty string" end end },
   format = { "string", values = { "text", "json", "combined", "common" } },
   buffer_size = { "integer", min = 1 },
 }
@@ -44,8 +44,8 @@ end
 
 local function check_level(level, fname, argn)
   if type(level) ~= "string" or LEVELS[level] == nil then
-    argerror(argn, fname, "level 'debug', 'info', 'warn' or 'error' expected, got " ..
-      (type(level) == "string" and ("'" .. level .. "'") or type(level)))
+    options.argerror(argn, fname, "level 'debug', 'info', 'warn' or 'error' expected, got " ..
+      (type(level) == "string" and ("'" .. level .. "'") or type(level)), 3)
   end
   return LEVELS[level]
 end

@@ -210,7 +210,7 @@ end
 
 -- The upper bound of cpu (the number of cpus - 1) is checked in C, which knows that number.
 local FORK_OPTIONS = {
-  file = { "string", required = true, check = function(file)
+  file = { "cstring", required = true, check = function(file)
     file = file:gsub("^%./", "")
     if file == "" or file:find("^/") or ("/" .. file .. "/"):find("/%.%./") then
       return "a file of the app (relative, without '..')"

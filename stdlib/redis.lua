@@ -43,9 +43,9 @@ setmetatable(pipe_methods, { __index = command_index(C.pipe_method) })
 
 local CONNECT = {
   url = { "string" },
-  host = { "string" },
+  host = { "cstring" },
   port = { "integer", min = 1, max = 65535 },
-  path = { "string" }, -- a Unix socket
+  path = { "cstring" }, -- a Unix socket
   family = { "integer", values = { 4, 6 } },
   username = { "string" },
   password = { "string" },
@@ -118,7 +118,7 @@ local function parse_url(url, argn, fname, level)
     k, v = unescape(k), unescape(v)
     local rule = CONNECT[k]
     if not rule or k == "url" or k == "tls" then argerror(argn, fname, "unknown URL option '" .. k .. "'", level) end
-    o[k] = (rule[1] == "string") and v or tonumber(v) or v
+    o[k] = (rule[1] == "string" or rule[1] == "cstring") and v or tonumber(v) or v
   end
   return o
 end
@@ -287,6 +287,7 @@ end
 -- r:receive([timeout_ms]) -> kind, channel, message (pmessage: and the pattern) | kind, ...
 -- for other pushes ("invalidate", keys) | nil, err (ETIMEDOUT: the client stays usable).
 function methods:receive(timeout)
+  if timeout ~= nil then options.ms(timeout, 1, "receive") end -- raised at the caller's line
   local m, err = C.receive(self, timeout)
   if not m then return nil, err end
   local kind = m[1]

@@ -71,6 +71,9 @@ end
 -- Waits for the task to end. With a timeout, gives up after that many milliseconds
 -- (math.huge: no timeout).
 function Task:join(timeout)
+  if getmetatable(self) ~= Task then
+    options.argerror(1, "join", "task handle expected, got " .. type(self))
+  end
   if timeout ~= nil then timeout = options.ms(timeout, 1, "join") end
   if self.status ~= "dead" then
     local me = sched.waiter("join")
@@ -126,7 +129,12 @@ function task.ticker(ms) return new_ticker(ms, "ticker") end
 -- tick: n is its number (1, 2, ... from the ticker's creation), missed the ticks skipped since
 -- the last wait because their time had passed, late how many ms after its due time the tick
 -- came. A tick already due returns at once (after letting other ready tasks run).
+local function check_ticker(t, fname)
+  if getmetatable(t) ~= Ticker then options.argerror(1, fname, "ticker expected, got " .. type(t), 3) end
+end
+
 function Ticker:wait()
+  check_ticker(self, "wait")
   if self.stopped then return nil, E.new("ECANCELED", "ticker stopped") end
   if self.waiter then return nil, E.new("EBUSY", "another task waits on this ticker") end
   local period = self.period
@@ -160,6 +168,7 @@ end
 
 -- ticker:stop(): no more ticks; a task in wait() gets nil, ECANCELED.
 function Ticker:stop()
+  check_ticker(self, "stop")
   self.stopped = true
   if self.waiter then sched.wake(self.waiter, true) end
 end

@@ -30,7 +30,7 @@ local CONNECT_OPTIONS = {
   tls = { { "boolean", "table" } }, -- true or tls.lua's client options
 }
 local SERVER_OPTIONS = {
-  host = { "string" },
+  host = { "cstring" },
   tcp_backlog = { "integer", min = 0, max = 65535 },
   tcp_reuseport = { "boolean" },
   maxconnections = { "integer", min = 0, max = 2147483647 },
@@ -43,8 +43,15 @@ local function check_options(opts, spec, argn, fname)
   return opts
 end
 
+-- Paths and host names go to the kernel and the resolver as C strings, which a zero byte
+-- would cut short: refused.
+local NO_ZERO = "without zero bytes expected, got a string with a zero byte"
+
 local function check_port(port, fname)
-  if type(port) == "string" then return port end -- a Unix socket path
+  if type(port) == "string" then -- a Unix socket path
+    if port:find("\0", 1, true) then error(("bad argument #1 to '%s' (socket path %s)"):format(fname, NO_ZERO), 3) end
+    return port
+  end
   if type(port) ~= "number" or port ~= math.floor(port) or port < 0 or port > 65535 then
     error(("bad argument #1 to '%s' (port number 0-65535 or socket path expected, got %s)")
       :format(fname, type(port) == "number" and tostring(port) or type(port)), 3)
@@ -90,6 +97,8 @@ function tcp.connect(port, host, given)
   if type(host) == "table" and given == nil then host, given, argn = nil, host, 2 end
   if host ~= nil and type(host) ~= "string" then
     error("bad argument #2 to 'connect' (string expected, got " .. type(host) .. ")", 2)
+  elseif host and host:find("\0", 1, true) then
+    error("bad argument #2 to 'connect' (string " .. NO_ZERO .. ")", 2)
   end
   local opts = check_options(given, CONNECT_OPTIONS, argn, "connect")
   local name = host or (opts.family == 6 and "::1" or "127.0.0.1")

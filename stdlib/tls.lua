@@ -25,7 +25,7 @@ tls.roots = C.roots
 local VERSIONS = { "1.2", "1.3" }
 
 local CLIENT = {
-  servername = { "string" }, -- SNI and the name verified (default: the host connected to)
+  servername = { "cstring" }, -- SNI and the name verified (default: the host connected to)
   verify = { "boolean" },    -- false: no verification at all, for tests only (warned about)
   ca = { "string" },         -- PEM or path: trust these instead of the root store
   cert = { "string" },       -- a client certificate (mutual TLS) ...
@@ -58,6 +58,9 @@ local SERVER = {
 -- why not.
 local function read_pem(value, name)
   if value:find("-----BEGIN", 1, true) then return value end
+  if value:find("\0", 1, true) then -- io.open would cut the path there
+    return nil, ("option '%s': PEM text or a path without zero bytes expected"):format(name)
+  end
   local f = io.open(value, "rb")
   if f then
     local text = f:read("*a")

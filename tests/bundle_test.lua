@@ -185,6 +185,34 @@ end
   test.match(out, "a/%.%./%.%./b\tfalse")
 end)
 
+-- App paths reach open() (luaio run) or the archive's index (a bundle) as C strings: a zero
+-- byte would cut them ("data.txt\0.x" read data.txt, require "mod\0x" loaded mod.lua).
+test.case("a zero byte in an app path or a module name raises, on disk and in a bundle", function()
+  local app = test.tmpdir() .. "/app"
+  test.write(app .. "/sub/data.txt", "DATA")
+  test.write(app .. "/mod.lua", "return 'MOD'")
+  test.write(app .. "/main.lua", [[
+local bundle = require "bundle"
+print("read", pcall(function() local d = bundle.read("sub/data.txt\0.x"); return d end))
+print("list", pcall(function() local l = bundle.list("sub\0x"); return l and #l end))
+print("require", pcall(function() local m = require "mod\0x"; return m end))
+print("loaded", require "mod")
+print("again", pcall(function() local m = require "mod\0x"; return m end))
+]])
+  local exe = app .. "/../zero"
+  test.eq(select(2, build(app, exe)), 0)
+  local zero = "string without zero bytes expected, got a string with a zero byte"
+  for _, how in ipairs({ luaio .. " run " .. q(app), q(exe) }) do
+    local out, status = test.sh(how)
+    test.eq(status, 0, out)
+    test.match(out, "read\tfalse\t[^\n]*main%.lua:2: bad argument #1 to 'read' %(" .. zero .. "%)\n")
+    test.match(out, "list\tfalse\t[^\n]*main%.lua:3: bad argument #1 to 'list' %(" .. zero .. "%)\n")
+    test.match(out, "require\tfalse\t[^\n]*main%.lua:4: bad argument #1 to 'require' %(" .. zero .. "%)\n")
+    test.match(out, "loaded\tMOD\n")
+    test.match(out, "again\tfalse\t[^\n]*main%.lua:6: bad argument #1 to 'require'")
+  end
+end)
+
 test.case("a 5 MiB binary asset comes out of the bundle byte for byte", function()
   local app = test.tmpdir() .. "/app"
   test.sh("mkdir -p " .. q(app) .. " && head -c 5242880 /dev/urandom > " .. q(app .. "/blob.bin"))
@@ -234,6 +262,17 @@ test.case("a payload made by another luaio build is refused with a clear message
   end)
   test.eq(status, 1)
   test.match(out, "^luaio: this bundle was made by another luaio build %(bundle ffffffffffffffff, runtime %x+%); rebuild")
+end)
+
+test.case("a damaged build id is called corruption, its bytes shown in hex, not raw", function()
+  -- a build id is 16 lowercase hex digits: anything else in its place is damage, not
+  -- another build; one flipped byte used to print as a raw byte in "another luaio build"
+  local out, status = damaged(function(exe)
+    return "size=$(stat -c %s " .. exe .. "); printf '\\377\\001zzzzzzzzzzzzzz' | dd of=" .. exe ..
+      " bs=1 seek=$((size - 32)) conv=notrunc status=none"
+  end)
+  test.eq(status, 1)
+  test.eq(out, "luaio: corrupt bundle: the build id in the trailer is not one (bytes ff017a7a7a7a7a7a7a7a7a7a7a7a7a7a)\n")
 end)
 
 test.case("luaio build of an app that is itself a built app's folder keeps the runtime small", function()

@@ -54,6 +54,27 @@ test.case("sign and unsign: HMAC-SHA256 over name and value, secret rotation, fo
   test.eq(cookie.unsign("p", cookie.sign("p", "a.b.c", SECRET), SECRET), "a.b.c", "dots in the value")
   test.raises(function() cookie.sign("uid", "1", "short") end, "secret of at least 16 bytes")
   test.raises(function() cookie.sign("uid", "1", {}) end, "secret expected")
+  -- every argument error points at the caller's line, and set/clear name themselves
+  local res = { appendHeader = function(self) return self end }
+  local here = "^cookie_test%.lua:%d+: "
+  for _, c in ipairs({
+    { function() local _ = cookie.serialize({}, "1") end, "bad argument #1 to 'serialize' %(cookie name" },
+    { function() local _ = cookie.serialize("x", "1", { secret = "short" }) end, "bad argument #3 to 'serialize' %(secret of at least" },
+    { function() local _ = cookie.serialize("x", "1", { path = "/;evil" }) end, "bad argument #3 to 'serialize' %(option 'path'" },
+    { function() local _ = cookie.serialize("x", "1", { same_site = "None" }) end, "bad argument #3 to 'serialize' %(option 'same_site'" },
+    { function() local _ = cookie.sign({}, "1", ("k"):rep(16)) end, "bad argument #1 to 'sign' %(cookie name" },
+    { function() local _ = cookie.sign("x", "1", "short") end, "bad argument #3 to 'sign' %(secret of at least" },
+    { function() local _ = cookie.unsign({}, "1", ("k"):rep(16)) end, "bad argument #1 to 'unsign' %(cookie name" },
+    { function() local _ = cookie.set(res, nil, "1") end, "bad argument #2 to 'set' %(cookie name" },
+    { function() local _ = cookie.set(res, "x", {}) end, "bad argument #3 to 'set' %(string expected" },
+    { function() local _ = cookie.set(res, "x", "1", { maxage = 1 }) end, "bad argument #4 to 'set' %(unknown option 'maxage'" },
+    { function() local _ = cookie.clear(res, "bad name") end, "bad argument #2 to 'clear' %(cookie name" },
+    { function() local _ = cookie.clear(res, "x", 5) end, "bad argument #3 to 'clear' %(table expected" },
+  }) do
+    local ok, err = pcall(c[1])
+    test.eq(ok, false)
+    test.match(tostring(err):gsub("^tests/", ""), here .. c[2])
+  end
 end)
 
 local helpers = require "tests.helpers"

@@ -107,6 +107,9 @@ test.case("random, SHA-256, HMAC (RFC 4231), equal, hex and base64 (RFC 4648)", 
   test.eq(crypto.hex(crypto.hmac("sha1", "key", "The quick brown fox jumps over the lazy dog")),
     "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9")
   test.raises(function() crypto.digest("md99", "x") end, "unknown digest")
+  -- a name with a zero byte is refused, not read up to it ("sha256\0x" was sha256)
+  test.raises(function() crypto.digest("sha256\0x", "x") end, "bad argument #1 to 'digest' %(string without zero bytes")
+  test.raises(function() crypto.hmac("sha1\0x", "k", "x") end, "bad argument #1 to 'hmac' %(string without zero bytes")
   test.eq(crypto.equal("abc", "abc"), true)
   test.eq(crypto.equal("abc", "abd"), false)
   test.eq(crypto.equal("abc", "abcd"), false)

@@ -79,7 +79,7 @@ test.case("wrong argument types raise, naming the argument", function()
   test.raises(function() dns.resolve4(nil) end, "bad argument #1 to 'resolve4' %(string expected, got nil%)")
   test.raises(function() dns.resolve4(127) end, "bad argument #1 to 'resolve4' %(string expected, got number%)")
   test.raises(function() dns.resolve6({}) end, "bad argument #1 to 'resolve6' %(string expected, got table%)")
-  test.raises(function() dns.resolve4("local\0host") end, "bad argument #1 to 'resolve4' %(contains a zero byte%)")
+  test.raises(function() dns.resolve4("local\0host") end, "bad argument #1 to 'resolve4' %(string without zero bytes expected, got a string with a zero byte%)")
 end)
 
 test.case("a lookup outside a task raises", function()

@@ -302,3 +302,25 @@ f:close()
   test.eq(out, "nil\tEFBIG\n")
   test.eq(#test.sh("cat " .. q(dir .. "/big")), 1024)
 end)
+
+-- A path reaches the OS as a C string: a zero byte would cut it ("secret.key\0.txt" read
+-- secret.key, "out\0.txt" created out), so every path argument refuses one, naming it.
+test.case("a path with a zero byte raises, naming the argument, and touches no file", function()
+  local dir = test.tmpdir()
+  assert(fs.writeFile(dir .. "/secret.key", "TOP SECRET"))
+  local zero = "string without zero bytes expected, got a string with a zero byte"
+  local function refused(fn, argn, name)
+    test.raises(fn, "fs_test%.lua:%d+: bad argument #" .. argn .. " to '" .. name .. "' %(" .. zero .. "%)")
+  end
+  refused(function() local _ = fs.readFile(dir .. "/secret.key\0.txt") end, 1, "readFile")
+  refused(function() local _ = fs.writeFile(dir .. "/out\0.txt", "x") end, 1, "writeFile")
+  refused(function() local _ = fs.open(dir .. "/secret.key\0.txt") end, 1, "open")
+  refused(function() local _ = fs.open(dir .. "/new\0.txt", "w") end, 1, "open")
+  refused(function() local _ = fs.stat(dir .. "/secret.key\0") end, 1, "stat")
+  refused(function() local _ = fs.lstat(dir .. "/secret.key\0") end, 1, "lstat")
+  refused(function() local _ = fs.unlink(dir .. "/secret.key\0.bak") end, 1, "unlink")
+  refused(function() local _ = fs.rename(dir .. "/secret.key\0x", dir .. "/b") end, 1, "rename")
+  refused(function() local _ = fs.rename(dir .. "/secret.key", dir .. "/moved\0.txt") end, 2, "rename")
+  refused(function() local _ = fs.mkdir(dir .. "/d\0e") end, 1, "mkdir")
+  test.eq(test.sh("ls " .. q(dir)), "secret.key\n", "nothing created, moved or removed")
+end)

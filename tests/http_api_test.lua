@@ -212,6 +212,10 @@ io.stdout:flush()
   helpers.wait_output(peer, '"GET /stdout HTTP/1.1" 200 1')
   -- anything else is an argument error naming the option
   test.raises(function() http.createServer(0, function() end, { access_log = 5 }) end, "access_log")
+  test.raises(function() http.createServer(0, function() end, { host = "127.0.0.1\0x" }) end,
+    "bad argument #3 to 'createServer' %(option 'host': string without zero bytes expected, got a string with a zero byte%)")
+  test.raises(function() local _ = http.static("/tmp\0x") end,
+    "http_api_test%.lua:%d+: bad argument #1 to 'static' %(folder path without zero bytes expected")
 end)
 
 test.case("res:status refuses 1xx (interim responses are the server's), non-integers and codes outside 100-599", function()

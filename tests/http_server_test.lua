@@ -404,6 +404,14 @@ end)
 router:get("/files/*", http.static(arg[1]))
 router:get("/app/*", http.static("assets", { bundle = true, max_age = 60 }))
 router:get("/one", function(req, res) res:sendFile(arg[1] .. "/hello.txt") end)
+router:get("/nul", function(req, res) -- a path with a zero byte would be cut there
+  local ok, err = pcall(function() res:sendFile(arg[1] .. "/hello.txt\0.x") end)
+  res:finish(tostring(ok) .. " " .. tostring(err))
+end)
+router:get("/nulbundle", function(req, res)
+  local ok, err = pcall(function() res:sendFile("assets/logo.svg\0.x") end)
+  res:finish(tostring(ok) .. " " .. tostring(err))
+end)
 router:get("/rel/*", http.static("assets")) -- relative: the app's own folder, or its bundle
 router:get("/relone", function(req, res) res:sendFile("assets/logo.svg") end)
 local server = assert(http.createServer(0, router, { host = "127.0.0.1" }))
@@ -462,6 +470,10 @@ test.case("static files from disk: types, ETag, Last-Modified, 304, ranges, HEAD
   test.match(test.sh("curl -si --path-as-is " .. base .. "/files/../../etc/passwd"), "^HTTP/1.1 40[04] ")
   test.match(test.sh("curl -si " .. base .. "/files/%2e%2e/%2e%2e/etc/passwd"), "^HTTP/1.1 40[04] ")
   test.eq((test.sh("curl -s " .. base .. "/one")), "hello from disk\n")
+  for _, route in ipairs({ "/nul", "/nulbundle" }) do
+    test.match(test.sh("curl -s " .. base .. route),
+      "^false [^\n]*main%.lua:%d+: bad argument #1 to 'sendFile' %(string without zero bytes expected, got a string with a zero byte%)$")
+  end
 end)
 
 test.case("static files from the bundle, the same under luaio run and in a built executable", function()

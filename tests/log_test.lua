@@ -449,9 +449,15 @@ test.case("wrong arguments raise, naming them; a bad output path is nil, err", f
   test.raises(function() log.new({ format = "xml" }) end, "option 'format'")
   test.raises(function() log.new({ buffer_size = 0 }) end, "option 'buffer_size'")
   test.raises(function() log.new({ output = 1 }) end, "option 'output': string expected, got number")
+  -- a path reaches open() as a C string: "app\0.txt" would create app
+  local dir = test.tmpdir()
+  test.raises(function() log.new({ output = dir .. "/app\0.txt" }) end,
+    "log_test%.lua:%d+: bad argument #1 to 'new' %(option 'output': string without zero bytes expected, got a string with a zero byte%)")
+  test.raises(function() log.configure({ output = dir .. "/app\0.txt" }) end, "bad argument #1 to 'configure' %(option 'output'")
+  test.eq(test.sh("ls -A " .. test.quote(dir)), "", "no file made")
   test.raises(function() log.configure("json") end, "bad argument #1 to 'configure'")
-  test.raises(function() log.setLevel(3) end, "bad argument #1 to 'setLevel'")
-  test.raises(function() logger:setLevel("verbose") end, "bad argument #1 to 'setLevel'")
+  test.raises(function() log.setLevel(3) end, "^[^\n]*log_test%.lua:%d+: bad argument #1 to 'setLevel'")
+  test.raises(function() logger:setLevel("verbose") end, "^[^\n]*log_test%.lua:%d+: bad argument #1 to 'setLevel'")
   test.raises(function() log.access({}, {}) end, "bad argument #1 to 'access' %(logger expected")
   test.raises(function() log.access(logger, "GET /") end, "bad argument #2 to 'access'")
   test.raises(function() log.formatAccess(nil) end, "bad argument #1 to 'formatAccess'")

@@ -65,6 +65,13 @@ test.case("errors name the argument, the function and the option, at the caller'
   end
   test.raises(function() options.check({}, { file = { "string", required = true } }, 1, "fork", 1) end,
     "options_test%.lua:%d+: bad argument #1 to 'fork' %(option 'file': string expected, got nil%)")
+  -- "cstring": a string without zero bytes (a path, a host name)
+  local CS = { path = { "cstring", required = true } }
+  test.eq(options.check({ path = "/tmp/x" }, CS, 1, "open", 1).path, "/tmp/x")
+  test.raises(function() options.check({ path = "/tmp/x\0.txt" }, CS, 1, "open", 1) end,
+    "options_test%.lua:%d+: bad argument #1 to 'open' %(option 'path': string without zero bytes expected, got a string with a zero byte%)")
+  test.raises(function() options.check({ path = 5 }, CS, 1, "open", 1) end, "%(option 'path': string expected, got number%)")
+  test.raises(function() options.check({}, CS, 1, "open", 1) end, "%(option 'path': string expected, got nil%)")
   test.raises(function() options.ms(-1, 2, "wait", 1) end,
     "options_test%.lua:%d+: bad argument #2 to 'wait' %(non%-negative number of milliseconds %(or math.huge%) expected, got %-1%)")
   test.raises(function() options.ms(nil, 1, "sleep") end, "expected, got nil%)")

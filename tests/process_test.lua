@@ -113,13 +113,42 @@ print("missing", process.fork { file = "nope.lua" })
   test.match(out, "missing\tnil\tENOENT: no such file or directory\n")
 end)
 
-test.case("a bundled app ignores LUAIO_FORK_APP: only its own code runs", function()
-  local app = make_app({ ["main.lua"] = "print('main')\n", ["worker.lua"] = "print('own worker')\n" })
+-- LUAIO_FORK_* are for the children process.fork starts (which it marks on their command
+-- line) and for no one else: left in an environment, they must not turn luaio commands, or
+-- an app, into something else, nor travel further to the programs an app starts.
+local FORK_ENV_MAIN = [[
+local process = require "process"
+print("main", ...)
+print("env", tostring(process.getenv("LUAIO_FORK_FILE")), tostring(process.getenv("LUAIO_FORK_APP")),
+  tostring(process.getenv("LUAIO_FORK_PARENT")))
+io.stdout:flush()
+local pid = assert(process.exec({ "sh", "-c", "env | grep -c '^LUAIO_FORK_'" }))
+process.wait(pid, 10000)
+]]
+
+test.case("LUAIO_FORK_* in the environment neither hijack luaio run nor reach exec'd programs", function()
+  local app = make_app({ ["main.lua"] = FORK_ENV_MAIN, ["worker.lua"] = "print('worker ran')\n" })
+  local evil = make_app({ ["main.lua"] = "print('foreign code')\n", ["worker.lua"] = "print('foreign code')\n" })
+  local env = "LUAIO_FORK_FILE=worker.lua LUAIO_FORK_APP=" .. q(evil) .. " LUAIO_FORK_PARENT=1 "
+  local want = "main\ta\nenv\tnil\tnil\tnil\n0\n"
+  for _, how in ipairs({ " run " .. q(app) .. " a", " run " .. q(app .. "/main.lua") .. " a", " " .. q(app .. "/main.lua") .. " a" }) do
+    local out, status = test.sh(env .. "timeout 10 " .. luaio .. how)
+    test.eq(out, want, how)
+    test.eq(status, 0, how)
+  end
+  local out, status = test.sh("LUAIO_FORK_FILE=worker.lua timeout 10 " .. luaio .. " run " .. q(app) .. " a")
+  test.eq(out, want, "without LUAIO_FORK_APP: luaio run used to refuse")
+  test.eq(status, 0)
+  test.eq((test.sh(env .. "timeout 10 " .. luaio .. " version")):match("^luaio "), "luaio ")
+end)
+
+test.case("a bundled app ignores LUAIO_FORK_* it did not get from process.fork", function()
+  local app = make_app({ ["main.lua"] = FORK_ENV_MAIN, ["worker.lua"] = "print('own worker')\n" })
   local evil = make_app({ ["worker.lua"] = "print('foreign code')\n" })
   local exe = app .. "/../guarded"
   test.sh(luaio .. " build " .. q(app) .. " -o " .. q(exe))
-  local out = test.sh("LUAIO_FORK_FILE=worker.lua LUAIO_FORK_APP=" .. q(evil) .. " timeout 10 " .. q(exe))
-  test.eq(out, "own worker\n")
+  local out = test.sh("LUAIO_FORK_FILE=worker.lua LUAIO_FORK_APP=" .. q(evil) .. " timeout 10 " .. q(exe) .. " a")
+  test.eq(out, "main\ta\nenv\tnil\tnil\tnil\n0\n")
 end)
 
 test.case("fork: wrong options raise naming the argument; a missing file is ENOENT", function()
@@ -460,6 +489,12 @@ test.case("kill takes signal names and numbers, SIGTERM by default; wait reports
   test.raises(function() process.kill(pid, 99) end, "bad argument #2 to 'kill' %(signal number out of range%)")
   test.raises(function() process.kill(pid, {}) end, "bad argument #2 to 'kill' %(signal name or number expected, got table%)")
   test.raises(function() process.kill("x") end, "bad argument #1 to 'kill'")
+  -- 0 and negative numbers name process groups (-1: every process we may signal); a pid
+  -- that fell back to 0 would signal our whole group: refused
+  for _, bad in ipairs({ 0, -1, -2, -process.pid }) do
+    test.raises(function() local _ = process.kill(bad, 0) end,
+      "process_test%.lua:%d+: bad argument #1 to 'kill' %(pid above 0 expected, got " .. tostring(bad):gsub("%-", "%%-") .. "%)")
+  end
   process.kill(pid, "SIGKILL")
   process.wait(pid, 10000)
   local ok, err = process.kill(2 ^ 30) -- above any pid_max
@@ -516,6 +551,24 @@ local process = require "process"
 print(#process.argv, table.concat(process.argv, "|"), process.uptime() < 5)
 ]] })
   test.eq((run(app, "a 'b c'")), "2\ta|b c\ttrue\n")
+end)
+
+-- Variable names, values, file and signal names reach C as C strings: a zero byte would cut
+-- them (getenv("PATH\0x") read PATH, fork{file = "worker\0x"} ran worker.lua).
+test.case("a zero byte in a variable, file or signal name raises, naming the argument", function()
+  local zero = "string without zero bytes expected, got a string with a zero byte"
+  test.raises(function() local _ = process.getenv("PATH\0x") end,
+    "process_test%.lua:%d+: bad argument #1 to 'getenv' %(" .. zero .. "%)")
+  test.raises(function() local _ = process.setenv("LUAIO_T\0PATH", "x") end,
+    "process_test%.lua:%d+: bad argument #1 to 'setenv' %(" .. zero .. "%)")
+  test.raises(function() local _ = process.setenv("LUAIO_T", "x\0y") end,
+    "process_test%.lua:%d+: bad argument #2 to 'setenv' %(" .. zero .. "%)")
+  test.eq(process.getenv("LUAIO_T"), nil)
+  test.raises(function() local _ = process.fork { file = "worker.lua\0x" } end,
+    "process_test%.lua:%d+: bad argument #1 to 'fork' %(option 'file': string without zero bytes expected, got a string with a zero byte%)")
+  test.raises(function() local _ = process.kill(process.pid, "SIGKILL\0x") end,
+    "process_test%.lua:%d+: bad argument #2 to 'kill' %(" .. zero .. "%)")
+  test.raises(function() local _ = process.on("SIGUSR2\0x", print) end, "bad argument #1 to 'on' %(" .. zero .. "%)")
 end)
 
 test.case("exit ends the process at once with the status, output flushed; abort dumps", function()

@@ -32,6 +32,10 @@ for _, proto in ipairs({ 2, 3 }) do
     test.eq(sub:get("k"), "back to normal")
     test.eq(sub:unsubscribe(), 0, "nothing to leave: one confirmation")
     test.raises(function() sub:subscribe() end, "needs at least one name")
+    for _, bad in ipairs({ -5, "soon", 0 / 0 }) do -- at the caller's line, not redis.lua's
+      test.raises(function() local _ = sub:receive(bad) end,
+        "^[^\n]*redis_pubsub_test%.lua:%d+: bad argument #1 to 'receive' %(non%-negative number of milliseconds")
+    end
     local blocked = task.spawn(function() return sub:receive(5000) end)
     task.sleep(20)
     local busy, berr = sub:receive(10)

@@ -45,6 +45,15 @@ test.case("connect: refused, bad URLs and options raise", function()
   test.raises(function() redis.connect("redis://127.0.0.1:1?nope=1") end, "unknown URL option 'nope'")
   test.raises(function() redis.connect("redis://127.0.0.1:1", 5) end, "bad argument #2 to 'connect'")
   test.raises(function() redis.connect({ port = 1, tls = { nope = 1 } }) end, "unknown option 'nope'")
+  -- host names and socket paths reach the resolver and the kernel as C strings: refused
+  -- with a zero byte, which would cut them there ("127.0.0.1\0.evil" was 127.0.0.1)
+  local zero = "string without zero bytes expected, got a string with a zero byte"
+  test.raises(function() local _ = redis.connect({ port = 1, host = "127.0.0.1\0.evil" }) end,
+    "redis_test%.lua:%d+: bad argument #1 to 'connect' %(option 'host': " .. zero .. "%)")
+  test.raises(function() local _ = redis.connect({ path = "/tmp/redis.sock\0x" }) end,
+    "redis_test%.lua:%d+: bad argument #1 to 'connect' %(option 'path': " .. zero .. "%)")
+  test.raises(function() local _ = redis.connect("redis://127.0.0.1%00.evil:1/") end, "option 'host': " .. zero)
+  test.raises(function() local _ = redis.connect("redis://127.0.0.1:1/?path=/tmp/s%00x") end, "option 'path': " .. zero)
 end)
 
 test.case("TLS: rediss:// and tls options, verified against a CA, mutual TLS", function()

@@ -116,6 +116,18 @@ test.case("wrong argument types raise errors naming the argument", function()
   test.raises(function() task.sleep(-1) end, "bad argument #1 to 'sleep'")
   local t = task.spawn(function() end)
   test.raises(function() t:join("x") end, "bad argument #1 to 'join'")
+  -- join and the ticker's methods called on something else than their object (t.join({})):
+  -- an argument error at the caller's line, not an internal one from stdlib/task.lua
+  test.raises(function() local _ = t.join({}) end,
+    "^[^\n]*task_test%.lua:%d+: bad argument #1 to 'join' %(task handle expected, got table%)")
+  test.raises(function() local _ = t.join(nil, 10) end,
+    "^[^\n]*task_test%.lua:%d+: bad argument #1 to 'join' %(task handle expected, got nil%)")
+  local ticker = task.ticker(1000)
+  test.raises(function() local _ = ticker.wait({}) end,
+    "^[^\n]*task_test%.lua:%d+: bad argument #1 to 'wait' %(ticker expected, got table%)")
+  test.raises(function() local _ = ticker.stop(5) end,
+    "^[^\n]*task_test%.lua:%d+: bad argument #1 to 'stop' %(ticker expected, got number%)")
+  ticker:stop()
 end)
 
 test.case("a wait outside a task raises a clear error", function()

@@ -577,6 +577,33 @@ test.case("wrong arguments raise errors naming them", function()
   test.raises(function() s:setTimeout(-5) end, "bad argument #1 to 'setTimeout'")
 end)
 
+-- Host names and socket paths reach the resolver and the kernel as C strings: a zero byte
+-- would cut them, so "127.0.0.1\0.evil.example" connected to 127.0.0.1.
+test.case("a host or socket path with a zero byte raises, naming the argument", function()
+  local _, port = serve_here(function(socket) socket:close() end)
+  local zero = "string without zero bytes expected, got a string with a zero byte"
+  for _, host in ipairs({ "127.0.0.1\0.evil.example", "localhost\0.evil.example" }) do
+    test.raises(function() local _ = tcp.connect(port, host) end,
+      "tcp_test%.lua:%d+: bad argument #2 to 'connect' %(" .. zero .. "%)")
+    test.raises(function() local _ = tcp.connect(port, host, { tls = { verify = false } }) end,
+      "tcp_test%.lua:%d+: bad argument #2 to 'connect' %(" .. zero .. "%)")
+  end
+  local path = test.tmpdir() .. "/sock"
+  local unix = assert(tcp.createServer(path, function(socket) socket:close() end))
+  test.cleanup(function() unix:close() end)
+  test.raises(function() local _ = tcp.connect(path .. "\0x") end,
+    "tcp_test%.lua:%d+: bad argument #1 to 'connect' %(socket path without zero bytes expected, got a string with a zero byte%)")
+  test.raises(function() local _ = tcp.createServer(path .. "2\0x", print) end,
+    "tcp_test%.lua:%d+: bad argument #1 to 'createServer' %(socket path without zero bytes expected, got a string with a zero byte%)")
+  test.raises(function() local _ = tcp.createServer(0, print, { host = "127.0.0.1\0x" }) end,
+    "tcp_test%.lua:%d+: bad argument #3 to 'createServer' %(option 'host': string without zero bytes expected")
+  test.raises(function() local _ = tcp.connect(port, { tls = { servername = "a.example\0b" } }) end,
+    "tcp_test%.lua:%d+: bad argument #2 to 'connect' %(option 'servername': string without zero bytes expected")
+  test.raises(function() local _ = tcp.connect(port, { tls = { ca = "/etc/ssl/certs/ca-certificates.crt\0x" } }) end,
+    "tcp_test%.lua:%d+: bad argument #2 to 'connect' %(option 'ca': PEM text or a path without zero bytes expected%)")
+  test.raises(function() local _ = tcp.isIP("127.0.0.1\0x") end, "bad argument #1 to 'isIP' %(" .. zero .. "%)")
+end)
+
 -- What a handler writes in answer leaves when it waits again, not at the loop's end after
 -- the handlers of the other connections read in the same iteration (it used to wait for
 -- them, and the server held one output block per connection meanwhile).

@@ -165,6 +165,28 @@ static const char *parse_archive(const char *buf, size_t size) {
   return NULL;
 }
 
+/* A build id as the Makefile writes it: 16 lowercase hex digits. */
+static int is_build_id(const unsigned char *id) {
+  for (int i = 0; i < BUILD_ID_LEN; i++)
+    if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'a' && id[i] <= 'f'))) return 0;
+  return 1;
+}
+
+/* The trailer's build id differs from ours: another build made the bundle, or, when it is not
+ * even a build id, the trailer is damaged (its bytes are shown in hex, never raw). */
+static void fail_build_id(const unsigned char *id) {
+  if (is_build_id(id)) {
+    fprintf(stderr,
+            "luaio: this bundle was made by another luaio build (bundle %.16s, runtime %s); "
+            "rebuild the app with this runtime's `luaio build`\n",
+            (const char *)id, LUAIO_BUILD_ID);
+    exit(1);
+  }
+  char hex[2 * BUILD_ID_LEN + 1];
+  for (int i = 0; i < BUILD_ID_LEN; i++) snprintf(hex + 2 * i, 3, "%02x", id[i]);
+  fail("the build id in the trailer is not one (bytes %s)", hex);
+}
+
 luaio_payload luaio_bundle_mount_self(void) {
   int fd = open_self();
   if (fd < 0) return LUAIO_NO_PAYLOAD; /* cannot see ourselves: behave as the plain runtime */
@@ -185,13 +207,7 @@ luaio_payload luaio_bundle_mount_self(void) {
     fail("%s", "no trailer at the end of the file (truncated or overwritten)");
   }
   if (get32(t) != FORMAT_VERSION) fail("%s", "unknown bundle format version");
-  if (memcmp(t + 32, LUAIO_BUILD_ID, BUILD_ID_LEN) != 0) {
-    fprintf(stderr,
-            "luaio: this bundle was made by another luaio build (bundle %.16s, runtime %s); "
-            "rebuild the app with this runtime's `luaio build`\n",
-            (const char *)t + 32, LUAIO_BUILD_ID);
-    exit(1);
-  }
+  if (memcmp(t + 32, LUAIO_BUILD_ID, BUILD_ID_LEN) != 0) fail_build_id(t + 32);
   uint32_t crc = get32(t + 4);
   uint64_t offset = get64(t + 8), packed = get64(t + 16), raw = get64(t + 24);
   if (offset + packed + TRAILER_SIZE != file_size || (own != 0 && offset != own))
@@ -278,7 +294,7 @@ static int store_get(const char *path, const char **data, size_t *size, int *own
 
 /* App paths are relative, '/'-separated, and never leave the app: no "..", no leading "/". */
 static const char *check_path(lua_State *L, int arg) {
-  const char *path = luaL_checkstring(L, arg);
+  const char *path = luaio_checkcstring(L, arg);
   while (path[0] == '.' && path[1] == '/') path += 2;
   const char *p = path;
   luaL_argcheck(L, *p != '/', arg, "must be relative to the app");
@@ -330,7 +346,24 @@ static int app_searcher(lua_State *L) {
   return 1;
 }
 
+/* require looks the name up in package.loaded and hands it to the searchers as a C string: a
+ * zero byte would cut it (require "mod\0x" loading mod.lua). A Lua wrapper refuses such names;
+ * it tail-calls require, so require's own errors keep pointing at the caller's line. */
+static const char checked_require[] =
+    "local require, type, find = require, type, string.find\n"
+    "return function(name, ...)\n"
+    "  if type(name) == 'string' and find(name, '\\0', 1, true) then\n"
+    "    error(\"bad argument #1 to 'require' (string without zero bytes expected, got a string "
+    "with a zero byte)\", 2)\n"
+    "  end\n"
+    "  return require(name, ...)\n"
+    "end\n";
+
 void luaio_bundle_install(lua_State *L) {
+  if (luaL_loadbuffer(L, checked_require, sizeof checked_require - 1, "=require") != 0 ||
+      lua_pcall(L, 0, 1, 0) != 0)
+    luaL_error(L, "%s", lua_tostring(L, -1));
+  lua_setglobal(L, "require");
   /* package.loaders = {preload, app}: nothing is looked up on disk outside the app. */
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "loaders");
@@ -360,8 +393,9 @@ void luaio_bundle_load_main(lua_State *L, const char *path) {
 /* --- the bundle module -------------------------------------------------------------------- */
 
 /* bundle.read(path) -> contents, or nil, err */
-static int bundle_read(lua_State *L) {
-  const char *path = check_path(L, 1);
+/* Pushes the app file at path, or nil, err. Apart from bundle_read, which raises: a raising
+ * frame must hold no locals whose address is taken (see docs/internals.md, ASan). */
+static __attribute__((noinline)) int push_file(lua_State *L, const char *path) {
   const char *data;
   size_t size;
   int owned;
@@ -371,6 +405,8 @@ static int bundle_read(lua_State *L) {
   if (owned) free((void *)data);
   return 1;
 }
+
+static int bundle_read(lua_State *L) { return push_file(L, check_path(L, 1)); }
 
 static int name_cmp(const void *a, const void *b) {
   return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -431,6 +467,14 @@ static void sort_names(lua_State *L) {
   lua_remove(L, -2);
 }
 
+/* walk() from the app folder's dir (its first dlen bytes). Apart from bundle_list, which
+ * raises: a frame that raises must hold no array (see docs/internals.md, ASan). */
+static __attribute__((noinline)) int walk_folder(lua_State *L, const char *dir, size_t dlen) {
+  char rel[MAX_NAME];
+  snprintf(rel, sizeof rel, "%.*s", (int)dlen, dir);
+  return walk(L, store.folder, rel, 0);
+}
+
 /* bundle.list([dir]) -> sorted array of the app's file paths under dir (all files without) */
 static int bundle_list(lua_State *L) {
   const char *dir = lua_isnoneornil(L, 1) ? "" : check_path(L, 1);
@@ -450,9 +494,7 @@ static int bundle_list(lua_State *L) {
     }
     return 1;
   }
-  char rel[MAX_NAME];
-  snprintf(rel, sizeof rel, "%.*s", (int)dlen, dir);
-  int err = walk(L, store.folder, rel, 0);
+  int err = walk_folder(L, dir, dlen);
   if (err != 0) return luaio_pusherror(L, err);
   sort_names(L);
   return 1;
@@ -462,7 +504,7 @@ static int bundle_list(lua_State *L) {
 
 /* archive.walk(dir) -> sorted array of every regular file under dir, relative to it */
 static int archive_walk(lua_State *L) {
-  const char *dir = luaL_checkstring(L, 1);
+  const char *dir = luaio_checkcstring(L, 1);
   lua_newtable(L);
   int err = walk(L, dir, "", 0);
   if (err != 0) return luaio_pusherror(L, err);
@@ -570,7 +612,7 @@ static int write_bundle(int out, int self, const char *archive, size_t raw, int 
  * Writes our runtime plus the packed files to path.tmp, then renames it over path, so a
  * failed build never leaves a half-written executable behind. */
 static int archive_write(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = luaio_checkcstring(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   int level = (int)luaL_optinteger(L, 3, 19);
   luaL_argcheck(L, level >= 1 && level <= ZSTD_maxCLevel(), 3, "zstd level out of range");

@@ -99,6 +99,19 @@ size_t luaio_opt_size(lua_State *L, int opts, const char *name, size_t def, size
 /* true or false (no other type: 0 and "no" are errors, not true). */
 int luaio_opt_bool(lua_State *L, int opts, const char *name, int def);
 
+/* --- strings that reach C as C strings (opt.c) ------------------------------------------- */
+
+/* Paths, host names, variable and signal names go to the OS or a C library NUL-terminated: a
+ * zero byte inside would silently cut them ("secret.key\0.txt" opening secret.key), so every
+ * such argument is read with these. luaio_checkcstring: the string at arg (a number counts, as
+ * for luaL_checkstring), or raises "bad argument #arg to 'f' (string without zero bytes
+ * expected, got a string with a zero byte)" (or "got nil"...). luaio_optcstring: def for nil or none.
+ * luaio_tocstring: the string at idx, or NULL when it is not one or holds a zero byte (for
+ * callers that word their own error). */
+const char *luaio_checkcstring(lua_State *L, int arg);
+const char *luaio_optcstring(lua_State *L, int arg, const char *def);
+const char *luaio_tocstring(lua_State *L, int idx);
+
 /* --- scheduler (task.c) ---------------------------------------------------------------- */
 
 uv_loop_t *luaio_loop(void);
@@ -173,6 +186,10 @@ void luaio_deadline_disarm(luaio_deadline *d);
 void *luaio_heap_realloc(void *p, size_t n);
 void *luaio_heap_calloc(size_t n);
 #define luaio_heap_free(p) ((void)luaio_heap_realloc((p), 0))
+
+/* The first argument process.fork gives a child (our own executable): with LUAIO_FORK_FILE in
+ * its environment, it makes main.c run that file of the app (see main.c, process.c). */
+#define LUAIO_FORK_ARG "--luaio-fork"
 
 /* A fresh state (main.c): standard libraries, luaio's modules, the app searcher, the
  * scheduler and `arg`. For the entry point, and for harnesses (the server fuzzer). */

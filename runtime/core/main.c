@@ -147,34 +147,49 @@ static int run_tool(const char *module, int argc, char **argv) {
   return luaio_run();
 }
 
-/* A child started by process.fork (process.c): run the file named by LUAIO_FORK_FILE from
- * our own bundle, or, for the plain runtime, from the folder LUAIO_FORK_APP. A bundled app
- * never reads a folder: the environment cannot make it run code that is not its own. The
- * variables are removed so that the child's own children do not inherit them by accident.
- * Unless detached (no LUAIO_FORK_PARENT), the child gets SIGTERM when its parent dies, so a
- * master that exits or is killed leaves no workers behind. */
-static int run_fork_child(int payload, int argc, char **argv) {
-  char *file = strdup(getenv("LUAIO_FORK_FILE"));
-  const char *app = getenv("LUAIO_FORK_APP");
-  char *folder = app && !payload ? strdup(app) : NULL;
-  const char *parent = getenv("LUAIO_FORK_PARENT");
-  long parent_pid = parent ? strtol(parent, NULL, 10) : 0;
+/* What process.fork (process.c) tells its children: the file to run (LUAIO_FORK_FILE), the app
+ * folder under luaio run (LUAIO_FORK_APP), the parent's pid unless detached
+ * (LUAIO_FORK_PARENT). Read once at start and removed from our environment whoever we are,
+ * so that they travel no further than the child they were meant for (not to the programs it
+ * execs); and honoured only with the argument LUAIO_FORK_ARG, which process.fork puts first
+ * on the child's command line: left in a shell's environment, they must not turn `luaio run`
+ * (or an app) into something else. */
+typedef struct {
+  char *file, *app;
+  long parent;
+} fork_env_t;
+
+static fork_env_t take_fork_env(void) {
+  fork_env_t f = {NULL, NULL, 0};
+  const char *v;
+  if ((v = getenv("LUAIO_FORK_FILE")) != NULL) f.file = strdup(v);
+  if ((v = getenv("LUAIO_FORK_APP")) != NULL) f.app = strdup(v);
+  if ((v = getenv("LUAIO_FORK_PARENT")) != NULL) f.parent = strtol(v, NULL, 10);
   unsetenv("LUAIO_FORK_FILE");
   unsetenv("LUAIO_FORK_APP");
   unsetenv("LUAIO_FORK_PARENT");
-  if (parent_pid > 0) {
+  return f;
+}
+
+/* A child started by process.fork: runs f.file from our own bundle, or, for the plain
+ * runtime, from the folder f.app. A bundled app never reads a folder: the environment cannot
+ * make it run code that is not its own. Unless detached (no parent), the child gets SIGTERM
+ * when its parent dies, so a master that exits or is killed leaves no workers behind.
+ * argv[0] is LUAIO_FORK_ARG; the child's arguments follow. */
+static int run_fork_child(fork_env_t f, int payload, int argc, char **argv) {
+  if (f.parent > 0) {
     prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() != parent_pid) raise(SIGTERM); /* the parent died before prctl */
+    if (getppid() != f.parent) raise(SIGTERM); /* the parent died before prctl */
   }
-  if (folder != NULL) {
-    luaio_bundle_use_folder(folder);
-    free(folder);
+  if (!payload && f.app != NULL) {
+    luaio_bundle_use_folder(f.app);
   } else if (!payload) {
-    fprintf(stderr,
-            "luaio: LUAIO_FORK_FILE is set, but there is no bundle and no LUAIO_FORK_APP\n");
+    fprintf(stderr, "luaio: " LUAIO_FORK_ARG " without LUAIO_FORK_APP: no app to run %s from\n",
+            f.file);
     return 1;
   }
-  return run_entry(file, file, argc - 1, argv + 1);
+  free(f.app);
+  return run_entry(f.file, f.file, argc - 1, argv + 1);
 }
 
 /* One line per library with its Debian source package: read by deps/deps.sh from the headers
@@ -220,7 +235,11 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN); /* a write to a closed socket is an error return, not death */
   raise_nofile_limit();
   int payload = luaio_bundle_mount_self() == LUAIO_PAYLOAD;
-  if (getenv("LUAIO_FORK_FILE") != NULL) return run_fork_child(payload, argc, argv);
+  fork_env_t fork_env = take_fork_env();
+  if (argc > 1 && strcmp(argv[1], LUAIO_FORK_ARG) == 0 && fork_env.file != NULL)
+    return run_fork_child(fork_env, payload, argc - 1, argv + 1);
+  free(fork_env.file);
+  free(fork_env.app);
   if (payload) return run_entry(argv[0], "main.lua", argc - 1, argv + 1);
 
   const char *cmd = argc > 1 ? argv[1] : "help";

@@ -13,12 +13,14 @@
  * (or math.huge) expected, got -1)". The Lua checker words its errors the same way.
  */
 #include <math.h>
+#include <string.h>
 
 #include "luaio.h"
 
 #define MAX_EXACT 9007199254740992ULL /* 2^53: every integer up to it is a double */
 #define MS_WANTED "non-negative number of milliseconds (or math.huge)"
 #define MS_EXPECTED MS_WANTED " expected"
+#define CSTRING_EXPECTED "string without zero bytes expected"
 
 /* What the value at idx is, for "got ...": a number as written, else its type. Only for
  * values where a number is expected (a wrong type reads as its type). */
@@ -51,6 +53,32 @@ uint64_t luaio_checkms(lua_State *L, int arg, const char *what) {
                        : lua_pushfstring(L, MS_EXPECTED ", got %s", g));
   }
   return ms;
+}
+
+/* --- strings for C ------------------------------------------------------------------------ */
+
+/* A path, host name or variable name reaches C as a NUL-terminated string: a zero byte inside
+ * would cut it short without a word ("secret.key\0.txt" opens secret.key), so such strings
+ * are refused. A number is taken as its string, as luaL_checkstring does. */
+
+const char *luaio_tocstring(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TSTRING && lua_type(L, idx) != LUA_TNUMBER) return NULL;
+  const char *s = lua_tostring(L, idx); /* a number becomes its string, in place */
+  return strlen(s) == lua_objlen(L, idx) ? s : NULL;
+}
+
+const char *luaio_checkcstring(lua_State *L, int arg) {
+  const char *s = luaio_tocstring(L, arg);
+  if (s == NULL)
+    luaL_argerror(L, arg,
+                  lua_pushfstring(L, CSTRING_EXPECTED ", got %s",
+                                  lua_type(L, arg) == LUA_TSTRING ? "a string with a zero byte"
+                                                                  : luaL_typename(L, arg)));
+  return s;
+}
+
+const char *luaio_optcstring(lua_State *L, int arg, const char *def) {
+  return lua_isnoneornil(L, arg) ? def : luaio_checkcstring(L, arg);
 }
 
 /* --- option tables ------------------------------------------------------------------------ */

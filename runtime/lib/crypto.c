@@ -61,7 +61,7 @@ static int crypto_random(lua_State *L) {
 }
 
 static const EVP_MD *check_md(lua_State *L, int arg) {
-  const EVP_MD *md = EVP_get_digestbyname(luaL_checkstring(L, arg));
+  const EVP_MD *md = EVP_get_digestbyname(luaio_checkcstring(L, arg));
   luaL_argcheck(L, md != NULL, arg, "unknown digest");
   return md;
 }

@@ -774,7 +774,7 @@ static __attribute__((noinline)) int open_output(const char *output) {
 
 /* log.open(output, buffer_size, json) -> sink | nil, err */
 static int log_open(lua_State *L) {
-  const char *output = luaL_checkstring(L, 1);
+  const char *output = luaio_checkcstring(L, 1);
   lua_Number max = luaL_checknumber(L, 2);
   luaL_argcheck(L, max >= 1 && max <= 1e12, 2, "buffer size out of range");
   int json = lua_toboolean(L, 3);

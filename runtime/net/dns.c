@@ -97,8 +97,7 @@ __attribute__((noinline)) static int push_numeric(lua_State *L, int family, cons
 static int resolve(lua_State *L, int family, const char *what) {
   /* a number is not a host name: "123" would parse as the address 0.0.0.123 */
   if (lua_type(L, 1) != LUA_TSTRING) luaL_typerror(L, 1, "string");
-  const char *host = lua_tostring(L, 1);
-  luaL_argcheck(L, strlen(host) == lua_objlen(L, 1), 1, "contains a zero byte");
+  const char *host = luaio_checkcstring(L, 1);
   if (push_numeric(L, family, host)) return 1; /* no lookup, no wait */
   luaio_checktask(L, what);
   lookup_t *lk = calloc(1, sizeof *lk);

@@ -524,7 +524,7 @@ int luaio_socket_connect(lua_State *L, const char *path, const struct sockaddr *
 static int sock_starttls(lua_State *L) {
   luaio_conn *c = luaio_socket_check(L, 1);
   luaio_tlsctx *ctx = luaio_tlsctx_check(L, 2);
-  const char *servername = luaL_optstring(L, 3, NULL);
+  const char *servername = luaio_optcstring(L, 3, NULL);
   if (c == NULL) return push_closed(L);
   if (c->tls != NULL) return luaio_pushnamederror(L, "EALREADY", "the socket already speaks TLS");
   if (SOCK(c)->reader_ref != LUA_NOREF) return push_busy(L, "another task is reading this socket");

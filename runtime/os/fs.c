@@ -317,7 +317,7 @@ static int opt_mode(lua_State *L, int arg, int def) {
 
 /* fs.open(path[, flags = "r"][, mode = "644"]) -> file | nil, err */
 static int fs_open(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = luaio_checkcstring(L, 1);
   int flags = open_flags[luaL_checkoption(L, 2, "r", open_names)];
   int mode = opt_mode(L, 3, 0644);
   luaio_checktask(L, "open");
@@ -328,7 +328,7 @@ static int fs_open(lua_State *L) {
 
 /* fs.stat(path) -> {size, mtime, atime, ctime, mode, type, ino, dev, nlink, uid, gid} | nil, err */
 static int fs_stat(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = luaio_checkcstring(L, 1);
   luaio_checktask(L, "stat");
   fsreq_t *r = req_new(0);
   if (r == NULL) return luaio_pusherror(L, UV_ENOMEM);
@@ -337,7 +337,7 @@ static int fs_stat(lua_State *L) {
 
 /* fs.lstat(path): fs.stat of a symbolic link itself (type "link") */
 static int fs_lstat(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = luaio_checkcstring(L, 1);
   luaio_checktask(L, "lstat");
   fsreq_t *r = req_new(0);
   if (r == NULL) return luaio_pusherror(L, UV_ENOMEM);
@@ -346,7 +346,7 @@ static int fs_lstat(lua_State *L) {
 
 /* fs.unlink(path) -> true | nil, err */
 static int fs_unlink(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = luaio_checkcstring(L, 1);
   luaio_checktask(L, "unlink");
   fsreq_t *r = req_new(0);
   if (r == NULL) return luaio_pusherror(L, UV_ENOMEM);
@@ -355,8 +355,8 @@ static int fs_unlink(lua_State *L) {
 
 /* fs.rename(from, to) -> true | nil, err */
 static int fs_rename(lua_State *L) {
-  const char *from = luaL_checkstring(L, 1);
-  const char *to = luaL_checkstring(L, 2);
+  const char *from = luaio_checkcstring(L, 1);
+  const char *to = luaio_checkcstring(L, 2);
   luaio_checktask(L, "rename");
   fsreq_t *r = req_new(0);
   if (r == NULL) return luaio_pusherror(L, UV_ENOMEM);
@@ -365,7 +365,7 @@ static int fs_rename(lua_State *L) {
 
 /* fs.mkdir(path[, mode = "755"]) -> true | nil, err */
 static int fs_mkdir(lua_State *L) {
-  const char *path = luaL_checkstring(L, 1);
+  const char *path = luaio_checkcstring(L, 1);
   int mode = opt_mode(L, 2, 0755);
   luaio_checktask(L, "mkdir");
   fsreq_t *r = req_new(0);

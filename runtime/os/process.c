@@ -4,8 +4,9 @@
  *
  * Children come from two calls:
  *   - fork: this same executable, running another file of the same app. The child learns
- *     which file from LUAIO_FORK_* environment variables that main.c reads and removes at
- *     start (see run_fork_child there);
+ *     which file from LUAIO_FORK_* environment variables, which main.c reads and removes at
+ *     start and honours only with LUAIO_FORK_ARG first on the command line (see
+ *     take_fork_env there);
  *   - exec: any program, found through PATH, with an argument vector and never a shell.
  *
  * Every child is a child_t in one list until it ends for good. Lua names a child by the
@@ -223,8 +224,8 @@ static int copy_array(lua_State *L, int arg, int t, int first, char **v, size_t 
   size_t n = lua_objlen(L, t);
   for (size_t k = (size_t)first; k <= n; k++, i++) {
     lua_rawgeti(L, t, (int)k);
-    const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    if (s == NULL || strlen(s) != lua_objlen(L, -1)) {
+    const char *s = lua_type(L, -1) == LUA_TSTRING ? luaio_tocstring(L, -1) : NULL;
+    if (s == NULL) {
       free_strings(v);
       return luaL_argerror(L, arg,
                            lua_pushfstring(L, "%s[%d]: string without zero bytes expected, got %s",
@@ -299,7 +300,7 @@ __attribute__((noinline)) static int exe_path(char **exe) {
  * options are checked here). */
 static int process_fork(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  const char *path = luaL_optstring(L, 2, NULL);
+  const char *path = luaio_optcstring(L, 2, NULL);
   uint64_t uid = luaio_opt_uint(L, 1, "uid", NO_ID, 0, INT32_MAX);
   uint64_t gid = luaio_opt_uint(L, 1, "gid", NO_ID, 0, INT32_MAX);
   int ncpu = (int)uv_available_parallelism();
@@ -320,14 +321,19 @@ static int process_fork(lua_State *L) {
     nargs = lua_objlen(L, t);
   }
 
-  char **args = strings_new(nargs + 1); /* args[0]: our executable */
+  /* args[0]: our executable; args[1]: the mark main.c honours LUAIO_FORK_* with */
+  char **args = strings_new(nargs + 2);
   if (args == NULL) return luaL_error(L, "fork: out of memory");
   int err = exe_path(args);
   if (err < 0) {
     free(args);
     return luaio_pusherror(L, err);
   }
-  copy_array(L, 1, t, 1, args, 1, "option 'args'"); /* frees args when it raises */
+  if ((args[1] = strdup(LUAIO_FORK_ARG)) == NULL) {
+    free_strings(args);
+    return luaL_error(L, "fork: out of memory");
+  }
+  copy_array(L, 1, t, 1, args, 2, "option 'args'"); /* frees args when it raises */
   if (path == NULL) { /* options checked first: misuse raises even when the file is missing */
     free_strings(args);
     return luaio_pusherror(L, UV_ENOENT);
@@ -372,11 +378,14 @@ static int asks_to_end(int signum) {
 }
 
 /* process.kill(pid[, signal]) -> true, or nil, err. signal: a name or a number, SIGTERM by
- * default. pid may name a forever child by the pid fork returned: the signal goes to the
+ * default; pid > 0 (process groups are not signalled). pid may name a forever child by the pid fork returned: the signal goes to the
  * running incarnation. */
 static int process_kill(lua_State *L) {
   lua_Number n = luaL_checknumber(L, 1);
   luaL_argcheck(L, n == (int)n, 1, "integer pid expected");
+  /* kill(2) reads 0 as our process group and -1 as every process we may signal: a pid that
+   * fell back to 0 must not reach them */
+  if (n <= 0) luaL_argerror(L, 1, lua_pushfstring(L, "pid above 0 expected, got %d", (int)n));
   int pid = (int)n;
   int signum = luaio_checksignal(L, 2, SIGTERM);
   child_t *c = child_find(pid);
@@ -475,7 +484,7 @@ static int process_exit(lua_State *L) {
 
 /* process.getenv(name) -> the value, or nil when it is not set */
 static int process_getenv(lua_State *L) {
-  const char *v = getenv(luaL_checkstring(L, 1));
+  const char *v = getenv(luaio_checkcstring(L, 1));
   if (v == NULL)
     lua_pushnil(L);
   else
@@ -486,8 +495,8 @@ static int process_getenv(lua_State *L) {
 /* c.setenv(name[, value]) -> true | nil, err: sets (or, without value, removes) a variable
  * of this process's environment, which the children it starts afterwards inherit. */
 static int process_setenv(lua_State *L) {
-  const char *name = luaL_checkstring(L, 1);
-  const char *value = luaL_optstring(L, 2, NULL);
+  const char *name = luaio_checkcstring(L, 1);
+  const char *value = luaio_optcstring(L, 2, NULL);
   luaL_argcheck(L, name[0] != '\0' && strchr(name, '=') == NULL, 1,
                 "name must be non-empty, without '='");
   int err = value ? uv_os_setenv(name, value) : uv_os_unsetenv(name);

@@ -67,7 +67,7 @@ int luaio_checksignal(lua_State *L, int arg, int def) {
     return (int)n;
   }
   if (lua_type(L, arg) != LUA_TSTRING) return luaL_typerror(L, arg, "signal name or number");
-  const char *name = lua_tostring(L, arg);
+  const char *name = luaio_checkcstring(L, arg);
   for (int i = 0; signal_names[i].name != NULL; i++)
     if (strcmp(signal_names[i].name, name) == 0) return signal_names[i].num;
   return luaL_argerror(L, arg, lua_pushfstring(L, "unknown signal '%s'", name));

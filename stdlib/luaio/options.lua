@@ -13,8 +13,9 @@
 --     opts = options.check(opts, SPEC, 2, "listen")  -- a checked copy, defaults applied
 --   end
 --
--- Kinds: "boolean", "string", "number", "integer", "ms", "table", "function", or an array of
--- type names. "ms" is a duration: a number >= 0, fractions allowed, math.huge (or anything a
+-- Kinds: "boolean", "string", "cstring", "number", "integer", "ms", "table", "function", or an
+-- array of type names. "cstring" is a string without zero bytes: a path, a host name, what
+-- reaches the OS or a C library as a C string, where a zero byte would cut it short. "ms" is a duration: a number >= 0, fractions allowed, math.huge (or anything a
 -- libuv timer cannot hold, 2^64 ms and more) meaning forever; the value comes back as given,
 -- math.huge for forever. Its rules are runtime/core/opt.c's (luaio_checkms), the same for C.
 --
@@ -45,6 +46,7 @@ local argerror = options.argerror
 local NUMERIC = { number = true, integer = true, ms = true }
 local function show(v, kind)
   local t = type(v)
+  if kind == "cstring" and t == "string" then return "a string with a zero byte" end
   local right = kind == t or (t == "number" and NUMERIC[kind])
   if type(kind) == "table" then
     for _, k in ipairs(kind) do right = right or k == t end
@@ -77,6 +79,9 @@ local function problem(rule, value)
   if kind == "ms" then
     local ms, wanted = C.ms(value)
     return wanted, ms
+  elseif kind == "cstring" then
+    if t ~= "string" then return "string" end
+    if value:find("\0", 1, true) then return "string without zero bytes" end
   elseif kind == "integer" then
     if t ~= "number" or value ~= floor(value) or value ~= value or value == math.huge or value == -math.huge
       or (rule.min and value < rule.min) or (rule.max and value > rule.max) then
@@ -128,7 +133,8 @@ function options.check(opts, spec, argn, fname, level)
     if copy[name] == nil then
       if rule.required then
         argerror(argn, fname, ("option '%s': %s expected, got nil"):format(name,
-          type(rule[1]) == "table" and concat(rule[1], " or ") or rule[1] == "ms" and "duration" or rule[1]), level)
+          type(rule[1]) == "table" and concat(rule[1], " or ") or rule[1] == "ms" and "duration"
+          or rule[1] == "cstring" and "string" or rule[1]), level)
       end
       copy[name] = rule.default
     end
