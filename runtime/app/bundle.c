@@ -346,24 +346,7 @@ static int app_searcher(lua_State *L) {
   return 1;
 }
 
-/* require looks the name up in package.loaded and hands it to the searchers as a C string: a
- * zero byte would cut it (require "mod\0x" loading mod.lua). A Lua wrapper refuses such names;
- * it tail-calls require, so require's own errors keep pointing at the caller's line. */
-static const char checked_require[] =
-    "local require, type, find = require, type, string.find\n"
-    "return function(name, ...)\n"
-    "  if type(name) == 'string' and find(name, '\\0', 1, true) then\n"
-    "    error(\"bad argument #1 to 'require' (string without zero bytes expected, got a string "
-    "with a zero byte)\", 2)\n"
-    "  end\n"
-    "  return require(name, ...)\n"
-    "end\n";
-
 void luaio_bundle_install(lua_State *L) {
-  if (luaL_loadbuffer(L, checked_require, sizeof checked_require - 1, "=require") != 0 ||
-      lua_pcall(L, 0, 1, 0) != 0)
-    luaL_error(L, "%s", lua_tostring(L, -1));
-  lua_setglobal(L, "require");
   /* package.loaders = {preload, app}: nothing is looked up on disk outside the app. */
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "loaders");
