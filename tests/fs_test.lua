@@ -324,3 +324,20 @@ test.case("a path with a zero byte raises, naming the argument, and touches no f
   refused(function() local _ = fs.mkdir(dir .. "/d\0e") end, 1, "mkdir")
   test.eq(test.sh("ls " .. q(dir)), "secret.key\n", "nothing created, moved or removed")
 end)
+
+test.case("Lua's own io.open, io.lines, os.remove, os.rename, os.getenv, loadfile, dofile refuse a zero byte too", function()
+  local dir = test.tmpdir()
+  test.write(dir .. "/secret.key", "secret")
+  local zero = "string without zero bytes expected, got a string with a zero byte"
+  local cut = dir .. "/secret.key\0.txt" -- C would read secret.key
+  test.raises(function() return io.open(cut) end, "bad argument #1 to 'open' %(" .. zero)
+  test.raises(function() return io.lines(cut) end, "bad argument #1 to 'lines' %(" .. zero)
+  test.raises(function() return os.remove(cut) end, "bad argument #1 to 'remove' %(" .. zero)
+  test.raises(function() return os.rename(dir .. "/secret.key", dir .. "/moved\0.txt") end,
+    "bad argument #2 to 'rename' %(" .. zero)
+  test.raises(function() return os.getenv("PATH\0.x") end, "bad argument #1 to 'getenv' %(" .. zero)
+  test.raises(function() return loadfile(cut) end, "bad argument #1 to 'loadfile' %(" .. zero)
+  test.raises(function() return dofile(cut) end, "bad argument #1 to 'dofile' %(" .. zero)
+  test.eq(io.open(dir .. "/secret.key"):read("*a"), "secret", "the file is still there")
+  test.ok(os.getenv("PATH"), "and names without one still work")
+end)

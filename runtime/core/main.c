@@ -79,11 +79,11 @@ lua_State *luaio_state_new(const char *script, int argc, char **argv) {
   register_modules(L);
   luaio_bundle_install(L);
   luaio_sched_init(L);
-  /* require in Lua (stdlib/luaio/require.lua): a module's top level may wait */
+  /* stdlib/luaio/prelude.lua: luaio's require (a module's top level may wait), and Lua's
+   * own file and environment functions refuse names with a zero byte */
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "luaio.require");
-  lua_call(L, 1, 1);
-  lua_setglobal(L, "require");
+  lua_pushliteral(L, "luaio.prelude");
+  lua_call(L, 1, 0);
   lua_createtable(L, argc, 1);
   lua_pushstring(L, script);
   lua_rawseti(L, -2, 0);
