@@ -350,6 +350,12 @@ end
 
 local WORKER_ENV = "LUAIO_HTTP_WORKER"
 
+-- A worker learns that it is one from its environment, once, when this module loads: the
+-- variable goes then, so that what the worker starts (process.exec, process.fork of another
+-- app with workers of its own) does not take itself for a worker too.
+local is_worker = require("process").getenv(WORKER_ENV) ~= nil
+if is_worker then require("process").setenv(WORKER_ENV) end
+
 -- In the master: forks the workers (the same app, which then listens with SO_REUSEPORT) and
 -- returns an object standing for them. They are restarted when they die; SIGTERM stops them.
 local function start_workers(port, count)
@@ -392,7 +398,7 @@ function http.createServer(port, onrequest, options)
   local opts = check_options(options)
   if opts.workers and opts.workers > 0 then
     if port == 0 then error("bad argument #1 to 'createServer' (workers need a fixed port)", 2) end
-    if not require("process").getenv(WORKER_ENV) then return start_workers(port, opts.workers) end
+    if not is_worker then return start_workers(port, opts.workers) end
     opts.tcp_reuseport = true -- a worker: share the port with the others
   end
   if type(onrequest) ~= "function" then

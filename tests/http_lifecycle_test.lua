@@ -119,3 +119,20 @@ test.case("a worker killed under load is replaced and no response is lost", func
   test.eq(tonumber(summary:match("failed=(%d+)")), 0, summary)
   test.ok(tonumber(summary:match("ok=(%d+)")) > 100, "load ran: " .. summary)
 end)
+
+test.case("a worker's environment no longer says it is a worker: what it starts is not taken for one", function()
+  local dir = test.tmpdir()
+  local port = helpers.free_port()
+  test.write(dir .. "/main.lua", [[
+local http = require "http"
+local process = require "process"
+assert(http.createServer(tonumber(arg[1]), function(req, res)
+  res:finish(tostring(process.getenv("LUAIO_HTTP_WORKER")) .. " " .. process.pid)
+end, { host = "127.0.0.1", workers = 2 }))
+]])
+  local master = helpers.start(q(test.luaio) .. " run " .. dir .. " " .. port)
+  helpers.wait_port(port)
+  local out = test.sh("curl -s http://127.0.0.1:" .. port .. "/")
+  test.match(out, "^nil %d+$")
+  test.ok(tonumber(out:match("%d+")) ~= master.pid, "a worker answered: " .. out)
+end)
