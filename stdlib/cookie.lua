@@ -86,11 +86,8 @@ function cookie.sign(name, value, secret)
   return value .. "." .. mac(secrets(secret, 3, "sign")[1], name, value)
 end
 
--- cookie.unsign(name, signed, secret) -> value, or nil when the MAC does not verify
--- (compared in constant time)
-function cookie.unsign(name, signed, secret)
-  check_name(name, 1, "unsign")
-  local list = secrets(secret, 3, "unsign")
+-- The value of signed when its MAC verifies with one of the secrets in list (checked).
+local function verify(name, signed, list)
   if type(signed) ~= "string" then return nil end
   local value, tag = signed:match("^(.*)%.([%w_%-]+)$")
   if not value then return nil end
@@ -98,6 +95,13 @@ function cookie.unsign(name, signed, secret)
     if crypto.equal(mac(s, name, value), tag) then return value end
   end
   return nil
+end
+
+-- cookie.unsign(name, signed, secret) -> value, or nil when the MAC does not verify
+-- (compared in constant time)
+function cookie.unsign(name, signed, secret)
+  check_name(name, 1, "unsign")
+  return (verify(name, signed, secrets(secret, 3, "unsign")))
 end
 
 -- --- Set-Cookie ---------------------------------------------------------------------------------
@@ -157,9 +161,19 @@ function cookie.serialize(name, value, opts)
   return header
 end
 
+-- A response: the server's, or any table with appendHeader (a test's).
+local function check_response(res, fname)
+  local t = type(res)
+  local mt = t == "userdata" and debug.getregistry()["luaio.http.response"]
+  if not ((mt and getmetatable(res) == mt) or (t == "table" and res.appendHeader ~= nil)) then
+    argerror(1, fname, "response expected, got " .. t, 3)
+  end
+end
+
 -- cookie.set(res, name, value[, options]) -> res: adds a Set-Cookie header (options as
 -- serialize; several cookies make several headers)
 function cookie.set(res, name, value, opts)
+  check_response(res, "set")
   local header = serialize(name, value, opts, "set", 2, 2)
   return res:appendHeader("Set-Cookie", header)
 end
@@ -167,6 +181,7 @@ end
 -- cookie.clear(res, name[, options]) -> res: tells the browser to delete the cookie (give
 -- the path and domain it was set with)
 function cookie.clear(res, name, opts)
+  check_response(res, "clear")
   local o = {}
   if opts ~= nil and type(opts) ~= "table" then argerror(3, "clear", "table expected, got " .. type(opts)) end
   for k, v in pairs(opts or {}) do o[k] = v end
@@ -176,16 +191,22 @@ function cookie.clear(res, name, opts)
 end
 
 -- cookie.get(req, name[, secret]) -> the cookie's value, or nil (absent, or with secret: not
--- signed with it). The request's Cookie header is parsed once (kept as req.cookies).
+-- signed with it). The request's Cookie header is parsed once (kept as req.cookies). req is
+-- the server's request or any table with headers.
 function cookie.get(req, name, secret)
+  if type(req) ~= "table" or type(req.headers) ~= "table" then
+    argerror(1, "get", "request expected, got " .. (type(req) == "table" and "table without headers" or type(req)))
+  end
+  check_name(name, 2, "get")
+  local list = secret ~= nil and secrets(secret, 3, "get")
   local jar = rawget(req, "cookies")
   if not jar then
     jar = cookie.parse(req.headers.cookie)
     req.cookies = jar
   end
   local value = jar[name]
-  if value == nil or secret == nil then return value end
-  return cookie.unsign(name, value, secret)
+  if value == nil or not list then return value end
+  return verify(name, value, list)
 end
 
 return cookie

@@ -70,11 +70,20 @@ test.case("sign and unsign: HMAC-SHA256 over name and value, secret rotation, fo
     { function() local _ = cookie.set(res, "x", "1", { maxage = 1 }) end, "bad argument #4 to 'set' %(unknown option 'maxage'" },
     { function() local _ = cookie.clear(res, "bad name") end, "bad argument #2 to 'clear' %(cookie name" },
     { function() local _ = cookie.clear(res, "x", 5) end, "bad argument #3 to 'clear' %(table expected" },
+    { function() local _ = cookie.set(nil, "x", "1") end, "bad argument #1 to 'set' %(response expected, got nil%)" },
+    { function() local _ = cookie.clear("res", "x") end, "bad argument #1 to 'clear' %(response expected, got string%)" },
+    { function() local _ = cookie.get("req", "x") end, "bad argument #1 to 'get' %(request expected, got string%)" },
+    { function() local _ = cookie.get({}, "x") end, "bad argument #1 to 'get' %(request expected, got table without headers%)" },
+    { function() local _ = cookie.get({ headers = {} }, 5) end, "bad argument #2 to 'get' %(cookie name" },
+    { function() local _ = cookie.get({ headers = {} }, "x", "short") end, "bad argument #3 to 'get' %(secret of at least" },
   }) do
     local ok, err = pcall(c[1])
     test.eq(ok, false)
     test.match(tostring(err):gsub("^tests/", ""), here .. c[2])
   end
+  -- get takes any table with headers (a client's response, a test's fake request)
+  local req = { headers = { cookie = "a=1; uid=" .. cookie.sign("uid", "7", SECRET) } }
+  test.eq({ cookie.get(req, "a"), cookie.get(req, "uid", SECRET), cookie.get(req, "uid", ("k"):rep(16)) }, { "1", "7" })
 end)
 
 local helpers = require "tests.helpers"
