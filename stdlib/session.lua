@@ -141,6 +141,10 @@ local function new_id() return crypto.base64url(crypto.random(32)) end
 -- request without a valid session cookie gets a new, empty session that is stored only when
 -- saved. The session is kept on req (a second load returns it).
 function Manager:load(req, res)
+  if type(req) ~= "table" then error("bad argument #1 to 'load' (request expected, got " .. type(req) .. ")", 2) end
+  if type(res) ~= "userdata" and type(res) ~= "table" then
+    error("bad argument #2 to 'load' (response expected, got " .. type(res) .. ")", 2)
+  end
   local s = rawget(req, "session")
   if s then return s end
   local id = cookie.get(req, self.name, self.secret)

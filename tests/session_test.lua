@@ -180,4 +180,23 @@ test.case("session.new checks its options", function()
   test.raises(function() session.new({ store = session.memory(), secret = SECRET, cookie = { http_only = false } }) end,
     "unknown option 'http_only'")
   test.raises(function() session.redis(nil) end, "bad argument #1 to 'redis'")
+  local sessions = session.new({ store = session.memory(), secret = SECRET })
+  test.raises(function() sessions:load(nil, {}) end, "^tests/session_test%.lua:%d+: bad argument #1 to 'load' %(request expected, got nil%)")
+  test.raises(function() sessions:load({ headers = {} }) end, "^tests/session_test%.lua:%d+: bad argument #2 to 'load' %(response expected, got nil%)")
+end)
+
+test.case("csrf: no session, or no request, is an argument error at the caller's line", function()
+  local post = { method = "POST", headers = {} }
+  local here = "^tests/session_test%.lua:%d+: "
+  test.raises(function() csrf.token(nil) end, here .. "bad argument #1 to 'token' %(session expected, got nil%)")
+  test.raises(function() csrf.token({}) end, here .. "bad argument #1 to 'token' %(session expected, got table%)")
+  test.raises(function() csrf.reset("s") end, here .. "bad argument #1 to 'reset' %(session expected, got string%)")
+  test.raises(function() csrf.verify(post, nil) end, here .. "bad argument #2 to 'verify' %(session expected, got nil%)")
+  test.raises(function() csrf.verify({ method = "GET", headers = {} }) end, here .. "bad argument #2 to 'verify'") -- even for GET
+  test.raises(function() csrf.verify(nil, { data = {} }) end, here .. "bad argument #1 to 'verify' %(request expected, got nil%)")
+  -- a token that is not a string is the client's doing (a repeated _csrf field is an array), not misuse
+  local s = { data = {} }
+  test.eq(csrf.reset(s), s.data._csrf)
+  test.eq(csrf.verify(post, s, { s.data._csrf }), false)
+  test.eq(csrf.verify(post, s, s.data._csrf), true)
 end)
