@@ -14,6 +14,7 @@
 -- and a slow client holds back the reading (res:write waits when the client is far behind).
 local fs = require "fs"
 local bundle = require "bundle"
+local checker = require "luaio.options"
 
 local byte, format, tonumber = string.byte, string.format, tonumber
 
@@ -203,17 +204,26 @@ local function locate(path, options)
   return path, false
 end
 
+local STATIC = {
+  bundle = { "boolean" },
+  index = { "cstring", default = "index.html" }, -- a file name on disk: no zero byte
+  max_age = { "integer", min = 0 }, -- seconds
+}
+local SEND_FILE = { bundle = STATIC.bundle, max_age = STATIC.max_age }
+
+-- Both are reached by a tail call from http.lua (http.static, res:sendFile), so level 2 is
+-- the user's code, as when this module is called directly.
 function static.handler(root, options)
   if type(root) ~= "string" then
     error("bad argument #1 to 'static' (folder path expected, got " .. type(root) .. ")", 2)
   elseif root:find("\0", 1, true) then -- the OS would read paths under it up to the zero only
     error("bad argument #1 to 'static' (folder path without zero bytes expected, got a string with a zero byte)", 2)
   end
-  options = options or {}
+  options = checker.check(options, STATIC, 2, "static")
   local in_bundle
   root, in_bundle = locate((root:gsub("/+$", "")), options)
-  options = setmetatable({ bundle = in_bundle }, { __index = options })
-  local index = options.index or "index.html"
+  options.bundle = in_bundle
+  local index = options.index
   return function(req, res)
     local rel = safe_path((req.params and req.params["*"]) or req.path)
     local info = rel and (options.bundle and from_bundle(root, rel) or (not options.bundle and from_disk(root, rel, index)))
@@ -227,7 +237,7 @@ end
 
 -- res:sendFile(path[, options]): one file: relative paths are the app's (see above).
 function static.send_file(req, res, path, options)
-  options = options or {}
+  options = checker.check(options, SEND_FILE, 2, "sendFile")
   local in_bundle
   path, in_bundle = locate(path, options)
   local info = in_bundle and from_bundle("", safe_path(path) or "") or (not in_bundle and from_disk(path, "", ""))

@@ -218,6 +218,26 @@ io.stdout:flush()
     "http_api_test%.lua:%d+: bad argument #1 to 'static' %(folder path without zero bytes expected")
 end)
 
+test.case("http.static's and res:sendFile's options are checked, errors at the caller's line", function()
+  local here = "^tests/http_api_test%.lua:%d+: "
+  test.raises(function() local _ = http.static("/tmp", 5) end, here .. "bad argument #2 to 'static' %(table expected, got number%)")
+  test.raises(function() local _ = http.static("/tmp", { maxage = 1 }) end, here .. "bad argument #2 to 'static' %(unknown option 'maxage'%)")
+  test.raises(function() local _ = http.static("/tmp", { max_age = 1.5 }) end, here .. "bad argument #2 to 'static' %(option 'max_age'")
+  test.raises(function() local _ = http.static("/tmp", { index = "a\0b" }) end, here .. "bad argument #2 to 'static' %(option 'index'")
+  test.raises(function() local _ = http.static("/tmp", { bundle = "yes" }) end, here .. "bad argument #2 to 'static' %(option 'bundle'")
+  local errs = {}
+  local port = serve(function(req, res)
+    for _, opts in ipairs({ 5, { index = "x.html" } }) do
+      local ok, err = pcall(function() res:sendFile("hello.txt", opts) end)
+      errs[#errs + 1] = ok and "no error" or tostring(err)
+    end
+    res:finish("ok")
+  end)
+  test.eq(select(2, get(port, "/")), "ok")
+  test.match(errs[1], here .. "bad argument #2 to 'sendFile' %(table expected, got number%)")
+  test.match(errs[2], here .. "bad argument #2 to 'sendFile' %(unknown option 'index'%)")
+end)
+
 test.case("res:status refuses 1xx (interim responses are the server's), non-integers and codes outside 100-599", function()
   local refused, taken = {}, {}
   local port = serve(function(req, res)
