@@ -257,42 +257,73 @@ function Engine:_render(fn, ctx)
   return out
 end
 
-local function check_name(name, fname)
+-- Argument errors, raised at the caller of the public function that checks (level 3 from
+-- here: that function calls these directly).
+local function argerror(argn, fname, message)
+  error(format("bad argument #%d to '%s' (%s)", argn, fname, message), 3)
+end
+
+-- A template name reaches bundle.read, a chunk name load: both C strings, cut at a zero byte.
+local function check_name(name, argn, fname, what)
   if type(name) ~= "string" then
-    error(format("bad argument #1 to '%s' (template name expected, got %s)", fname, type(name)), 3)
+    error(format("bad argument #%d to '%s' (%s expected, got %s)", argn, fname, what, type(name)), 3)
+  elseif find(name, "\0", 1, true) then
+    error(format("bad argument #%d to '%s' (%s without zero bytes expected, got a string with a zero byte)", argn, fname,
+      what), 3)
+  end
+end
+
+local function check_ctx(ctx, argn, fname)
+  if ctx ~= nil and type(ctx) ~= "table" then
+    error(format("bad argument #%d to '%s' (table expected, got %s)", argn, fname, type(ctx)), 3)
+  end
+end
+
+-- The function compile and compile_string return; chunk names it in argument errors.
+local function compiled(engine, fn, chunk)
+  return function(ctx)
+    check_ctx(ctx, 1, chunk)
+    return engine:_render(fn, ctx)
   end
 end
 
 -- engine:render(name[, ctx]) -> the text of the file `name` (under root) rendered with ctx
 function Engine:render(name, ctx)
-  check_name(name, "render")
+  check_name(name, 1, "render", "template name")
+  check_ctx(ctx, 2, "render")
   return self:_render(self:_get(name), ctx)
 end
 
 -- engine:compile(name) -> function(ctx) -> text (the file compiled now: errors show early)
 function Engine:compile(name)
-  check_name(name, "compile")
-  local fn = self:_get(name)
-  return function(ctx) return self:_render(fn, ctx) end
+  check_name(name, 1, "compile", "template name")
+  return compiled(self, self:_get(name), name)
+end
+
+-- The render function of a source, compiled once per source and name.
+local function from_string(engine, src, name)
+  local key = name and name .. "\0" .. src or src -- a name holds no zero byte: no clash
+  local fn = engine.strings[key]
+  if not fn then
+    fn = build(engine, src, name or "template")
+    if engine.cache then engine.strings[key] = fn end
+  end
+  return fn
 end
 
 -- engine:compile_string(source[, name]) -> function(ctx) -> text, cached by source; name
--- (default "=template") names it in errors
+-- (default "template") names it in errors
 function Engine:compile_string(src, name)
-  if type(src) ~= "string" then
-    error("bad argument #1 to 'compile_string' (string expected, got " .. type(src) .. ")", 2)
-  end
-  local fn = self.strings[src]
-  if not fn then
-    fn = build(self, src, name or "template")
-    if self.cache then self.strings[src] = fn end
-  end
-  return function(ctx) return self:_render(fn, ctx) end
+  if type(src) ~= "string" then argerror(1, "compile_string", "string expected, got " .. type(src)) end
+  if name ~= nil then check_name(name, 2, "compile_string", "string") end
+  return compiled(self, from_string(self, src, name), name or "template")
 end
 
 -- engine:render_string(source[, ctx]) -> text
 function Engine:render_string(src, ctx)
-  return self:compile_string(src)(ctx)
+  if type(src) ~= "string" then argerror(1, "render_string", "string expected, got " .. type(src)) end
+  check_ctx(ctx, 2, "render_string")
+  return self:_render(from_string(self, src), ctx)
 end
 
 -- engine:clear(): forgets every compiled template (files are read again at next use)

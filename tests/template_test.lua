@@ -60,9 +60,36 @@ test.case("errors name the template and line: syntax, runtime, unclosed tags, co
   test.raises(function() render("{-b-} never closed") end, "block '{%-b%-}' is not closed")
   test.raises(function() render("\n{% x = 1 -- note %}") end, "template:2: a Lua comment in {%% %%}")
   test.raises(function() render("{{ }}") end, "empty '{{}}'")
-  test.raises(function() render("x", "not a table") end, "context must be a table")
+  test.raises(function() render("x", "not a table") end, "bad argument #2 to 'render_string' %(table expected, got string%)")
   test.raises(function() template.render(42) end, "bad argument #1 to 'render' %(template name")
   test.raises(function() template.render("no/such/template.html") end, "template 'no/such/template.html' not found")
+end)
+
+test.case("wrong arguments raise naming the argument, at the caller's line", function()
+  local here = "^tests/template_test%.lua:%d+: "
+  local views = template.new({ root = "views" })
+  for _, c in ipairs({
+    { function() template.compile("a\0b.html") end, "bad argument #1 to 'compile' %(template name without zero bytes expected, got a string with a zero byte%)" },
+    { function() template.render("a\0b.html") end, "bad argument #1 to 'render' %(template name without zero bytes expected" },
+    { function() views:compile("a\0b.html") end, "bad argument #1 to 'compile' %(template name without zero bytes expected" },
+    { function() views:render("a\0b.html") end, "bad argument #1 to 'render' %(template name without zero bytes expected" },
+    { function() template.render("x.html", 5) end, "bad argument #2 to 'render' %(table expected, got number%)" },
+    { function() template.compile(nil) end, "bad argument #1 to 'compile' %(template name expected, got nil%)" },
+    { function() template.compile_string(5) end, "bad argument #1 to 'compile_string' %(string expected, got number%)" },
+    { function() template.compile_string("x", {}) end, "bad argument #2 to 'compile_string' %(string expected, got table%)" },
+    { function() template.compile_string("x", "a\0b") end, "bad argument #2 to 'compile_string' %(string without zero bytes expected" },
+    { function() template.compile_string("x", "page.html")(5) end, "bad argument #1 to 'page.html' %(table expected, got number%)" },
+    { function() template.render_string(42) end, "bad argument #1 to 'render_string' %(string expected, got number%)" },
+    { function() template.render_string("x", true) end, "bad argument #2 to 'render_string' %(table expected, got boolean%)" },
+    { function() template.new(5) end, "bad argument #1 to 'new' %(table expected, got number%)" },
+  }) do
+    local ok, err = pcall(c[1])
+    test.eq(ok, false, c[2])
+    test.match(tostring(err), here .. c[2])
+  end
+  -- the same source under two names keeps each name in its errors
+  test.raises(function() template.compile_string("{{ x.y }}", "one.html")({}) end, "^one%.html:1:")
+  test.raises(function() template.compile_string("{{ x.y }}", "two.html")({}) end, "^two%.html:1:")
 end)
 
 test.case("compile_string: one compilation per source, the function reused with any context", function()
