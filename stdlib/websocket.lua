@@ -33,13 +33,21 @@ local COMMON = {
   on_pong = { "function" }, -- on_pong(data) for every pong
 }
 
+-- Subprotocols are tokens (RFC 6455 4.1): a list with anything else is refused up front.
+local function tokens(list)
+  if type(list) ~= "table" then return nil end
+  for _, p in ipairs(list) do
+    if type(p) ~= "string" or not p:match("^[%w!#$%%&'*+%-.^_`|~]+$") then return "tokens" end
+  end
+end
+
 local SERVER_OPTIONS = {
-  protocols = { { "table", "function" } }, -- supported subprotocols, preferred first, or fn(offered, req)
+  protocols = { { "table", "function" }, check = tokens }, -- supported subprotocols, preferred first, or fn(offered, req)
   origins = { { "table", "function" } }, -- allowed Origin values, or fn(origin, req) -> boolean
 }
 local CLIENT_OPTIONS = {
   headers = { "table" },
-  protocols = { "table" },
+  protocols = { "table", check = tokens },
   timeout = { "ms" }, -- a deadline for the connect and the handshake together; default 10 s
   tls = { { "boolean", "table" } }, -- wss://: tcp.connect's tls options (ca, servername, verify...)
 }
@@ -222,6 +230,10 @@ end
 -- request that is not a valid upgrade is answered (400, 426 for another version, 403 for an
 -- origin not allowed) and gets nil, err.
 function websocket.upgrade(req, res, given)
+  if type(req) ~= "table" then options.argerror(1, "upgrade", "request expected, got " .. type(req)) end
+  if type(res) ~= "userdata" or getmetatable(res) ~= debug.getregistry()["luaio.http.response"] then
+    options.argerror(2, "upgrade", "response expected, got " .. type(res))
+  end
   local opts = options.check(given, SERVER_OPTIONS, 3, "upgrade")
   return upgrade(req, res, opts)
 end
@@ -260,11 +272,11 @@ end
 
 local function check_header(name, value)
   if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+%-.^_`|~]+$") then
-    error("bad argument #2 to 'connect' (option 'headers': bad header name " .. tostring(name) .. ")", 4)
+    error("bad argument #2 to 'connect' (option 'headers': bad header name " .. tostring(name) .. ")", 3)
   end
   value = tostring(value)
   if value:find("[\r\n%z]") then
-    error("bad argument #2 to 'connect' (option 'headers': control character in " .. name .. ")", 4)
+    error("bad argument #2 to 'connect' (option 'headers': control character in " .. name .. ")", 3)
   end
   return value
 end
@@ -414,13 +426,6 @@ function websocket.connect(url, given)
   end
   if secure and opts.tls == false then
     error("bad argument #2 to 'connect' (wss:// with tls = false)", 2)
-  end
-  if opts.protocols then
-    for _, p in ipairs(opts.protocols) do
-      if type(p) ~= "string" or not p:match("^[%w!#$%%&'*+%-.^_`|~]+$") then
-        error("bad argument #2 to 'connect' (option 'protocols': tokens expected)", 2)
-      end
-    end
   end
   for name, value in pairs(opts.headers or {}) do check_header(name, value) end
   local timeout = opts.timeout or 10000

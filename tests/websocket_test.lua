@@ -81,6 +81,48 @@ test.case("handshake: not an upgrade gets 400, another version 426, a bad key 40
   test.eq(errs, { "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "EPROTO", "ws" })
 end)
 
+test.case("wrong arguments to upgrade, handler and connect raise naming the argument, at the caller's line", function()
+  local here = "^tests/websocket_test%.lua:%d+: "
+  local errs = {}
+  local router = require("http").router()
+  router:get("/", function(req, res)
+    for _, f in ipairs({
+      function() websocket.upgrade(nil, res) end,
+      function() websocket.upgrade(req, nil) end,
+      function() websocket.upgrade(req, "res") end,
+      function() websocket.upgrade(req, res, 5) end,
+      function() websocket.upgrade(req, res, { nope = 1 }) end,
+      function() websocket.upgrade(req, res, { protocols = { "chat", 5 } }) end,
+    }) do
+      local ok, err = pcall(f)
+      errs[#errs + 1] = ok and "no error" or tostring(err)
+    end
+    res:finish("done")
+  end)
+  local server = assert(require("http").createServer(0, router, { host = "127.0.0.1" }))
+  test.cleanup(function() server:close() end)
+  local c = assert(tcp.connect(server:address().port, "127.0.0.1", { timeout = 3000 }))
+  c:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+  test.eq(c:readline(), "HTTP/1.1 200 OK", "every call raised before answering")
+  c:close()
+  test.eq(#errs, 6)
+  test.match(errs[1], here .. "bad argument #1 to 'upgrade' %(request expected, got nil%)")
+  test.match(errs[2], here .. "bad argument #2 to 'upgrade' %(response expected, got nil%)")
+  test.match(errs[3], here .. "bad argument #2 to 'upgrade' %(response expected, got string%)")
+  test.match(errs[4], here .. "bad argument #3 to 'upgrade' %(table expected, got number%)")
+  test.match(errs[5], here .. "bad argument #3 to 'upgrade' %(unknown option 'nope'%)")
+  test.match(errs[6], here .. "bad argument #3 to 'upgrade' %(option 'protocols': tokens expected, got table%)")
+  test.raises(function() websocket.handler(5) end, here .. "bad argument #1 to 'handler' %(function expected, got number%)")
+  test.raises(function() websocket.handler(function() end, { protocols = { "a b" } }) end,
+    here .. "bad argument #2 to 'handler' %(option 'protocols': tokens expected, got table%)")
+  test.raises(function() websocket.connect("ws://x/", { headers = { ["X-A"] = "a\r\nb" } }) end,
+    here .. "bad argument #2 to 'connect' %(option 'headers': control character in X%-A%)")
+  test.raises(function() websocket.connect("ws://x/", { headers = { ["X A"] = "a" } }) end,
+    here .. "bad argument #2 to 'connect' %(option 'headers': bad header name X A%)")
+  test.raises(function() websocket.connect("ws://x/", { protocols = { 5 } }) end,
+    here .. "bad argument #2 to 'connect' %(option 'protocols': tokens expected, got table%)")
+end)
+
 test.case("handshake: a POST to a websocket route is not upgraded; a GET elsewhere still works", function()
   local port = H.serve()
   local c = assert(tcp.connect(port, "127.0.0.1", { timeout = 3000 }))
