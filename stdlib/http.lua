@@ -10,6 +10,7 @@
 -- go out in order. See docs/api.md for req and res.
 local C = require "luaio.http"
 local task = require "task"
+local options_checker = require "luaio.options"
 
 local concat, type, xpcall = table.concat, type, xpcall
 local traceback = debug.traceback
@@ -130,9 +131,6 @@ Router.__index = Router
 
 -- Compiles "/users/:id/*" into a Lua pattern and the names of its captures.
 local function compile(pattern)
-  if type(pattern) ~= "string" or pattern:sub(1, 1) ~= "/" then
-    error("bad argument #1 to route (path pattern starting with '/' expected)", 3)
-  end
   local names = {}
   local lua = pattern:gsub("[%^%$%(%)%%%.%[%]%+%-%?]", "%%%0")
   lua = lua:gsub(":([%w_]+)", function(name)
@@ -146,26 +144,53 @@ local function compile(pattern)
   return "^" .. lua .. "$", names
 end
 
-function Router:add(method, pattern, handler)
-  if type(handler) ~= "function" then
-    error("bad argument #2 to route (function expected, got " .. type(handler) .. ")", 3)
+-- Checks a route's pattern (argument argn of fname) and handler (argn + 1) for the caller of
+-- the router method that calls it (which must not tail-call it).
+local function check_route(pattern, handler, fname, argn)
+  if type(pattern) ~= "string" or pattern:sub(1, 1) ~= "/" then
+    options_checker.argerror(argn, fname, "path pattern starting with '/' expected, got " ..
+      (type(pattern) == "string" and "'" .. pattern .. "'" or type(pattern)), 3)
   end
+  if type(handler) ~= "function" then
+    options_checker.argerror(argn + 1, fname, "function expected, got " .. type(handler), 3)
+  end
+end
+
+local function add(self, method, pattern, handler)
   local lua, names = compile(pattern)
   self.routes[#self.routes + 1] = { method = method, pattern = lua, names = names, handler = handler }
   return self
 end
 
+-- router:add(method, pattern, handler): method nil is any
+function Router:add(method, pattern, handler)
+  if method ~= nil and type(method) ~= "string" then
+    options_checker.argerror(1, "add", "string expected, got " .. type(method))
+  end
+  check_route(pattern, handler, "add", 2)
+  return add(self, method, pattern, handler)
+end
+
 for _, method in ipairs({ "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS" }) do
-  Router[method:lower()] = function(self, pattern, handler) return self:add(method, pattern, handler) end
+  local fname = method:lower()
+  Router[fname] = function(self, pattern, handler)
+    check_route(pattern, handler, fname, 1)
+    return add(self, method, pattern, handler)
+  end
 end
 
 -- router:all(pattern, handler): any method
-function Router:all(pattern, handler) return self:add(nil, pattern, handler) end
+function Router:all(pattern, handler)
+  check_route(pattern, handler, "all", 1)
+  return add(self, nil, pattern, handler)
+end
 
 -- router:websocket(pattern, fn[, options]): a WebSocket endpoint; fn(ws, req) runs once the
 -- handshake is done (see the websocket module; options are websocket.upgrade's).
 function Router:websocket(pattern, fn, options)
-  return self:add("GET", pattern, require("websocket").handler(fn, options))
+  check_route(pattern, fn, "websocket", 1)
+  local handler = require("websocket")._handler(fn, options, "websocket", 3, 2)
+  return add(self, "GET", pattern, handler)
 end
 
 local function hex_byte(h) return string.char(tonumber(h, 16)) end
@@ -214,8 +239,6 @@ function http.router()
 end
 
 -- --- servers ------------------------------------------------------------------------------------
-
-local options_checker = require "luaio.options"
 
 -- Defaults are http_server.c's (docs/api.md lists them).
 local OPTIONS = {

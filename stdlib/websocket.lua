@@ -240,15 +240,23 @@ end
 
 -- websocket.handler(fn[, options]) -> an HTTP handler that upgrades and runs fn(ws, req)
 -- (what router:websocket uses).
-function websocket.handler(fn, given)
-  if type(fn) ~= "function" then
-    error("bad argument #1 to 'handler' (function expected, got " .. type(fn) .. ")", 2)
-  end
-  local opts = options.check(given, SERVER_OPTIONS, 2, "handler")
+-- (websocket._handler: the same for router:websocket, whose options are argument argn of
+-- fname, errors raised at `level` above its caller)
+local function handler(fn, given, fname, argn, level)
+  local opts = options.check(given, SERVER_OPTIONS, argn, fname, level + 1)
   return function(req, res)
     local ws = upgrade(req, res, opts)
     if ws then return fn(ws, req) end
   end
+end
+websocket._handler = handler
+
+function websocket.handler(fn, given)
+  if type(fn) ~= "function" then
+    error("bad argument #1 to 'handler' (function expected, got " .. type(fn) .. ")", 2)
+  end
+  local h = handler(fn, given, "handler", 2, 2)
+  return h
 end
 
 websocket.publish = C.publish

@@ -238,6 +238,23 @@ test.case("http.static's and res:sendFile's options are checked, errors at the c
   test.match(errs[2], here .. "bad argument #2 to 'sendFile' %(unknown option 'index'%)")
 end)
 
+test.case("the router's methods name themselves and their arguments, at the caller's line", function()
+  local here = "^tests/http_api_test%.lua:%d+: "
+  local r = http.router()
+  local fn = function() end
+  test.raises(function() r:get("x", fn) end, here .. "bad argument #1 to 'get' %(path pattern starting with '/' expected, got 'x'%)")
+  test.raises(function() r:post("/", 5) end, here .. "bad argument #2 to 'post' %(function expected, got number%)")
+  test.raises(function() r:all(nil, fn) end, here .. "bad argument #1 to 'all' %(path pattern starting with '/' expected, got nil%)")
+  test.raises(function() r:add("GET", "/", 5) end, here .. "bad argument #3 to 'add' %(function expected, got number%)")
+  test.raises(function() r:add(5, "/", fn) end, here .. "bad argument #1 to 'add' %(string expected, got number%)")
+  test.raises(function() r:websocket("/", 5) end, here .. "bad argument #2 to 'websocket' %(function expected, got number%)")
+  test.raises(function() r:websocket("/", fn, 5) end, here .. "bad argument #3 to 'websocket' %(table expected, got number%)")
+  test.raises(function() r:websocket("/", fn, { nope = 1 }) end, here .. "bad argument #3 to 'websocket' %(unknown option 'nope'%)")
+  test.eq(#r.routes, 0, "nothing was added")
+  test.ok(r:get("/a", fn) == r and r:add(nil, "/b", fn) == r and r:websocket("/c", fn) == r)
+  test.eq(#r.routes, 3)
+end)
+
 test.case("res:status refuses 1xx (interim responses are the server's), non-integers and codes outside 100-599", function()
   local refused, taken = {}, {}
   local port = serve(function(req, res)
