@@ -443,6 +443,28 @@ test.case("several tasks waiting to write to a peer that does not read: each wri
   test.ok(all == ("a"):rep(16 * MB) .. ("b"):rep(16 * MB) .. ("c"):rep(16 * MB), "in the order they wrote")
 end)
 
+test.case("a write where the task cannot wait (inside gsub) does not wait: true, and its bytes are sent once", function()
+  local result, MB = {}, 1024 * 1024
+  local _, port = serve_here(function(socket)
+    result.ok, result.err = pcall(string.gsub, "x", "x", function() -- the kernel cannot take 64 MiB at once
+      result.wrote = { socket:write(("g"):rep(64 * MB)) }
+    end)
+    socket:close()
+  end, { host = "127.0.0.1", write_buffer_size = 64 })
+  local s = assert(tcp.connect(port))
+  task.sleep(200)
+  local got = 0
+  while true do
+    local d = s:read()
+    if not d then break end
+    got = got + #d
+  end
+  s:close()
+  test.eq(result.ok, true, tostring(result.err))
+  test.eq(result.wrote, { true })
+  test.eq(got, 64 * MB)
+end)
+
 test.case("send_timeout closes a connection whose peer takes nothing; the waiting write fails", function()
   local result = {}
   local _, port = serve_here(function(socket)

@@ -119,6 +119,7 @@ lua_State *luaio_mainstate(void);
 void luaio_sched_init(lua_State *L);
 /* Raises unless L is the task the scheduler is running now; `what` names the caller. */
 void luaio_checktask(lua_State *L, const char *what);
+int luaio_canwait(lua_State *L);
 /* Keeps the waiting coroutine L alive; returns a registry reference for luaio_unanchor. */
 int luaio_anchor(lua_State *L);
 void luaio_unanchor(int ref);

@@ -50,6 +50,9 @@ void luaio_checktask(lua_State *L, const char *what) {
                what);
 }
 
+/* Whether L may wait: the task being resumed, and not inside a call made by C. */
+int luaio_canwait(lua_State *L) { return L == current && lua_isyieldable(L); }
+
 int luaio_anchor(lua_State *L) {
   lua_pushthread(L);
   return luaL_ref(L, LUA_REGISTRYINDEX);

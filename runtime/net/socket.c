@@ -384,8 +384,14 @@ static int sock_write(lua_State *L) {
     lua_pushboolean(L, 1);
     return 1;
   }
+  /* Its bytes are queued already: where the caller cannot wait (outside a task, inside
+   * string.gsub's function), the write succeeds without waiting rather than fail with
+   * bytes that will still be sent. */
+  if (!luaio_canwait(L)) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
   sock_t *s = SOCK(c);
-  luaio_checktask(L, "write");
   if (s->writer_ref == LUA_NOREF)
     s->writer_ref = luaio_anchor(L);
   else
