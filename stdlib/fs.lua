@@ -12,6 +12,7 @@
 -- Every call waits in the calling task. The C half (runtime/os/fs.c) is one request per call;
 -- this file adds readFile and writeFile, which are a few of those requests in a row.
 local C = require "luaio.fs"
+local options = require "luaio.options"
 
 local concat, type = table.concat, type
 
@@ -24,14 +25,7 @@ local fs = {
 -- pool for the bytes, one for the end), capped so that a huge file is read in pieces.
 local MIN_CHUNK, MAX_CHUNK = 65536, 64 * 1024 * 1024
 
--- A path goes to the OS as a C string: one with a zero byte would be cut there.
-local function check_path(path, fname)
-  if type(path) ~= "string" then
-    error(("bad argument #1 to '%s' (string expected, got %s)"):format(fname, type(path)), 3)
-  elseif path:find("\0", 1, true) then
-    error(("bad argument #1 to '%s' (string without zero bytes expected, got a string with a zero byte)"):format(fname), 3)
-  end
-end
+local function check_path(path, fname) options.cstring(path, 1, fname, nil, 3) end
 
 -- fs.readFile(path) -> contents | nil, err
 function fs.readFile(path)

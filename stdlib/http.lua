@@ -93,11 +93,7 @@ end
 -- from the app's bundle with options.bundle.
 local response_methods = debug.getregistry()["luaio.http.response"].methods
 function response_methods.sendFile(res, path, options)
-  if type(path) ~= "string" then
-    error("bad argument #1 to 'sendFile' (string expected, got " .. type(path) .. ")", 2)
-  elseif path:find("\0", 1, true) then -- the OS would read the path up to it only
-    error("bad argument #1 to 'sendFile' (string without zero bytes expected, got a string with a zero byte)", 2)
-  end
+  options_checker.cstring(path, 1, "sendFile")
   return require("http_static").send_file(C.request(res), res, path, options)
 end
 

@@ -214,11 +214,7 @@ local SEND_FILE = { bundle = STATIC.bundle, max_age = STATIC.max_age }
 -- Both are reached by a tail call from http.lua (http.static, res:sendFile), so level 2 is
 -- the user's code, as when this module is called directly.
 function static.handler(root, options)
-  if type(root) ~= "string" then
-    error("bad argument #1 to 'static' (folder path expected, got " .. type(root) .. ")", 2)
-  elseif root:find("\0", 1, true) then -- the OS would read paths under it up to the zero only
-    error("bad argument #1 to 'static' (folder path without zero bytes expected, got a string with a zero byte)", 2)
-  end
+  checker.cstring(root, 1, "static", "folder path")
   options = checker.check(options, STATIC, 2, "static")
   local in_bundle
   root, in_bundle = locate((root:gsub("/+$", "")), options)

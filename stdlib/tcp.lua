@@ -43,13 +43,9 @@ local function check_options(opts, spec, argn, fname)
   return opts
 end
 
--- Paths and host names go to the kernel and the resolver as C strings, which a zero byte
--- would cut short: refused.
-local NO_ZERO = "without zero bytes expected, got a string with a zero byte"
-
 local function check_port(port, fname)
   if type(port) == "string" then -- a Unix socket path
-    if port:find("\0", 1, true) then error(("bad argument #1 to '%s' (socket path %s)"):format(fname, NO_ZERO), 3) end
+    options.cstring(port, 1, fname, "socket path", 3) -- not a tail call: level 3 counts this frame
     return port
   end
   if type(port) ~= "number" or port ~= math.floor(port) or port < 0 or port > 65535 then
@@ -95,11 +91,7 @@ function tcp.connect(port, host, given)
   port = check_port(port, "connect")
   local argn = 3
   if type(host) == "table" and given == nil then host, given, argn = nil, host, 2 end
-  if host ~= nil and type(host) ~= "string" then
-    error("bad argument #2 to 'connect' (string expected, got " .. type(host) .. ")", 2)
-  elseif host and host:find("\0", 1, true) then
-    error("bad argument #2 to 'connect' (string " .. NO_ZERO .. ")", 2)
-  end
+  if host ~= nil then options.cstring(host, 2, "connect") end
   local opts = check_options(given, CONNECT_OPTIONS, argn, "connect")
   local name = host or (opts.family == 6 and "::1" or "127.0.0.1")
   if opts.tls then

@@ -264,14 +264,7 @@ local function argerror(argn, fname, message)
 end
 
 -- A template name reaches bundle.read, a chunk name load: both C strings, cut at a zero byte.
-local function check_name(name, argn, fname, what)
-  if type(name) ~= "string" then
-    error(format("bad argument #%d to '%s' (%s expected, got %s)", argn, fname, what, type(name)), 3)
-  elseif find(name, "\0", 1, true) then
-    error(format("bad argument #%d to '%s' (%s without zero bytes expected, got a string with a zero byte)", argn, fname,
-      what), 3)
-  end
-end
+local function check_name(name, argn, fname, what) options.cstring(name, argn, fname, what, 3) end
 
 local function check_ctx(ctx, argn, fname)
   if ctx ~= nil and type(ctx) ~= "table" then

@@ -24,6 +24,16 @@ io.stdout:flush()
 end
 
 -- An in-process server; closed when the case ends.
+-- Everything the peer sends until it closes, as one string.
+local function read_to_end(s)
+  local parts = {}
+  while true do
+    local data = s:read()
+    if not data then return table.concat(parts) end
+    parts[#parts + 1] = data
+  end
+end
+
 local function serve_here(onconnect, options)
   local server = assert(tcp.createServer(0, onconnect, options or { host = "127.0.0.1" }))
   test.cleanup(function() server:close() end)
@@ -387,15 +397,10 @@ test.case("close() right after a large write still delivers every byte", functio
   end)
   local s = assert(tcp.connect(port, { timeout = 5000 }))
   s:write("go\n")
-  local parts = {}
-  while true do
-    local data = s:read()
-    if not data then break end
-    parts[#parts + 1] = data
-  end
+  local got = read_to_end(s)
   s:close()
-  test.eq(#table.concat(parts), #payload)
-  test.ok(table.concat(parts) == payload, "the bytes are intact")
+  test.eq(#got, #payload)
+  test.ok(got == payload, "the bytes are intact")
 end)
 
 test.case("a writer far ahead of a peer that does not read waits (write_buffer_size), memory stays bounded", function()
@@ -430,15 +435,9 @@ test.case("several tasks waiting to write to a peer that does not read: each wri
   end, { host = "127.0.0.1", write_buffer_size = 64 })
   local s = assert(tcp.connect(port))
   task.sleep(300) -- not reading yet: the first writer waits, the others arrive behind it
-  local got = {}
-  while true do
-    local d = s:read()
-    if not d then break end
-    got[#got + 1] = d
-  end
+  local all = read_to_end(s)
   s:close()
   for i = 1, 3 do test.eq(results[i], { true }, "writer " .. i) end
-  local all = table.concat(got)
   test.eq(#all, 48 * MB)
   test.ok(all == ("a"):rep(16 * MB) .. ("b"):rep(16 * MB) .. ("c"):rep(16 * MB), "in the order they wrote")
 end)
@@ -453,12 +452,7 @@ test.case("a write where the task cannot wait (inside gsub) does not wait: true,
   end, { host = "127.0.0.1", write_buffer_size = 64 })
   local s = assert(tcp.connect(port))
   task.sleep(200)
-  local got = 0
-  while true do
-    local d = s:read()
-    if not d then break end
-    got = got + #d
-  end
+  local got = #read_to_end(s)
   s:close()
   test.eq(result.ok, true, tostring(result.err))
   test.eq(result.wrote, { true })

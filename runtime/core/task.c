@@ -431,11 +431,10 @@ static int sched_now(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg sched_funcs[] = {{"current", sched_current},  {"now", sched_now},
-                                       {"sleep", sched_sleep},      {"spawn", sched_spawn},
-                                       {"suspend", sched_suspend},  {"wake", sched_wake},
-                                       {"waiter", sched_waiter},    {"yield", sched_yield_task},
-                                       {NULL, NULL}};
+static const luaL_Reg sched_funcs[] = {
+    {"current", sched_current}, {"now", sched_now},          {"sleep", sched_sleep},
+    {"spawn", sched_spawn},     {"suspend", sched_suspend},  {"wake", sched_wake},
+    {"waiter", sched_waiter},   {"yield", sched_yield_task}, {NULL, NULL}};
 
 int luaopen_luaio_task(lua_State *L) {
   luaio_newlib(L, sched_funcs);

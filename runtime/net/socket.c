@@ -123,18 +123,23 @@ static lua_State *waiter(lua_State *L, int ref) {
   return co;
 }
 
-/* Wakes a waiting task (by the ready queue: this may run inside another task's call) with
- * true, or nil and the error (TLS failures say why). */
-static void wake(lua_State *L, luaio_conn *c, int *ref, int err) {
-  lua_State *t = waiter(L, *ref);
-  if (t == NULL) return;
-  int anchor = *ref;
-  *ref = LUA_NOREF;
+/* Queues task t to resume (by the ready queue: this may run inside another task's call)
+ * with true, or nil and the error (TLS failures say why). */
+static void ready(lua_State *L, luaio_conn *c, lua_State *t, int err) {
   if (err < 0)
     luaio_tls_pusherror(L, c, err);
   else
     lua_pushboolean(L, 1);
   luaio_ready(L, t, err < 0 ? 2 : 1);
+}
+
+/* Wakes the task waiting at *ref, if any. */
+static void wake(lua_State *L, luaio_conn *c, int *ref, int err) {
+  lua_State *t = waiter(L, *ref);
+  if (t == NULL) return;
+  int anchor = *ref;
+  *ref = LUA_NOREF;
+  ready(L, c, t, err);
   luaio_unanchor(anchor); /* once the ready queue holds it: the pushes above allocate */
 }
 
@@ -170,11 +175,7 @@ static void wake_writers(lua_State *L, luaio_conn *c, int err) {
     lua_rawgeti(L, -1, i);
     lua_State *t = lua_tothread(L, -1);
     lua_pop(L, 1);
-    if (err < 0)
-      luaio_tls_pusherror(L, c, err);
-    else
-      lua_pushboolean(L, 1);
-    luaio_ready(L, t, err < 0 ? 2 : 1);
+    ready(L, c, t, err);
   }
   lua_pop(L, 1);
   luaio_unanchor(anchor); /* once the ready queue holds them */

@@ -378,8 +378,8 @@ static int asks_to_end(int signum) {
 }
 
 /* process.kill(pid[, signal]) -> true, or nil, err. signal: a name or a number, SIGTERM by
- * default; pid > 0 (process groups are not signalled). pid may name a forever child by the pid fork returned: the signal goes to the
- * running incarnation. */
+ * default; pid > 0 (process groups are not signalled). pid may name a forever child by the
+ * pid fork returned: the signal goes to the running incarnation. */
 static int process_kill(lua_State *L) {
   lua_Number n = luaL_checknumber(L, 1);
   luaL_argcheck(L, n == (int)n, 1, "integer pid expected");

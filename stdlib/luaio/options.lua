@@ -15,9 +15,10 @@
 --
 -- Kinds: "boolean", "string", "cstring", "number", "integer", "ms", "table", "function", or an
 -- array of type names. "cstring" is a string without zero bytes: a path, a host name, what
--- reaches the OS or a C library as a C string, where a zero byte would cut it short. "ms" is a duration: a number >= 0, fractions allowed, math.huge (or anything a
--- libuv timer cannot hold, 2^64 ms and more) meaning forever; the value comes back as given,
--- math.huge for forever. Its rules are runtime/core/opt.c's (luaio_checkms), the same for C.
+-- reaches the OS or a C library as a C string, where a zero byte would cut it short. "ms" is
+-- a duration: a number >= 0, fractions allowed, math.huge (or anything a libuv timer cannot
+-- hold, 2^64 ms and more) meaning forever; the value comes back as given, math.huge for
+-- forever. Its rules are runtime/core/opt.c's (luaio_checkms), the same for C.
 --
 -- Every error is raised at the level of the caller of the function that called check (level
 -- 3 from here; pass another when check is called from a helper; and do not tail-call it:
@@ -40,6 +41,19 @@ function options.argerror(argn, fname, message, level)
   error(("bad argument #%d to '%s' (%s)"):format(argn, fname, message), (level or 2) + 1)
 end
 local argerror = options.argerror
+
+-- options.cstring(value, argn, fname[, what[, level]]) -> value: a string without zero bytes,
+-- for what reaches the OS or a C library as a C string (a path, a host name), which a zero
+-- byte would cut short; else raises "bad argument #argn to 'fname' (what expected, got ...)".
+-- what defaults to "string"; level as for options.ms.
+function options.cstring(value, argn, fname, what, level)
+  what, level = what or "string", (level or 2) + 1
+  if type(value) ~= "string" then argerror(argn, fname, what .. " expected, got " .. type(value), level) end
+  if value:find("\0", 1, true) then
+    argerror(argn, fname, what .. " without zero bytes expected, got a string with a zero byte", level)
+  end
+  return value
+end
 
 -- How a value reads in "got ...": its type when the type is wrong; when only the value is,
 -- a number as written or a string 'quoted' (as the C readers do).

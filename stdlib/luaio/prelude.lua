@@ -1,8 +1,9 @@
 -- luaio.prelude: what a fresh state gets before the app runs (runtime/core/main.c).
 --   * require is luaio's own (luaio.require): a module's top level may wait.
 --   * Lua's own functions that hand a name to the C library (io.open, io.lines, os.remove,
---     os.rename, os.getenv, loadfile, dofile) refuse a name with a zero byte, as luaio's
---     modules do: C would cut it there ("secret.key\0.txt" opened secret.key).
+--     os.rename, os.getenv, loadfile, dofile), and require, whose searchers take C strings,
+--     refuse a name with a zero byte, as luaio's modules do: C would cut it there
+--     ("secret.key\0.txt" opened secret.key).
 local find, select, type, error = string.find, select, type, error
 
 local function guard(fname, fn, ...)
@@ -26,6 +27,6 @@ os.rename = guard("rename", os.rename, 1, 2)
 os.getenv = guard("getenv", os.getenv, 1)
 loadfile = guard("loadfile", loadfile, 1)
 dofile = guard("dofile", dofile, 1)
-require = require "luaio.require" -- luacheck: ignore (the global, on purpose)
+require = guard("require", require "luaio.require", 1) -- luacheck: ignore (the global, on purpose)
 
 return true

@@ -9,7 +9,7 @@
 -- task tries again itself. The same task requiring it again is a loop, an error as in Lua.
 local sched = require "luaio.task"
 
-local concat, error, find, tostring, type = table.concat, error, string.find, tostring, type
+local concat, error, tostring, type = table.concat, error, tostring, type
 local package = package
 
 local loading = {} -- name -> { by = the loading task, waiters = { tasks } }
@@ -50,9 +50,7 @@ local function require(name)
     name = tostring(name)
   elseif kind ~= "string" then
     error(("bad argument #1 to 'require' (string expected, got %s)"):format(kind), 2)
-  elseif find(name, "\0", 1, true) then -- the searchers take a C string: it would be cut there
-    error("bad argument #1 to 'require' (string without zero bytes expected, got a string with a zero byte)", 2)
-  end
+  end -- a name with a zero byte (the searchers take C strings) is refused by luaio.prelude
   while true do
     local loaded = package.loaded
     local value = loaded[name]
